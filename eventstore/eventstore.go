@@ -1,0 +1,174 @@
+// Package eventstore is the port between the command side and whatever stores events:
+// append to a stream under an expected revision, read a stream back, and read or
+// follow the global feed from a position. Adapters live in sub-packages
+// (eventstore/postgres, eventstore/esdb) and must all pass eventstore/storetest.
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ErrConflict is returned by Append when the stream is not at the expected revision.
+// Every adapter maps its own concurrency error to this one value.
+var ErrConflict = errors.New("eventstore: wrong expected revision")
+
+// ErrStreamNotFound is returned by ReadStream for a stream that has no events.
+var ErrStreamNotFound = errors.New("eventstore: stream not found")
+
+// ErrUnknownEventType is returned by a Codec asked to decode a type it does not know.
+var ErrUnknownEventType = errors.New("eventstore: unknown event type")
+
+// ExpectedRevision states what the writer believes the stream looks like.
+type ExpectedRevision struct {
+	kind     expectedKind
+	revision uint64
+}
+
+type expectedKind uint8
+
+const (
+	expectAny expectedKind = iota
+	expectNoStream
+	expectExists
+	expectExact
+)
+
+var (
+	// Any appends whatever the stream holds.
+	Any = ExpectedRevision{kind: expectAny}
+	// NoStream appends only if the stream has no events yet.
+	NoStream = ExpectedRevision{kind: expectNoStream}
+	// StreamExists appends only if the stream already has events.
+	StreamExists = ExpectedRevision{kind: expectExists}
+)
+
+// Exact appends only if the stream's last event has revision rev (0-based).
+func Exact(rev uint64) ExpectedRevision { return ExpectedRevision{kind: expectExact, revision: rev} }
+
+// IsAny, IsNoStream, IsStreamExists and Revision let adapters translate the value.
+func (e ExpectedRevision) IsAny() bool          { return e.kind == expectAny }
+func (e ExpectedRevision) IsNoStream() bool     { return e.kind == expectNoStream }
+func (e ExpectedRevision) IsStreamExists() bool { return e.kind == expectExists }
+
+// Revision reports the exact revision expected, and false when the expectation is not exact.
+func (e ExpectedRevision) Revision() (uint64, bool) { return e.revision, e.kind == expectExact }
+
+// Check tells whether a stream whose last revision is current (exists=false: no events)
+// satisfies the expectation. Adapters that check revisions themselves use it so that
+// every adapter agrees on the rules.
+func (e ExpectedRevision) Check(current uint64, exists bool) bool {
+	switch e.kind {
+	case expectNoStream:
+		return !exists
+	case expectExists:
+		return exists
+	case expectExact:
+		return exists && current == e.revision
+	default:
+		return true
+	}
+}
+
+func (e ExpectedRevision) String() string {
+	switch e.kind {
+	case expectNoStream:
+		return "no-stream"
+	case expectExists:
+		return "stream-exists"
+	case expectExact:
+		return fmt.Sprintf("revision %d", e.revision)
+	default:
+		return "any"
+	}
+}
+
+// Position is a place in the global feed. It is a commit/prepare pair because that is what
+// EventStoreDB uses; the Postgres adapter stores (transaction id, sequence) in the same two
+// fields. Positions compare commit first, then prepare. The zero Position is the start.
+type Position struct {
+	Commit  uint64 `json:"commit"`
+	Prepare uint64 `json:"prepare"`
+}
+
+// Start is the position before the first event.
+var Start = Position{}
+
+// Less reports whether p comes before q in the global feed.
+func (p Position) Less(q Position) bool {
+	if p.Commit != q.Commit {
+		return p.Commit < q.Commit
+	}
+	return p.Prepare < q.Prepare
+}
+
+func (p Position) String() string { return fmt.Sprintf("%d/%d", p.Commit, p.Prepare) }
+
+// Metadata travels with every event: who caused it, why and from where.
+type Metadata struct {
+	Actor         string `json:"actor,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+	CausationID   string `json:"causation_id,omitempty"`
+	ClientIP      string `json:"client_ip,omitempty"`
+	UserAgent     string `json:"user_agent,omitempty"`
+}
+
+// EventData is an event on its way into the store.
+type EventData struct {
+	ID            uuid.UUID
+	Type          string
+	SchemaVersion int
+	// OccurredAt is the domain time of the decision (from the injected clock).
+	OccurredAt time.Time
+	Data       json.RawMessage
+	Metadata   Metadata
+}
+
+// RecordedEvent is an event as the store gives it back.
+type RecordedEvent struct {
+	ID            uuid.UUID
+	Type          string
+	SchemaVersion int
+	Stream        string
+	Revision      uint64
+	Position      Position
+	OccurredAt    time.Time
+	Data          json.RawMessage
+	Metadata      Metadata
+}
+
+// AppendResult says where the last appended event landed.
+type AppendResult struct {
+	NextRevision uint64   // revision of the stream's last event after the append
+	Position     Position // global position of the last appended event
+}
+
+// Handler receives events from a subscription. Returning an error stops the subscription
+// with that error.
+type Handler func(ctx context.Context, e RecordedEvent) error
+
+// Store is the port. Implementations are safe for concurrent use.
+type Store interface {
+	// Append writes events to stream atomically if expected holds, else returns an error
+	// wrapping ErrConflict. Events whose ID is already stored are skipped, so a retried
+	// append is a no-op (as in EventStoreDB).
+	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
+	// ReadStream returns the events of stream from revision `from` on, in revision order,
+	// or an error wrapping ErrStreamNotFound if the stream has no events.
+	ReadStream(ctx context.Context, stream string, from uint64) ([]RecordedEvent, error)
+	// ReadAll returns at most limit events of the global feed strictly after `after`,
+	// in feed order. It never returns an event that a later call could place before one
+	// it already returned: a reader that resumes from the last position it saw misses nothing.
+	ReadAll(ctx context.Context, after Position, limit int) ([]RecordedEvent, error)
+	// SubscribeAll delivers every event strictly after `after`, first the history then live
+	// appends, until ctx ends (it then returns ctx.Err()) or handle returns an error.
+	SubscribeAll(ctx context.Context, after Position, handle Handler) error
+	// Head is the position of the newest event in the feed (Start when empty).
+	Head(ctx context.Context) (Position, error)
+	Close()
+}
