@@ -1,0 +1,292 @@
+// Package commands is the write side: one handler per command. Each loads the aggregates
+// it needs by folding their streams, asks the domain to decide, and appends the resulting
+// events with the expected revision, retrying a bounded number of times on conflict.
+// It never consults a read model for a security decision.
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"selfreset/domain"
+	"selfreset/eventstore"
+)
+
+// Clock tells the time; tests inject a fixed or movable one.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns the current time in UTC.
+func (SystemClock) Now() time.Time { return time.Now().UTC() }
+
+// PasswordHasher hashes and verifies passwords (argon2id in production).
+type PasswordHasher interface {
+	Hash(password string) (string, error)
+	// Verify reports whether password matches hash; an empty hash must still cost a
+	// full verification so that unknown accounts are not faster to reject.
+	Verify(password, hash string) (bool, error)
+}
+
+// Secrets derives tokens and codes (secret.Keyring in production).
+type Secrets interface {
+	Issue(kind string) (domain.Secret, error)
+	Matcher(kind string) domain.SecretMatcher
+	HashEmail(email string) string
+}
+
+// CommonPasswords recognises passwords from a common-password list.
+type CommonPasswords interface {
+	IsCommon(password string) bool
+}
+
+// Secret kinds, as package secret names them.
+const (
+	KindResetToken = "reset-token"
+	KindEmailCode  = "email-code"
+)
+
+// Config wires a Handler.
+type Config struct {
+	Store   eventstore.Store
+	Clock   Clock
+	Hasher  PasswordHasher
+	Secrets Secrets
+	Common  CommonPasswords
+	Policy  domain.Policy
+	Logger  *slog.Logger
+	// MaxAttempts bounds load-decide-append rounds when another writer got there first.
+	MaxAttempts int
+}
+
+// Handler runs commands.
+type Handler struct {
+	store   eventstore.Store
+	codec   *eventstore.Codec
+	clock   Clock
+	hasher  PasswordHasher
+	secrets Secrets
+	common  CommonPasswords
+	policy  domain.Policy
+	log     *slog.Logger
+	tries   int
+}
+
+// ErrTooMuchContention means every attempt lost the optimistic-concurrency race.
+var ErrTooMuchContention = errors.New("commands: too much contention on the stream; try again")
+
+// New builds a Handler.
+func New(c Config) *Handler {
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 5
+	}
+	return &Handler{store: c.Store, codec: NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
+		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts}
+}
+
+// NewCodec returns the codec that knows every domain event at its current schema version.
+// Upcasters for older schema versions are registered here as events evolve.
+func NewCodec() *eventstore.Codec {
+	c := eventstore.NewCodec()
+	for _, e := range domain.AllEvents() {
+		c.Register(e, 1)
+	}
+	return c
+}
+
+// Codec is the handler's codec (for readers of the same store).
+func (h *Handler) Codec() *eventstore.Codec { return h.codec }
+
+// Policy is the rules the handler enforces.
+func (h *Handler) Policy() domain.Policy { return h.policy }
+
+// Now is the handler's clock reading.
+func (h *Handler) Now() time.Time { return h.clock.Now() }
+
+// ---- request metadata ----
+
+type metaKey struct{}
+
+// WithMetadata attaches request metadata (correlation id, client IP, user agent) to ctx;
+// every event appended under ctx carries it.
+func WithMetadata(ctx context.Context, md eventstore.Metadata) context.Context {
+	return context.WithValue(ctx, metaKey{}, md)
+}
+
+func metadataFrom(ctx context.Context, actor string) eventstore.Metadata {
+	md, _ := ctx.Value(metaKey{}).(eventstore.Metadata)
+	md.Actor = actor
+	if md.CorrelationID == "" {
+		md.CorrelationID = uuid.NewString()
+	}
+	if md.CausationID == "" {
+		md.CausationID = md.CorrelationID
+	}
+	return md
+}
+
+// ---- loading and appending ----
+
+// loaded is an aggregate's state plus the revision it was folded up to.
+type loaded struct {
+	exists   bool
+	revision uint64
+}
+
+func (l loaded) expected() eventstore.ExpectedRevision {
+	if !l.exists {
+		return eventstore.NoStream
+	}
+	return eventstore.Exact(l.revision)
+}
+
+// fold reads stream and applies each event to apply.
+func (h *Handler) fold(ctx context.Context, stream string, apply func(domain.Event)) (loaded, error) {
+	recs, err := h.store.ReadStream(ctx, stream, 0)
+	if errors.Is(err, eventstore.ErrStreamNotFound) {
+		return loaded{}, nil
+	}
+	if err != nil {
+		return loaded{}, fmt.Errorf("read %s: %w", stream, err)
+	}
+	for _, r := range recs {
+		v, err := h.codec.DecodeRecorded(r)
+		if err != nil {
+			return loaded{}, fmt.Errorf("read %s at revision %d: %w", stream, r.Revision, err)
+		}
+		apply(v.(domain.Event))
+	}
+	return loaded{exists: len(recs) > 0, revision: recs[len(recs)-1].Revision}, nil
+}
+
+// LoadProvider folds a provider's stream.
+func (h *Handler) LoadProvider(ctx context.Context, code string) (domain.Provider, error) {
+	p, _, err := h.loadProvider(ctx, code)
+	return p, err
+}
+
+func (h *Handler) loadProvider(ctx context.Context, code string) (domain.Provider, loaded, error) {
+	var p domain.Provider
+	if !domain.ValidProviderCode(domain.NormalizeProviderCode(code)) {
+		return p, loaded{}, nil
+	}
+	l, err := h.fold(ctx, domain.ProviderStream(code), p.Apply)
+	return p, l, err
+}
+
+// LoadUser folds a user's stream; Registered is false when there is no such user.
+// The second result is the stream revision, for callers that cache by it.
+func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User, uint64, error) {
+	u, l, err := h.loadUser(ctx, code, login)
+	return u, l.revision, err
+}
+
+func (h *Handler) loadUser(ctx context.Context, code, login string) (domain.User, loaded, error) {
+	var u domain.User
+	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
+	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
+		return u, loaded{}, nil
+	}
+	l, err := h.fold(ctx, domain.UserStream(code, login), u.Apply)
+	return u, l, err
+}
+
+// append encodes events and appends them to stream under expected.
+func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, actor string, events []domain.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	md := metadataFrom(ctx, actor)
+	now := h.clock.Now()
+	data := make([]eventstore.EventData, 0, len(events))
+	for _, e := range events {
+		typ, ver, raw, err := h.codec.Encode(e)
+		if err != nil {
+			return err
+		}
+		data = append(data, eventstore.EventData{ID: uuid.New(), Type: typ, SchemaVersion: ver, OccurredAt: now, Data: raw, Metadata: md})
+	}
+	if _, err := h.store.Append(ctx, stream, expected, data...); err != nil {
+		return fmt.Errorf("append to %s: %w", stream, err)
+	}
+	return nil
+}
+
+// userDecision decides on a user, given the provider it belongs to.
+type userDecision func(u domain.User, p domain.Provider) ([]domain.Event, error)
+
+// updateUser is load → decide → append for one user stream, retried on conflict. Events
+// the decision returns are appended even when it also returns a refusal (a wrong token
+// is recorded and refused); the refusal is then returned.
+func (h *Handler) updateUser(ctx context.Context, actor, code, login string, decide userDecision) error {
+	for range h.tries {
+		p, _, err := h.loadProvider(ctx, code)
+		if err != nil {
+			return err
+		}
+		u, l, err := h.loadUser(ctx, code, login)
+		if err != nil {
+			return err
+		}
+		events, derr := decide(u, p)
+		err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)
+		if errors.Is(err, eventstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return derr
+	}
+	return ErrTooMuchContention
+}
+
+// updateProvider is the same for a provider stream.
+func (h *Handler) updateProvider(ctx context.Context, actor, code string, decide func(p domain.Provider) ([]domain.Event, error)) error {
+	for range h.tries {
+		p, l, err := h.loadProvider(ctx, code)
+		if err != nil {
+			return err
+		}
+		events, derr := decide(p)
+		err = h.append(ctx, domain.ProviderStream(code), l.expected(), actor, events)
+		if errors.Is(err, eventstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return derr
+	}
+	return ErrTooMuchContention
+}
+
+// recordUnmatched writes a request that matched no account to its own stream.
+func (h *Handler) recordUnmatched(ctx context.Context, e domain.Event) error {
+	return h.append(ctx, domain.UnmatchedStream, eventstore.Any, "anonymous", []domain.Event{e})
+}
+
+// clip keeps attacker-supplied identifiers short before they are recorded.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) > n {
+		return string(r[:n])
+	}
+	return s
+}
+
+func isConflict(err error) bool { return errors.Is(err, eventstore.ErrConflict) }

@@ -1,0 +1,219 @@
+package commands
+
+import (
+	"context"
+	"errors"
+
+	"selfreset/domain"
+	"selfreset/eventstore"
+)
+
+// ---- providers ----
+
+// RegisterProvider opens a provider (operators only).
+type RegisterProvider struct {
+	Actor          domain.Actor
+	Code, Name     string
+	AllowSelfReset bool
+}
+
+func (h *Handler) RegisterProvider(ctx context.Context, c RegisterProvider) error {
+	code := domain.NormalizeProviderCode(c.Code)
+	if !domain.ValidProviderCode(code) {
+		return domain.ErrInvalidInput
+	}
+	return h.updateProvider(ctx, c.Actor.ID(), code, func(p domain.Provider) ([]domain.Event, error) {
+		events, err := p.RegisterProvider(c.Actor, code, c.Name)
+		if err != nil || !c.AllowSelfReset {
+			return events, err
+		}
+		for _, e := range events {
+			p.Apply(e)
+		}
+		more, err := p.AllowSelfReset(c.Actor)
+		return append(events, more...), err
+	})
+}
+
+// ProviderCommand names a provider and who acts on it.
+type ProviderCommand struct {
+	Actor domain.Actor
+	Code  string
+}
+
+func (h *Handler) AllowProviderSelfReset(ctx context.Context, c ProviderCommand) error {
+	return h.updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
+		return p.AllowSelfReset(c.Actor)
+	})
+}
+
+func (h *Handler) RevokeProviderSelfReset(ctx context.Context, c ProviderCommand) error {
+	return h.updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
+		return p.RevokeSelfReset(c.Actor)
+	})
+}
+
+// ---- administering users ----
+
+// RegisterUser opens an account with an initial password.
+type RegisterUser struct {
+	Actor       domain.Actor
+	Provider    string
+	Login       string
+	DisplayName string
+	Password    string
+	Roles       []string
+}
+
+func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) error {
+	login := domain.NormalizeLogin(c.Login)
+	if !domain.ValidLogin(login) || !domain.ValidProviderCode(domain.NormalizeProviderCode(c.Provider)) {
+		return domain.ErrInvalidInput
+	}
+	if err := h.policy.CheckPassword(domain.PasswordCandidate{Password: c.Password, Login: login, IsCommon: h.common.IsCommon(c.Password)}); err != nil {
+		return err
+	}
+	hash, err := h.hasher.Hash(c.Password)
+	if err != nil {
+		return err
+	}
+	return h.updateUser(ctx, c.Actor.ID(), c.Provider, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.RegisterUser(p, c.Actor, domain.RegisterUserCommand{Login: login, DisplayName: c.DisplayName, PasswordHash: hash, Roles: c.Roles})
+	})
+}
+
+// UserCommand names a user and who acts on them.
+type UserCommand struct {
+	Actor    domain.Actor
+	Provider string
+	Login    string
+}
+
+// RoleCommand grants or revokes a role.
+type RoleCommand struct {
+	UserCommand
+	Role string
+}
+
+func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) error {
+	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.GrantRole(c.Actor, c.Role) })
+}
+
+func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) error {
+	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.RevokeRole(c.Actor, c.Role) })
+}
+
+func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, p domain.Provider) ([]domain.Event, error) { return u.EnableSelfReset(p, c.Actor) })
+}
+
+func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.DisableSelfReset(c.Actor) })
+}
+
+func (h *Handler) AdminLock(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.AdminLock(c.Actor) })
+}
+
+func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.AdminUnlock(c.Actor) })
+}
+
+func (h *Handler) Deactivate(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.Deactivate(c.Actor) })
+}
+
+func (h *Handler) Reactivate(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.Reactivate(c.Actor) })
+}
+
+func (h *Handler) Delete(ctx context.Context, c UserCommand) error {
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.Delete(c.Actor) })
+}
+
+// admin runs an administrative decision after refreshing a signed-in actor from their own
+// stream, so a revoked admin role or a locked admin account takes effect at once.
+func (h *Handler) admin(ctx context.Context, c UserCommand, decide userDecision) error {
+	actor, err := h.refreshActor(ctx, c.Actor)
+	if err != nil {
+		return err
+	}
+	return h.updateUser(ctx, actor.ID(), c.Provider, c.Login, decide)
+}
+
+func (h *Handler) refreshActor(ctx context.Context, a domain.Actor) (domain.Actor, error) {
+	if a.System {
+		return a, nil
+	}
+	u, _, err := h.loadUser(ctx, a.Provider, a.Login)
+	if err != nil {
+		return a, err
+	}
+	if !u.Registered {
+		return a, domain.ErrForbidden
+	}
+	return domain.UserActor(u), nil
+}
+
+// ---- signing in ----
+
+// Login checks credentials. SessionID is recorded on success so auditors can follow a session.
+type Login struct {
+	Provider, Login, Password string
+	SessionID                 string
+}
+
+// Login returns the signed-in user, or domain.ErrInvalidCredentials for every kind of
+// refusal (unknown user, wrong password, any lock) so callers cannot tell them apart.
+func (h *Handler) Login(ctx context.Context, c Login) (domain.User, error) {
+	return h.authenticate(ctx, c.Provider, c.Login, c.Password, func(u domain.User, ok bool) ([]domain.Event, error) {
+		return u.SignIn(h.policy, ok, c.SessionID)
+	})
+}
+
+// VerifyPasswordForSettings is the settings page's re-entry of the login password.
+type VerifyPasswordForSettings struct {
+	Provider, Login, Password string
+}
+
+func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswordForSettings) error {
+	_, err := h.authenticate(ctx, c.Provider, c.Login, c.Password, func(u domain.User, ok bool) ([]domain.Event, error) {
+		return u.ReconfirmPassword(h.policy, ok)
+	})
+	return err
+}
+
+func (h *Handler) authenticate(ctx context.Context, code, login, password string, decide func(u domain.User, ok bool) ([]domain.Event, error)) (domain.User, error) {
+	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
+	for range h.tries {
+		u, l, err := h.loadUser(ctx, code, login)
+		if err != nil {
+			return domain.User{}, err
+		}
+		// Verify even without an account (against a dummy hash) so timing tells nothing.
+		ok, err := h.hasher.Verify(password, u.PasswordHash)
+		if err != nil {
+			return domain.User{}, err
+		}
+		if !u.Registered {
+			err := h.recordUnmatched(ctx, domain.LoginFailed{Reason: domain.ErrUnknownAccount.Code, Provider: clip(code, 64), Login: clip(login, 64)})
+			if err != nil {
+				return domain.User{}, err
+			}
+			return domain.User{}, domain.ErrInvalidCredentials
+		}
+		events, derr := decide(u, ok)
+		err = h.append(ctx, domain.UserStream(code, login), l.expected(), "user:"+code+"/"+login, events)
+		if errors.Is(err, eventstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return domain.User{}, err
+		}
+		for _, e := range events {
+			u.Apply(e)
+		}
+		return u, derr
+	}
+	return domain.User{}, ErrTooMuchContention
+}

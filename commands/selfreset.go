@@ -1,0 +1,189 @@
+package commands
+
+import (
+	"context"
+
+	"selfreset/domain"
+)
+
+// SelfUser names the signed-in user acting on their own account.
+type SelfUser struct {
+	Provider, Login string
+}
+
+func (s SelfUser) actor() string {
+	return "user:" + domain.NormalizeProviderCode(s.Provider) + "/" + domain.NormalizeLogin(s.Login)
+}
+
+// StartEmailVerification sends a 6-digit code to Email. The caller is responsible for the
+// step-up (VerifyPasswordForSettings) that guards the settings flow.
+type StartEmailVerification struct {
+	SelfUser
+	Email string
+}
+
+// StartEmailVerification returns the id of the code it issued (the mailer derives the code).
+func (h *Handler) StartEmailVerification(ctx context.Context, c StartEmailVerification) (codeID string, err error) {
+	code, err := h.secrets.Issue(KindEmailCode)
+	if err != nil {
+		return "", err
+	}
+	err = h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.StartEmailVerification(h.policy, p, c.Email, code, h.clock.Now())
+	})
+	return code.ID, err
+}
+
+// VerifyEmailCode checks the code the user typed.
+type VerifyEmailCode struct {
+	SelfUser
+	Code string
+}
+
+func (h *Handler) VerifyEmailCode(ctx context.Context, c VerifyEmailCode) error {
+	match := h.secrets.Matcher(KindEmailCode)
+	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.VerifyEmailCode(h.policy, p, c.Code, match, h.clock.Now())
+	})
+}
+
+// ConfigureSelfReset is the seed's Update.
+type ConfigureSelfReset struct {
+	SelfUser
+}
+
+func (h *Handler) ConfigureSelfReset(ctx context.Context, c ConfigureSelfReset) error {
+	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.ConfigureSelfReset(p)
+	})
+}
+
+// RequestResetToken is the Reset Password page's submission.
+type RequestResetToken struct {
+	Provider, Login, Email string
+}
+
+// RequestResetToken records the decision either way. The error says what happened, for
+// operators and tests; callers facing the public must answer every request alike.
+// The returned token id is empty when no token was issued.
+func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (tokenID string, err error) {
+	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
+	token, err := h.secrets.Issue(KindResetToken)
+	if err != nil {
+		return "", err
+	}
+	emailHash := h.secrets.HashEmail(c.Email)
+	exists, err := h.userExists(ctx, code, login)
+	if err != nil {
+		return "", err
+	}
+	if !exists {
+		err := h.recordUnmatched(ctx, domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code,
+			Provider: clip(code, 64), Login: clip(login, 64), EmailMasked: domain.MaskEmail(clip(domain.NormalizeEmail(c.Email), 254)), EmailHash: emailHash})
+		if err != nil {
+			return "", err
+		}
+		return "", domain.ErrUnknownAccount
+	}
+	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token}, h.clock.Now())
+	})
+	if err != nil {
+		return "", err
+	}
+	return token.ID, nil
+}
+
+func (h *Handler) userExists(ctx context.Context, code, login string) (bool, error) {
+	u, _, err := h.loadUser(ctx, code, login)
+	return u.Registered, err
+}
+
+// ResendResetToken is the Change Password page's Resend.
+type ResendResetToken struct {
+	Provider, Login string
+}
+
+// ResendResetToken returns the new token's id. An unknown account gets
+// domain.ErrUnknownAccount and nothing is recorded (the original request already was).
+func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tokenID string, err error) {
+	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
+	exists, err := h.userExists(ctx, code, login)
+	if err != nil {
+		return "", err
+	}
+	if !exists {
+		return "", domain.ErrUnknownAccount
+	}
+	token, err := h.secrets.Issue(KindResetToken)
+	if err != nil {
+		return "", err
+	}
+	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.ResendResetToken(h.policy, p, token, h.clock.Now())
+	})
+	if err != nil {
+		return "", err
+	}
+	return token.ID, nil
+}
+
+// ResetPassword is the Change Password page's submission. The caller checks that the new
+// password and its confirmation agree.
+type ResetPassword struct {
+	Provider, Login string
+	Token           string
+	NewPassword     string
+}
+
+func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) error {
+	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
+	match := h.secrets.Matcher(KindResetToken)
+	actor := "anonymous"
+	for range h.tries {
+		p, _, err := h.loadProvider(ctx, code)
+		if err != nil {
+			return err
+		}
+		u, l, err := h.loadUser(ctx, code, login)
+		if err != nil {
+			return err
+		}
+		now := h.clock.Now()
+		// Check the token before spending argon2id time on the new password.
+		if events, err := u.CheckResetToken(h.policy, p, c.Token, match, now); err != nil {
+			if aerr := h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events); aerr != nil {
+				if isConflict(aerr) {
+					continue
+				}
+				return aerr
+			}
+			return err
+		}
+		cand := domain.PasswordCandidate{Password: c.NewPassword, Login: u.Login, IsCommon: h.common.IsCommon(c.NewPassword)}
+		if err := h.policy.CheckPassword(cand); err != nil {
+			return err
+		}
+		same, err := h.hasher.Verify(c.NewPassword, u.PasswordHash)
+		if err != nil {
+			return err
+		}
+		cand.SameAsCurrent = same
+		hash := ""
+		if !same {
+			if hash, err = h.hasher.Hash(c.NewPassword); err != nil {
+				return err
+			}
+		}
+		events, derr := u.ResetPassword(h.policy, p, domain.NewPassword{Token: c.Token, Candidate: cand, Hash: hash}, match, now)
+		err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return derr
+	}
+	return ErrTooMuchContention
+}

@@ -1,0 +1,44 @@
+package domain
+
+// RoleUserAdmin is the seed's "User Administrative" role.
+const RoleUserAdmin = "user-admin"
+
+// KnownRoles are the roles a user may hold.
+var knownRoles = map[string]bool{RoleUserAdmin: true}
+
+// KnownRole reports whether role exists.
+func KnownRole(role string) bool { return knownRoles[role] }
+
+// Actor is whoever issues a command: an operator at the command line (System) or a signed-in
+// user. The command side builds it from the actor's own aggregate, never from a read model.
+type Actor struct {
+	System   bool
+	Name     string // operator name for System actors
+	Provider string // for users
+	Login    string
+	Admin    bool // holds RoleUserAdmin and is active
+}
+
+// SystemActor is an operator with full rights (the CLI).
+func SystemActor(name string) Actor { return Actor{System: true, Name: name} }
+
+// UserActor builds the actor for a signed-in user from their aggregate.
+func UserActor(u User) Actor {
+	return Actor{Provider: u.Provider, Login: u.Login, Admin: u.Roles[RoleUserAdmin] && u.Active()}
+}
+
+// ID is the stable text recorded as "by" and as the metadata actor.
+func (a Actor) ID() string {
+	if a.System {
+		if a.Name == "" {
+			return "system"
+		}
+		return "system:" + a.Name
+	}
+	return "user:" + a.Provider + "/" + a.Login
+}
+
+// CanAdminister reports whether the actor may manage users of provider.
+func (a Actor) CanAdminister(provider string) bool {
+	return a.System || (a.Admin && a.Provider == provider)
+}

@@ -1,0 +1,230 @@
+package domain
+
+import "time"
+
+// Event is a fact the domain decided. Its EventType is the stored type name.
+type Event interface {
+	EventType() string
+}
+
+// Provider stream events.
+
+// ProviderRegistered opens a provider's stream.
+type ProviderRegistered struct {
+	Code string `json:"code"`
+	Name string `json:"name"`
+}
+
+// ProviderSelfResetAllowed lets the provider's users be enabled for self-service reset.
+type ProviderSelfResetAllowed struct {
+	By string `json:"by"`
+}
+
+// ProviderSelfResetRevoked withdraws that permission; requests are then refused.
+type ProviderSelfResetRevoked struct {
+	By string `json:"by"`
+}
+
+// User stream events.
+
+// UserRegistered opens a user's stream. PasswordHash is an argon2id PHC string.
+type UserRegistered struct {
+	Provider     string   `json:"provider"`
+	Login        string   `json:"login"`
+	DisplayName  string   `json:"display_name"`
+	PasswordHash string   `json:"password_hash"`
+	Roles        []string `json:"roles,omitempty"`
+}
+
+// RoleGranted gives the user a role.
+type RoleGranted struct {
+	Role string `json:"role"`
+	By   string `json:"by"`
+}
+
+// RoleRevoked takes a role away.
+type RoleRevoked struct {
+	Role string `json:"role"`
+	By   string `json:"by"`
+}
+
+// SelfResetEnabled: a user-admin made the feature available to this user.
+type SelfResetEnabled struct {
+	By string `json:"by"`
+}
+
+// SelfResetDisabled: a user-admin withdrew it.
+type SelfResetDisabled struct {
+	By string `json:"by"`
+}
+
+// PasswordReconfirmed: the user re-entered the login password to reach Self Password Reset settings.
+type PasswordReconfirmed struct{}
+
+// RecoveryEmailCodeSent: a 6-digit code was derived for Email. Only the code's id and a keyed
+// hash are stored; the mailer derives the code itself from the id and the server secret.
+type RecoveryEmailCodeSent struct {
+	CodeID    string    `json:"code_id"`
+	KeyID     string    `json:"key_id"`
+	CodeHash  string    `json:"code_hash"`
+	Email     string    `json:"email"`
+	SentAt    time.Time `json:"sent_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// RecoveryEmailCodeRejected: a wrong or late code. Attempts counts wrong tries so far.
+type RecoveryEmailCodeRejected struct {
+	CodeID   string `json:"code_id"`
+	Reason   string `json:"reason"` // wrong_code, code_expired, too_many_attempts
+	Attempts int    `json:"attempts"`
+}
+
+// RecoveryEmailVerified: the right code came back; Email is proven to reach the user.
+type RecoveryEmailVerified struct {
+	CodeID string `json:"code_id"`
+	Email  string `json:"email"`
+}
+
+// SelfResetConfigured: the user clicked Update; Email is now the recovery address.
+type SelfResetConfigured struct {
+	Email string `json:"email"`
+}
+
+// ResetTokenIssued: a password token was derived and is to be mailed to Email.
+// Supersedes names the token this one replaces (which dies with it).
+type ResetTokenIssued struct {
+	TokenID    string    `json:"token_id"`
+	KeyID      string    `json:"key_id"`
+	TokenHash  string    `json:"token_hash"`
+	Email      string    `json:"email"`
+	IssuedAt   time.Time `json:"issued_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	Supersedes string    `json:"supersedes,omitempty"`
+	Resend     bool      `json:"resend,omitempty"`
+}
+
+// ResetTokenRejected: a token was presented and refused.
+type ResetTokenRejected struct {
+	TokenID  string `json:"token_id,omitempty"`
+	Reason   string `json:"reason"` // wrong_token, token_expired, token_used, token_revoked, no_active_token
+	Attempts int    `json:"attempts"`
+}
+
+// ResetTokenRevoked: the token died before use (too many wrong tries, account change).
+type ResetTokenRevoked struct {
+	TokenID string `json:"token_id"`
+	Reason  string `json:"reason"`
+}
+
+// ResetRequestRejected: a Forgot Password (or Resend) request got no token. The attempted
+// email is never stored in plain text: masked for people, keyed hash for correlation.
+// NotifyEmail is set when the verified owner should get a "Password Reset Error" email.
+// On UnmatchedStream, Provider and Login say what was attempted.
+type ResetRequestRejected struct {
+	Reason      string `json:"reason"`
+	Provider    string `json:"provider"`
+	Login       string `json:"login"`
+	EmailMasked string `json:"email_masked,omitempty"`
+	EmailHash   string `json:"email_hash,omitempty"`
+	NotifyEmail string `json:"notify_email,omitempty"`
+	Resend      bool   `json:"resend,omitempty"`
+}
+
+// Ways a password changes.
+const (
+	PasswordChangedBySelfReset = "self_reset"
+)
+
+// PasswordChanged: a new argon2id hash. All earlier sessions of the user end with it.
+// NotifyEmail receives a "your password was changed" email.
+type PasswordChanged struct {
+	PasswordHash string    `json:"password_hash"`
+	Method       string    `json:"method"`
+	TokenID      string    `json:"token_id,omitempty"`
+	ChangedAt    time.Time `json:"changed_at"`
+	NotifyEmail  string    `json:"notify_email,omitempty"`
+}
+
+// LoginSucceeded: a session was opened.
+type LoginSucceeded struct {
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// LoginFailed: a login (or settings re-authentication) was refused.
+// On UnmatchedStream, Provider and Login say what was attempted.
+type LoginFailed struct {
+	Reason         string `json:"reason"` // wrong_password, locked, admin_locked, deactivated, deleted, unknown_account
+	FailedAttempts int    `json:"failed_attempts"`
+	StepUp         bool   `json:"step_up,omitempty"`
+	Provider       string `json:"provider,omitempty"`
+	Login          string `json:"login,omitempty"`
+}
+
+// AccountLocked: too many failed logins; a self-service reset unlocks it.
+type AccountLocked struct {
+	FailedAttempts int `json:"failed_attempts"`
+}
+
+// AccountUnlocked: the failed-login lock was lifted.
+type AccountUnlocked struct {
+	Reason string `json:"reason"` // password_reset, admin
+	By     string `json:"by,omitempty"`
+}
+
+// AccountAdminLocked and the rest are administrative status changes; By names the admin.
+type AccountAdminLocked struct {
+	By string `json:"by"`
+}
+type AccountAdminUnlocked struct {
+	By string `json:"by"`
+}
+type AccountDeactivated struct {
+	By string `json:"by"`
+}
+type AccountReactivated struct {
+	By string `json:"by"`
+}
+type AccountDeleted struct {
+	By string `json:"by"`
+}
+
+func (ProviderRegistered) EventType() string        { return "ProviderRegistered" }
+func (ProviderSelfResetAllowed) EventType() string  { return "ProviderSelfResetAllowed" }
+func (ProviderSelfResetRevoked) EventType() string  { return "ProviderSelfResetRevoked" }
+func (UserRegistered) EventType() string            { return "UserRegistered" }
+func (RoleGranted) EventType() string               { return "RoleGranted" }
+func (RoleRevoked) EventType() string               { return "RoleRevoked" }
+func (SelfResetEnabled) EventType() string          { return "SelfResetEnabled" }
+func (SelfResetDisabled) EventType() string         { return "SelfResetDisabled" }
+func (PasswordReconfirmed) EventType() string       { return "PasswordReconfirmed" }
+func (RecoveryEmailCodeSent) EventType() string     { return "RecoveryEmailCodeSent" }
+func (RecoveryEmailCodeRejected) EventType() string { return "RecoveryEmailCodeRejected" }
+func (RecoveryEmailVerified) EventType() string     { return "RecoveryEmailVerified" }
+func (SelfResetConfigured) EventType() string       { return "SelfResetConfigured" }
+func (ResetTokenIssued) EventType() string          { return "ResetTokenIssued" }
+func (ResetTokenRejected) EventType() string        { return "ResetTokenRejected" }
+func (ResetTokenRevoked) EventType() string         { return "ResetTokenRevoked" }
+func (ResetRequestRejected) EventType() string      { return "ResetRequestRejected" }
+func (PasswordChanged) EventType() string           { return "PasswordChanged" }
+func (LoginSucceeded) EventType() string            { return "LoginSucceeded" }
+func (LoginFailed) EventType() string               { return "LoginFailed" }
+func (AccountLocked) EventType() string             { return "AccountLocked" }
+func (AccountUnlocked) EventType() string           { return "AccountUnlocked" }
+func (AccountAdminLocked) EventType() string        { return "AccountAdminLocked" }
+func (AccountAdminUnlocked) EventType() string      { return "AccountAdminUnlocked" }
+func (AccountDeactivated) EventType() string        { return "AccountDeactivated" }
+func (AccountReactivated) EventType() string        { return "AccountReactivated" }
+func (AccountDeleted) EventType() string            { return "AccountDeleted" }
+
+// AllEvents lists one value of every event type at its current schema version, for codecs.
+func AllEvents() []Event {
+	return []Event{
+		ProviderRegistered{}, ProviderSelfResetAllowed{}, ProviderSelfResetRevoked{},
+		UserRegistered{}, RoleGranted{}, RoleRevoked{}, SelfResetEnabled{}, SelfResetDisabled{},
+		PasswordReconfirmed{}, RecoveryEmailCodeSent{}, RecoveryEmailCodeRejected{}, RecoveryEmailVerified{},
+		SelfResetConfigured{}, ResetTokenIssued{}, ResetTokenRejected{}, ResetTokenRevoked{},
+		ResetRequestRejected{}, PasswordChanged{}, LoginSucceeded{}, LoginFailed{}, AccountLocked{},
+		AccountUnlocked{}, AccountAdminLocked{}, AccountAdminUnlocked{}, AccountDeactivated{},
+		AccountReactivated{}, AccountDeleted{},
+	}
+}

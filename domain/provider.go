@@ -1,0 +1,64 @@
+package domain
+
+// Provider is an agency (tenant). Its state is folded from its stream.
+type Provider struct {
+	Code             string
+	Name             string
+	Registered       bool
+	SelfResetAllowed bool
+}
+
+// Apply folds one event into the state. Replay and new decisions both go through it.
+func (p *Provider) Apply(e Event) {
+	switch e := e.(type) {
+	case ProviderRegistered:
+		p.Code, p.Name, p.Registered = e.Code, e.Name, true
+	case ProviderSelfResetAllowed:
+		p.SelfResetAllowed = true
+	case ProviderSelfResetRevoked:
+		p.SelfResetAllowed = false
+	}
+}
+
+// RegisterProvider opens a provider. Only operators register providers.
+func (p Provider) RegisterProvider(actor Actor, code, name string) ([]Event, error) {
+	if !actor.System {
+		return nil, ErrForbidden
+	}
+	code = NormalizeProviderCode(code)
+	if !ValidProviderCode(code) || name == "" || len(name) > 200 {
+		return nil, ErrInvalidInput
+	}
+	if p.Registered {
+		return nil, ErrProviderExists
+	}
+	return []Event{ProviderRegistered{Code: code, Name: name}}, nil
+}
+
+// AllowSelfReset lets the provider use Self Password Reset. Repeating it changes nothing.
+func (p Provider) AllowSelfReset(actor Actor) ([]Event, error) {
+	if !actor.System {
+		return nil, ErrForbidden
+	}
+	if !p.Registered {
+		return nil, ErrProviderNotFound
+	}
+	if p.SelfResetAllowed {
+		return nil, nil
+	}
+	return []Event{ProviderSelfResetAllowed{By: actor.ID()}}, nil
+}
+
+// RevokeSelfReset withdraws it. Repeating it changes nothing.
+func (p Provider) RevokeSelfReset(actor Actor) ([]Event, error) {
+	if !actor.System {
+		return nil, ErrForbidden
+	}
+	if !p.Registered {
+		return nil, ErrProviderNotFound
+	}
+	if !p.SelfResetAllowed {
+		return nil, nil
+	}
+	return []Event{ProviderSelfResetRevoked{By: actor.ID()}}, nil
+}

@@ -1,0 +1,628 @@
+package domain
+
+import (
+	"time"
+)
+
+// Token states, as the token-validity read model also names them.
+const (
+	TokenActive     = "active"
+	TokenUsed       = "used"
+	TokenRevoked    = "revoked"
+	TokenSuperseded = "superseded"
+)
+
+// Secret is a freshly derived token or code: its id, the id of the server key it was
+// derived under, and a keyed hash of its value. The value itself never enters the domain.
+type Secret struct {
+	ID    string
+	KeyID string
+	Hash  string
+}
+
+// SecretMatcher tells, in constant time, whether presented is the secret stored as
+// (keyID, hash). The command side supplies it; the domain stays free of keys.
+type SecretMatcher func(keyID, hash, presented string) bool
+
+// PendingCode is the email verification code waiting for the user.
+type PendingCode struct {
+	ID        string
+	KeyID     string
+	Hash      string
+	Email     string
+	ExpiresAt time.Time
+	Attempts  int
+	Dead      bool // too many wrong tries
+}
+
+// ResetToken is the user's latest password token.
+type ResetToken struct {
+	ID        string
+	KeyID     string
+	Hash      string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Attempts  int
+	State     string
+}
+
+// User is an account at a provider, folded from its stream.
+type User struct {
+	Provider     string
+	Login        string
+	Registered   bool
+	DisplayName  string
+	PasswordHash string
+	Roles        map[string]bool
+
+	SelfResetEnabled bool
+	Configured       bool
+	RecoveryEmail    string // configured (after Update)
+	VerifiedEmail    string // verified, waiting for Update
+	Code             *PendingCode
+	Token            *ResetToken
+	Issued           []time.Time // recent token and code issue times, for throttling
+
+	FailedLogins    int
+	Locked          bool // by failed logins; a self-service reset lifts it
+	AdminLocked     bool
+	Deactivated     bool
+	Deleted         bool
+	LastResetAt     time.Time
+	PasswordVersion int // bumps on every password change; sessions from before it are revoked
+}
+
+// Active reports whether the account may sign in at all (ignoring the failed-login lock).
+func (u User) Active() bool { return u.Registered && !u.AdminLocked && !u.Deactivated && !u.Deleted }
+
+// Apply folds one event into the state.
+func (u *User) Apply(e Event) {
+	switch e := e.(type) {
+	case UserRegistered:
+		u.Provider, u.Login, u.Registered = e.Provider, e.Login, true
+		u.DisplayName, u.PasswordHash = e.DisplayName, e.PasswordHash
+		u.Roles = map[string]bool{}
+		for _, r := range e.Roles {
+			u.Roles[r] = true
+		}
+	case RoleGranted:
+		u.Roles[e.Role] = true
+	case RoleRevoked:
+		delete(u.Roles, e.Role)
+	case SelfResetEnabled:
+		u.SelfResetEnabled = true
+	case SelfResetDisabled:
+		u.SelfResetEnabled = false
+	case RecoveryEmailCodeSent:
+		u.Code = &PendingCode{ID: e.CodeID, KeyID: e.KeyID, Hash: e.CodeHash, Email: e.Email, ExpiresAt: e.ExpiresAt}
+		u.Issued = append(u.Issued, e.SentAt)
+	case RecoveryEmailCodeRejected:
+		if u.Code != nil && u.Code.ID == e.CodeID {
+			u.Code.Attempts = e.Attempts
+			if e.Reason == ErrTooManyAttempts.Code {
+				u.Code.Dead = true
+			}
+		}
+	case RecoveryEmailVerified:
+		u.VerifiedEmail = e.Email
+		u.Code = nil
+	case SelfResetConfigured:
+		u.Configured, u.RecoveryEmail = true, e.Email
+	case ResetTokenIssued:
+		if u.Token != nil && u.Token.State == TokenActive {
+			u.Token.State = TokenSuperseded
+		}
+		u.Token = &ResetToken{ID: e.TokenID, KeyID: e.KeyID, Hash: e.TokenHash, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt, State: TokenActive}
+		u.Issued = append(u.Issued, e.IssuedAt)
+	case ResetTokenRejected:
+		if u.Token != nil && u.Token.ID == e.TokenID && e.Reason == "wrong_token" {
+			u.Token.Attempts = e.Attempts
+		}
+	case ResetTokenRevoked:
+		if u.Token != nil && u.Token.ID == e.TokenID {
+			u.Token.State = TokenRevoked
+		}
+	case PasswordChanged:
+		u.PasswordHash = e.PasswordHash
+		u.PasswordVersion++
+		u.FailedLogins = 0
+		if e.TokenID != "" && u.Token != nil && u.Token.ID == e.TokenID {
+			u.Token.State = TokenUsed
+		}
+		if e.Method == PasswordChangedBySelfReset {
+			u.LastResetAt = e.ChangedAt
+		}
+	case LoginSucceeded:
+		u.FailedLogins = 0
+	case LoginFailed:
+		if e.Reason == "wrong_password" {
+			u.FailedLogins = e.FailedAttempts
+		}
+	case AccountLocked:
+		u.Locked = true
+	case AccountUnlocked:
+		u.Locked, u.FailedLogins = false, 0
+	case AccountAdminLocked:
+		u.AdminLocked = true
+	case AccountAdminUnlocked:
+		u.AdminLocked = false
+	case AccountDeactivated:
+		u.Deactivated = true
+	case AccountReactivated:
+		u.Deactivated = false
+	case AccountDeleted:
+		u.Deleted = true
+	}
+}
+
+// statusError is the refusal for an account that no self-service action may touch.
+func (u User) statusError() error {
+	switch {
+	case !u.Registered:
+		return ErrUserNotFound
+	case u.Deleted:
+		return ErrDeleted
+	case u.Deactivated:
+		return ErrDeactivated
+	case u.AdminLocked:
+		return ErrAdminLocked
+	}
+	return nil
+}
+
+// revokeActiveToken returns the event that kills a live token, if there is one.
+func (u User) revokeActiveToken(reason string) []Event {
+	if u.Token != nil && u.Token.State == TokenActive {
+		return []Event{ResetTokenRevoked{TokenID: u.Token.ID, Reason: reason}}
+	}
+	return nil
+}
+
+// recentIssues counts tokens and codes issued inside the throttling window.
+func (u User) recentIssues(p Policy, now time.Time) int {
+	n := 0
+	for _, t := range u.Issued {
+		if now.Sub(t) < p.TokenWindow {
+			n++
+		}
+	}
+	return n
+}
+
+// ---- administration ----
+
+// RegisterUserCommand carries a new account.
+type RegisterUserCommand struct {
+	Login        string
+	DisplayName  string
+	PasswordHash string
+	Roles        []string
+}
+
+// RegisterUser opens an account at provider.
+func (u User) RegisterUser(provider Provider, actor Actor, c RegisterUserCommand) ([]Event, error) {
+	if !provider.Registered {
+		return nil, ErrProviderNotFound
+	}
+	if !actor.CanAdminister(provider.Code) {
+		return nil, ErrForbidden
+	}
+	login := NormalizeLogin(c.Login)
+	if !ValidLogin(login) || c.DisplayName == "" || len(c.DisplayName) > 200 || c.PasswordHash == "" {
+		return nil, ErrInvalidInput
+	}
+	for _, r := range c.Roles {
+		if !KnownRole(r) {
+			return nil, ErrUnknownRole
+		}
+	}
+	if u.Registered {
+		return nil, ErrUserExists
+	}
+	return []Event{UserRegistered{Provider: provider.Code, Login: login, DisplayName: c.DisplayName,
+		PasswordHash: c.PasswordHash, Roles: c.Roles}}, nil
+}
+
+func (u User) administer(actor Actor) error {
+	if !u.Registered {
+		return ErrUserNotFound
+	}
+	if !actor.CanAdminister(u.Provider) {
+		return ErrForbidden
+	}
+	if u.Deleted {
+		return ErrDeleted
+	}
+	return nil
+}
+
+// GrantRole gives a role; granting a held role changes nothing.
+func (u User) GrantRole(actor Actor, role string) ([]Event, error) {
+	if err := u.administer(actor); err != nil {
+		return nil, err
+	}
+	if !KnownRole(role) {
+		return nil, ErrUnknownRole
+	}
+	if u.Roles[role] {
+		return nil, nil
+	}
+	return []Event{RoleGranted{Role: role, By: actor.ID()}}, nil
+}
+
+// RevokeRole takes a role away; revoking a role not held changes nothing.
+func (u User) RevokeRole(actor Actor, role string) ([]Event, error) {
+	if err := u.administer(actor); err != nil {
+		return nil, err
+	}
+	if !KnownRole(role) {
+		return nil, ErrUnknownRole
+	}
+	if !u.Roles[role] {
+		return nil, nil
+	}
+	return []Event{RoleRevoked{Role: role, By: actor.ID()}}, nil
+}
+
+// EnableSelfReset is the admin list's Enable: only inside a provider allowed to use it.
+func (u User) EnableSelfReset(provider Provider, actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil {
+		return nil, err
+	}
+	if !provider.SelfResetAllowed {
+		return nil, ErrProviderNotAllowed
+	}
+	if u.SelfResetEnabled {
+		return nil, nil
+	}
+	return []Event{SelfResetEnabled{By: actor.ID()}}, nil
+}
+
+// DisableSelfReset is the admin list's Disable; a live token dies with it.
+func (u User) DisableSelfReset(actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil {
+		return nil, err
+	}
+	if !u.SelfResetEnabled {
+		return nil, nil
+	}
+	return append([]Event{SelfResetDisabled{By: actor.ID()}}, u.revokeActiveToken("self_reset_disabled")...), nil
+}
+
+// AdminLock locks the account until an admin unlocks it; a self-service reset never does.
+func (u User) AdminLock(actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil || u.AdminLocked {
+		return nil, err
+	}
+	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken("admin_locked")...), nil
+}
+
+// AdminUnlock lifts an admin lock and the failed-login lock with it.
+func (u User) AdminUnlock(actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil {
+		return nil, err
+	}
+	var events []Event
+	if u.AdminLocked {
+		events = append(events, AccountAdminUnlocked{By: actor.ID()})
+	}
+	if u.Locked {
+		events = append(events, AccountUnlocked{Reason: "admin", By: actor.ID()})
+	}
+	return events, nil
+}
+
+// Deactivate suspends the account.
+func (u User) Deactivate(actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil || u.Deactivated {
+		return nil, err
+	}
+	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken("deactivated")...), nil
+}
+
+// Reactivate restores a deactivated account.
+func (u User) Reactivate(actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil || !u.Deactivated {
+		return nil, err
+	}
+	return []Event{AccountReactivated{By: actor.ID()}}, nil
+}
+
+// Delete ends the account for good; nothing brings it back.
+func (u User) Delete(actor Actor) ([]Event, error) {
+	if err := u.administer(actor); err != nil {
+		if err == ErrDeleted {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken("deleted")...), nil
+}
+
+// ---- signing in ----
+
+// SignIn decides a sign-in. passwordOK is the result of verifying the presented password
+// against PasswordHash (done by the caller, who owns the hasher). On refusal the events
+// are still to be appended, and the error is always ErrInvalidCredentials so callers
+// cannot tell a locked account from a wrong password.
+func (u User) SignIn(p Policy, passwordOK bool, sessionID string) ([]Event, error) {
+	return u.authenticate(p, passwordOK, false, LoginSucceeded{SessionID: sessionID})
+}
+
+// ReconfirmPassword is the settings page's "enter the login Password and click Verify".
+// Wrong passwords count toward the failed-login lock like any other.
+func (u User) ReconfirmPassword(p Policy, passwordOK bool) ([]Event, error) {
+	return u.authenticate(p, passwordOK, true, PasswordReconfirmed{})
+}
+
+func (u User) authenticate(p Policy, passwordOK, stepUp bool, success Event) ([]Event, error) {
+	if !u.Registered {
+		return nil, ErrInvalidCredentials
+	}
+	reason := ""
+	switch {
+	case u.Deleted:
+		reason = ErrDeleted.Code
+	case u.Deactivated:
+		reason = ErrDeactivated.Code
+	case u.AdminLocked:
+		reason = ErrAdminLocked.Code
+	case u.Locked:
+		reason = "locked"
+	}
+	if reason != "" {
+		return []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}, ErrInvalidCredentials
+	}
+	if !passwordOK {
+		n := u.FailedLogins + 1
+		events := []Event{LoginFailed{Reason: "wrong_password", FailedAttempts: n, StepUp: stepUp}}
+		if n >= p.MaxFailedLogins {
+			events = append(events, AccountLocked{FailedAttempts: n})
+		}
+		return events, ErrInvalidCredentials
+	}
+	return []Event{success}, nil
+}
+
+// ---- configuring Self Password Reset ----
+
+// canConfigure is what the settings flow needs: an active, enabled account in an allowed provider.
+func (u User) canConfigure(provider Provider) error {
+	if err := u.statusError(); err != nil {
+		return err
+	}
+	if !provider.SelfResetAllowed {
+		return ErrProviderNotAllowed
+	}
+	if !u.SelfResetEnabled {
+		return ErrUserNotEnabled
+	}
+	return nil
+}
+
+// StartEmailVerification sends a 6-digit code to email; a newer code replaces an older one.
+func (u User) StartEmailVerification(p Policy, provider Provider, email string, code Secret, now time.Time) ([]Event, error) {
+	if err := u.canConfigure(provider); err != nil {
+		return nil, err
+	}
+	email = NormalizeEmail(email)
+	if !ValidEmail(email) {
+		return nil, ErrInvalidInput
+	}
+	if u.recentIssues(p, now) >= p.MaxTokensPerWindow {
+		return nil, ErrThrottled
+	}
+	return []Event{RecoveryEmailCodeSent{CodeID: code.ID, KeyID: code.KeyID, CodeHash: code.Hash, Email: email,
+		SentAt: now, ExpiresAt: now.Add(p.EmailCodeTTL)}}, nil
+}
+
+// VerifyEmailCode checks the 6-digit code. Wrong and late codes are recorded; the fifth
+// wrong code kills it.
+func (u User) VerifyEmailCode(p Policy, provider Provider, presented string, match SecretMatcher, now time.Time) ([]Event, error) {
+	if err := u.canConfigure(provider); err != nil {
+		return nil, err
+	}
+	c := u.Code
+	if c == nil {
+		return nil, ErrNoPendingCode
+	}
+	if c.Dead {
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrTooManyAttempts.Code, Attempts: c.Attempts}}, ErrTooManyAttempts
+	}
+	if !now.Before(c.ExpiresAt) {
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrCodeExpired.Code, Attempts: c.Attempts}}, ErrCodeExpired
+	}
+	if !match(c.KeyID, c.Hash, presented) {
+		n := c.Attempts + 1
+		if n >= p.MaxCodeAttempts {
+			return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrTooManyAttempts.Code, Attempts: n}}, ErrTooManyAttempts
+		}
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: "wrong_code", Attempts: n}}, ErrInvalidCode
+	}
+	return []Event{RecoveryEmailVerified{CodeID: c.ID, Email: c.Email}}, nil
+}
+
+// ConfigureSelfReset is the seed's Update: the verified email becomes the recovery email.
+func (u User) ConfigureSelfReset(provider Provider) ([]Event, error) {
+	if err := u.canConfigure(provider); err != nil {
+		return nil, err
+	}
+	if u.VerifiedEmail == "" {
+		return nil, ErrEmailNotVerified
+	}
+	if u.Configured && u.RecoveryEmail == u.VerifiedEmail {
+		return nil, nil
+	}
+	return []Event{SelfResetConfigured{Email: u.VerifiedEmail}}, nil
+}
+
+// ---- resetting a forgotten password ----
+
+// ResetRequest is a Forgot Password submission that found this account.
+type ResetRequest struct {
+	Email     string // as entered
+	EmailHash string // keyed hash of the normalized entered email, for auditors
+	Token     Secret // the token to issue if the request is granted
+}
+
+// notifiable reasons: the verified owner is told why no token came (DESIGN §4), but only
+// when the request named the owner's own email, so strangers cannot aim mail at anyone.
+var notifiable = map[string]bool{
+	ErrProviderNotAllowed.Code: true, ErrUserNotEnabled.Code: true, ErrNotConfigured.Code: true,
+	ErrAdminLocked.Code: true, ErrDeactivated.Code: true, ErrDeleted.Code: true, ErrResendAfterExpiry.Code: true,
+}
+
+// knownEmail is the address the owner has proven: configured first, else verified.
+func (u User) knownEmail() string {
+	if u.RecoveryEmail != "" {
+		return u.RecoveryEmail
+	}
+	return u.VerifiedEmail
+}
+
+func (u User) reject(reason, email, emailHash string, resend bool) ([]Event, error) {
+	e := ResetRequestRejected{Reason: reason, Provider: u.Provider, Login: u.Login, EmailHash: emailHash, Resend: resend}
+	if email != "" {
+		e.EmailMasked = MaskEmail(email)
+	}
+	if known := u.knownEmail(); notifiable[reason] && known != "" && (resend || email == known) {
+		e.NotifyEmail = known
+	}
+	return []Event{e}, reasonError(reason)
+}
+
+// requestRefusal is why this account may not get a token now ("" when it may).
+func (u User) requestRefusal(p Policy, provider Provider, now time.Time) string {
+	switch {
+	case u.Deleted:
+		return ErrDeleted.Code
+	case u.Deactivated:
+		return ErrDeactivated.Code
+	case u.AdminLocked:
+		return ErrAdminLocked.Code
+	case !provider.SelfResetAllowed:
+		return ErrProviderNotAllowed.Code
+	case !u.SelfResetEnabled:
+		return ErrUserNotEnabled.Code
+	case !u.Configured:
+		return ErrNotConfigured.Code
+	case u.recentIssues(p, now) >= p.MaxTokensPerWindow:
+		return ErrThrottled.Code
+	}
+	return ""
+}
+
+// RequestResetToken decides a Forgot Password request for this account. Refusals are
+// recorded with their precise reason (for auditors) and returned as errors; the HTTP layer
+// answers every request alike whatever happens here. A failed-login lock does not stop a
+// reset: that is how locked-out users get back in.
+func (u User) RequestResetToken(p Policy, provider Provider, r ResetRequest, now time.Time) ([]Event, error) {
+	email := NormalizeEmail(r.Email)
+	reason := u.requestRefusal(p, provider, now)
+	// A wrong email outranks throttling and missing configuration: it is what the
+	// requester got wrong, and it must never trigger mail to the owner.
+	if u.Configured && email != u.RecoveryEmail && reason != ErrDeleted.Code && reason != ErrDeactivated.Code && reason != ErrAdminLocked.Code {
+		reason = ErrIdentifiersMismatch.Code
+	}
+	if reason != "" {
+		return u.reject(reason, email, r.EmailHash, false)
+	}
+	return []Event{u.issue(p, r.Token, now, false)}, nil
+}
+
+func (u User) issue(p Policy, t Secret, now time.Time, resend bool) ResetTokenIssued {
+	e := ResetTokenIssued{TokenID: t.ID, KeyID: t.KeyID, TokenHash: t.Hash, Email: u.RecoveryEmail,
+		IssuedAt: now, ExpiresAt: now.Add(p.ResetTokenTTL), Resend: resend}
+	if u.Token != nil && u.Token.State == TokenActive {
+		e.Supersedes = u.Token.ID
+	}
+	return e
+}
+
+// ResendResetToken is the Change Password page's Resend: only while the current token is
+// still valid; it issues a fresh token and the old one dies. After expiry the user must
+// start again from Forgot Password?.
+func (u User) ResendResetToken(p Policy, provider Provider, t Secret, now time.Time) ([]Event, error) {
+	if u.Token == nil || u.Token.State != TokenActive {
+		return u.reject(ErrNoActiveToken.Code, "", "", true)
+	}
+	if !now.Before(u.Token.ExpiresAt) {
+		return u.reject(ErrResendAfterExpiry.Code, "", "", true)
+	}
+	if reason := u.requestRefusal(p, provider, now); reason != "" {
+		return u.reject(reason, "", "", true)
+	}
+	return []Event{u.issue(p, t, now, true)}, nil
+}
+
+// NewPassword is a Change Password submission once the caller has checked the rules
+// that need I/O. Hash is the argon2id hash of the new password.
+type NewPassword struct {
+	Token     string // as typed
+	Candidate PasswordCandidate
+	Hash      string
+}
+
+// CheckResetToken decides whether presented is the account's live token. Refusals come
+// with the events that record them (wrong tries count; the fifth revokes the token).
+// The caller may call it before doing expensive work for ResetPassword, which checks again.
+func (u User) CheckResetToken(p Policy, provider Provider, presented string, match SecretMatcher, now time.Time) ([]Event, error) {
+	if !u.Registered {
+		return nil, ErrInvalidToken
+	}
+	t := u.Token
+	if t == nil {
+		return []Event{ResetTokenRejected{Reason: ErrNoActiveToken.Code}}, ErrInvalidToken
+	}
+	if t.State != TokenActive {
+		err := map[string]error{TokenUsed: ErrTokenUsed, TokenSuperseded: ErrTokenSuperseded}[t.State]
+		if err == nil {
+			err = ErrTokenRevoked
+		}
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}}, err
+	}
+	if err := u.statusError(); err != nil {
+		return append([]Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}},
+			u.revokeActiveToken(Code(err))...), ErrTokenRevoked
+	}
+	if !provider.SelfResetAllowed || !u.SelfResetEnabled {
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrProviderNotAllowed.Code, Attempts: t.Attempts},
+			ResetTokenRevoked{TokenID: t.ID, Reason: "self_reset_not_allowed"}}, ErrTokenRevoked
+	}
+	if !now.Before(t.ExpiresAt) {
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrTokenExpired.Code, Attempts: t.Attempts}}, ErrTokenExpired
+	}
+	if !match(t.KeyID, t.Hash, presented) {
+		n := t.Attempts + 1
+		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: "wrong_token", Attempts: n}}
+		if n >= p.MaxTokenAttempts {
+			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrTooManyAttempts
+		}
+		return events, ErrInvalidToken
+	}
+	return nil, nil
+}
+
+// ResetPassword decides the Change Password page. The token is checked on this aggregate
+// under optimistic concurrency, so two racing submissions of one token cannot both
+// succeed. A password the policy refuses does not consume the token.
+func (u User) ResetPassword(p Policy, provider Provider, np NewPassword, match SecretMatcher, now time.Time) ([]Event, error) {
+	if events, err := u.CheckResetToken(p, provider, np.Token, match, now); err != nil {
+		return events, err
+	}
+	t := u.Token
+	cand := np.Candidate
+	cand.Login = u.Login
+	if err := p.CheckPassword(cand); err != nil {
+		return nil, err
+	}
+	if np.Hash == "" {
+		return nil, ErrInvalidInput
+	}
+	events := []Event{PasswordChanged{PasswordHash: np.Hash, Method: PasswordChangedBySelfReset, TokenID: t.ID,
+		ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
+	if u.Locked {
+		events = append(events, AccountUnlocked{Reason: "password_reset"})
+	}
+	return events, nil
+}
