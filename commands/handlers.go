@@ -96,49 +96,51 @@ type RoleCommand struct {
 }
 
 func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) error {
-	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.GrantRole(c.Actor, c.Role) })
+	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.GrantRole(a, c.Role) })
 }
 
 func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) error {
-	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.RevokeRole(c.Actor, c.Role) })
+	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.RevokeRole(a, c.Role) })
 }
 
 func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, p domain.Provider) ([]domain.Event, error) { return u.EnableSelfReset(p, c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.EnableSelfReset(p, a) })
 }
 
 func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.DisableSelfReset(c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.DisableSelfReset(a) })
 }
 
 func (h *Handler) AdminLock(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.AdminLock(c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminLock(a) })
 }
 
 func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.AdminUnlock(c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminUnlock(a) })
 }
 
 func (h *Handler) Deactivate(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.Deactivate(c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Deactivate(a) })
 }
 
 func (h *Handler) Reactivate(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.Reactivate(c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Reactivate(a) })
 }
 
 func (h *Handler) Delete(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.Delete(c.Actor) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
 }
 
 // admin runs an administrative decision after refreshing a signed-in actor from their own
 // stream, so a revoked admin role or a locked admin account takes effect at once.
-func (h *Handler) admin(ctx context.Context, c UserCommand, decide userDecision) error {
+func (h *Handler) admin(ctx context.Context, c UserCommand, decide func(u domain.User, p domain.Provider, actor domain.Actor) ([]domain.Event, error)) error {
 	actor, err := h.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
 	}
-	return h.updateUser(ctx, actor.ID(), c.Provider, c.Login, decide)
+	return h.updateUser(ctx, actor.ID(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return decide(u, p, actor)
+	})
 }
 
 func (h *Handler) refreshActor(ctx context.Context, a domain.Actor) (domain.Actor, error) {

@@ -1,0 +1,305 @@
+package commands_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/eventstore/postgres"
+	"selfreset/internal/testdb"
+	"selfreset/password"
+	"selfreset/secret"
+)
+
+// clock is a movable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+type fixture struct {
+	h     *commands.Handler
+	store eventstore.Store
+	keys  *secret.Keyring
+	clock *clock
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	store, err := postgres.Open(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	if err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte("k"), 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	h := commands.New(commands.Config{Store: store, Clock: clk, Hasher: hasher, Secrets: keys,
+		Common: password.NewCommonList(), Policy: domain.DefaultPolicy(), MaxAttempts: 20})
+	return &fixture{h: h, store: store, keys: keys, clock: clk}
+}
+
+var operator = domain.SystemActor("test")
+
+const (
+	code     = "ACME"
+	oldPass  = "correct horse battery"
+	newPass  = "staple-gun-wizard-42"
+	recovery = "jane.doe@example.org"
+)
+
+// configuredUser walks the seed's first two sections: an admin enables jane, and jane
+// configures Self Password Reset with a verified email.
+func (f *fixture) configuredUser(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	must(t, f.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: code, Name: "Acme Care", AllowSelfReset: true}))
+	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: "admin", DisplayName: "Admin", Password: "admin-password-1", Roles: []string{domain.RoleUserAdmin}}))
+	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: "Jane", DisplayName: "Jane Doe", Password: oldPass}))
+	admin := domain.Actor{Provider: code, Login: "admin"} // refreshed from the admin's stream by the handler
+	must(t, f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: admin, Provider: code, Login: "jane"}))
+	must(t, f.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: code, Login: "jane", Password: oldPass}))
+	self := commands.SelfUser{Provider: code, Login: "jane"}
+	codeID, err := f.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recovery})
+	must(t, err)
+	value, err := f.keys.Value(secret.KindEmailCode, "k1", codeID)
+	must(t, err)
+	must(t, f.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: value}))
+	must(t, f.h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self}))
+}
+
+func (f *fixture) token(t *testing.T, tokenID string) string {
+	t.Helper()
+	v, err := f.keys.Value(secret.KindResetToken, "k1", tokenID)
+	must(t, err)
+	return v
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSeedWalkThrough(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+
+	// Locked out by failed logins…
+	for range 5 {
+		if _, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+			t.Fatalf("wrong password: %v", err)
+		}
+	}
+	if _, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("locked account signed in: %v", err)
+	}
+	// …forgets the password, gets a token, resets, and signs in again.
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "acme", Login: "JANE", Email: "Jane.Doe@example.org"})
+	must(t, err)
+	f.clock.Add(4 * time.Minute)
+	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: strings.ToLower(f.token(t, tokenID)), NewPassword: newPass}))
+	u, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: newPass, SessionID: "s1"})
+	must(t, err)
+	if u.Locked || u.PasswordVersion != 1 {
+		t.Fatalf("after reset: locked=%v version=%d", u.Locked, u.PasswordVersion)
+	}
+	if _, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("old password still works: %v", err)
+	}
+}
+
+func TestTokenExpiresAfterFiveMinutes(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	must(t, err)
+	f.clock.Add(5 * time.Minute)
+	err = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: f.token(t, tokenID), NewPassword: newPass})
+	if !errors.Is(err, domain.ErrTokenExpired) {
+		t.Fatalf("got %v, want token expired", err)
+	}
+	if _, err := f.h.ResendResetToken(ctx, commands.ResendResetToken{Provider: code, Login: "jane"}); !errors.Is(err, domain.ErrResendAfterExpiry) {
+		t.Fatalf("resend after expiry: %v", err)
+	}
+}
+
+// One token, many racing submissions: exactly one wins, under optimistic concurrency.
+func TestConcurrentResetsWithOneToken(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	must(t, err)
+	token := f.token(t, tokenID)
+	const racers = 8
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			errs[i] = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: token, NewPassword: newPass + string(rune('a'+i))})
+		})
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case errors.Is(err, domain.ErrTokenUsed):
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d submissions succeeded with one token, want exactly 1", wins)
+	}
+	changes := countEvents(t, f, domain.UserStream(code, "jane"), "PasswordChanged")
+	if changes != 1 {
+		t.Fatalf("%d PasswordChanged events, want 1", changes)
+	}
+}
+
+// Wrong tokens submitted concurrently are all counted: the fifth revokes the token.
+func TestConcurrentWrongTokensAreAllCounted(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	must(t, err)
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			_ = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: "0000000000", NewPassword: newPass})
+		})
+	}
+	wg.Wait()
+	err = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: f.token(t, tokenID), NewPassword: newPass})
+	if !errors.Is(err, domain.ErrTokenRevoked) {
+		t.Fatalf("right token after 5 concurrent wrong ones: %v, want revoked", err)
+	}
+	if n := countEvents(t, f, domain.UserStream(code, "jane"), "ResetTokenRevoked"); n != 1 {
+		t.Fatalf("%d revocations, want 1", n)
+	}
+}
+
+func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	for _, r := range []commands.RequestResetToken{
+		{Provider: "NOPE", Login: "jane", Email: "stranger@example.net"},
+		{Provider: code, Login: "nobody", Email: "stranger@example.net"},
+	} {
+		if _, err := f.h.RequestResetToken(ctx, r); !errors.Is(err, domain.ErrUnknownAccount) {
+			t.Fatalf("%+v: %v", r, err)
+		}
+	}
+	recs, err := f.store.ReadStream(ctx, domain.UnmatchedStream, 0)
+	must(t, err)
+	if len(recs) != 2 {
+		t.Fatalf("%d unmatched events, want 2", len(recs))
+	}
+	for _, r := range recs {
+		if bytes.Contains(r.Data, []byte("stranger@example.net")) {
+			t.Fatalf("plain email stored: %s", r.Data)
+		}
+		var e domain.ResetRequestRejected
+		must(t, json.Unmarshal(r.Data, &e))
+		if e.Reason != domain.ErrUnknownAccount.Code || e.EmailMasked != "s***r@e***e.net" || e.EmailHash == "" {
+			t.Fatalf("unmatched request recorded as %+v", e)
+		}
+	}
+}
+
+// No password, token or code value appears anywhere in the event history.
+func TestNoSecretInTheHistory(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	must(t, err)
+	token := f.token(t, tokenID)
+	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: token, NewPassword: newPass}))
+	recs, err := f.store.ReadAll(ctx, eventstore.Start, 10000)
+	must(t, err)
+	if len(recs) < 10 {
+		t.Fatalf("only %d events", len(recs))
+	}
+	for _, r := range recs {
+		for _, s := range []string{oldPass, newPass, token, "admin-password-1"} {
+			if bytes.Contains(r.Data, []byte(s)) || bytes.Contains(r.Data, []byte(strings.ToLower(s))) {
+				t.Fatalf("%s holds a secret in plain text: %s", r.Type, r.Data)
+			}
+		}
+	}
+}
+
+func TestMetadataTravelsWithEvents(t *testing.T) {
+	f := newFixture(t)
+	ctx := commands.WithMetadata(context.Background(), eventstore.Metadata{CorrelationID: "req-1", ClientIP: "127.0.0.1", UserAgent: "test-agent"})
+	must(t, f.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: code, Name: "Acme"}))
+	recs, err := f.store.ReadStream(ctx, domain.ProviderStream(code), 0)
+	must(t, err)
+	md := recs[0].Metadata
+	if md.Actor != "system:test" || md.CorrelationID != "req-1" || md.ClientIP != "127.0.0.1" || md.UserAgent != "test-agent" {
+		t.Fatalf("metadata: %+v", md)
+	}
+	if !recs[0].OccurredAt.Equal(f.clock.Now()) {
+		t.Fatalf("occurred at %v, want the injected clock's %v", recs[0].OccurredAt, f.clock.Now())
+	}
+}
+
+func TestAdminRightsComeFromTheAdminsOwnStream(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: "bob", DisplayName: "Bob", Password: "bob-password-1"}))
+	// A caller claiming admin rights it does not have is refused.
+	claimed := domain.Actor{Provider: code, Login: "jane", Admin: true}
+	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: claimed, Provider: code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
+		t.Fatalf("non-admin enabled a user: %v", err)
+	}
+	// An admin whose role is revoked loses the right at once.
+	must(t, f.h.RevokeRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: operator, Provider: code, Login: "admin"}, Role: domain.RoleUserAdmin}))
+	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: domain.Actor{Provider: code, Login: "admin"}, Provider: code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
+		t.Fatalf("revoked admin enabled a user: %v", err)
+	}
+}
+
+func countEvents(t *testing.T, f *fixture, stream, typ string) int {
+	t.Helper()
+	recs, err := f.store.ReadStream(context.Background(), stream, 0)
+	must(t, err)
+	n := 0
+	for _, r := range recs {
+		if r.Type == typ {
+			n++
+		}
+	}
+	return n
+}
