@@ -96,19 +96,27 @@ type RoleCommand struct {
 }
 
 func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) error {
-	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.GrantRole(a, c.Role) })
+	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+		return u.GrantRole(a, c.Role)
+	})
 }
 
 func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) error {
-	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.RevokeRole(a, c.Role) })
+	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+		return u.RevokeRole(a, c.Role)
+	})
 }
 
 func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.EnableSelfReset(p, a) })
+	return h.admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) {
+		return u.EnableSelfReset(p, a)
+	})
 }
 
 func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.DisableSelfReset(a) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+		return u.DisableSelfReset(a)
+	})
 }
 
 func (h *Handler) AdminLock(ctx context.Context, c UserCommand) error {
@@ -116,7 +124,9 @@ func (h *Handler) AdminLock(ctx context.Context, c UserCommand) error {
 }
 
 func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminUnlock(a) })
+	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+		return u.AdminUnlock(a)
+	})
 }
 
 func (h *Handler) Deactivate(ctx context.Context, c UserCommand) error {
