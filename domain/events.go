@@ -106,7 +106,7 @@ type ResetTokenIssued struct {
 // ResetTokenRejected: a token was presented and refused.
 type ResetTokenRejected struct {
 	TokenID  string `json:"token_id,omitempty"`
-	Reason   string `json:"reason"` // wrong_token, token_expired, token_used, token_revoked, no_active_token
+	Reason   string `json:"reason"` // wrong_token, token_expired, token_used, token_superseded, token_revoked, no_active_token
 	Attempts int    `json:"attempts"`
 }
 

@@ -70,7 +70,7 @@ func ParseProviderStream(stream string) (string, error) {
 }
 
 // MaskEmail keeps enough of an address for its owner to recognise it and no more:
-// "jane.doe@example.org" → "j***e@e***.org".
+// "jane.doe@example.org" → "j***e@e***e.org".
 func MaskEmail(email string) string {
 	local, host, ok := strings.Cut(email, "@")
 	if !ok || local == "" || host == "" {

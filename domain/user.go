@@ -46,6 +46,10 @@ type ResetToken struct {
 	State     string
 }
 
+// maxSupersededKept is how many replaced tokens a user's state remembers, so that an old
+// token typed after a Resend is reported as superseded rather than as a wrong guess.
+const maxSupersededKept = 4
+
 // User is an account at a provider, folded from its stream.
 type User struct {
 	Provider     string
@@ -61,7 +65,9 @@ type User struct {
 	VerifiedEmail    string // verified, waiting for Update
 	Code             *PendingCode
 	Token            *ResetToken
-	Issued           []time.Time // recent token and code issue times, for throttling
+	Superseded       []ResetToken // the last few tokens a newer one replaced, oldest first
+	Issued           []time.Time  // token issue times, for throttling
+	CodesSent        []time.Time  // verification code send times, for throttling
 
 	FailedLogins    int
 	Locked          bool // by failed logins; a self-service reset lifts it
@@ -95,7 +101,9 @@ func (u *User) Apply(e Event) {
 		u.SelfResetEnabled = false
 	case RecoveryEmailCodeSent:
 		u.Code = &PendingCode{ID: e.CodeID, KeyID: e.KeyID, Hash: e.CodeHash, Email: e.Email, ExpiresAt: e.ExpiresAt}
-		u.Issued = append(u.Issued, e.SentAt)
+		u.CodesSent = append(u.CodesSent, e.SentAt)
+		// A new address is being proven: an earlier verified one must not be what Update saves.
+		u.VerifiedEmail = ""
 	case RecoveryEmailCodeRejected:
 		if u.Code != nil && u.Code.ID == e.CodeID {
 			u.Code.Attempts = e.Attempts
@@ -109,8 +117,12 @@ func (u *User) Apply(e Event) {
 	case SelfResetConfigured:
 		u.Configured, u.RecoveryEmail = true, e.Email
 	case ResetTokenIssued:
-		if u.Token != nil && u.Token.State == TokenActive {
+		if u.Token != nil && u.Token.State == TokenActive && e.Supersedes == u.Token.ID {
 			u.Token.State = TokenSuperseded
+			u.Superseded = append(u.Superseded, *u.Token)
+			if n := len(u.Superseded); n > maxSupersededKept {
+				u.Superseded = append([]ResetToken(nil), u.Superseded[n-maxSupersededKept:]...)
+			}
 		}
 		u.Token = &ResetToken{ID: e.TokenID, KeyID: e.KeyID, Hash: e.TokenHash, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt, State: TokenActive}
 		u.Issued = append(u.Issued, e.IssuedAt)
@@ -178,10 +190,10 @@ func (u User) revokeActiveToken(reason string) []Event {
 	return nil
 }
 
-// recentIssues counts tokens and codes issued inside the throttling window.
-func (u User) recentIssues(p Policy, now time.Time) int {
+// recent counts the times inside the throttling window.
+func recent(times []time.Time, p Policy, now time.Time) int {
 	n := 0
-	for _, t := range u.Issued {
+	for _, t := range times {
 		if now.Sub(t) < p.TokenWindow {
 			n++
 		}
@@ -409,7 +421,7 @@ func (u User) StartEmailVerification(p Policy, provider Provider, email string, 
 	if !ValidEmail(email) {
 		return nil, ErrInvalidInput
 	}
-	if u.recentIssues(p, now) >= p.MaxTokensPerWindow {
+	if recent(u.CodesSent, p, now) >= p.MaxTokensPerWindow {
 		return nil, ErrThrottled
 	}
 	return []Event{RecoveryEmailCodeSent{CodeID: code.ID, KeyID: code.KeyID, CodeHash: code.Hash, Email: email,
@@ -506,7 +518,7 @@ func (u User) requestRefusal(p Policy, provider Provider, now time.Time) string 
 		return ErrUserNotEnabled.Code
 	case !u.Configured:
 		return ErrNotConfigured.Code
-	case u.recentIssues(p, now) >= p.MaxTokensPerWindow:
+	case recent(u.Issued, p, now) >= p.MaxTokensPerWindow:
 		return ErrThrottled.Code
 	}
 	return ""
@@ -533,7 +545,8 @@ func (u User) RequestResetToken(p Policy, provider Provider, r ResetRequest, now
 func (u User) issue(p Policy, t Secret, now time.Time, resend bool) ResetTokenIssued {
 	e := ResetTokenIssued{TokenID: t.ID, KeyID: t.KeyID, TokenHash: t.Hash, Email: u.RecoveryEmail,
 		IssuedAt: now, ExpiresAt: now.Add(p.ResetTokenTTL), Resend: resend}
-	if u.Token != nil && u.Token.State == TokenActive {
+	// A token that already expired unused is not "superseded": analysts count it as expired.
+	if u.Token != nil && u.Token.State == TokenActive && now.Before(u.Token.ExpiresAt) {
 		e.Supersedes = u.Token.ID
 	}
 	return e
@@ -574,6 +587,26 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 	if t == nil {
 		return []Event{ResetTokenRejected{Reason: ErrNoActiveToken.Code}}, ErrInvalidToken
 	}
+	// Only whoever holds the right value learns a token's fate (used, expired, replaced);
+	// any other value gets invalid_token, so the page cannot be used to probe accounts.
+	if !match(t.KeyID, t.Hash, presented) {
+		// An older token that a Resend or a new request replaced: say so plainly
+		// (DESIGN §4) and do not count it as a guess against the live token.
+		for i := len(u.Superseded) - 1; i >= 0; i-- {
+			if old := u.Superseded[i]; match(old.KeyID, old.Hash, presented) {
+				return []Event{ResetTokenRejected{TokenID: old.ID, Reason: ErrTokenSuperseded.Code, Attempts: old.Attempts}}, ErrTokenSuperseded
+			}
+		}
+		if t.State != TokenActive || !now.Before(t.ExpiresAt) {
+			return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrInvalidToken.Code, Attempts: t.Attempts}}, ErrInvalidToken
+		}
+		n := t.Attempts + 1
+		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: "wrong_token", Attempts: n}}
+		if n >= p.MaxTokenAttempts {
+			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrTooManyAttempts
+		}
+		return events, ErrInvalidToken
+	}
 	if t.State != TokenActive {
 		err := map[string]error{TokenUsed: ErrTokenUsed, TokenSuperseded: ErrTokenSuperseded}[t.State]
 		if err == nil {
@@ -586,19 +619,15 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 			u.revokeActiveToken(Code(err))...), ErrTokenRevoked
 	}
 	if !provider.SelfResetAllowed || !u.SelfResetEnabled {
-		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrProviderNotAllowed.Code, Attempts: t.Attempts},
+		reason := ErrProviderNotAllowed.Code
+		if provider.SelfResetAllowed {
+			reason = ErrUserNotEnabled.Code
+		}
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: reason, Attempts: t.Attempts},
 			ResetTokenRevoked{TokenID: t.ID, Reason: "self_reset_not_allowed"}}, ErrTokenRevoked
 	}
 	if !now.Before(t.ExpiresAt) {
 		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrTokenExpired.Code, Attempts: t.Attempts}}, ErrTokenExpired
-	}
-	if !match(t.KeyID, t.Hash, presented) {
-		n := t.Attempts + 1
-		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: "wrong_token", Attempts: n}}
-		if n >= p.MaxTokenAttempts {
-			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrTooManyAttempts
-		}
-		return events, ErrInvalidToken
 	}
 	return nil, nil
 }
