@@ -1,0 +1,438 @@
+// Package esdb implements eventstore.Store over EventStoreDB, through EventStore-Client-Go v4.
+//
+// Streams map one to one; an event's id, type and JSON data are EventStoreDB's own, and its
+// schema version, occurred-at and Metadata travel in the event's user metadata. The global
+// feed is $all, narrowed to this service's streams: those with one of the configured
+// prefixes (WithStreamPrefixes), or every non-system stream when none is configured.
+// System events (types starting with "$") never reach the port.
+package esdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	esdbc "github.com/EventStore/EventStore-Client-Go/v4/esdb"
+
+	"selfreset/eventstore"
+)
+
+// DefaultPageSize is how many events one read request asks for.
+const DefaultPageSize = 512
+
+// Option configures a Store.
+type Option func(*options)
+
+type options struct {
+	prefixes []string
+	pageSize uint64
+	logger   esdbc.LoggingFunc
+}
+
+// WithStreamPrefixes sets the stream-name prefixes that belong to this service (for
+// selfreset: "provider-", "user-" and so on). ReadAll, SubscribeAll and Head see only events
+// of those streams. Without it they see every stream whose name does not start with "$".
+func WithStreamPrefixes(prefixes ...string) Option {
+	return func(o *options) {
+		o.prefixes = nil
+		for _, p := range prefixes {
+			if p != "" {
+				o.prefixes = append(o.prefixes, p)
+			}
+		}
+	}
+}
+
+// WithPageSize sets how many events one read request asks for (at least 2).
+func WithPageSize(n int) Option {
+	return func(o *options) {
+		if n < 2 {
+			n = 2
+		}
+		o.pageSize = uint64(n)
+	}
+}
+
+// WithLogger replaces the client's logger (by default it prints to the standard logger,
+// including an error line each time a subscription ends, even by cancellation).
+// esdb.NoopLogging() from the client package silences it.
+func WithLogger(l esdbc.LoggingFunc) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// Store is an eventstore.Store backed by EventStoreDB. It is safe for concurrent use.
+type Store struct {
+	conf     *esdbc.Configuration
+	filter   streamFilter
+	pageSize uint64
+
+	mu     sync.Mutex
+	client *esdbc.Client
+	closed bool
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+// Open parses an esdb:// (or esdb+discover://) connection string, creates the client and
+// checks that the server answers a read of $all before ctx ends.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	o := options{pageSize: DefaultPageSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	conf, err := esdbc.ParseConnectionString(url)
+	if err != nil {
+		return nil, fmt.Errorf("esdb: connection string: %w", err)
+	}
+	if o.logger != nil {
+		conf.Logger = o.logger
+	}
+	client, err := esdbc.NewClient(conf)
+	if err != nil {
+		return nil, fmt.Errorf("esdb: new client: %w", err)
+	}
+	s := &Store{conf: conf, filter: streamFilter{prefixes: o.prefixes}, pageSize: o.pageSize, client: client}
+
+	// The client connects on first use, and that first connection does not watch any
+	// context (it runs the node discovery to the end), so wait for it here under ctx.
+	done := make(chan error, 1)
+	go func() { done <- s.ping(ctx) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("esdb: connect: %w", err)
+	}
+	return s, nil
+}
+
+// ping reads the newest record of $all: it needs a connection and the right to read $all,
+// as the Store does, but unlike Head it never walks the log.
+func (s *Store) ping(ctx context.Context) error {
+	c := s.conn()
+	rs, err := c.ReadAll(ctx, esdbc.ReadAllOptions{Direction: esdbc.Backwards, From: esdbc.End{}}, 1)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	if _, err := rs.Recv(); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// Close releases the client. The Store is unusable afterwards.
+func (s *Store) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	_ = s.client.Close()
+}
+
+// conn returns the current client.
+func (s *Store) conn() *esdbc.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
+}
+
+// noteErr replaces c after it failed with ConnectionClosed though we never closed it. The
+// v4 client closes itself for good when a node discovery fails (the connection state
+// machine in impl.go sets its close flag and exits), e.g. when the server was down for a
+// few seconds; without this a long-running process would need a restart. The failed call
+// still returns its error; the next one uses a fresh client.
+func (s *Store) noteErr(c *esdbc.Client, err error) {
+	if !isErrorCode(err, esdbc.ErrorCodeConnectionClosed) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.client != c {
+		return
+	}
+	fresh, nerr := esdbc.NewClient(s.conf)
+	if nerr != nil {
+		return
+	}
+	_ = c.Close()
+	s.client = fresh
+}
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if len(events) == 0 {
+		return s.appendNothing(ctx, stream, expected)
+	}
+	data := make([]esdbc.EventData, len(events))
+	for i, e := range events {
+		d, err := toEventData(e)
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %q: %w", stream, err)
+		}
+		data[i] = d
+	}
+	c := s.conn()
+	res, err := c.AppendToStream(ctx, stream, esdbc.AppendToStreamOptions{ExpectedRevision: expectedRevision(expected)}, data...)
+	if err != nil {
+		s.noteErr(c, err)
+		return eventstore.AppendResult{}, withCtx(ctx, mapAppendError(stream, expected, err))
+	}
+	out := appendResult(res)
+	if out.Position == eventstore.Start {
+		// The server reports no position for an idempotent retry; the stored event knows it.
+		if last, ok, err := s.lastOfStream(ctx, c, stream); err == nil && ok && last.Revision == out.NextRevision {
+			out.Position = last.Position
+		}
+	}
+	return out, nil
+}
+
+// appendNothing answers an append of no events without writing: the client reports a
+// made-up revision 1 when the server says the stream does not exist (client.go, the
+// AppendResp_Success_NoStream case), so the expectation is checked against a read instead.
+func (s *Store) appendNothing(ctx context.Context, stream string, expected eventstore.ExpectedRevision) (eventstore.AppendResult, error) {
+	last, exists, err := s.lastOfStream(ctx, s.conn(), stream)
+	if err != nil {
+		return eventstore.AppendResult{}, withCtx(ctx, fmt.Errorf("esdb: append to %q: %w", stream, err))
+	}
+	if !expected.Check(last.Revision, exists) {
+		return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %q expecting %s: %w", stream, expected, eventstore.ErrConflict)
+	}
+	if !exists {
+		return eventstore.AppendResult{}, nil
+	}
+	return eventstore.AppendResult{NextRevision: last.Revision, Position: last.Position}, nil
+}
+
+// lastOfStream reads the last event of stream; ok is false when the stream has none.
+func (s *Store) lastOfStream(ctx context.Context, c *esdbc.Client, stream string) (eventstore.RecordedEvent, bool, error) {
+	rs, err := c.ReadStream(ctx, stream, esdbc.ReadStreamOptions{Direction: esdbc.Backwards, From: esdbc.End{}}, 1)
+	if err != nil {
+		s.noteErr(c, err)
+		return eventstore.RecordedEvent{}, false, err
+	}
+	defer rs.Close()
+	ev, err := rs.Recv()
+	if errors.Is(err, io.EOF) {
+		return eventstore.RecordedEvent{}, false, nil
+	}
+	if err != nil {
+		if errors.Is(mapReadError(stream, err), eventstore.ErrStreamNotFound) {
+			return eventstore.RecordedEvent{}, false, nil
+		}
+		s.noteErr(c, err)
+		return eventstore.RecordedEvent{}, false, err
+	}
+	rec, err := toRecorded(ev.OriginalEvent())
+	if err != nil {
+		return eventstore.RecordedEvent{}, false, err
+	}
+	return rec, true, nil
+}
+
+// ReadStream implements eventstore.Store, reading forwards in pages of the page size.
+func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
+	c := s.conn()
+	var out []eventstore.RecordedEvent
+	next := from
+	for {
+		n, err := s.readStreamPage(ctx, c, stream, next, func(rec eventstore.RecordedEvent) {
+			out = append(out, rec)
+			next = rec.Revision + 1
+		})
+		if err != nil {
+			return nil, withCtx(ctx, err)
+		}
+		if n < s.pageSize {
+			return out, nil
+		}
+	}
+}
+
+func (s *Store) readStreamPage(ctx context.Context, c *esdbc.Client, stream string, from uint64, each func(eventstore.RecordedEvent)) (uint64, error) {
+	rs, err := c.ReadStream(ctx, stream, esdbc.ReadStreamOptions{Direction: esdbc.Forwards, From: esdbc.Revision(from)}, s.pageSize)
+	if err != nil {
+		s.noteErr(c, err)
+		return 0, mapReadError(stream, err)
+	}
+	defer rs.Close()
+	var n uint64
+	for {
+		ev, err := rs.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			s.noteErr(c, err)
+			return n, mapReadError(stream, err)
+		}
+		n++
+		rec, err := toRecorded(ev.OriginalEvent())
+		if err != nil {
+			return n, err
+		}
+		each(rec)
+	}
+}
+
+// ReadAll implements eventstore.Store. The v4 client has no server-side filter for reads of
+// $all (ReadAllOptions has none and the request always says NoFilter), so pages of $all are
+// filtered here, and a read may walk past many system events to fill limit.
+func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	c := s.conn()
+	var out []eventstore.RecordedEvent
+	cursor := after
+	for {
+		// A read of $all from a position includes the event at that position: cursor
+		// skips it (and everything not strictly after `after`).
+		rs, err := c.ReadAll(ctx, esdbc.ReadAllOptions{Direction: esdbc.Forwards, From: fromPosition(cursor)}, s.pageSize)
+		if err != nil {
+			s.noteErr(c, err)
+			return nil, withCtx(ctx, fmt.Errorf("esdb: read $all after %s: %w", after, err))
+		}
+		var n uint64
+		progressed := false
+		for len(out) < limit {
+			ev, err := rs.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				rs.Close()
+				s.noteErr(c, err)
+				return nil, withCtx(ctx, fmt.Errorf("esdb: read $all after %s: %w", after, err))
+			}
+			n++
+			r := ev.OriginalEvent()
+			pos := toPosition(r.Position)
+			if !cursor.Less(pos) {
+				continue
+			}
+			cursor, progressed = pos, true
+			if !s.filter.match(r.StreamID, r.EventType) {
+				continue
+			}
+			rec, err := toRecorded(r)
+			if err != nil {
+				rs.Close()
+				return nil, err
+			}
+			out = append(out, rec)
+		}
+		rs.Close()
+		if len(out) >= limit || n < s.pageSize || !progressed {
+			return out, nil
+		}
+	}
+}
+
+// SubscribeAll implements eventstore.Store with a catch-up subscription to $all, filtered on
+// the server by stream name. Checkpoint, caught-up and fell-behind notices are skipped; a
+// dropped subscription is returned as an error (the caller resubscribes from its last
+// position).
+func (s *Store) SubscribeAll(ctx context.Context, after eventstore.Position, handle eventstore.Handler) error {
+	c := s.conn()
+	sub, err := c.SubscribeToAll(ctx, esdbc.SubscribeToAllOptions{
+		From:   fromPosition(after),
+		Filter: s.filter.subscriptionFilter(),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.noteErr(c, err)
+		return fmt.Errorf("esdb: subscribe to $all after %s: %w", after, err)
+	}
+	defer sub.Close()
+	cursor := after
+	for {
+		msg := sub.Recv()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch {
+		case msg.SubscriptionDropped != nil:
+			err := msg.SubscriptionDropped.Error
+			if err == nil {
+				err = errors.New("no reason given")
+			}
+			return fmt.Errorf("esdb: subscription to $all dropped after %s: %w", cursor, err)
+		case msg.EventAppeared != nil:
+			r := msg.EventAppeared.OriginalEvent()
+			if r == nil {
+				continue
+			}
+			pos := toPosition(r.Position)
+			if !cursor.Less(pos) {
+				continue // at or before `after`, or a repeat
+			}
+			cursor = pos
+			if !s.filter.match(r.StreamID, r.EventType) {
+				continue
+			}
+			rec, err := toRecorded(r)
+			if err != nil {
+				return err
+			}
+			if err := handle(ctx, rec); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Head implements eventstore.Store: the position of the newest event of this service's
+// streams, found by reading $all backwards (filtered here, see ReadAll) from the end.
+func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
+	c := s.conn()
+	var from esdbc.AllPosition = esdbc.End{}
+	var cursor eventstore.Position
+	started := false
+	for {
+		rs, err := c.ReadAll(ctx, esdbc.ReadAllOptions{Direction: esdbc.Backwards, From: from}, s.pageSize)
+		if err != nil {
+			s.noteErr(c, err)
+			return eventstore.Position{}, withCtx(ctx, fmt.Errorf("esdb: read $all backwards: %w", err))
+		}
+		var n uint64
+		progressed := false
+		for {
+			ev, err := rs.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				rs.Close()
+				s.noteErr(c, err)
+				return eventstore.Position{}, withCtx(ctx, fmt.Errorf("esdb: read $all backwards: %w", err))
+			}
+			n++
+			r := ev.OriginalEvent()
+			pos := toPosition(r.Position)
+			if started && !pos.Less(cursor) {
+				continue // the page's first event is where the last page ended
+			}
+			cursor, started, progressed = pos, true, true
+			if s.filter.match(r.StreamID, r.EventType) {
+				rs.Close()
+				return pos, nil
+			}
+		}
+		rs.Close()
+		if n < s.pageSize || !progressed {
+			return eventstore.Start, nil
+		}
+		from = fromPosition(cursor)
+	}
+}
