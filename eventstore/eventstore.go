@@ -155,20 +155,26 @@ type Handler func(ctx context.Context, e RecordedEvent) error
 // Store is the port. Implementations are safe for concurrent use.
 type Store interface {
 	// Append writes events to stream atomically if expected holds, else returns an error
-	// wrapping ErrConflict. Events whose ID is already stored are skipped, so a retried
-	// append is a no-op (as in EventStoreDB).
+	// wrapping ErrConflict. A retried append whose event IDs are all stored already is a
+	// no-op returning the original result (as in EventStoreDB, where this holds for a
+	// whole batch retried at the same expected revision).
 	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
-	// ReadStream returns the events of stream from revision `from` on, in revision order,
-	// or an error wrapping ErrStreamNotFound if the stream has no events.
+	// ReadStream returns the events of stream from revision `from` on, in revision order
+	// (empty when `from` is past the end), or an error wrapping ErrStreamNotFound if the
+	// stream has no events.
 	ReadStream(ctx context.Context, stream string, from uint64) ([]RecordedEvent, error)
 	// ReadAll returns at most limit events of the global feed strictly after `after`,
 	// in feed order. It never returns an event that a later call could place before one
 	// it already returned: a reader that resumes from the last position it saw misses nothing.
+	// An appended event may take a moment to appear here (Postgres shows it once every
+	// older transaction has ended), so consumers must not expect to read their own writes.
+	// limit must be positive.
 	ReadAll(ctx context.Context, after Position, limit int) ([]RecordedEvent, error)
 	// SubscribeAll delivers every event strictly after `after`, first the history then live
 	// appends, until ctx ends (it then returns ctx.Err()) or handle returns an error.
 	SubscribeAll(ctx context.Context, after Position, handle Handler) error
-	// Head is the position of the newest event in the feed (Start when empty).
+	// Head is the position of the newest event readable in the feed (Start when empty);
+	// like ReadAll it may trail the position an Append just returned.
 	Head(ctx context.Context) (Position, error)
 	Close()
 }
