@@ -245,8 +245,13 @@ func TestNoSecretInTheHistory(t *testing.T) {
 	must(t, err)
 	token := f.token(t, tokenID)
 	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: token, NewPassword: newPass}))
-	recs, err := f.store.ReadAll(ctx, eventstore.Start, 10000)
-	must(t, err)
+	// Read the streams themselves: the global feed may trail fresh appends (see eventstore.Store).
+	var recs []eventstore.RecordedEvent
+	for _, stream := range []string{domain.ProviderStream(code), domain.UserStream(code, "admin"), domain.UserStream(code, "jane")} {
+		rs, err := f.store.ReadStream(ctx, stream, 0)
+		must(t, err)
+		recs = append(recs, rs...)
+	}
 	if len(recs) < 10 {
 		t.Fatalf("only %d events", len(recs))
 	}
