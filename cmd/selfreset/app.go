@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	esdbc "github.com/EventStore/EventStore-Client-Go/v4/esdb"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"selfreset/commands"
+	"selfreset/config"
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/eventstore/esdb"
+	"selfreset/eventstore/postgres"
+	"selfreset/password"
+)
+
+// operator is the actor of every command run from this binary.
+var operator = domain.SystemActor("cli")
+
+// app is the wiring a command needs: configuration, the event store and, on demand, the
+// command handler. Commands get it from cli.open and Close it when done.
+type app struct {
+	cfg   config.Config
+	cli   *cli
+	store eventstore.Store
+	codec *eventstore.Codec
+
+	handler *commands.Handler
+}
+
+// config reads the configuration from the environment, honouring --dev.
+func (c *cli) config(opts ...config.Option) (config.Config, error) {
+	if c.dev {
+		opts = append(opts, config.Dev())
+	}
+	cfg, err := config.FromEnv(c.getenv, opts...)
+	if err != nil {
+		return config.Config{}, err
+	}
+	if cfg.DevSecret {
+		c.log.Warn("DEVELOPMENT MODE: tokens and codes are derived from the public development key; " +
+			"anyone can forge them. Never run --dev with real users; set SELFRESET_SECRET instead.")
+	}
+	return cfg, nil
+}
+
+// open reads the configuration and connects to the event store it names.
+func (c *cli) open(ctx context.Context, opts ...config.Option) (*app, error) {
+	cfg, err := c.config(opts...)
+	if err != nil {
+		return nil, err
+	}
+	store, err := c.openEventStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &app{cfg: cfg, cli: c, store: store, codec: commands.NewCodec()}, nil
+}
+
+// openEventStore connects the adapter the configuration names.
+func (c *cli) openEventStore(ctx context.Context, cfg config.Config) (eventstore.Store, error) {
+	switch cfg.EventStore {
+	case config.EventStoreESDB:
+		s, err := esdb.Open(ctx, cfg.EventStoreURL,
+			esdb.WithStreamPrefixes(domain.StreamPrefixes...),
+			esdb.WithLogger(func(level esdbc.LogLevel, format string, args ...any) {
+				c.log.Debug("eventstoredb client: "+fmt.Sprintf(format, args...), "level", level)
+			}))
+		if err != nil {
+			return nil, fmt.Errorf("cannot reach EventStoreDB (%s): %w", config.EnvEventStoreURL, err)
+		}
+		return s, nil
+	default:
+		return c.openPostgres(ctx, cfg.EventStoreURL)
+	}
+}
+
+// openPostgres connects the Postgres event store at url.
+func (c *cli) openPostgres(ctx context.Context, url string) (*postgres.Store, error) {
+	s, err := postgres.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach PostgreSQL: %w", err)
+	}
+	return s, nil
+}
+
+// Close releases the store.
+func (a *app) Close() { a.store.Close() }
+
+// commands builds the command handler: argon2id hashing with the documented parameters,
+// the common-password list, the keyring from the configured secret and the configured policy.
+func (a *app) commands() (*commands.Handler, error) {
+	if a.handler != nil {
+		return a.handler, nil
+	}
+	hasher, err := password.NewHasher(password.DefaultParams)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := a.cfg.Keyring()
+	if err != nil {
+		return nil, &config.Error{Var: config.EnvSecret, Msg: err.Error()}
+	}
+	a.handler = commands.New(commands.Config{
+		Store:   a.store,
+		Clock:   commands.SystemClock{},
+		Hasher:  hasher,
+		Secrets: keys,
+		Common:  password.NewCommonList(),
+		Policy:  a.cfg.Policy(),
+		Logger:  a.cli.log,
+	})
+	return a.handler, nil
+}
+
+// describe is the one-line text for err, with a hint where the fix is known.
+func describe(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return err.Error() + "; the database has no schema yet: run 'selfreset migrate' first"
+	}
+	return err.Error()
+}
+
+// withCommands opens the app, runs fn with its command handler and closes the app.
+func (c *cli) withCommands(ctx context.Context, fn func(h *commands.Handler) error) error {
+	a, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	h, err := a.commands()
+	if err != nil {
+		return err
+	}
+	return fn(h)
+}

@@ -1,0 +1,207 @@
+// Package config reads the service's configuration from environment variables.
+//
+// It is pure: FromEnv takes the lookup function (os.Getenv in the binary, a map in tests)
+// and does no I/O of its own, so every rule here is table-tested. New settings (mail,
+// listen address, …) are added here, each as a field, a constant naming its variable,
+// a default and a check.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"selfreset/domain"
+	"selfreset/secret"
+)
+
+// Environment variables.
+const (
+	EnvDatabaseURL   = "SELFRESET_DATABASE_URL"
+	EnvEventStoreURL = "SELFRESET_EVENTSTORE_URL"
+	EnvSecret        = "SELFRESET_SECRET"
+	EnvResetTokenTTL = "SELFRESET_RESET_TOKEN_TTL"
+	EnvEmailCodeTTL  = "SELFRESET_EMAIL_CODE_TTL"
+)
+
+// DevSecret is the fixed server secret used in development mode when SELFRESET_SECRET is
+// not set. It is public (it is in this file), so anything derived from it is forgeable:
+// FromEnv refuses it outside development mode.
+const DevSecret = "selfreset-development-secret-do-not-use-in-production"
+
+// EventStoreKind says which adapter holds the events.
+type EventStoreKind string
+
+const (
+	EventStorePostgres EventStoreKind = "postgres"
+	EventStoreESDB     EventStoreKind = "esdb"
+)
+
+// Config is everything the binary reads from its environment.
+type Config struct {
+	// DatabaseURL is the PostgreSQL database (read models, and the event store unless
+	// EventStoreURL names another one).
+	DatabaseURL string
+	// EventStore is the adapter, EventStoreURL its connection string (DatabaseURL for
+	// the default Postgres event store).
+	EventStore    EventStoreKind
+	EventStoreURL string
+	// Secret is the server key tokens and codes are derived from; SecretKeyID names it
+	// in events (the first 8 hex digits of its SHA-256), so older keys can be kept
+	// alongside a new one when the key is rotated.
+	Secret      []byte
+	SecretKeyID string
+	// DevSecret is true when Secret is the public development key (development mode only).
+	DevSecret bool
+
+	ResetTokenTTL time.Duration
+	EmailCodeTTL  time.Duration
+}
+
+// Option changes how FromEnv reads the environment.
+type Option func(*options)
+
+type options struct{ dev, secretOptional bool }
+
+// Dev is development mode: without SELFRESET_SECRET the public DevSecret is used
+// (the caller should say so loudly) instead of refusing to start.
+func Dev() Option { return func(o *options) { o.dev = true } }
+
+// SecretOptional is for commands that derive nothing from the server key (audit): an
+// auditor reads the history without holding the key that could forge tokens. A secret
+// that is set is still checked; without one, Secret and SecretKeyID stay empty.
+func SecretOptional() Option { return func(o *options) { o.secretOptional = true } }
+
+// Error is a configuration problem; its message names the variable and what is wrong.
+type Error struct {
+	Var string
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+// FromEnv reads and checks the configuration. The first problem found is returned as an *Error.
+func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var c Config
+
+	c.DatabaseURL = strings.TrimSpace(getenv(EnvDatabaseURL))
+	if c.DatabaseURL == "" {
+		return Config{}, &Error{EnvDatabaseURL, "not set; it must name the PostgreSQL database, e.g. postgres://user:password@host:5432/selfreset"}
+	}
+	if err := checkPostgresURL(c.DatabaseURL); err != "" {
+		return Config{}, &Error{EnvDatabaseURL, err}
+	}
+
+	c.EventStore, c.EventStoreURL = EventStorePostgres, c.DatabaseURL
+	if es := strings.TrimSpace(getenv(EnvEventStoreURL)); es != "" {
+		switch scheme(es) {
+		case "esdb", "esdb+discover":
+			c.EventStore, c.EventStoreURL = EventStoreESDB, es
+		case "postgres", "postgresql":
+			if err := checkPostgresURL(es); err != "" {
+				return Config{}, &Error{EnvEventStoreURL, err}
+			}
+			c.EventStoreURL = es
+		default:
+			return Config{}, &Error{EnvEventStoreURL, "must start with esdb:// or esdb+discover:// (EventStoreDB) or postgres:// (a separate PostgreSQL event store)"}
+		}
+	}
+
+	switch s := getenv(EnvSecret); {
+	case s == "" && o.secretOptional:
+		// nothing to derive, nothing to check
+	case s == "" && o.dev:
+		c.Secret, c.DevSecret = []byte(DevSecret), true
+	case s == "":
+		return Config{}, &Error{EnvSecret, fmt.Sprintf("not set; it must hold at least %d random bytes (e.g. openssl rand -base64 48), or pass --dev to use the development key", secret.MinKeyLength)}
+	case s == DevSecret && !o.dev:
+		return Config{}, &Error{EnvSecret, "is the public development key; generate a secret of your own (e.g. openssl rand -base64 48)"}
+	case len(s) < secret.MinKeyLength:
+		return Config{}, &Error{EnvSecret, fmt.Sprintf("is %d bytes; at least %d are required (e.g. openssl rand -base64 48)", len(s), secret.MinKeyLength)}
+	default:
+		c.Secret, c.DevSecret = []byte(s), s == DevSecret
+	}
+	if c.Secret != nil {
+		c.SecretKeyID = KeyID(c.Secret)
+	}
+
+	def := domain.DefaultPolicy()
+	var err error
+	if c.ResetTokenTTL, err = duration(getenv, EnvResetTokenTTL, def.ResetTokenTTL); err != nil {
+		return Config{}, err
+	}
+	if c.EmailCodeTTL, err = duration(getenv, EnvEmailCodeTTL, def.EmailCodeTTL); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// KeyID names a server key: the first 8 hex digits of its SHA-256.
+func KeyID(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:4])
+}
+
+// Keyring builds the keyring tokens and codes are derived with.
+func (c Config) Keyring() (*secret.Keyring, error) {
+	if c.Secret == nil {
+		return nil, &Error{EnvSecret, "not set; this command needs the server key"}
+	}
+	return secret.NewKeyring(c.SecretKeyID, map[string][]byte{c.SecretKeyID: c.Secret})
+}
+
+// Policy is the domain's default policy with the configured lifetimes.
+func (c Config) Policy() domain.Policy {
+	p := domain.DefaultPolicy()
+	p.ResetTokenTTL = c.ResetTokenTTL
+	p.EmailCodeTTL = c.EmailCodeTTL
+	return p
+}
+
+func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	s := strings.TrimSpace(getenv(name))
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, &Error{name, fmt.Sprintf("%q is not a duration; write it like 5m or 90s", s)}
+	}
+	if d <= 0 {
+		return 0, &Error{name, fmt.Sprintf("%q must be greater than zero", s)}
+	}
+	return d, nil
+}
+
+// scheme is the lower-cased scheme of a URL-looking string, or "".
+func scheme(s string) string {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return ""
+	}
+	return strings.ToLower(s[:i])
+}
+
+// checkPostgresURL accepts postgres:// URLs and libpq key=value strings ("host=… dbname=…").
+// It only checks the shape; the driver reports anything else when it connects.
+func checkPostgresURL(s string) string {
+	switch scheme(s) {
+	case "postgres", "postgresql":
+		if _, err := url.Parse(s); err != nil {
+			return "is not a valid URL (check for unescaped characters in the password)"
+		}
+		return ""
+	case "":
+		if strings.Contains(s, "=") {
+			return ""
+		}
+	}
+	return "must be a postgres:// URL or a key=value connection string"
+}

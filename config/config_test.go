@@ -1,0 +1,249 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"selfreset/secret"
+)
+
+const (
+	testDB     = "postgres://app:pw@db:5432/selfreset?sslmode=disable"
+	testSecret = "0123456789abcdef0123456789abcdef" // 32 bytes
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestFromEnv(t *testing.T) {
+	base := []string{EnvDatabaseURL, testDB, EnvSecret, testSecret}
+	with := func(kv ...string) func(string) string { return env(append(append([]string{}, base...), kv...)...) }
+
+	tests := []struct {
+		name    string
+		getenv  func(string) string
+		opts    []Option
+		check   func(t *testing.T, c Config)
+		wantVar string // the variable the error must name; "" means no error
+		wantMsg string // a fragment of the error message
+	}{
+		{
+			name:   "defaults",
+			getenv: with(),
+			check: func(t *testing.T, c Config) {
+				if c.DatabaseURL != testDB || c.EventStore != EventStorePostgres || c.EventStoreURL != testDB {
+					t.Errorf("store: %q %q %q", c.DatabaseURL, c.EventStore, c.EventStoreURL)
+				}
+				if c.ResetTokenTTL != 5*time.Minute || c.EmailCodeTTL != 10*time.Minute {
+					t.Errorf("ttls: %v %v", c.ResetTokenTTL, c.EmailCodeTTL)
+				}
+				if string(c.Secret) != testSecret || c.DevSecret {
+					t.Errorf("secret: dev=%v", c.DevSecret)
+				}
+				if c.SecretKeyID != KeyID([]byte(testSecret)) || len(c.SecretKeyID) != 8 {
+					t.Errorf("key id %q", c.SecretKeyID)
+				}
+			},
+		},
+		{
+			name:   "key=value database string",
+			getenv: with(EnvDatabaseURL, "host=127.0.0.1 dbname=selfreset user=app"),
+			check: func(t *testing.T, c Config) {
+				if c.EventStoreURL != "host=127.0.0.1 dbname=selfreset user=app" {
+					t.Errorf("event store url %q", c.EventStoreURL)
+				}
+			},
+		},
+		{
+			name:   "custom TTLs",
+			getenv: with(EnvResetTokenTTL, "90s", EnvEmailCodeTTL, "1h"),
+			check: func(t *testing.T, c Config) {
+				if c.ResetTokenTTL != 90*time.Second || c.EmailCodeTTL != time.Hour {
+					t.Errorf("ttls: %v %v", c.ResetTokenTTL, c.EmailCodeTTL)
+				}
+				if p := c.Policy(); p.ResetTokenTTL != 90*time.Second || p.EmailCodeTTL != time.Hour || p.MaxTokenAttempts != 5 {
+					t.Errorf("policy %+v", p)
+				}
+			},
+		},
+		{
+			name:   "EventStoreDB",
+			getenv: with(EnvEventStoreURL, "esdb://localhost:2113?tls=false"),
+			check: func(t *testing.T, c Config) {
+				if c.EventStore != EventStoreESDB || c.EventStoreURL != "esdb://localhost:2113?tls=false" || c.DatabaseURL != testDB {
+					t.Errorf("got %q %q %q", c.EventStore, c.EventStoreURL, c.DatabaseURL)
+				}
+			},
+		},
+		{
+			name:   "EventStoreDB cluster discovery",
+			getenv: with(EnvEventStoreURL, "esdb+discover://a,b,c:2113"),
+			check: func(t *testing.T, c Config) {
+				if c.EventStore != EventStoreESDB {
+					t.Errorf("got %q", c.EventStore)
+				}
+			},
+		},
+		{
+			name:   "separate Postgres event store",
+			getenv: with(EnvEventStoreURL, "postgresql://es@other/events"),
+			check: func(t *testing.T, c Config) {
+				if c.EventStore != EventStorePostgres || c.EventStoreURL != "postgresql://es@other/events" {
+					t.Errorf("got %q %q", c.EventStore, c.EventStoreURL)
+				}
+			},
+		},
+		{
+			name:   "dev mode without a secret uses the development key",
+			getenv: env(EnvDatabaseURL, testDB),
+			opts:   []Option{Dev()},
+			check: func(t *testing.T, c Config) {
+				if !c.DevSecret || string(c.Secret) != DevSecret || c.SecretKeyID != KeyID([]byte(DevSecret)) {
+					t.Errorf("dev=%v key id %q", c.DevSecret, c.SecretKeyID)
+				}
+			},
+		},
+		{
+			name:   "dev mode keeps a real secret",
+			getenv: with(),
+			opts:   []Option{Dev()},
+			check: func(t *testing.T, c Config) {
+				if c.DevSecret || string(c.Secret) != testSecret {
+					t.Errorf("dev=%v", c.DevSecret)
+				}
+			},
+		},
+		{
+			name:   "secret optional and missing",
+			getenv: env(EnvDatabaseURL, testDB),
+			opts:   []Option{SecretOptional()},
+			check: func(t *testing.T, c Config) {
+				if c.Secret != nil || c.SecretKeyID != "" || c.DevSecret {
+					t.Errorf("secret %q key id %q dev %v", c.Secret, c.SecretKeyID, c.DevSecret)
+				}
+				if _, err := c.Keyring(); err == nil {
+					t.Errorf("a keyring without a secret")
+				}
+			},
+		},
+		{
+			name:    "secret optional but too short",
+			getenv:  with(EnvSecret, "short"),
+			opts:    []Option{SecretOptional()},
+			wantVar: EnvSecret, wantMsg: "5 bytes",
+		},
+		{
+			name:    "secret missing",
+			getenv:  env(EnvDatabaseURL, testDB),
+			wantVar: EnvSecret, wantMsg: "not set",
+		},
+		{
+			name:    "secret too short",
+			getenv:  with(EnvSecret, strings.Repeat("x", 31)),
+			wantVar: EnvSecret, wantMsg: "31 bytes",
+		},
+		{
+			name:    "development key outside dev mode",
+			getenv:  with(EnvSecret, DevSecret),
+			wantVar: EnvSecret, wantMsg: "development key",
+		},
+		{
+			name:    "database missing",
+			getenv:  env(EnvSecret, testSecret),
+			wantVar: EnvDatabaseURL, wantMsg: "not set",
+		},
+		{
+			name:    "database not a postgres URL",
+			getenv:  with(EnvDatabaseURL, "mysql://db/x"),
+			wantVar: EnvDatabaseURL, wantMsg: "postgres://",
+		},
+		{
+			name:    "database URL malformed",
+			getenv:  with(EnvDatabaseURL, "postgres://u:p%zz@db/x"),
+			wantVar: EnvDatabaseURL, wantMsg: "not a valid URL",
+		},
+		{
+			name:    "event store scheme unknown",
+			getenv:  with(EnvEventStoreURL, "kafka://broker"),
+			wantVar: EnvEventStoreURL, wantMsg: "esdb://",
+		},
+		{
+			name:    "reset TTL not a duration",
+			getenv:  with(EnvResetTokenTTL, "5 minutes"),
+			wantVar: EnvResetTokenTTL, wantMsg: "not a duration",
+		},
+		{
+			name:    "reset TTL zero",
+			getenv:  with(EnvResetTokenTTL, "0s"),
+			wantVar: EnvResetTokenTTL, wantMsg: "greater than zero",
+		},
+		{
+			name:    "reset TTL negative",
+			getenv:  with(EnvResetTokenTTL, "-5m"),
+			wantVar: EnvResetTokenTTL, wantMsg: "greater than zero",
+		},
+		{
+			name:    "email code TTL bare number",
+			getenv:  with(EnvEmailCodeTTL, "10"),
+			wantVar: EnvEmailCodeTTL, wantMsg: "not a duration",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := FromEnv(tt.getenv, tt.opts...)
+			if tt.wantVar == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("want a *config.Error for %s, got %v", tt.wantVar, err)
+			}
+			if ce.Var != tt.wantVar || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q: want variable %s and %q", err, tt.wantVar, tt.wantMsg)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+			if strings.Contains(err.Error(), ":pw@") || strings.Contains(err.Error(), "p%zz") {
+				t.Errorf("error leaks a password: %q", err)
+			}
+		})
+	}
+}
+
+func TestKeyring(t *testing.T) {
+	c, err := FromEnv(env(EnvDatabaseURL, testDB, EnvSecret, testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := c.Keyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.CurrentKeyID() != c.SecretKeyID {
+		t.Errorf("keyring key %q, config %q", kr.CurrentKeyID(), c.SecretKeyID)
+	}
+	s, err := kr.Issue(secret.KindResetToken)
+	if err != nil || s.KeyID != c.SecretKeyID {
+		t.Errorf("issued %+v, %v", s, err)
+	}
+}
+
+func TestKeyIDIsStable(t *testing.T) {
+	// Rotation relies on a key keeping its id across restarts and versions:
+	// printf %s 0123456789abcdef0123456789abcdef | sha256sum → 3eb1bd43…
+	if got := KeyID([]byte(testSecret)); got != "3eb1bd43" {
+		t.Fatalf("KeyID = %q, want 3eb1bd43", got)
+	}
+}

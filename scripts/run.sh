@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make run`: what exists today, end to end, in development mode. It migrates the
+# database, registers a demo provider with a user administrator and a user (again on
+# each run: "already exists" is fine), and prints the provider's audit trail.
+# When the HTTP service lands, this becomes `selfreset --dev serve`.
+#
+# Database: SELFRESET_DATABASE_URL if set; else a database "selfreset_dev" on the server
+# scripts/test.sh would use (127.0.0.1:5432, installed as root on Debian if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+need_go
+
+if [[ -z ${SELFRESET_DATABASE_URL:-} ]]; then
+	ensure_postgres
+	if command -v psql >/dev/null 2>&1; then
+		if [[ -z $(psql "$PG_SERVER_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'selfreset_dev'") ]]; then
+			say "creating database selfreset_dev"
+			psql "$PG_SERVER_URL" -qc 'CREATE DATABASE selfreset_dev'
+		fi
+		export SELFRESET_DATABASE_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/selfreset_dev?sslmode=disable"
+	else
+		export SELFRESET_DATABASE_URL=$PG_SERVER_URL
+	fi
+fi
+
+bin_dir=$(mktemp -d)
+trap 'rm -rf "$bin_dir"' EXIT
+say "go build ./cmd/selfreset"
+go build -o "$bin_dir/selfreset" ./cmd/selfreset
+selfreset() { "$bin_dir/selfreset" --dev "$@"; }
+
+# once runs a registration and accepts "already exists" (this script runs again and again).
+once() {
+	local out
+	if out=$(selfreset "$@" 2>&1); then
+		printf '%s\n' "$out" | grep -v 'DEVELOPMENT MODE' || true
+	elif grep -q 'already exists' <<<"$out"; then
+		printf '%s\n' "$out" | grep 'already exists' | sed 's/^selfreset: /(ok) /'
+	else
+		printf '%s\n' "$out" >&2
+		return 1
+	fi
+}
+
+# Development-only demo passwords: this database is for trying things out.
+demo_admin_password='demo-Admin-passphrase-42'
+demo_user_password='demo-Jane-passphrase-42'
+
+selfreset migrate
+once provider add --code DEMO --name "Demo Agency" --allow-self-reset
+once user add --provider DEMO --login admin --name "Demo Admin" --role user-admin --password-stdin <<<"$demo_admin_password"
+once user add --provider DEMO --login jane --name "Jane Doe" --password-stdin <<<"$demo_user_password"
+
+printf '\n==> audit trail of provider DEMO (what auditors see; hashes redacted)\n'
+selfreset audit --provider DEMO 2>/dev/null
+
+cat <<MSG
+
+Demo provider DEMO: admin (user-admin) / $demo_admin_password, jane / $demo_user_password
+Database: $SELFRESET_DATABASE_URL
+Try:  go run ./cmd/selfreset --dev user lock --provider DEMO --login jane
+      go run ./cmd/selfreset --dev audit --provider DEMO --login jane --format jsonl
+(with SELFRESET_DATABASE_URL exported as above; 'go run ./cmd/selfreset help' lists every command)
+MSG
