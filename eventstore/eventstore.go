@@ -167,7 +167,7 @@ type Store interface {
 	// in feed order. It never returns an event that a later call could place before one
 	// it already returned: a reader that resumes from the last position it saw misses nothing.
 	// An appended event may take a moment to appear here (Postgres shows it once every
-	// older transaction has ended), so consumers must not expect to read their own writes.
+	// older append to the store has ended), so consumers must not expect to read their own writes.
 	// limit must be positive.
 	ReadAll(ctx context.Context, after Position, limit int) ([]RecordedEvent, error)
 	// SubscribeAll delivers every event strictly after `after`, first the history then live

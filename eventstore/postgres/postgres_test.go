@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"selfreset/eventstore"
 	"selfreset/eventstore/storetest"
@@ -104,8 +105,27 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 	}
 	defer func() { _ = slow.Rollback(ctx) }()
 	late := event("Late")
-	if _, err := appendTx(ctx, slow, "slow", eventstore.NoStream, []eventstore.EventData{late}); err != nil {
+	lateRes, err := appendTx(ctx, slow, "slow", eventstore.NoStream, []eventstore.EventData{late})
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The open append shows in pg_locks as the watermark looks for it: a two-key advisory
+	// lock of streamLockClass on the stream in this database, held with its transaction id.
+	var held bool
+	if err := s.Pool().QueryRow(ctx, `SELECT EXISTS (
+		SELECT 1 FROM pg_locks a JOIN pg_locks x USING (virtualtransaction)
+		WHERE a.locktype = 'advisory' AND a.granted AND a.classid = $1::int8::oid AND a.objsubid = 2
+		  AND a.objid = (hashtext('slow')::int8 & 4294967295)::oid
+		  AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted
+		  AND x.transactionid = $2::xid8::xid)`, streamLockClass, lateRes.Position.Commit).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if !held {
+		t.Fatalf("pg_locks does not show the open append's stream lock with its transaction id")
+	}
+	if w, err := s.watermark(ctx); err != nil || w > lateRes.Position.Commit {
+		t.Fatalf("watermark while an append is open = %d, %v; want at most its id %d", w, err, lateRes.Position.Commit)
 	}
 	early := event("Early")
 	if _, err := s.Append(ctx, "fast", eventstore.NoStream, early); err != nil {
@@ -128,7 +148,8 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 	if err := slow.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Other tests' transactions on the server can hold the feed back too: poll, bounded.
+	// A transaction elsewhere that has its id but not yet its id lock can hold the feed back
+	// for a moment (see the package comment): poll, bounded.
 	var got []eventstore.RecordedEvent
 	for {
 		if got, err = s.ReadAll(ctx, eventstore.Start, 10); err != nil {
@@ -156,6 +177,152 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 			t.Fatalf("subscriber did not deliver event %d", i)
 		}
 	}
+}
+
+// TestUnrelatedTransactionsDoNotStallTheFeed parks transactions that the snapshot's xmin
+// would wait for (they have ids older than the appended event's) but that append nothing
+// to this store: a write and an open append in another database, a write in this one, and
+// a write in this one holding other advisory locks. The feed must show the event all the same.
+func TestUnrelatedTransactionsDoNotStallTheFeed(t *testing.T) {
+	const bound = 5 * time.Second
+	s := openStore(t, WithPollInterval(50*time.Millisecond))
+	other := openStore(t) // another database on the same server
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for _, st := range []*Store{s, other} {
+		if _, err := st.Pool().Exec(ctx, `CREATE TABLE unrelated (n int)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// park runs do in a transaction on a connection of its own, leaves the transaction
+	// open and returns it with its id.
+	type parkedTx struct {
+		what string
+		tx   pgx.Tx
+		id   uint64
+	}
+	var parked []parkedTx
+	park := func(st *Store, what string, do func(tx pgx.Tx) error) {
+		t.Helper()
+		conn, err := pgx.ConnectConfig(ctx, st.Pool().Config().ConnConfig.Copy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close(context.Background()) }) // rolls back if still open
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id uint64
+		if err := do(tx); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		parked = append(parked, parkedTx{what, tx, id})
+	}
+	write := func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO unrelated VALUES (1)`)
+		return err
+	}
+	park(other, "a write in another database", write)
+	park(other, "an append in another database", func(tx pgx.Tx) error {
+		_, err := appendTx(ctx, tx, "here", eventstore.NoStream, []eventstore.EventData{event("Elsewhere")})
+		return err
+	})
+	park(s, "a write in this database", write)
+	park(s, "a write holding other advisory locks in this database", func(tx pgx.Tx) error {
+		// The migration lock (single key) and a two-key lock of another class, on the same key.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('selfreset.eventstore.migrate', 0)),
+			pg_advisory_xact_lock(1, hashtext('here'))`); err != nil {
+			return err
+		}
+		return write(tx)
+	})
+	defer func() {
+		for _, p := range parked {
+			_ = p.tx.Rollback(context.Background())
+		}
+	}()
+
+	// They do hold the snapshot's xmin back: the old watermark would stall.
+	var xmin uint64
+	if err := s.Pool().QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())`).Scan(&xmin); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parked {
+		if xmin > p.id {
+			t.Fatalf("xmin %d is above the id %d of %s, which is still open", xmin, p.id, p.what)
+		}
+	}
+
+	delivered := make(chan eventstore.RecordedEvent, 10)
+	subErr := make(chan error, 1)
+	subCtx, stop := context.WithCancel(ctx)
+	defer func() { stop(); <-subErr }()
+	go func() {
+		subErr <- s.SubscribeAll(subCtx, eventstore.Start, func(_ context.Context, e eventstore.RecordedEvent) error {
+			delivered <- e
+			return nil
+		})
+	}()
+
+	e := event("Here")
+	res, err := s.Append(ctx, "here", eventstore.NoStream, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, p := range parked {
+		if p.id >= res.Position.Commit {
+			t.Fatalf("%s has id %d, not older than the append's %d", p.what, p.id, res.Position.Commit)
+		}
+	}
+
+	deadline := time.After(bound)
+	for {
+		got, err := s.ReadAll(ctx, eventstore.Start, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 0 {
+			if len(got) != 1 || got[0].ID != e.ID {
+				t.Fatalf("ReadAll = %v, want [Here]", types(got))
+			}
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("ReadAll did not show the event within %v while unrelated transactions were open", bound)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Logf("ReadAll showed the event after %v", time.Since(start))
+	for {
+		head, err := s.Head(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head == res.Position {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("Head = %v after %v, want %v", head, bound, res.Position)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	select {
+	case got := <-delivered:
+		if got.ID != e.ID {
+			t.Fatalf("subscriber got %s, want Here", got.Type)
+		}
+	case <-deadline:
+		t.Fatalf("subscriber did not deliver the event within %v while unrelated transactions were open", bound)
+	}
+	t.Logf("Head and SubscribeAll showed the event after %v", time.Since(start))
 }
 
 func event(typ string) eventstore.EventData {

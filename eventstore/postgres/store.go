@@ -6,20 +6,42 @@
 // order: a reader that resumed after seq N could miss an event with a smaller seq whose
 // transaction committed later. So every row also records the id of the transaction that
 // wrote it (tx_id, xid8), the feed is ordered by (tx_id, seq), and readers only see rows
-// with tx_id below the xmin of their snapshot. Every transaction below xmin has ended, and
-// any transaction that has not yet taken an id will get one above xmin, so once a reader has
-// passed a position nothing can later appear before it. Position carries (tx_id, seq) as
-// (Commit, Prepare).
+// with tx_id below a watermark W under which no append can still commit (below). Position
+// carries (tx_id, seq) as (Commit, Prepare).
 //
 // Within a stream the feed order must also be the revision order, so an append takes the
 // stream's advisory lock as the very first statement of its transaction. Advisory locks do
 // not assign a transaction id; the id is assigned by the first insert, after the previous
 // writer of the stream has committed, and so is larger than that writer's id.
 //
-// Caveat: a transaction that has an id holds the feed back until it ends, whatever it does
-// and in whichever database of the cluster it runs (ids are cluster-wide). Appends are
-// short; keep every other transaction on the server short too, or subscribers stall behind
-// it (they resume, losing nothing, when it ends).
+// # Watermark
+//
+// The snapshot's xmin would do as W, but it is cluster-wide: any transaction with an id, in
+// any database and whatever it does, would hold every reader back until it ended. W waits
+// only for appends to this database. The stream lock is a two-key advisory lock of class
+// streamLockClass, which pg_locks shows with the database it was taken in, and every
+// transaction with an id holds an ExclusiveLock on that id. One statement, whose snapshot S
+// is taken before it reads pg_locks, computes
+//
+//	W = least(xmax(S), the smallest id in xip(S) that is not "unrelated")
+//
+// where an id is unrelated if pg_locks shows its lock held by a transaction that holds no
+// stream lock in this database. The rows are read by later statements, with later snapshots.
+//
+// Why no append T with id x < W can commit after such a read: x < xmax(S), so either T had
+// ended at S, or x is in xip(S) and was unrelated. T takes its stream lock before it gets an
+// id and keeps it to the end, so in that case T had released it already, and locks are
+// released only once the commit is visible. Either way T had ended before the read, which
+// sees all of its rows (none if it rolled back). An append that had no id at S gets one at
+// or above xmax(S), so at or above W. A transaction that has its id but not yet its id lock
+// (they are taken one after the other), or that ends between S and the read of pg_locks, is
+// not unrelated: W errs low, for that one read.
+//
+// So every writer of the events table must hold the stream lock from before it gets a
+// transaction id until it ends: a script or migration that inserts events any other way
+// could commit below a position a reader has already passed. On a hot standby pg_locks
+// does not show the primary's locks, so there W falls back to the snapshot's xmin (and any
+// transaction with an id on the primary holds readers of the standby back).
 package postgres
 
 import (
@@ -28,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,6 +64,39 @@ import (
 // notifyChannel is the channel appends notify on commit, so that subscribers wake up
 // without waiting for their next poll. Notifications are per database.
 const notifyChannel = "eventstore_events"
+
+// streamLockClass is the first key of every stream lock,
+// pg_advisory_xact_lock(streamLockClass, hashtext(stream)). pg_locks shows two-key advisory
+// locks with classid = the first key, objid = the second and objsubid = 2, which is how
+// the watermark tells appends from other transactions. (Single-key advisory locks, such as
+// the migration locks and the projections' consumer locks, have objsubid = 1.)
+const streamLockClass = 0x5E1F
+
+var (
+	lockStreamSQL = `SELECT pg_advisory_xact_lock(` + strconv.Itoa(streamLockClass) + `, hashtext($1))`
+
+	// watermarkSQL computes W (see the package comment). pg_lock_status() runs only if the
+	// snapshot shows a transaction in progress, and at most once (materialized).
+	watermarkSQL = `WITH locks AS MATERIALIZED (
+		SELECT locktype, database, classid, objsubid, virtualtransaction, transactionid, mode
+		FROM pg_catalog.pg_locks
+		WHERE granted AND locktype IN ('advisory', 'transactionid')
+	), unrelated AS (
+		SELECT t.transactionid FROM locks t
+		WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
+		  AND NOT EXISTS (
+			SELECT 1 FROM locks a
+			WHERE a.locktype = 'advisory' AND a.classid = ` + strconv.Itoa(streamLockClass) + ` AND a.objsubid = 2
+			  AND a.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+			  AND a.virtualtransaction = t.virtualtransaction)
+	)
+	SELECT CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(s)
+		ELSE least(pg_snapshot_xmax(s), (
+			SELECT min(x) FROM pg_snapshot_xip(s) AS x
+			WHERE x::xid NOT IN (SELECT transactionid FROM unrelated)))
+		END
+	FROM (SELECT pg_current_snapshot() AS s) AS snap`
+)
 
 const (
 	defaultPollInterval = 500 * time.Millisecond
@@ -166,7 +222,10 @@ func validate(stream string, events []eventstore.EventData) error {
 // (it must not have a transaction id before the stream lock is held).
 func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedRevision, events []eventstore.EventData) (eventstore.AppendResult, error) {
 	what := "append to " + quote(stream)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, stream); err != nil {
+	// The stream lock comes first, before anything that could assign a transaction id: the id
+	// of an append must be larger than that of the stream's previous writer, and the
+	// watermark relies on an append holding the lock for as long as it has an id.
+	if _, err := tx.Exec(ctx, lockStreamSQL, stream); err != nil {
 		return eventstore.AppendResult{}, wrapErr(what+": lock stream", err)
 	}
 	// Read under the lock, in a fresh statement snapshot: the previous writer has committed.
@@ -333,19 +392,38 @@ func (s *Store) readStream(ctx context.Context, stream string, from uint64) ([]e
 	return events, nil
 }
 
-// ReadAll implements eventstore.Store. It reads only rows of transactions below the
-// snapshot's xmin (see the package comment), so an event committed by a transaction that
-// started before the newest one read shows up in a later call, never before a position
-// already returned.
+// ReadAll implements eventstore.Store. It reads only rows below the watermark (see the
+// package comment), so an event whose append is still open, or committed after an older
+// one that is, shows up in a later call, never before a position already returned.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("eventstore/postgres: read all: limit %d is not positive", limit)
 	}
+	w, err := s.watermark(ctx)
+	if err != nil {
+		return nil, wrapErr("read all", err)
+	}
+	return s.readAll(ctx, after, limit, w)
+}
+
+// watermark returns W: every append whose transaction id is below it had ended when
+// watermark was called, so a statement run afterwards sees its rows. A W may be used for
+// several reads, only ever after it was computed.
+func (s *Store) watermark(ctx context.Context) (uint64, error) {
+	var w uint64
+	if err := s.pool.QueryRow(ctx, watermarkSQL).Scan(&w); err != nil {
+		return 0, fmt.Errorf("watermark: %w", err)
+	}
+	return w, nil
+}
+
+// readAll reads the feed after `after` below the watermark w, which must have been
+// computed before this call.
+func (s *Store) readAll(ctx context.Context, after eventstore.Position, limit int, w uint64) ([]eventstore.RecordedEvent, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE (tx_id, seq) > ($1::xid8, $2::bigint)
-		  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+		WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8
 		ORDER BY tx_id, seq
-		LIMIT $3`, after.Commit, clampInt64(after.Prepare), limit)
+		LIMIT $4`, after.Commit, clampInt64(after.Prepare), w, limit)
 	if err != nil {
 		return nil, wrapErr("read all", err)
 	}
@@ -358,11 +436,14 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 
 // Head implements eventstore.Store: the last position ReadAll can currently reach.
 func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
+	w, err := s.watermark(ctx)
+	if err != nil {
+		return eventstore.Start, wrapErr("head", err)
+	}
 	var txID uint64
 	var seq int64
-	err := s.pool.QueryRow(ctx, `SELECT tx_id, seq FROM events
-		WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY tx_id DESC, seq DESC LIMIT 1`).Scan(&txID, &seq)
+	err = s.pool.QueryRow(ctx, `SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8
+		ORDER BY tx_id DESC, seq DESC LIMIT 1`, w).Scan(&txID, &seq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return eventstore.Start, nil
 	}

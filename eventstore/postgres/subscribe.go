@@ -16,7 +16,7 @@ const minBackoff = 5 * time.Millisecond
 // SubscribeAll implements eventstore.Store. It catches up with ReadAll pages, then waits
 // for a NOTIFY from an append (on a connection of its own, outside the pool) or for the
 // poll interval, and reads again. A NOTIFY names the position of the appended events; those
-// may still be above the watermark for a moment (an older transaction is still open), so
+// may still be above the watermark for a moment (an older append is still open), so
 // until they are read it polls again quickly, backing off up to the poll interval.
 func (s *Store) SubscribeAll(ctx context.Context, after eventstore.Position, handle eventstore.Handler) error {
 	ln := &listener{cfg: s.pool.Config().ConnConfig}
@@ -57,9 +57,17 @@ func (s *Store) SubscribeAll(ctx context.Context, after eventstore.Position, han
 }
 
 // catchUp delivers pages until the feed has nothing more to read right now.
+// One watermark serves all the pages of a pass: what commits meanwhile waits for the next.
 func (s *Store) catchUp(ctx context.Context, pos *eventstore.Position, handle eventstore.Handler) (progressed bool, err error) {
+	w, err := s.watermark(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, fmt.Errorf("eventstore/postgres: subscribe: %w", err)
+	}
 	for {
-		events, err := s.ReadAll(ctx, *pos, s.cfg.pageSize)
+		events, err := s.readAll(ctx, *pos, s.cfg.pageSize, w)
 		if err != nil {
 			if ctx.Err() != nil {
 				return progressed, ctx.Err()

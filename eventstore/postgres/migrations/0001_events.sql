@@ -1,5 +1,5 @@
 -- The event log. seq is assigned at insert, tx_id is the inserting transaction's id; the
--- global feed is ordered by (tx_id, seq) and read only below the snapshot xmin (see store.go).
+-- global feed is ordered by (tx_id, seq) and read only below a watermark (see store.go).
 CREATE TABLE events (
     seq            bigserial   PRIMARY KEY,
     tx_id          xid8        NOT NULL DEFAULT pg_current_xact_id(),
