@@ -1,0 +1,119 @@
+// Package projections is the read side (DESIGN §2, §5): a watermill message.Subscriber over
+// the event store's global feed (Feed), a Runner that feeds consumers through a watermill
+// Router, and the Postgres read models the admin list, token checks and analysts use.
+//
+// # Exactly once
+//
+// Each consumer has a checkpoint row in projection_checkpoints. For every event the Runner
+// opens a transaction, locks that row (SELECT … FOR UPDATE), skips the event if its position
+// is not after the checkpoint, else calls the consumer's Apply with the transaction and moves
+// the checkpoint (compare-and-set on the previous position) before committing. A crash, a
+// retry, a redelivery or a replay therefore never applies an event twice, and never skips
+// one: the checkpoint and the read-model change commit together or not at all.
+//
+// # Failures
+//
+// A failing Apply is retried with jittered exponential backoff. After the last attempt, or
+// at once for an event the codec cannot decode, the event is parked: recorded in
+// parked_events, logged, counted, and the checkpoint moves past it in the same transaction,
+// so one bad event never stalls a read model. Parked events are for an operator to look at;
+// a Rebuild after the fix applies them.
+//
+// # Rebuild
+//
+// Rebuild replays the whole history into shadow copies of a read model's tables in a schema
+// of its own while the service keeps serving, then, holding the live consumer's checkpoint
+// row, applies the last few events, replaces the live tables' contents and sets the
+// checkpoint, all in one transaction. The live consumer then skips what the rebuild applied.
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"selfreset/domain"
+	"selfreset/eventstore"
+)
+
+// Envelope is one decoded event from the feed.
+type Envelope struct {
+	Record eventstore.RecordedEvent
+	Event  domain.Event
+}
+
+// Projection is a consumer that applies events inside the runner's transaction.
+type Projection interface {
+	Name() string // consumer name: checkpoint key and advisory-lock key
+	Apply(ctx context.Context, tx pgx.Tx, e Envelope) error
+}
+
+// ReadModel is a Projection whose whole state lives in its own tables, so it can be
+// rebuilt from the history. Apply must name its tables unqualified (Rebuild points the
+// search_path at the shadow schema), touch no other tables, and be deterministic: the rows
+// it writes depend only on the events (domain times, never now()), so that a rebuild
+// reproduces the live tables row for row. Consumers with effects outside the database
+// (the mailer) are Projections, never ReadModels: Rebuild refuses them.
+type ReadModel interface {
+	Projection
+	// Tables lists the tables the model owns (unqualified names).
+	Tables() []string
+}
+
+// Metadata keys set on every message of the feed.
+const (
+	MetaType     = "type"
+	MetaStream   = "stream"
+	MetaRevision = "revision"
+	MetaPosition = "position" // "commit/prepare"
+)
+
+// wireEvent is the JSON payload of a feed message: the store's envelope, field for field.
+type wireEvent struct {
+	ID            uuid.UUID           `json:"id"`
+	Type          string              `json:"type"`
+	SchemaVersion int                 `json:"schema_version"`
+	Stream        string              `json:"stream"`
+	Revision      uint64              `json:"revision"`
+	Position      eventstore.Position `json:"position"`
+	OccurredAt    time.Time           `json:"occurred_at"`
+	Data          json.RawMessage     `json:"data"`
+	Metadata      eventstore.Metadata `json:"metadata"`
+}
+
+// NewMessage turns a recorded event into a watermill message: UUID is the event id, the
+// payload is the JSON of the envelope, and the metadata names type, stream, revision and
+// position. Each call returns a new message instance (a redelivery needs a fresh one).
+func NewMessage(r eventstore.RecordedEvent) (*message.Message, error) {
+	payload, err := json.Marshal(wireEvent{
+		ID: r.ID, Type: r.Type, SchemaVersion: r.SchemaVersion, Stream: r.Stream, Revision: r.Revision,
+		Position: r.Position, OccurredAt: r.OccurredAt, Data: r.Data, Metadata: r.Metadata,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("projections: encode event %s: %w", r.ID, err)
+	}
+	msg := message.NewMessage(r.ID.String(), payload)
+	msg.Metadata.Set(MetaType, r.Type)
+	msg.Metadata.Set(MetaStream, r.Stream)
+	msg.Metadata.Set(MetaRevision, strconv.FormatUint(r.Revision, 10))
+	msg.Metadata.Set(MetaPosition, r.Position.String())
+	return msg, nil
+}
+
+// RecordFromMessage reads the recorded event back out of a feed message.
+func RecordFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
+	var w wireEvent
+	if err := json.Unmarshal(msg.Payload, &w); err != nil {
+		return eventstore.RecordedEvent{}, fmt.Errorf("projections: message %s: %w", msg.UUID, err)
+	}
+	return eventstore.RecordedEvent{
+		ID: w.ID, Type: w.Type, SchemaVersion: w.SchemaVersion, Stream: w.Stream, Revision: w.Revision,
+		Position: w.Position, OccurredAt: w.OccurredAt, Data: w.Data, Metadata: w.Metadata,
+	}, nil
+}

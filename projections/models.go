@@ -1,0 +1,45 @@
+package projections
+
+import (
+	"time"
+
+	"selfreset/eventstore"
+)
+
+// Consumer names of the built-in read models.
+const (
+	AdminUsersName    = "admin_users"
+	ResetTokensName   = "reset_tokens"
+	ResetActivityName = "reset_activity"
+)
+
+// ReadModels returns the built-in read models, in the order Run starts them.
+func ReadModels() []ReadModel {
+	return []ReadModel{AdminUsers{}, ResetTokens{}, ResetActivity{}}
+}
+
+// eventTime is the domain time of an event: when the decision was made (from the command
+// side's clock), never when a projection happened to run.
+func eventTime(r eventstore.RecordedEvent) time.Time { return r.OccurredAt.UTC() }
+
+// utcDay is the calendar day (UTC) of t, as a date value.
+func utcDay(t time.Time) time.Time {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// nullTime maps the zero time to SQL NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// nullString maps "" to SQL NULL.
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,148 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore"
+)
+
+// flaky is a consumer that fails for good on NOPE's registration, panics on RoleGranted,
+// and fails twice before succeeding on zed's registration.
+type flaky struct {
+	mu       sync.Mutex
+	attempts map[uuid.UUID]int
+}
+
+func (*flaky) Name() string { return "flaky" }
+
+func (f *flaky) Apply(_ context.Context, _ pgx.Tx, e Envelope) error {
+	f.mu.Lock()
+	f.attempts[e.Record.ID]++
+	n := f.attempts[e.Record.ID]
+	f.mu.Unlock()
+	switch ev := e.Event.(type) {
+	case domain.ProviderRegistered:
+		if ev.Code == "NOPE" {
+			return errors.New("boom")
+		}
+	case domain.RoleGranted:
+		panic("role granted")
+	case domain.UserRegistered:
+		if ev.Login == "zed" && n <= 2 {
+			return errors.New("transient")
+		}
+	}
+	return nil
+}
+
+func (f *flaky) tries(id uuid.UUID) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.attempts[id]
+}
+
+func TestPoisonEventsAreParked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.writeHistory()
+	bogusID := uuid.New()
+	_, err := e.store.Append(e.ctx, domain.UserStream("ACME", "frank"), eventstore.Any, eventstore.EventData{
+		ID: bogusID, Type: "Bogus", SchemaVersion: 1, OccurredAt: t0, Data: json.RawMessage(`{"x":1}`)})
+	e.must(err)
+	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: "late",
+		DisplayName: "Late Comer", Password: pw}))
+
+	fl := &flaky{attempts: map[uuid.UUID]int{}}
+	projs := append(asProjections(ReadModels()...), fl)
+	r := e.runner(projs)
+	e.runToHead(r)
+
+	// Later events still applied.
+	if n := e.count(`SELECT count(*) FROM admin_users WHERE login = 'late'`); n != 1 {
+		t.Errorf("the event after the bogus one was not applied (%d rows)", n)
+	}
+
+	var nopeID, roleID, zedID uuid.UUID
+	for _, rec := range e.allEvents() {
+		switch {
+		case rec.Type == "ProviderRegistered" && rec.Stream == "provider-NOPE":
+			nopeID = rec.ID
+		case rec.Type == "RoleGranted":
+			roleID = rec.ID
+		case rec.Type == "UserRegistered" && rec.Stream == "user-NOPE-zed":
+			zedID = rec.ID
+		}
+	}
+	type row struct {
+		Consumer, EventID, Type string
+		Attempts                int
+		Error                   string
+	}
+	got := query[row](t, e, `SELECT consumer, event_id::text, event_type, attempts, error FROM parked_events
+		ORDER BY consumer, event_type`)
+	want := []row{
+		{"admin_users", bogusID.String(), "Bogus", 1, "unknown event type"},
+		{"flaky", bogusID.String(), "Bogus", 1, "unknown event type"},
+		{"flaky", nopeID.String(), "ProviderRegistered", 3, "boom"},
+		{"flaky", roleID.String(), "RoleGranted", 3, "panic occurred"},
+		{"reset_activity", bogusID.String(), "Bogus", 1, "unknown event type"},
+		{"reset_tokens", bogusID.String(), "Bogus", 1, "unknown event type"},
+	}
+	for i := range got {
+		if i < len(want) && strings.Contains(got[i].Error, want[i].Error) {
+			got[i].Error = want[i].Error
+		}
+	}
+	same(t, got, want)
+
+	if n := fl.tries(zedID); n != 3 {
+		t.Errorf("zed's registration was tried %d times, want 3 (two failures, then applied)", n)
+	}
+	if n := fl.tries(nopeID); n != 3 {
+		t.Errorf("NOPE's registration was tried %d times, want 3", n)
+	}
+	if n := r.Parked(); n != 6 {
+		t.Errorf("Parked() = %d, want 6", n)
+	}
+	if !strings.Contains(e.logs.String(), "event parked") {
+		t.Error("parking was not logged")
+	}
+	st, err := r.Status(e.ctx)
+	e.must(err)
+	parked := map[string]int{}
+	for _, s := range st {
+		parked[s.Name] = s.Parked
+		if !s.CaughtUp() {
+			t.Errorf("%s is %s events behind", s.Name, s.BehindText())
+		}
+	}
+	if w := map[string]int{"admin_users": 1, "reset_tokens": 1, "reset_activity": 1, "flaky": 3}; show([]map[string]int{parked}) != show([]map[string]int{w}) {
+		t.Errorf("parked per consumer %v, want %v", parked, w)
+	}
+
+	list, err := r.ParkedEvents(e.ctx, "flaky")
+	e.must(err)
+	if len(list) != 3 || list[0].Consumer != "flaky" || list[0].Position == (eventstore.Position{}) {
+		t.Errorf("ParkedEvents(flaky) = %+v", list)
+	}
+	if all, err := r.ParkedEvents(e.ctx, ""); err != nil || len(all) != 6 {
+		t.Errorf("ParkedEvents() = %d events, %v; want 6", len(all), err)
+	}
+
+	// A rebuild lists what the rebuilt model lacks: the bogus event, parked again.
+	_, err = r.Rebuild(e.ctx, AdminUsersName)
+	e.must(err)
+	if n := e.count(`SELECT count(*) FROM parked_events WHERE consumer = 'admin_users' AND event_id = $1`, bogusID); n != 1 {
+		t.Errorf("after the rebuild, admin_users has %d parked rows for the bogus event, want 1", n)
+	}
+}

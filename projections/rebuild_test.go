@@ -1,0 +1,214 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"selfreset/commands"
+)
+
+// TestRebuildWhileLive rebuilds the read models while the runner feeds them and commands
+// keep appending. The rebuild replaces the live rows (a corrupted row comes back right),
+// the live runner skips what the rebuild applied (strict_log would park a duplicate), and
+// in the end the read models equal a fresh rebuild row for row.
+func TestRebuildWhileLive(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createStrictLog()
+	e.writeHistory()
+	models := append(ReadModels(), strictLog{})
+	r := e.runner(asProjections(models...))
+	rn := e.start(r)
+	e.waitCaughtUp(r.names()...)
+
+	// Damage a row behind the runner's back: only a rebuild repairs it.
+	_, err := e.pool.Exec(e.ctx, `UPDATE admin_users SET display_name = 'corrupted' WHERE login = 'alice'`)
+	e.must(err)
+
+	// Commands keep coming while the rebuilds run.
+	writeCtx, stopWriting := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	var written int
+	var writeErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; writeCtx.Err() == nil && i < 500; i++ {
+			login := fmt.Sprintf("load%03d", i)
+			if err := e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: login,
+				DisplayName: "Load " + login, Password: pw}); err != nil {
+				writeErr = err
+				return
+			}
+			if err := e.cmd.EnableSelfReset(e.ctx, commands.UserCommand{Actor: operator, Provider: "ACME", Login: login}); err != nil {
+				writeErr = err
+				return
+			}
+			_, _ = e.cmd.RequestResetToken(e.ctx, commands.RequestResetToken{Provider: "ACME", Login: login, Email: login + "@example.org"})
+			written++
+		}
+	}()
+
+	reports, err := r.Rebuild(e.ctx)
+	e.must(err)
+	if len(reports) != len(models) {
+		t.Fatalf("%d reports, want %d", len(reports), len(models))
+	}
+	for _, rep := range reports {
+		if rep.Events == 0 || rep.Parked != 0 || rep.Position != reports[0].Position {
+			t.Errorf("report %+v", rep)
+		}
+	}
+	if got := e.count(`SELECT count(*) FROM admin_users WHERE display_name = 'corrupted'`); got != 0 {
+		t.Error("the rebuild did not replace the corrupted row")
+	}
+	_, err = r.Rebuild(e.ctx, ResetTokensName, "strict_log")
+	e.must(err)
+
+	stopWriting()
+	wg.Wait()
+	e.must(writeErr)
+	if written == 0 {
+		t.Fatal("no commands ran during the rebuilds")
+	}
+	e.waitCaughtUp(r.names()...)
+	rn.stop(t)
+
+	total := len(e.allEvents())
+	if n := e.count(`SELECT count(*) FROM strict_log`); n != total {
+		t.Errorf("strict_log has %d rows, want one per event (%d)", n, total)
+	}
+	if n := e.count(`SELECT count(*) FROM parked_events`); n != 0 {
+		t.Errorf("%d events parked\n%s", n, e.logs.String())
+	}
+	if n := e.count(`SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'projections_rebuild_%'`); n != 0 {
+		t.Errorf("%d rebuild schemas left behind", n)
+	}
+	sameDumps(t, "after rebuilds while live", e.dumps(models), e.freshRebuild(r, models))
+	t.Logf("%d accounts written during the rebuilds; %d events in all", written, total)
+}
+
+// mailerLike is a consumer with effects outside the database: never rebuildable.
+type mailerLike struct{}
+
+func (mailerLike) Name() string                                  { return "mailer" }
+func (mailerLike) Apply(context.Context, pgx.Tx, Envelope) error { return nil }
+
+func TestRebuildRefusals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.runner(append(asProjections(ReadModels()...), mailerLike{}))
+
+	if _, err := r.Rebuild(e.ctx, "mailer"); err == nil || !strings.Contains(err.Error(), "not a read model") {
+		t.Errorf("rebuilding the mailer: %v", err)
+	}
+	if _, err := r.Rebuild(e.ctx, "nosuch"); err == nil || !strings.Contains(err.Error(), "no read model") {
+		t.Errorf("rebuilding an unknown model: %v", err)
+	}
+
+	// A rebuild of a model already being rebuilt elsewhere is refused at once.
+	conn, err := pgx.ConnectConfig(e.ctx, e.pool.Config().ConnConfig.Copy())
+	e.must(err)
+	defer closeConn(conn)
+	_, err = conn.Exec(e.ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, "selfreset.projections.rebuild:"+ResetTokensName)
+	e.must(err)
+	if _, err := r.Rebuild(e.ctx); !errors.Is(err, ErrRebuildRunning) {
+		t.Errorf("concurrent rebuild: %v, want ErrRebuildRunning", err)
+	}
+	if _, err := r.Rebuild(e.ctx, AdminUsersName); err != nil {
+		t.Errorf("rebuilding another model meanwhile: %v", err)
+	}
+
+	// All read models but not the mailer, on an empty history.
+	_, err = conn.Exec(e.ctx, `SELECT pg_advisory_unlock_all()`)
+	e.must(err)
+	reports, err := r.Rebuild(e.ctx)
+	e.must(err)
+	var names []string
+	for _, rep := range reports {
+		names = append(names, rep.Name)
+	}
+	if got := strings.Join(names, ","); got != "admin_users,reset_tokens,reset_activity" {
+		t.Errorf("rebuilt %s", got)
+	}
+}
+
+// TestRebuildHoldsAndSkipsLiveRunner makes the interleaving deterministic: the live runner
+// has an event in hand when the rebuild takes its checkpoint row; the runner waits on the
+// row until the rebuild commits, then skips the event the rebuild already applied.
+func TestRebuildHoldsAndSkipsLiveRunner(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createStrictLog()
+	e.writeHistory()
+	models := append(ReadModels(), strictLog{})
+	isLate := func(env Envelope) bool {
+		return env.Record.Stream == "provider-LATE" && env.Record.Type == "ProviderRegistered"
+	}
+	var (
+		inHand, release = make(chan struct{}), make(chan struct{})
+		once            sync.Once
+		skipped         atomic.Bool
+		waited          atomic.Bool
+	)
+	r := e.runner(asProjections(models...), func(c *Config) {
+		c.hooks.beforeLock = func(consumer string, env Envelope) {
+			if consumer == "strict_log" && isLate(env) {
+				once.Do(func() { close(inHand) })
+				select {
+				case <-release:
+				case <-time.After(30 * time.Second):
+				}
+			}
+		}
+		c.hooks.skipped = func(consumer string, env Envelope) {
+			if consumer == "strict_log" && isLate(env) {
+				skipped.Store(true)
+			}
+		}
+		c.hooks.rebuildLocked = func() {
+			close(release)
+			// Wait until the live runner is blocked on the checkpoint row.
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if e.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0 {
+					waited.Store(true)
+					return
+				}
+			}
+		}
+	})
+	rn := e.start(r)
+	e.waitCaughtUp(r.names()...)
+	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: "LATE", Name: "Late Agency"}))
+	select {
+	case <-inHand:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the live runner never got the new event")
+	}
+	_, err := r.Rebuild(e.ctx, "strict_log")
+	e.must(err)
+	e.waitCaughtUp(r.names()...)
+	rn.stop(t)
+
+	if !waited.Load() {
+		t.Error("the live runner never waited on the checkpoint row during the rebuild")
+	}
+	if !skipped.Load() {
+		t.Error("the live runner did not skip the event the rebuild had applied")
+	}
+	if n, total := e.count(`SELECT count(*) FROM strict_log`), len(e.allEvents()); n != total {
+		t.Errorf("strict_log has %d rows, want %d", n, total)
+	}
+	if n := e.count(`SELECT count(*) FROM parked_events`); n != 0 {
+		t.Errorf("%d events parked", n)
+	}
+	sameDumps(t, "after the rebuild", e.dumps(models), e.freshRebuild(r, models))
+}

@@ -1,0 +1,105 @@
+package projections
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"selfreset/domain"
+)
+
+// ResetActivity is the analysts' read model (DESIGN §5): one fact per reset-related event
+// in reset_activity_facts, summed per provider per UTC day by the view
+// reset_activity_daily (which also counts tokens that expired unused, from reset_tokens).
+//
+// Facts are keyed by (event id, kind) and inserted with ON CONFLICT DO NOTHING, so the
+// model is replay-safe by construction. Kinds:
+//
+//   - request: a Forgot Password submission (Resend excluded); reason is why it was
+//     refused, NULL when a token was issued. Requests that matched no account are counted
+//     for the provider code attempted (reason unknown_account).
+//   - token_issued: a token was issued (resend tells a Resend).
+//   - rejected: a request or Resend was refused; reason says why.
+//   - token_rejected: a token presented on the Change Password page was refused.
+//   - completed: a password was changed through self-service reset.
+type ResetActivity struct{}
+
+var _ ReadModel = ResetActivity{}
+
+// Name implements Projection.
+func (ResetActivity) Name() string { return ResetActivityName }
+
+// Tables implements ReadModel.
+func (ResetActivity) Tables() []string { return []string{"reset_activity_facts"} }
+
+// Fact kinds.
+const (
+	FactRequest       = "request"
+	FactTokenIssued   = "token_issued"
+	FactRejected      = "rejected"
+	FactTokenRejected = "token_rejected"
+	FactCompleted     = "completed"
+)
+
+// The model's SQL, all of it (table and view: migrations/0004_reset_activity.sql).
+const sqlInsertFact = `INSERT INTO reset_activity_facts
+		(event_id, kind, provider, login, day, occurred_at, reason, resend, token_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (event_id, kind) DO NOTHING`
+
+type fact struct {
+	kind    string
+	reason  string
+	resend  bool
+	tokenID string
+}
+
+// Apply implements Projection.
+func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
+	var provider, login string
+	var facts []fact
+	if e.Record.Stream == domain.UnmatchedStream {
+		ev, ok := e.Event.(domain.ResetRequestRejected)
+		if !ok {
+			return nil // unmatched logins are not reset activity
+		}
+		provider, login = ev.Provider, ev.Login
+		facts = requestFacts(ev)
+	} else {
+		var err error
+		if provider, login, err = domain.ParseUserStream(e.Record.Stream); err != nil {
+			return nil
+		}
+		switch ev := e.Event.(type) {
+		case domain.ResetTokenIssued:
+			if !ev.Resend {
+				facts = append(facts, fact{kind: FactRequest, tokenID: ev.TokenID})
+			}
+			facts = append(facts, fact{kind: FactTokenIssued, resend: ev.Resend, tokenID: ev.TokenID})
+		case domain.ResetRequestRejected:
+			facts = requestFacts(ev)
+		case domain.ResetTokenRejected:
+			facts = append(facts, fact{kind: FactTokenRejected, reason: ev.Reason, tokenID: ev.TokenID})
+		case domain.PasswordChanged:
+			if ev.Method == domain.PasswordChangedBySelfReset {
+				facts = append(facts, fact{kind: FactCompleted, tokenID: ev.TokenID})
+			}
+		}
+	}
+	at := eventTime(e.Record)
+	for _, f := range facts {
+		if _, err := tx.Exec(ctx, sqlInsertFact, e.Record.ID, f.kind, provider, login, utcDay(at), at,
+			nullString(f.reason), f.resend, nullString(f.tokenID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func requestFacts(ev domain.ResetRequestRejected) []fact {
+	var facts []fact
+	if !ev.Resend {
+		facts = append(facts, fact{kind: FactRequest, reason: ev.Reason})
+	}
+	return append(facts, fact{kind: FactRejected, reason: ev.Reason, resend: ev.Resend})
+}

@@ -1,0 +1,95 @@
+package projections
+
+import (
+	"testing"
+
+	"selfreset/eventstore"
+)
+
+func TestStatusAndLag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.writeHistory()
+	head := e.waitVisible()
+	total := len(e.allEvents())
+	// The mailer's checkpoint, written by another process: reported, not configured here.
+	_, err := e.pool.Exec(e.ctx, `INSERT INTO projection_checkpoints (consumer, commit, prepare) VALUES ('mailer', 0, 0)`)
+	e.must(err)
+
+	status := func(r *Runner) map[string]ConsumerStatus {
+		t.Helper()
+		st, err := r.Status(e.ctx)
+		e.must(err)
+		out := map[string]ConsumerStatus{}
+		for _, s := range st {
+			out[s.Name] = s
+		}
+		if len(st) != 4 || st[3].Name != "mailer" {
+			t.Fatalf("status lists %+v; want the three read models, then the mailer", st)
+		}
+		return out
+	}
+
+	// Nothing applied yet: every consumer is the whole history behind.
+	for name, s := range status(e.runner(nil)) {
+		if s.Checkpoint != eventstore.Start || s.Head != head || s.Behind != total || s.Capped ||
+			s.Configured != (name != "mailer") || s.Parked != 0 || !s.UpdatedAt.IsZero() != (name == "mailer") {
+			t.Errorf("%s: %+v; want %d behind head %s", name, s, total, head)
+		}
+	}
+	// With a cap below the backlog the count stops there and says so; at exactly the
+	// backlog it is not capped.
+	for name, s := range status(e.runner(nil, func(c *Config) { c.LagCap = 10 })) {
+		if s.Behind != 10 || !s.Capped || s.BehindText() != "≥ 10" {
+			t.Errorf("%s with cap 10: behind %d capped %v %q", name, s.Behind, s.Capped, s.BehindText())
+		}
+	}
+	for name, s := range status(e.runner(nil, func(c *Config) { c.LagCap = total })) {
+		if s.Behind != total || s.Capped {
+			t.Errorf("%s with cap %d: behind %d capped %v", name, total, s.Behind, s.Capped)
+		}
+	}
+
+	// Caught up: nothing behind, checkpoint at the head.
+	r := e.runner(nil)
+	e.runToHead(r)
+	for name, s := range status(r) {
+		if name == "mailer" {
+			if s.Behind != total {
+				t.Errorf("mailer: behind %d, want %d", s.Behind, total)
+			}
+			continue
+		}
+		if s.Checkpoint != head || s.Behind != 0 || !s.CaughtUp() || s.BehindText() != "0" || s.UpdatedAt.IsZero() {
+			t.Errorf("%s after catching up: %+v", name, s)
+		}
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t) // migrated once
+	for range 2 {
+		e.must(Migrate(e.ctx, e.pool))
+	}
+	all, err := migrations()
+	e.must(err)
+	if n := e.count(`SELECT count(*) FROM projections_migrations`); n != len(all) || n == 0 {
+		t.Errorf("%d migrations recorded, want %d", n, len(all))
+	}
+	// Concurrent first runs take turns.
+	e2 := newEnv(t)
+	_, err = e2.pool.Exec(e2.ctx, `DROP TABLE projections_migrations, projection_checkpoints, parked_events,
+		providers, admin_users, reset_tokens, reset_activity_facts CASCADE`)
+	e.must(err)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { errs <- Migrate(e2.ctx, e2.pool) }()
+	}
+	for range 3 {
+		e.must(<-errs)
+	}
+	if n := e2.count(`SELECT count(*) FROM projections_migrations`); n != len(all) {
+		t.Errorf("%d migrations recorded after concurrent runs, want %d", n, len(all))
+	}
+}
