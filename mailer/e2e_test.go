@@ -1,0 +1,312 @@
+package mailer_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/eventstore/postgres"
+	"selfreset/internal/testdb"
+	"selfreset/mailer"
+	"selfreset/password"
+	"selfreset/projections"
+)
+
+// world is the whole service minus HTTP: the write side on the Postgres event store, the
+// mailer's intake and sender, and a real SMTP server.
+type world struct {
+	h      *commands.Handler
+	store  *postgres.Store
+	pool   *pgxpool.Pool
+	clock  *clock
+	srv    *smtpServer
+	proj   *mailer.Projection
+	sender *mailer.Sender
+	seen   int // inbox messages already returned by newMail
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	store, err := postgres.Open(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	if err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{store: store, pool: store.Pool(), clock: newClock(), srv: startSMTP(t, serverOptions{})}
+	if err := mailer.Migrate(ctx, w.pool); err != nil {
+		t.Fatal(err)
+	}
+	keys := newKeys(t)
+	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.h = commands.New(commands.Config{Store: store, Clock: w.clock, Hasher: hasher, Secrets: keys,
+		Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
+
+	// Wired the way cmd/selfreset wires it.
+	cfg, err := mailer.ConfigFromEnv(env{
+		mailer.EnvDriver: "smtp", mailer.EnvSMTPAddr: w.srv.Addr, mailer.EnvSMTPTLS: "none",
+		mailer.EnvFrom: "Self Password Reset <no-reply@reset.example.org>", mailer.EnvPublicURL: publicURL,
+	}.get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv, err := mailer.NewDriver(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := mailer.SenderConfigFrom(cfg, w.pool, drv, keys)
+	sc.Clock, sc.Logger = w.clock, quiet
+	if w.sender, err = mailer.NewSender(sc); err != nil {
+		t.Fatal(err)
+	}
+	w.proj = mailer.NewProjection(w.clock)
+	return w
+}
+
+type env map[string]string
+
+func (e env) get(k string) string { return e[k] }
+
+func (w *world) must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newMail runs SendDue and returns the messages that arrived since the last call.
+func (w *world) newMail(t *testing.T) []parsed {
+	t.Helper()
+	if _, err := w.sender.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	inbox := w.srv.Inbox()
+	var out []parsed
+	for _, r := range inbox[w.seen:] {
+		out = append(out, parseMail(t, r.Data))
+	}
+	w.seen = len(inbox)
+	return out
+}
+
+func subjects(mails []parsed) []string {
+	var s []string
+	for _, m := range mails {
+		s = append(s, m.Header.Get("Subject"))
+	}
+	return s
+}
+
+// setUp registers ACME with an admin and jane, and enables jane.
+func (w *world) setUp(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	operator := domain.SystemActor("test")
+	w.must(t, w.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: "ACME", Name: "Acme Care", AllowSelfReset: true}))
+	w.must(t, w.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: "admin", DisplayName: "Admin",
+		Password: "admin-password-1", Roles: []string{domain.RoleUserAdmin}}))
+	w.must(t, w.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: "jane", DisplayName: "Jane Doe",
+		Password: "correct horse battery"}))
+	w.must(t, w.h.EnableSelfReset(ctx, commands.UserCommand{Actor: admin, Provider: "ACME", Login: "jane"}))
+}
+
+var admin = domain.Actor{Provider: "ACME", Login: "admin"}
+
+// TestFullPath walks the seed through the write side, the feed, the mailer and a real
+// SMTP server: the user learns the code and the token only from the mail. The feed is
+// applied here one transaction per event, as the runner does.
+func TestFullPath(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	codec := w.h.Codec()
+	var checkpoint eventstore.Position
+	applied := 0 // events applied since the checkpoint was last reset
+	deliver := func() []parsed {
+		t.Helper()
+		// The feed shows a commit once no older append is still open (see
+		// eventstore/postgres), so wait until every event is readable.
+		var total int
+		if err := w.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for applied < total {
+			recs, err := w.store.ReadAll(ctx, checkpoint, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the feed shows %d of %d events", applied, total)
+				}
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			for _, r := range recs {
+				v, err := codec.DecodeRecorded(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tx, err := w.pool.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.proj.Apply(ctx, tx, projections.Envelope{Record: r, Event: v.(domain.Event)}); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				checkpoint = r.Position
+				applied++
+			}
+		}
+		return w.newMail(t)
+	}
+	one := func(subject string) parsed {
+		t.Helper()
+		mails := deliver()
+		if len(mails) != 1 || mails[0].Header.Get("Subject") != subject {
+			t.Fatalf("mails %q, want one %q", subjects(mails), subject)
+		}
+		return mails[0]
+	}
+	w.setUp(t)
+
+	// Configure: the 6-digit code arrives by mail.
+	self := commands.SelfUser{Provider: "ACME", Login: "jane"}
+	w.must(t, w.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: "ACME", Login: "jane", Password: "correct horse battery"}))
+	_, err := w.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recipient})
+	w.must(t, err)
+	w.clock.Add(time.Second)
+	code := aloneOnLine(t, one("Your Self Password Reset verification code").Text, codeLine)
+	w.must(t, w.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: code}))
+	w.must(t, w.h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self}))
+	if mails := deliver(); len(mails) != 0 {
+		t.Fatalf("unexpected mail after configuring: %q", subjects(mails))
+	}
+
+	// Forgot Password?: the token arrives by mail and resets the password.
+	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "ACME", Login: "jane", Email: recipient})
+	w.must(t, err)
+	w.clock.Add(time.Second)
+	m := one("Your password token")
+	token := aloneOnLine(t, m.Text, tokenLine)
+	if !strings.Contains(m.Text, publicURL+"/change-password?login=jane&provider=ACME") {
+		t.Errorf("token mail:\n%s", m.Text)
+	}
+	w.clock.Add(2 * time.Minute)
+	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "jane", Token: token, NewPassword: "staple-gun-wizard-42"}))
+	if _, err := w.h.Login(ctx, commands.Login{Provider: "ACME", Login: "jane", Password: "staple-gun-wizard-42"}); err != nil {
+		t.Fatalf("login with the new password: %v", err)
+	}
+	if !strings.Contains(one("Your password was changed").Text, "using Self Password Reset") {
+		t.Error("password-changed mail")
+	}
+
+	// A refused request tells the owner why, in the seed's words.
+	w.must(t, w.h.AdminLock(ctx, commands.UserCommand{Actor: admin, Provider: "ACME", Login: "jane"}))
+	if _, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "ACME", Login: "jane", Email: recipient}); !errors.Is(err, domain.ErrAdminLocked) {
+		t.Fatalf("request while admin locked: %v", err)
+	}
+	if m := one("Password Reset Error"); !strings.Contains(m.Text, "The account has been Admin Locked.") {
+		t.Errorf("error mail:\n%s", m.Text)
+	}
+
+	// Replaying the whole feed queues and sends nothing new.
+	checkpoint, applied = eventstore.Start, 0
+	if mails := deliver(); len(mails) != 0 {
+		t.Fatalf("the replay sent %q", subjects(mails))
+	}
+	all, err := mailer.ListDeliveries(ctx, w.pool, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 4 {
+		t.Fatalf("%d deliveries, want 4", len(all))
+	}
+	for _, d := range all {
+		if d.State != mailer.StateSent {
+			t.Errorf("%s: %s", d.Kind, d.State)
+		}
+	}
+}
+
+// TestFullPathThroughTheRunner plugs the intake into the projections runner.
+func TestFullPathThroughTheRunner(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	if err := projections.Migrate(ctx, w.pool); err != nil {
+		t.Fatal(err)
+	}
+	runner, err := projections.New(projections.Config{Store: w.store, Pool: w.pool, Logger: quiet,
+		Projections: []projections.Projection{w.proj}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(rctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+	// waitMail lets the runner queue n deliveries, then sends them.
+	waitMail := func(n int) []parsed {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			all, err := mailer.ListDeliveries(ctx, w.pool, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all) >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the runner queued %d deliveries, want %d", len(all), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return w.newMail(t)
+	}
+
+	w.setUp(t)
+	self := commands.SelfUser{Provider: "ACME", Login: "jane"}
+	w.must(t, w.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: "ACME", Login: "jane", Password: "correct horse battery"}))
+	_, err = w.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recipient})
+	w.must(t, err)
+	mails := waitMail(1)
+	if len(mails) != 1 {
+		t.Fatalf("mails %q", subjects(mails))
+	}
+	w.must(t, w.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: aloneOnLine(t, mails[0].Text, codeLine)}))
+	w.must(t, w.h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self}))
+
+	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "ACME", Login: "jane", Email: recipient})
+	w.must(t, err)
+	mails = waitMail(2)
+	if len(mails) != 1 || mails[0].Header.Get("Subject") != "Your password token" {
+		t.Fatalf("mails %q", subjects(mails))
+	}
+	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "jane",
+		Token: aloneOnLine(t, mails[0].Text, tokenLine), NewPassword: "staple-gun-wizard-42"}))
+	if mails := waitMail(3); len(mails) != 1 || mails[0].Header.Get("Subject") != "Your password was changed" {
+		t.Fatalf("mails %q", subjects(mails))
+	}
+}

@@ -1,0 +1,243 @@
+package mailer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/secret"
+)
+
+// ProjectionName is the mailer's consumer name (its checkpoint).
+const ProjectionName = "mailer"
+
+// notifyChannel wakes senders when a delivery is queued (delivered on commit).
+const notifyChannel = "mail_deliveries"
+
+// Delivery states.
+const (
+	StatePending = "pending"
+	StateSent    = "sent"
+	StateSkipped = "skipped"
+	StateFailed  = "failed"
+)
+
+// Reasons a pending delivery is skipped instead of sent.
+const (
+	SkipExpired    = "expired"
+	SkipSuperseded = "superseded"
+)
+
+// Delivery is one row of the delivery log.
+type Delivery struct {
+	EventID    uuid.UUID
+	Stream     string
+	Revision   uint64
+	Kind       string // MailEmailCode, MailResetToken, MailResetError, MailPasswordChanged
+	Recipient  string
+	SecretKind string // secret.KindResetToken, secret.KindEmailCode, or ""
+	// SecretKeyID and SecretID locate the secret; its value is derived at send time and
+	// never stored.
+	SecretKeyID string
+	SecretID    string
+	OccurredAt  time.Time
+	ExpiresAt   time.Time // zero when the mail carries no secret
+	// Reason is the recorded refusal code for reset_error mails and the method for
+	// password_changed mails.
+	Reason            string
+	State             string
+	SkipReason        string
+	Attempts          int
+	NextAttemptAt     time.Time
+	LastError         string
+	ProviderMessageID string
+	CreatedAt         time.Time
+	SentAt            time.Time // zero until sent
+}
+
+// DeliveryFor says which mail, if any, an event calls for. It is pure: the projection
+// stores what it returns.
+func DeliveryFor(rec eventstore.RecordedEvent, ev domain.Event) (Delivery, bool) {
+	d := Delivery{EventID: rec.ID, Stream: rec.Stream, Revision: rec.Revision, OccurredAt: rec.OccurredAt}
+	at := func(t time.Time) {
+		if !t.IsZero() {
+			d.OccurredAt = t
+		}
+	}
+	switch e := deref(ev).(type) {
+	case domain.RecoveryEmailCodeSent:
+		d.Kind, d.Recipient = MailEmailCode, e.Email
+		d.SecretKind, d.SecretKeyID, d.SecretID, d.ExpiresAt = secret.KindEmailCode, e.KeyID, e.CodeID, e.ExpiresAt
+		at(e.SentAt)
+	case domain.ResetTokenIssued:
+		d.Kind, d.Recipient = MailResetToken, e.Email
+		d.SecretKind, d.SecretKeyID, d.SecretID, d.ExpiresAt = secret.KindResetToken, e.KeyID, e.TokenID, e.ExpiresAt
+		at(e.IssuedAt)
+	case domain.ResetRequestRejected:
+		if e.NotifyEmail == "" {
+			return Delivery{}, false
+		}
+		d.Kind, d.Recipient, d.Reason = MailResetError, e.NotifyEmail, e.Reason
+	case domain.PasswordChanged:
+		if e.NotifyEmail == "" {
+			return Delivery{}, false
+		}
+		d.Kind, d.Recipient, d.Reason = MailPasswordChanged, e.NotifyEmail, e.Method
+		at(e.ChangedAt)
+	default:
+		return Delivery{}, false
+	}
+	if d.Recipient == "" || (d.SecretKind != "" && (d.SecretID == "" || d.SecretKeyID == "" || d.ExpiresAt.IsZero())) {
+		return Delivery{}, false // malformed; nothing sensible to send
+	}
+	return d, true
+}
+
+// deref accepts events decoded as values (the codec's way) or as pointers.
+func deref(ev domain.Event) domain.Event {
+	switch e := ev.(type) {
+	case *domain.RecoveryEmailCodeSent:
+		return *e
+	case *domain.ResetTokenIssued:
+		return *e
+	case *domain.ResetRequestRejected:
+		return *e
+	case *domain.PasswordChanged:
+		return *e
+	}
+	return ev
+}
+
+// Execer is what Enqueue writes through: a pgx.Tx (the runner's), a pgx.Conn or a pool.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Projection is the mailer's intake: a consumer of the global feed that queues a delivery
+// for every mail-worthy event, in the runner's transaction (which also advances the
+// "mailer" checkpoint). It never sends: Sender does, so a slow mail server never holds
+// back the feed, and a queued mail survives a crash.
+type Projection struct {
+	clock Clock
+}
+
+// NewProjection returns the intake. clock stamps created_at and the first due time;
+// nil means the system clock.
+func NewProjection(clock Clock) *Projection {
+	if clock == nil {
+		clock = systemClock{}
+	}
+	return &Projection{clock: clock}
+}
+
+// Name is the consumer's name.
+func (p *Projection) Name() string { return ProjectionName }
+
+// ApplyEvent queues the mail rec calls for, if any. The insert is keyed by event id and
+// does nothing on conflict, so replays and competing consumers never queue twice.
+func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.RecordedEvent, ev domain.Event) error {
+	d, ok := DeliveryFor(rec, ev)
+	if !ok {
+		return nil
+	}
+	if d.EventID == uuid.Nil {
+		return errors.New("mailer: event without id")
+	}
+	_, err := Enqueue(ctx, tx, d, p.clock.Now())
+	return err
+}
+
+// Enqueue inserts d as a pending delivery due at now, unless its event id is already in
+// the log. It reports whether a row was inserted.
+func Enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time) (bool, error) {
+	var expires *time.Time
+	if !d.ExpiresAt.IsZero() {
+		expires = &d.ExpiresAt
+	}
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
+			occurred_at, expires_at, reason, state, attempts, next_attempt_at, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11, 'pending', 0, $12, $12, $12)
+		ON CONFLICT (event_id) DO NOTHING`,
+		d.EventID, d.Stream, int64(d.Revision), d.Kind, d.Recipient, d.SecretKind, d.SecretKeyID, d.SecretID,
+		d.OccurredAt, expires, d.Reason, now)
+	if err != nil {
+		return false, fmt.Errorf("mailer: queue %s mail for event %s: %w", d.Kind, d.EventID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
+		return true, fmt.Errorf("mailer: notify: %w", err)
+	}
+	return true, nil
+}
+
+// Querier reads the delivery log: a pool, a connection or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+const deliveryColumns = `event_id, stream, revision, kind, recipient, coalesce(secret_kind, ''), coalesce(secret_key_id, ''),
+	coalesce(secret_id, ''), occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, last_error,
+	provider_message_id, created_at, sent_at`
+
+func scanDelivery(row pgx.Row, extra ...any) (Delivery, error) {
+	var d Delivery
+	var rev int64
+	var attempts int32
+	var expires, sent *time.Time
+	dest := append([]any{&d.EventID, &d.Stream, &rev, &d.Kind, &d.Recipient, &d.SecretKind, &d.SecretKeyID, &d.SecretID,
+		&d.OccurredAt, &expires, &d.Reason, &d.State, &d.SkipReason, &attempts, &d.NextAttemptAt, &d.LastError,
+		&d.ProviderMessageID, &d.CreatedAt, &sent}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return Delivery{}, err
+	}
+	d.Revision, d.Attempts = uint64(rev), int(attempts)
+	if expires != nil {
+		d.ExpiresAt = *expires
+	}
+	if sent != nil {
+		d.SentAt = *sent
+	}
+	return d, nil
+}
+
+// ErrNoDelivery is returned by LoadDelivery for an event that queued no mail.
+var ErrNoDelivery = errors.New("mailer: no delivery for this event")
+
+// LoadDelivery reads the delivery queued for an event (for operators and tests).
+func LoadDelivery(ctx context.Context, q Querier, eventID uuid.UUID) (Delivery, error) {
+	d, err := scanDelivery(q.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM mail_deliveries WHERE event_id = $1`, eventID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Delivery{}, ErrNoDelivery
+	}
+	return d, err
+}
+
+// ListDeliveries reads the deliveries of a stream in stream order ("" for all, in queue order).
+func ListDeliveries(ctx context.Context, q Querier, stream string) ([]Delivery, error) {
+	rows, err := q.Query(ctx, `SELECT `+deliveryColumns+` FROM mail_deliveries
+		WHERE $1 = '' OR stream = $1 ORDER BY created_at, stream, revision`, stream)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,231 @@
+package mailer
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	htmltemplate "html/template"
+	"net/url"
+	"strings"
+	texttemplate "text/template"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"selfreset/domain"
+)
+
+//go:embed templates/*
+var templateFiles embed.FS
+
+// Kinds of mail. They are stored in mail_deliveries.kind.
+const (
+	MailEmailCode       = "email_code"       // RecoveryEmailCodeSent: the 6-digit verification code
+	MailResetToken      = "reset_token"      // ResetTokenIssued: the password token
+	MailResetError      = "reset_error"      // ResetRequestRejected with NotifyEmail: "Password Reset Error"
+	MailPasswordChanged = "password_changed" // PasswordChanged with NotifyEmail
+)
+
+// Subjects of the mails, by kind.
+var Subjects = map[string]string{
+	MailEmailCode:       "Your Self Password Reset verification code",
+	MailResetToken:      "Your password token",
+	MailResetError:      "Password Reset Error",
+	MailPasswordChanged: "Your password was changed",
+}
+
+// Paths are the pages emails link to, relative to the public URL. They must match the
+// routes of package http.
+type Paths struct {
+	Login          string
+	ForgotPassword string
+	ChangePassword string
+}
+
+// DefaultPaths are the routes emails link to unless told otherwise.
+func DefaultPaths() Paths {
+	return Paths{Login: "/login", ForgotPassword: "/forgot-password", ChangePassword: "/change-password"}
+}
+
+// Renderer turns a delivery and its secret value into subject, text and HTML bodies.
+type Renderer struct {
+	publicURL string
+	paths     Paths
+	text      map[string]*texttemplate.Template
+	html      map[string]*htmltemplate.Template
+}
+
+// NewRenderer parses the embedded templates. publicURL is the validated
+// Config.PublicURL; links are built from it alone.
+func NewRenderer(publicURL string, paths Paths) (*Renderer, error) {
+	u, err := parsePublicURL(publicURL)
+	if err != nil {
+		return nil, fmt.Errorf("mailer: public URL: %w", err)
+	}
+	def := DefaultPaths()
+	for _, p := range []struct {
+		v *string
+		d string
+	}{{&paths.Login, def.Login}, {&paths.ForgotPassword, def.ForgotPassword}, {&paths.ChangePassword, def.ChangePassword}} {
+		if *p.v == "" {
+			*p.v = p.d
+		}
+		if !strings.HasPrefix(*p.v, "/") || strings.HasPrefix(*p.v, "//") {
+			return nil, fmt.Errorf("mailer: link path %q must start with a single /", *p.v)
+		}
+	}
+	r := &Renderer{publicURL: u, paths: paths, text: map[string]*texttemplate.Template{}, html: map[string]*htmltemplate.Template{}}
+	for kind := range Subjects {
+		t, err := texttemplate.New(kind).Option("missingkey=error").ParseFS(templateFiles, "templates/footer.txt", "templates/"+kind+".txt")
+		if err != nil {
+			return nil, fmt.Errorf("mailer: template %s.txt: %w", kind, err)
+		}
+		h, err := htmltemplate.New(kind).Option("missingkey=error").ParseFS(templateFiles, "templates/layout.html", "templates/"+kind+".html")
+		if err != nil {
+			return nil, fmt.Errorf("mailer: template %s.html: %w", kind, err)
+		}
+		r.text[kind], r.html[kind] = t, h
+	}
+	return r, nil
+}
+
+// mailData is what the templates see.
+type mailData struct {
+	Subject           string
+	Provider          string
+	Login             string
+	Value             string // the token or code; empty for other mails
+	ValidFor          string // "5 minutes"
+	ExpiresAt         string
+	When              string // when the event happened
+	Reason            string // reset_error: why, in the seed's words
+	Hint              string // reset_error: what to do about it
+	Method            string // password_changed: how ("using Self Password Reset")
+	LoginURL          string
+	ForgotPasswordURL string
+	ChangePasswordURL string
+}
+
+// Render produces the subject and bodies of d. value is the derived token or code (empty
+// for mails without one).
+func (r *Renderer) Render(d Delivery, value string) (subject, text, html string, err error) {
+	tt, ok := r.text[d.Kind]
+	if !ok {
+		return "", "", "", fmt.Errorf("mailer: no template for mail kind %q", d.Kind)
+	}
+	if (d.SecretID != "") != (value != "") {
+		return "", "", "", fmt.Errorf("mailer: %s mail for event %s: secret value missing or unexpected", d.Kind, d.EventID)
+	}
+	provider, login := streamAccount(d.Stream)
+	data := mailData{
+		Subject:           Subjects[d.Kind],
+		Provider:          provider,
+		Login:             login,
+		Value:             value,
+		When:              formatTime(d.OccurredAt),
+		LoginURL:          r.publicURL + r.paths.Login,
+		ForgotPasswordURL: r.publicURL + r.paths.ForgotPassword,
+		ChangePasswordURL: r.publicURL + r.paths.ChangePassword,
+	}
+	if provider != "" && login != "" {
+		q := url.Values{"provider": {provider}, "login": {login}}.Encode()
+		data.ChangePasswordURL += "?" + q
+	}
+	if !d.ExpiresAt.IsZero() {
+		data.ExpiresAt = formatTime(d.ExpiresAt)
+		data.ValidFor = humanDuration(d.ExpiresAt.Sub(d.OccurredAt))
+	}
+	switch d.Kind {
+	case MailResetError:
+		data.Reason, data.Hint = reasonText(d.Reason)
+	case MailPasswordChanged:
+		if d.Reason == domain.PasswordChangedBySelfReset {
+			data.Method = "using Self Password Reset"
+		}
+	}
+	var tb, hb bytes.Buffer
+	if err := tt.ExecuteTemplate(&tb, d.Kind+".txt", data); err != nil {
+		return "", "", "", fmt.Errorf("mailer: render %s text: %w", d.Kind, err)
+	}
+	if err := r.html[d.Kind].ExecuteTemplate(&hb, "layout", data); err != nil {
+		return "", "", "", fmt.Errorf("mailer: render %s html: %w", d.Kind, err)
+	}
+	return data.Subject, tb.String(), hb.String(), nil
+}
+
+// streamAccount names the account of a user stream ("", "" for other streams).
+func streamAccount(stream string) (provider, login string) {
+	p, l, err := domain.ParseUserStream(stream)
+	if err != nil {
+		return "", ""
+	}
+	return p, l
+}
+
+// reasonErrors are the refusals a ResetRequestRejected can record.
+var reasonErrors = []*domain.Error{
+	domain.ErrProviderNotAllowed, domain.ErrUserNotEnabled, domain.ErrNotConfigured, domain.ErrIdentifiersMismatch,
+	domain.ErrResendAfterExpiry, domain.ErrAdminLocked, domain.ErrDeactivated, domain.ErrDeleted, domain.ErrThrottled,
+	domain.ErrUnknownAccount, domain.ErrNoActiveToken,
+}
+
+const contactAdmin = "Please contact your User Administrator."
+
+// reasonText maps a recorded refusal code to the seed's words and a next step.
+func reasonText(code string) (reason, hint string) {
+	msg := "Self Password Reset could not issue a Password token for this account"
+	for _, e := range reasonErrors {
+		if e.Code == code {
+			msg = e.Message
+			break
+		}
+	}
+	switch code {
+	case domain.ErrNotConfigured.Code:
+		hint = "Configure Self Password Reset from the Settings tab (Configure, beside Self Password Reset), then try again."
+	case domain.ErrResendAfterExpiry.Code:
+		hint = "" // the message already says what to do
+	case domain.ErrNoActiveToken.Code:
+		hint = "Go back to the login page and click Forgot Password? to receive a new Password token."
+	case domain.ErrThrottled.Code:
+		hint = "Wait a few minutes before asking for another Password token."
+	default:
+		hint = contactAdmin
+	}
+	return upperFirst(strings.TrimRight(msg, ".")), hint
+}
+
+func upperFirst(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	if n == 0 {
+		return s
+	}
+	return string(unicode.ToUpper(r)) + s[n:]
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("Mon, 2 Jan 2006 at 15:04 UTC")
+}
+
+// humanDuration says "5 minutes", "10 minutes", "90 seconds".
+func humanDuration(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d <= 0:
+		return "a short time"
+	case d%time.Hour == 0:
+		return plural(int64(d/time.Hour), "hour")
+	case d%time.Minute == 0:
+		return plural(int64(d/time.Minute), "minute")
+	default:
+		return plural(int64((d+time.Second/2)/time.Second), "second")
+	}
+}

@@ -1,0 +1,473 @@
+package mailer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"selfreset/domain"
+)
+
+// Clock tells the time; tests inject a movable one. commands.SystemClock fits.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now().UTC() }
+
+// Rand is the jitter source: Float64 in [0, 1). *math/rand/v2.Rand fits.
+type Rand interface {
+	Float64() float64
+}
+
+type globalRand struct{}
+
+func (globalRand) Float64() float64 { return rand.Float64() }
+
+// Secrets derives a token or code from its id at send time. *secret.Keyring fits.
+type Secrets interface {
+	Value(kind, keyID, id string) (string, error)
+}
+
+// Sender defaults.
+const (
+	DefaultBatchSize    = 20
+	DefaultSendTimeout  = time.Minute
+	DefaultLease        = 3 * time.Minute
+	DefaultPollInterval = 2 * time.Second
+)
+
+// SenderConfig wires a Sender.
+type SenderConfig struct {
+	Pool    *pgxpool.Pool
+	Driver  Driver
+	Secrets Secrets
+	// From is the sender address; PublicURL the base of links in emails. Both usually
+	// come from Config (ConfigFromEnv validated them).
+	From      string
+	PublicURL string
+	Paths     Paths // zero means DefaultPaths
+	// Retry policy (zero means Config's defaults).
+	RetryBase   time.Duration
+	RetryMax    time.Duration
+	MaxAttempts int
+
+	Clock  Clock        // nil: the system clock
+	Rand   Rand         // nil: math/rand/v2
+	Logger *slog.Logger // nil: slog.Default()
+	// BatchSize is how many due deliveries one SendDue claims (default 20).
+	BatchSize int
+	// SendTimeout bounds one driver call (default 1m). Lease is how long a claimed
+	// delivery is reserved for the sender that claimed it (default 3m); it must exceed
+	// SendTimeout, and when it runs out (the sender crashed) another sender retries.
+	SendTimeout time.Duration
+	Lease       time.Duration
+	// PollInterval is how often Run looks for due deliveries when no notification
+	// arrives (default 2s).
+	PollInterval time.Duration
+}
+
+// SenderConfigFrom fills the Config-derived fields of a SenderConfig.
+func SenderConfigFrom(cfg Config, pool *pgxpool.Pool, driver Driver, secrets Secrets) SenderConfig {
+	return SenderConfig{Pool: pool, Driver: driver, Secrets: secrets, From: cfg.From, PublicURL: cfg.PublicURL,
+		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, MaxAttempts: cfg.MaxAttempts}
+}
+
+// Sender works through the delivery log: it claims due deliveries, skips what must not
+// be sent any more, renders and sends the rest, and records the outcome.
+//
+// Several senders (replicas) may run against one database: a claim takes due rows with
+// SELECT … FOR UPDATE SKIP LOCKED and leases them (next_attempt_at moves to now+Lease)
+// in one short transaction, then sends outside any transaction, so that neither a slow
+// mail server nor another replica holds a lock or a transaction open (an open write
+// transaction would also hold back the Postgres event feed). The outcome is written only
+// if the lease is still this sender's (the attempt counter is the fencing token).
+//
+// Delivery is at least once: if the process dies after the mail server accepted a
+// message but before the row is marked sent, the lease runs out and the message is sent
+// again, once, with the same Message-ID header (mail clients commonly fold such
+// duplicates). It is never lost: a crash before the send leaves the row pending.
+type Sender struct {
+	pool     *pgxpool.Pool
+	driver   Driver
+	secrets  Secrets
+	render   *Renderer
+	from     string
+	clock    Clock
+	rand     Rand
+	log      *slog.Logger
+	base     time.Duration
+	max      time.Duration
+	attempts int
+	batch    int
+	timeout  time.Duration
+	lease    time.Duration
+	poll     time.Duration
+}
+
+// NewSender checks c and returns a Sender.
+func NewSender(c SenderConfig) (*Sender, error) {
+	if c.Pool == nil || c.Driver == nil || c.Secrets == nil {
+		return nil, errors.New("mailer: sender needs a pool, a driver and secrets")
+	}
+	if c.From == "" {
+		c.From = DefaultFrom
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = DefaultPublicURL
+	}
+	r, err := NewRenderer(c.PublicURL, c.Paths)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sender{pool: c.Pool, driver: c.Driver, secrets: c.Secrets, render: r, from: c.From,
+		clock: c.Clock, rand: c.Rand, log: c.Logger, base: c.RetryBase, max: c.RetryMax, attempts: c.MaxAttempts,
+		batch: c.BatchSize, timeout: c.SendTimeout, lease: c.Lease, poll: c.PollInterval}
+	if s.clock == nil {
+		s.clock = systemClock{}
+	}
+	if s.rand == nil {
+		s.rand = globalRand{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.base <= 0 {
+		s.base = DefaultRetryBase
+	}
+	if s.max <= 0 {
+		s.max = DefaultRetryMax
+	}
+	if s.max < s.base {
+		return nil, fmt.Errorf("mailer: retry max %s is shorter than retry base %s", s.max, s.base)
+	}
+	if s.attempts <= 0 {
+		s.attempts = DefaultMaxAttempts
+	}
+	if s.batch <= 0 {
+		s.batch = DefaultBatchSize
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultSendTimeout
+	}
+	if s.lease <= 0 {
+		s.lease = DefaultLease
+	}
+	if s.lease <= s.timeout {
+		return nil, fmt.Errorf("mailer: lease %s must be longer than the send timeout %s", s.lease, s.timeout)
+	}
+	if s.poll <= 0 {
+		s.poll = DefaultPollInterval
+	}
+	return s, nil
+}
+
+// Result counts what one SendDue did.
+type Result struct {
+	Claimed int // due deliveries taken
+	Sent    int
+	Skipped int // expired or superseded: not sent, on purpose
+	Retried int // transient failure; due again later
+	Failed  int // permanent failure, or out of attempts
+	Lost    int // the lease ran out before the outcome was recorded; another sender owns it
+}
+
+func (r *Result) add(o Result) {
+	r.Claimed += o.Claimed
+	r.Sent += o.Sent
+	r.Skipped += o.Skipped
+	r.Retried += o.Retried
+	r.Failed += o.Failed
+	r.Lost += o.Lost
+}
+
+// Backoff is the delay before attempt n+1 after n failed attempts: RetryBase·2^(n−1),
+// capped at RetryMax, of which the second half is random ("equal jitter"), so replicas
+// retrying together spread out.
+func (s *Sender) Backoff(n int) time.Duration {
+	d := s.base
+	for i := 1; i < n && d < s.max; i++ {
+		d *= 2
+	}
+	d = min(d, s.max)
+	half := d / 2
+	return half + time.Duration(s.rand.Float64()*float64(d-half))
+}
+
+// claimed is a delivery this sender holds the lease on.
+type claimed struct {
+	Delivery
+	attempt int // the attempts value written by the claim: the fencing token
+}
+
+// SendDue claims the deliveries due now (at most BatchSize), sends them, and records
+// each outcome. Tests call it directly as the step function of Run.
+func (s *Sender) SendDue(ctx context.Context) (Result, error) {
+	var res Result
+	batch, err := s.claim(ctx, &res)
+	if err != nil {
+		return res, err
+	}
+	for i, c := range batch {
+		if ctx.Err() != nil {
+			// Shutting down: hand back what was not attempted, so it neither waits for the
+			// lease nor loses an attempt.
+			s.release(batch[i:])
+			return res, ctx.Err()
+		}
+		o, err := s.deliver(ctx, c)
+		res.add(o)
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// release undoes the claim of deliveries that were not attempted.
+func (s *Sender) release(batch []claimed) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := s.clock.Now()
+	for _, c := range batch {
+		if _, err := s.pool.Exec(ctx, `UPDATE mail_deliveries SET attempts = attempts - 1, next_attempt_at = $3, updated_at = $3
+			WHERE event_id = $1 AND attempts = $2 AND state = 'pending'`, c.EventID, c.attempt, now); err != nil {
+			s.log.Warn("mailer: release claim", "event_id", c.EventID, "error", err)
+			return
+		}
+	}
+}
+
+// claim, in one short transaction, takes due pending rows nobody else holds, settles
+// those that must not be sent (expired, superseded, out of attempts) and leases the rest.
+func (s *Sender) claim(ctx context.Context, res *Result) ([]claimed, error) {
+	now := s.clock.Now()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mailer: claim: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }() // no-op after Commit
+	rows, err := tx.Query(ctx, `
+		SELECT `+deliveryColumns+`,
+			EXISTS (SELECT 1 FROM mail_deliveries later
+				WHERE later.stream = d.stream AND later.secret_kind = d.secret_kind AND later.revision > d.revision) AS superseded
+		FROM mail_deliveries d
+		WHERE state = 'pending' AND next_attempt_at <= $1
+		ORDER BY next_attempt_at, created_at
+		LIMIT $2
+		FOR UPDATE OF d SKIP LOCKED`, now, s.batch)
+	if err != nil {
+		return nil, fmt.Errorf("mailer: claim: %w", err)
+	}
+	type due struct {
+		Delivery
+		superseded bool
+	}
+	var dues []due
+	for rows.Next() {
+		var x due
+		if x.Delivery, err = scanDelivery(rows, &x.superseded); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("mailer: claim: %w", err)
+		}
+		dues = append(dues, x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mailer: claim: %w", err)
+	}
+
+	var out []claimed
+	for _, x := range dues {
+		res.Claimed++
+		switch {
+		case x.SecretKind != "" && !now.Before(x.ExpiresAt):
+			err = s.settleTx(ctx, tx, x.EventID, StateSkipped, SkipExpired, "", now)
+			res.Skipped++
+			s.log.Info("mail skipped", "event_id", x.EventID, "kind", x.Kind, "reason", SkipExpired)
+		case x.superseded:
+			err = s.settleTx(ctx, tx, x.EventID, StateSkipped, SkipSuperseded, "", now)
+			res.Skipped++
+			s.log.Info("mail skipped", "event_id", x.EventID, "kind", x.Kind, "reason", SkipSuperseded)
+		case x.Attempts >= s.attempts:
+			// Only after a crash: the last attempt's outcome was never recorded.
+			last := x.LastError
+			if last == "" {
+				last = "the outcome of the last attempt is unknown"
+			}
+			err = s.settleTx(ctx, tx, x.EventID, StateFailed, "", fmt.Sprintf("gave up after %d attempts: %s", x.Attempts, last), now)
+			res.Failed++
+			s.log.Warn("mail failed", "event_id", x.EventID, "kind", x.Kind, "attempts", x.Attempts)
+		default:
+			_, err = tx.Exec(ctx, `UPDATE mail_deliveries SET attempts = attempts + 1, next_attempt_at = $2, updated_at = $3
+				WHERE event_id = $1`, x.EventID, now.Add(s.lease), now)
+			out = append(out, claimed{Delivery: x.Delivery, attempt: x.Attempts + 1})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mailer: claim %s: %w", x.EventID, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("mailer: claim: commit: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Sender) settleTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, state, skip, lastErr string, now time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE mail_deliveries SET state = $2, skip_reason = $3, last_error = $4, updated_at = $5
+		WHERE event_id = $1`, id, state, skip, lastErr, now)
+	return err
+}
+
+// deliver renders and sends one leased delivery and records the outcome. The returned
+// error is a database failure only; send failures are outcomes.
+func (s *Sender) deliver(ctx context.Context, c claimed) (Result, error) {
+	log := s.log.With("event_id", c.EventID, "kind", c.Kind, "to", domain.MaskEmail(c.Recipient), "attempt", c.attempt)
+	now := s.clock.Now()
+	if c.SecretKind != "" && !now.Before(c.ExpiresAt) { // expired while the batch was being worked on
+		log.Info("mail skipped", "reason", SkipExpired)
+		return s.finish(ctx, c, log, Result{Skipped: 1}, `state = 'skipped', skip_reason = 'expired'`, now)
+	}
+
+	msg, err := s.message(c.Delivery, now)
+	var providerID string
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, s.timeout)
+		providerID, err = s.driver.Send(sctx, msg)
+		cancel()
+	} else {
+		err = Permanent(err) // rendering will not work better next time
+	}
+	now = s.clock.Now()
+	switch {
+	case err == nil:
+		log.Info("mail sent", "provider_id", providerID)
+		return s.finish(ctx, c, log, Result{Sent: 1},
+			`state = 'sent', sent_at = $3, provider_message_id = $4, last_error = ''`, now, providerID)
+	case IsPermanent(err):
+		log.Warn("mail failed", "error", err)
+		return s.finish(ctx, c, log, Result{Failed: 1}, `state = 'failed', last_error = $4`, now, truncate(err.Error(), 1000))
+	case c.attempt >= s.attempts:
+		log.Warn("mail failed: out of attempts", "error", err)
+		return s.finish(ctx, c, log, Result{Failed: 1}, `state = 'failed', last_error = $4`, now,
+			truncate(fmt.Sprintf("gave up after %d attempts: %v", c.attempt, err), 1000))
+	default:
+		next := now.Add(s.Backoff(c.attempt))
+		log.Info("mail will be retried", "error", err, "next_attempt_at", next)
+		return s.finish(ctx, c, log, Result{Retried: 1}, `next_attempt_at = $4, last_error = $5`, now, next,
+			truncate(err.Error(), 1000))
+	}
+}
+
+// finish records an outcome if this sender still holds the lease. set is the SET clause
+// fragment; $1 is the event id, $2 the attempt, $3 now, further arguments from $4.
+func (s *Sender) finish(ctx context.Context, c claimed, log *slog.Logger, o Result, set string, now time.Time, args ...any) (Result, error) {
+	// Record even when ctx has just been cancelled (shutdown): the send already happened.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	tag, err := s.pool.Exec(wctx, `UPDATE mail_deliveries SET `+set+`, updated_at = $3
+		WHERE event_id = $1 AND attempts = $2 AND state = 'pending'`,
+		append([]any{c.EventID, c.attempt, now}, args...)...)
+	if err != nil {
+		return Result{}, fmt.Errorf("mailer: record outcome of %s: %w", c.EventID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		log.Warn("mail outcome not recorded: the lease ran out and another sender took the delivery")
+		return Result{Lost: 1}, nil
+	}
+	return o, nil
+}
+
+// message renders a delivery, deriving its secret.
+func (s *Sender) message(d Delivery, now time.Time) (Message, error) {
+	var value string
+	if d.SecretKind != "" {
+		v, err := s.secrets.Value(d.SecretKind, d.SecretKeyID, d.SecretID)
+		if err != nil {
+			return Message{}, fmt.Errorf("mailer: derive %s: %w", d.SecretKind, err)
+		}
+		value = v
+	}
+	subject, text, html, err := s.render.Render(d, value)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{ID: d.EventID.String(), From: s.from, To: d.Recipient, Subject: subject, Text: text, HTML: html,
+		Date: now, Tag: d.Kind}, nil
+}
+
+// Run sends due mail until ctx ends, then returns nil. It wakes on a notification from
+// the intake (LISTEN mail_deliveries) or every PollInterval, whichever comes first, and
+// keeps going without pause while full batches come back.
+func (s *Sender) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	go s.listen(ctx, wake)
+	for {
+		res, err := s.SendDue(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.log.Error("mailer: send due mail", "error", err)
+		} else if res.Claimed >= s.batch {
+			continue
+		}
+		t := time.NewTimer(s.poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// listen turns notifications from Enqueue into wake-ups. Losing the connection only
+// costs latency (polling continues), so it reconnects quietly.
+func (s *Sender) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := func() error {
+			conn, err := s.pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+				conn.Conn().Close(context.Background()) // do not return a listening connection to the pool
+				return err
+			}
+			for {
+				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+					conn.Conn().Close(context.Background())
+					return err
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Debug("mailer: listen", "error", err)
+		t := time.NewTimer(s.poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
