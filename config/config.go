@@ -10,7 +10,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +28,16 @@ const (
 	EnvSecret        = "SELFRESET_SECRET"
 	EnvResetTokenTTL = "SELFRESET_RESET_TOKEN_TTL"
 	EnvEmailCodeTTL  = "SELFRESET_EMAIL_CODE_TTL"
+
+	EnvAddr           = "SELFRESET_ADDR"
+	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
+	EnvTrustedProxies = "SELFRESET_TRUSTED_PROXIES"
+)
+
+// Defaults of the HTTP settings.
+const (
+	DefaultAddr           = "127.0.0.1:8080"
+	DefaultRateLimitPerIP = 30
 )
 
 // DevSecret is the fixed server secret used in development mode when SELFRESET_SECRET is
@@ -59,6 +72,14 @@ type Config struct {
 
 	ResetTokenTTL time.Duration
 	EmailCodeTTL  time.Duration
+
+	// Addr is where `serve` listens (host:port).
+	Addr string
+	// RateLimitPerIP is requests per minute per client IP on the login, forgot-password,
+	// resend, code and token routes; 0 turns the limit off.
+	RateLimitPerIP int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
 }
 
 // Option changes how FromEnv reads the environment.
@@ -140,7 +161,65 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.EmailCodeTTL, err = duration(getenv, EnvEmailCodeTTL, def.EmailCodeTTL); err != nil {
 		return Config{}, err
 	}
+	if c.Addr, err = listenAddr(getenv(EnvAddr)); err != nil {
+		return Config{}, err
+	}
+	if c.RateLimitPerIP, err = nonNegativeInt(getenv, EnvRateLimitPerIP, DefaultRateLimitPerIP); err != nil {
+		return Config{}, err
+	}
+	if c.TrustedProxies, err = prefixes(getenv(EnvTrustedProxies)); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+func listenAddr(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return DefaultAddr, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", &Error{EnvAddr, fmt.Sprintf("%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", s)}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", &Error{EnvAddr, fmt.Sprintf("%q has no valid port", s)}
+	}
+	_ = host // any host the OS accepts; listening reports the rest
+	return s, nil
+}
+
+func nonNegativeInt(getenv func(string) string, name string, def int) (int, error) {
+	s := strings.TrimSpace(getenv(name))
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, &Error{name, fmt.Sprintf("%q must be a whole number, 0 or more", s)}
+	}
+	return n, nil
+}
+
+// prefixes parses a comma-separated list of CIDRs or single addresses.
+func prefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, &Error{EnvTrustedProxies, fmt.Sprintf("%q is neither an address nor a CIDR prefix", f)}
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // KeyID names a server key: the first 8 hex digits of its SHA-256.

@@ -53,6 +53,25 @@ func TestFromEnv(t *testing.T) {
 			},
 		},
 		{
+			name:   "http settings",
+			getenv: with(EnvAddr, ":9090", EnvRateLimitPerIP, "0", EnvTrustedProxies, "10.0.0.0/8, 192.0.2.7"),
+			check: func(t *testing.T, c Config) {
+				if c.Addr != ":9090" || c.RateLimitPerIP != 0 || len(c.TrustedProxies) != 2 ||
+					c.TrustedProxies[0].String() != "10.0.0.0/8" || c.TrustedProxies[1].String() != "192.0.2.7/32" {
+					t.Errorf("addr %q limit %d proxies %v", c.Addr, c.RateLimitPerIP, c.TrustedProxies)
+				}
+			},
+		},
+		{name: "http defaults", getenv: with(), check: func(t *testing.T, c Config) {
+			if c.Addr != DefaultAddr || c.RateLimitPerIP != DefaultRateLimitPerIP || c.TrustedProxies != nil {
+				t.Errorf("addr %q limit %d proxies %v", c.Addr, c.RateLimitPerIP, c.TrustedProxies)
+			}
+		}},
+		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
+		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
+		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},
+		{name: "bad proxy", getenv: with(EnvTrustedProxies, "10.0.0.0/8,proxy.local"), wantVar: EnvTrustedProxies, wantMsg: "proxy.local"},
+		{
 			name:   "key=value database string",
 			getenv: with(EnvDatabaseURL, "host=127.0.0.1 dbname=selfreset user=app"),
 			check: func(t *testing.T, c Config) {

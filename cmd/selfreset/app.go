@@ -53,6 +53,11 @@ func (c *cli) open(ctx context.Context, opts ...config.Option) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.openWith(ctx, cfg)
+}
+
+// openWith connects to the event store cfg names.
+func (c *cli) openWith(ctx context.Context, cfg config.Config) (*app, error) {
 	store, err := c.openEventStore(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -112,8 +112,8 @@ func parseJSONL(t *testing.T, out string) []auditLine {
 }
 
 // settled runs a provider-wide audit until it shows want events. On PostgreSQL a new user
-// stream is found through the global feed, which holds events back while an older writing
-// transaction is open anywhere on the server (other test packages run beside this one);
+// stream is found through the global feed, which may trail an append that has just committed
+// (an older append to the same event store may still be open);
 // once found, every later audit finds it too.
 func (e cliEnv) settled(t *testing.T, want int, args ...string) result {
 	t.Helper()

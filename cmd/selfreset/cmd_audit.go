@@ -128,9 +128,9 @@ type auditMetadata struct {
 // It reads the event store itself, never a read model: the streams it can name (the
 // provider's, the user's, unmatched-requests) are read directly, and a provider's user
 // streams are found by scanning the global feed for "user-<CODE>-" streams and then read
-// in full. (On PostgreSQL the feed holds back events while an older writing transaction
-// is still open anywhere on the server; reading the streams themselves keeps those
-// moments from hiding events of streams already known.)
+// in full. (On PostgreSQL the feed holds back events while an older append is still open;
+// reading the streams themselves keeps those moments from hiding events of streams
+// already known.)
 func audit(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, q auditQuery, emit func(auditRecord) error) (int, error) {
 	var streams []string
 	if q.Login != "" {

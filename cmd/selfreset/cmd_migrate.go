@@ -4,7 +4,12 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"selfreset/config"
+	httpapi "selfreset/http"
+	"selfreset/mailer"
+	"selfreset/projections"
 )
 
 var migrateGroup = group{
@@ -23,6 +28,24 @@ type migration struct {
 
 var migrations = []migration{
 	{name: "event store", run: migrateEventStore},
+	{name: "read models", run: migrateReadSide("read models", projections.Migrate)},
+	{name: "mail log", run: migrateReadSide("mail log", mailer.Migrate)},
+	{name: "http sessions", run: migrateReadSide("http sessions", func(ctx context.Context, p *pgxpool.Pool) error { return httpapi.Migrate(ctx, p) })},
+}
+
+// migrateReadSide migrates tables that live in SELFRESET_DATABASE_URL.
+func migrateReadSide(what string, migrate func(context.Context, *pgxpool.Pool) error) func(context.Context, *cli, config.Config) (string, error) {
+	return func(ctx context.Context, c *cli, cfg config.Config) (string, error) {
+		pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return "", &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
+		}
+		defer pool.Close()
+		if err := migrate(ctx, pool); err != nil {
+			return "", err
+		}
+		return "PostgreSQL schema up to date", nil
+	}
 }
 
 func runMigrate(ctx context.Context, c *cli, args []string) error {

@@ -27,6 +27,8 @@ var groups = []group{
 	providerGroup,
 	userGroup,
 	auditGroup,
+	serveGroup,
+	projectionsGroup,
 }
 
 // rootName is the program's name, and its flag set's.

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"selfreset/config"
+	httpapi "selfreset/http"
+	"selfreset/mailer"
+	"selfreset/projections"
+)
+
+var serveGroup = group{
+	name:    "serve",
+	summary: "run the service: HTTP pages and API, read-model projections and the mailer",
+	run:     runServe,
+}
+
+// Roles split one binary across machines (DESIGN §6): stateless web replicas and the
+// consumers, which hold a Postgres advisory lock each so exactly one replica feeds each.
+const (
+	roleAll    = "all"
+	roleWeb    = "web"
+	roleWorker = "worker"
+)
+
+// shutdownGrace bounds how long in-flight requests may take once SIGTERM arrives.
+const shutdownGrace = 20 * time.Second
+
+func runServe(ctx context.Context, c *cli, args []string) error {
+	fs := newFlagSet("serve", "selfreset serve [--role all|web|worker] [--migrate=true]")
+	role := fs.String("role", roleAll, "what this process runs: all, web (HTTP only) or worker (projections and mailer only)")
+	migrate := fs.Bool("migrate", true, "bring the schema up to date before serving (idempotent, safe with several replicas)")
+	if err := c.parseAll(fs, args); err != nil {
+		return err
+	}
+	switch *role {
+	case roleAll, roleWeb, roleWorker:
+	default:
+		return usagef("serve: --role %q must be all, web or worker", *role)
+	}
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	mcfg, err := mailer.ConfigFromEnv(c.getenv)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if strings.TrimSpace(c.getenv("SELFRESET_PUBLIC_URL")) == "" {
+		// Links in emails point at this process unless a public address is configured.
+		mcfg.PublicURL = "http://" + cfg.Addr
+	}
+
+	a, err := c.openWith(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	pool, closePool, err := a.readModelPool(ctx)
+	if err != nil {
+		return err
+	}
+	defer closePool()
+	if *migrate {
+		for _, m := range migrations {
+			if _, err := m.run(ctx, c, cfg); err != nil {
+				return fmt.Errorf("migrate %s: %w", m.name, err)
+			}
+		}
+	}
+	h, err := a.commands()
+	if err != nil {
+		return err
+	}
+	keys, err := cfg.Keyring()
+	if err != nil {
+		return err
+	}
+
+	// Everything below runs until ctx ends (SIGINT/SIGTERM); the first part to fail
+	// stops the others.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	start := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		})
+	}
+
+	if *role != roleWeb {
+		driver, err := mailer.NewDriver(mcfg, c.stdout)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		runner, err := projections.New(projections.Config{Store: a.store, Pool: pool, Logger: c.log,
+			Projections: consumers()})
+		if err != nil {
+			return err
+		}
+		sc := mailer.SenderConfigFrom(mcfg, pool, driver, keys)
+		sc.Logger = c.log
+		sender, err := mailer.NewSender(sc)
+		if err != nil {
+			return err
+		}
+		start("projections", runner.Run)
+		start("mailer", sender.Run)
+		c.log.Info("consumers started", "projections", len(consumers()), "mail driver", mcfg.Driver)
+	}
+
+	if *role != roleWorker {
+		sessions := httpapi.NewPGSessions(pool)
+		srv := httpapi.NewServer(httpapi.Config{
+			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
+			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, TrustedProxies: cfg.TrustedProxies,
+			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://"),
+			Ready:           httpapi.PingAll(pool),
+		})
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return &config.Error{Var: config.EnvAddr, Msg: err.Error()}
+		}
+		hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		c.log.Info("listening", "addr", ln.Addr().String(), "public_url", mcfg.PublicURL, "role", *role)
+		start("http", func(ctx context.Context) error {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		start("http shutdown", func(ctx context.Context) error {
+			<-ctx.Done()
+			// Drain in-flight requests, then the queued forgot-password work.
+			sctx, done := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+			defer done()
+			err := hs.Shutdown(sctx)
+			srv.Close(sctx)
+			return err
+		})
+		start("session cleanup", func(ctx context.Context) error {
+			t := time.NewTicker(time.Hour)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					if _, err := sessions.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
+						c.log.Warn("deleting expired sessions failed", "err", err)
+					}
+				}
+			}
+		})
+	}
+
+	<-ctx.Done()
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	c.log.Info("stopped cleanly")
+	return nil
+}
+
+// consumers are every read model plus the mailer, each fed from its own checkpoint.
+func consumers() []projections.Projection {
+	var out []projections.Projection
+	for _, m := range projections.ReadModels() {
+		out = append(out, m)
+	}
+	return append(out, mailer.NewProjection(nil))
+}
+
+// readModelPool is the Postgres pool for read models, sessions and the mail log: the event
+// store's own pool when events live in the same database, else a pool of its own.
+func (a *app) readModelPool(ctx context.Context) (*pgxpool.Pool, func(), error) {
+	if s, ok := a.store.(interface{ Pool() *pgxpool.Pool }); ok && a.cfg.EventStoreURL == a.cfg.DatabaseURL {
+		return s.Pool(), func() {}, nil
+	}
+	pool, err := pgxpool.New(ctx, a.cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("cannot reach PostgreSQL: %w", err)
+	}
+	return pool, pool.Close, nil
+}

@@ -1,0 +1,136 @@
+package http
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"selfreset/commands"
+	"selfreset/domain"
+)
+
+// Admin user list paging.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 200
+	maxSearchLen    = 100
+)
+
+type userListItem struct {
+	LoginName           string   `json:"login_name"`
+	DisplayName         string   `json:"display_name"`
+	Status              string   `json:"status"`
+	Roles               []string `json:"roles"`
+	SelfResetEnabled    bool     `json:"self_reset_enabled"`
+	SelfResetConfigured bool     `json:"self_reset_configured"`
+	RecoveryEmail       *string  `json:"recovery_email"`
+}
+
+type userListResponse struct {
+	Users      []userListItem `json:"users"`
+	NextCursor *string        `json:"next_cursor"`
+}
+
+var errForbidden = &Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: domain.ErrForbidden.Message}
+
+// adminOf checks, on the caller's own aggregate, that they administer provider code.
+func adminOf(p *Principal, code string) bool {
+	return p.Actor().CanAdminister(domain.NormalizeProviderCode(code))
+}
+
+// GET /api/v1/providers/{code}/users
+func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
+	p := PrincipalFrom(r.Context())
+	code := domain.NormalizeProviderCode(mux.Vars(r)["code"])
+	if !adminOf(p, code) {
+		writeAPIError(w, errForbidden)
+		return
+	}
+	q := r.URL.Query()
+	search := q.Get("q")
+	if len(search) > maxSearchLen {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "q is too long"))
+		return
+	}
+	limit := defaultPageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "limit must be a number from 1 to "+strconv.Itoa(maxPageSize)))
+			return
+		}
+		limit = n
+	}
+	after := ""
+	if v := q.Get("cursor"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || len(b) == 0 || len(b) > maxIdentLen {
+			writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "cursor is not one this server gave out"))
+			return
+		}
+		after = string(b)
+	}
+	if s.cfg.Users == nil {
+		s.WriteError(w, r, errNotConfigured)
+		return
+	}
+	rows, err := s.cfg.Users.ListUsers(r.Context(), UserQuery{Provider: code, Search: search, After: after, Limit: limit + 1})
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	resp := userListResponse{Users: make([]userListItem, 0, min(len(rows), limit))}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		c := base64.RawURLEncoding.EncodeToString([]byte(rows[limit-1].Login))
+		resp.NextCursor = &c
+	}
+	for _, u := range rows {
+		item := userListItem{LoginName: u.Login, DisplayName: u.DisplayName, Status: u.Status, Roles: u.Roles,
+			SelfResetEnabled: u.SelfResetEnabled, SelfResetConfigured: u.SelfResetConfigured}
+		if item.Roles == nil {
+			item.Roles = []string{}
+		}
+		if u.RecoveryEmailMasked != "" {
+			m := u.RecoveryEmailMasked
+			item.RecoveryEmail = &m
+		}
+		resp.Users = append(resp.Users, item)
+	}
+	WriteJSON(w, http.StatusOK, resp)
+}
+
+// PUT /api/v1/providers/{code}/users/{login}/self-reset
+func (s *Server) handleEnableSelfReset(w http.ResponseWriter, r *http.Request) {
+	s.adminSelfReset(w, r, s.cmds.EnableSelfReset)
+}
+
+// DELETE /api/v1/providers/{code}/users/{login}/self-reset
+func (s *Server) handleDisableSelfReset(w http.ResponseWriter, r *http.Request) {
+	s.adminSelfReset(w, r, s.cmds.DisableSelfReset)
+}
+
+func (s *Server) adminSelfReset(w http.ResponseWriter, r *http.Request, run func(ctx context.Context, c commands.UserCommand) error) {
+	p := PrincipalFrom(r.Context())
+	vars := mux.Vars(r)
+	code, login := domain.NormalizeProviderCode(vars["code"]), domain.NormalizeLogin(vars["login"])
+	// Checked before the target is looked at, so that nobody learns which logins exist
+	// at providers they do not administer.
+	if !adminOf(p, code) {
+		writeAPIError(w, errForbidden)
+		return
+	}
+	if !domain.ValidLogin(login) {
+		s.WriteError(w, r, domain.ErrUserNotFound)
+		return
+	}
+	if err := run(r.Context(), commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login}); err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}

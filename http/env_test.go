@@ -1,0 +1,331 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore/postgres"
+	"selfreset/internal/testdb"
+	"selfreset/password"
+	"selfreset/secret"
+)
+
+// fakeClock is a movable clock shared by the commands and the server.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// syncBuffer collects log output from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type env struct {
+	t       *testing.T
+	ctx     context.Context
+	clock   *fakeClock
+	store   *postgres.Store
+	cmds    *commands.Handler
+	keyring *secret.Keyring
+	srv     *Server
+	ts      *httptest.Server
+	logs    *syncBuffer
+}
+
+// Accounts the tests use. ACME allows Self Password Reset; NOPE does not.
+const (
+	bossPW  = "Boss-pass-4417"
+	janePW  = "Jane-pass-8812"
+	joePW   = "Joe-pass-99173"
+	nadmPW  = "Nadm-pass-3321"
+	nuserPW = "Nuser-pass-5510"
+)
+
+// newEnv starts a server on loopback over a fresh database with two providers and a few
+// users. mod may change the server's Config (and replace Commands) before it is built.
+func newEnv(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	store, err := postgres.Open(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	if err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := Migrate(ctx, store.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC)}
+	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte{7}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cmds := commands.New(commands.Config{Store: store, Clock: clock, Hasher: hasher, Secrets: keyring,
+		Common: password.NewCommonList(), Policy: domain.DefaultPolicy(), Logger: logger})
+
+	e := &env{t: t, ctx: ctx, clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs}
+	e.seed()
+
+	cfg := Config{Commands: cmds, Users: NewPGUserLister(store.Pool()), Sessions: NewPGSessions(store.Pool()),
+		Keyring: keyring, Clock: clock, Logger: logger, Ready: PingAll(store.Pool())}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.srv = NewServer(cfg)
+	e.ts = httptest.NewServer(e.srv.Handler())
+	t.Cleanup(func() {
+		e.ts.Close()
+		if err := e.srv.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
+}
+
+func (e *env) seed() {
+	e.t.Helper()
+	sys := domain.SystemActor("test")
+	must := func(err error) {
+		e.t.Helper()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	must(e.cmds.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: sys, Code: "ACME", Name: "Acme Care", AllowSelfReset: true}))
+	must(e.cmds.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: sys, Code: "NOPE", Name: "Nope Homes"}))
+	for _, u := range []commands.RegisterUser{
+		{Provider: "ACME", Login: "boss", DisplayName: "Bo Boss", Password: bossPW, Roles: []string{domain.RoleUserAdmin}},
+		{Provider: "ACME", Login: "jane", DisplayName: "Jane Doe", Password: janePW},
+		{Provider: "ACME", Login: "joe", DisplayName: "Joe Bloggs", Password: joePW},
+		{Provider: "NOPE", Login: "nadmin", DisplayName: "Nora Admin", Password: nadmPW, Roles: []string{domain.RoleUserAdmin}},
+		{Provider: "NOPE", Login: "nuser", DisplayName: "Ned User", Password: nuserPW},
+	} {
+		u.Actor = sys
+		must(e.cmds.RegisterUser(e.ctx, u))
+	}
+}
+
+// resp is an answer as the client saw it.
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+func (r resp) errCode() string {
+	var b struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(r.body, &b)
+	return b.Error.Code
+}
+
+func (r resp) errMessage() string {
+	var b struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(r.body, &b)
+	return b.Error.Message
+}
+
+// req is one request: Body is sent as is when a string or []byte, else as JSON.
+type req struct {
+	Method, Path string
+	Token        string
+	Body         any
+	Header       map[string]string
+}
+
+func (e *env) do(q req) resp {
+	e.t.Helper()
+	var body io.Reader
+	switch b := q.Body.(type) {
+	case nil:
+	case string:
+		body = strings.NewReader(b)
+	case []byte:
+		body = bytes.NewReader(b)
+	case io.Reader:
+		body = b
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		body = bytes.NewReader(raw)
+	}
+	r, err := http.NewRequest(q.Method, e.ts.URL+q.Path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != nil {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if q.Token != "" {
+		r.Header.Set("Authorization", "Bearer "+q.Token)
+	}
+	for k, v := range q.Header {
+		r.Header.Set(k, v)
+	}
+	res, err := e.ts.Client().Do(r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp{status: res.StatusCode, header: res.Header, body: raw}
+}
+
+// expect fails unless the answer has status and (when code != "") error code.
+func expect(t *testing.T, r resp, status int, code string) {
+	t.Helper()
+	if r.status != status || (code != "" && r.errCode() != code) {
+		t.Fatalf("got %d %s; want %d %s", r.status, r.body, status, code)
+	}
+}
+
+func (e *env) login(code, login, pw string) string {
+	e.t.Helper()
+	r := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": code, "login_name": login, "password": pw}})
+	expect(e.t, r, http.StatusCreated, "")
+	var out struct {
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	r.decode(e.t, &out)
+	if out.Token == "" {
+		e.t.Fatalf("no token in %s", r.body)
+	}
+	return out.Token
+}
+
+func (e *env) user(code, login string) domain.User {
+	e.t.Helper()
+	u, _, err := e.cmds.LoadUser(e.ctx, code, login)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// emailCode is the code the user would find in their mailbox.
+func (e *env) emailCode(code, login string) string {
+	e.t.Helper()
+	u := e.user(code, login)
+	if u.Code == nil {
+		e.t.Fatalf("%s/%s has no pending code", code, login)
+	}
+	v, err := e.keyring.Value(secret.KindEmailCode, u.Code.KeyID, u.Code.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+// resetToken is the password token the user would find in their mailbox.
+func (e *env) resetToken(code, login string) string {
+	e.t.Helper()
+	u := e.user(code, login)
+	if u.Token == nil {
+		e.t.Fatalf("%s/%s has no token", code, login)
+	}
+	v, err := e.keyring.Value(secret.KindResetToken, u.Token.KeyID, u.Token.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) stepUp(token, pw string) {
+	e.t.Helper()
+	expect(e.t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/verify-password", Token: token, Body: map[string]string{"password": pw}}), http.StatusOK, "")
+}
+
+// enableAndConfigure has boss enable login at ACME and the user configure email; it
+// returns the user's session token.
+func (e *env) enableAndConfigure(login, pw, email string) string {
+	e.t.Helper()
+	boss := e.login("ACME", "boss", bossPW)
+	expect(e.t, e.do(req{Method: "PUT", Path: "/api/v1/providers/ACME/users/" + login + "/self-reset", Token: boss}), http.StatusNoContent, "")
+	tok := e.login("ACME", login, pw)
+	e.stepUp(tok, pw)
+	expect(e.t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email", Token: tok, Body: map[string]string{"email": email}}), http.StatusAccepted, "")
+	expect(e.t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email/verify", Token: tok, Body: map[string]string{"code": e.emailCode("ACME", login)}}), http.StatusOK, "")
+	expect(e.t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/configure", Token: tok}), http.StatusOK, "")
+	return tok
+}
+
+type accepted struct {
+	ResetID          string `json:"reset_id"`
+	ExpiresInSeconds int    `json:"expires_in_seconds"`
+}
+
+// forgot submits the Reset Password page and waits for the background work.
+func (e *env) forgot(code, login, email string) (accepted, resp) {
+	e.t.Helper()
+	r := e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: map[string]string{"login_name": login, "provider_code": code, "email": email}})
+	expect(e.t, r, http.StatusAccepted, "")
+	var a accepted
+	r.decode(e.t, &a)
+	e.srv.Wait()
+	return a, r
+}

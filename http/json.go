@@ -1,0 +1,83 @@
+package http
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+const MaxBodyBytes = 64 << 10
+
+var errTooLarge = &Error{Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
+	Message: "the request body is larger than 64 KiB"}
+
+// DecodeJSON reads one JSON object from r's body into dst. Unknown fields, trailing data
+// and malformed JSON are 400 bad_request; a body over MaxBodyBytes is 413.
+func DecodeJSON(r *http.Request, dst any) *Error {
+	return decodeJSON(r, dst, false)
+}
+
+// decodeOptionalJSON is DecodeJSON that also accepts an empty body.
+func decodeOptionalJSON(r *http.Request, dst any) *Error {
+	return decodeJSON(r, dst, true)
+}
+
+func decodeJSON(r *http.Request, dst any, optional bool) *Error {
+	if r.ContentLength > MaxBodyBytes {
+		return errTooLarge
+	}
+	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	if errors.Is(err, io.EOF) && optional {
+		return nil
+	}
+	if err == nil {
+		// Exactly one value: anything after it is malformed.
+		var extra json.RawMessage
+		if err2 := dec.Decode(&extra); !errors.Is(err2, io.EOF) {
+			err = errors.New("trailing data after the JSON object")
+			var mbe *http.MaxBytesError
+			if errors.As(err2, &mbe) {
+				err = err2
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errTooLarge
+	}
+	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: badRequestMessage(err)}
+}
+
+// badRequestMessage says what is wrong without echoing the client's data back.
+func badRequestMessage(err error) string {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return "the request body is empty; a JSON object is expected"
+	case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the request body is not valid JSON"
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return "field " + typ.Field + " has the wrong type"
+		}
+		return "the request body has the wrong shape; a JSON object is expected"
+	default:
+		// json: unknown field "x" — the field name is the client's own key; keep it short.
+		msg := err.Error()
+		if len(msg) > 120 {
+			msg = msg[:120]
+		}
+		return "the request body is not acceptable: " + msg
+	}
+}

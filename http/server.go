@@ -1,0 +1,363 @@
+// Package http is the service's HTTP side: the JSON API of issue 4 (and, on the same
+// router, the HTML pages), its middleware (request ids, access log, security headers,
+// body limit, cross-origin protection, rate limits) and its sessions.
+//
+// The package is named http and imports net/http as itself, as in Ben Johnson's
+// "Standard Package Layout"; importers alias it, e.g. httpapi "selfreset/http".
+//
+// Wiring, for `selfreset serve`:
+//
+//	if err := httpapi.Migrate(ctx, pool); err != nil { … }
+//	srv := httpapi.NewServer(httpapi.Config{
+//		Commands: handler, Users: httpapi.NewPGUserLister(pool), Sessions: httpapi.NewPGSessions(pool),
+//		Keyring: keyring, Clock: commands.SystemClock{}, Logger: log,
+//		RateLimitPerIP: n, TrustedProxies: prefixes, Ready: httpapi.PingAll(pool),
+//	})
+//	hs := &http.Server{Addr: addr, Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+//	… hs.Shutdown(ctx); srv.Close(ctx) // drain the forgot-password work
+package http
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/secret"
+)
+
+// Commands is the part of *commands.Handler the HTTP side uses.
+type Commands interface {
+	LoadUser(ctx context.Context, provider, login string) (domain.User, uint64, error)
+	Login(ctx context.Context, c commands.Login) (domain.User, error)
+	VerifyPasswordForSettings(ctx context.Context, c commands.VerifyPasswordForSettings) error
+	EnableSelfReset(ctx context.Context, c commands.UserCommand) error
+	DisableSelfReset(ctx context.Context, c commands.UserCommand) error
+	StartEmailVerification(ctx context.Context, c commands.StartEmailVerification) (string, error)
+	VerifyEmailCode(ctx context.Context, c commands.VerifyEmailCode) error
+	ConfigureSelfReset(ctx context.Context, c commands.ConfigureSelfReset) error
+	RequestResetToken(ctx context.Context, c commands.RequestResetToken) (string, error)
+	ResendResetToken(ctx context.Context, c commands.ResendResetToken) (string, error)
+	ResetPassword(ctx context.Context, c commands.ResetPassword) error
+	Policy() domain.Policy
+}
+
+var _ Commands = (*commands.Handler)(nil)
+
+// Clock tells the time (commands.SystemClock in production; tests move a fake one).
+type Clock interface {
+	Now() time.Time
+}
+
+// Config wires a Server. Commands, Sessions and Keyring are required.
+type Config struct {
+	Commands Commands
+	Users    UserLister // the admin user list read model
+	Sessions Sessions
+	Keyring  *secret.Keyring // seals reset ids
+	Clock    Clock           // defaults to commands.SystemClock; must be the commands' clock
+	Logger   *slog.Logger
+
+	// RateLimitPerIP is how many requests a minute one client IP may make to each of
+	// login, forgot password, resend, password re-entry, code entry and token entry
+	// (SELFRESET_RATE_LIMIT_PER_IP); 0 turns the IP limits off.
+	RateLimitPerIP int
+	// RateLimitPerAccount is the same budget per account (provider+login, or the account
+	// a reset id names); 0 means the same as RateLimitPerIP, negative turns it off.
+	RateLimitPerAccount int
+	// RateLimitKeys bounds how many buckets each limiter keeps (default 10000).
+	RateLimitKeys int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// TrustedOrigins are other origins allowed to make state-changing browser requests
+	// (e.g. "https://admin.example.org"); same-origin requests need no entry.
+	TrustedOrigins []string
+
+	SessionTTL time.Duration // default 8h
+	StepUpTTL  time.Duration // how long a password re-entry lasts; default 10m
+	// InsecureCookies drops the Secure flag from the session cookie (plain-HTTP development).
+	InsecureCookies bool
+
+	// Ready reports whether the stores are reachable (GET /readyz); nil means always ready.
+	Ready func(ctx context.Context) error
+
+	// ResetWorkers run forgot-password and resend commands after the answer has gone
+	// (default 4); ResetQueue bounds the work waiting for them (default 256). Work that
+	// finds the queue full is dropped and logged; the client's answer is the same.
+	ResetWorkers int
+	ResetQueue   int
+}
+
+// Server is the HTTP side. Build it with NewServer, serve Handler(), Close on shutdown.
+type Server struct {
+	cfg    Config
+	cmds   Commands
+	log    *slog.Logger
+	clock  Clock
+	router *mux.Router
+
+	ipLimit      *rateLimiter
+	accountLimit *rateLimiter
+
+	jobs    chan job
+	pending sync.WaitGroup // queued and running jobs
+	workers sync.WaitGroup
+	mu      sync.RWMutex
+	closed  bool
+}
+
+type job struct {
+	name string
+	ctx  context.Context
+	run  func(ctx context.Context)
+}
+
+// jobTimeout bounds one piece of background work.
+const jobTimeout = 30 * time.Second
+
+// NewServer builds the server and starts its background workers.
+func NewServer(c Config) *Server {
+	if c.Commands == nil || c.Sessions == nil || c.Keyring == nil {
+		panic("http: NewServer needs Commands, Sessions and Keyring")
+	}
+	if c.Clock == nil {
+		c.Clock = commands.SystemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 8 * time.Hour
+	}
+	if c.StepUpTTL <= 0 {
+		c.StepUpTTL = 10 * time.Minute
+	}
+	if c.RateLimitKeys <= 0 {
+		c.RateLimitKeys = 10000
+	}
+	if c.ResetWorkers <= 0 {
+		c.ResetWorkers = 4
+	}
+	if c.ResetQueue <= 0 {
+		c.ResetQueue = 256
+	}
+	perAccount := c.RateLimitPerAccount
+	if perAccount == 0 {
+		perAccount = c.RateLimitPerIP
+	}
+	s := &Server{
+		cfg:          c,
+		cmds:         c.Commands,
+		log:          c.Logger,
+		clock:        c.Clock,
+		router:       mux.NewRouter(),
+		ipLimit:      newRateLimiter(c.RateLimitPerIP, c.RateLimitKeys),
+		accountLimit: newRateLimiter(perAccount, c.RateLimitKeys),
+		jobs:         make(chan job, c.ResetQueue),
+	}
+	for range c.ResetWorkers {
+		s.workers.Add(1)
+		go s.work()
+	}
+	s.routes()
+	return s
+}
+
+// Router is the mux the API's routes are on; the HTML pages add theirs to it (with full
+// paths and .Methods(...): gorilla/mux v1.8.1 answers 404 instead of 405 inside
+// subrouters). Routes added to it go through the middleware of Handler, and each must be
+// listed in docs/api.md or the docs test fails.
+func (s *Server) Router() *mux.Router { return s.router }
+
+// Handler is the router wrapped in the middleware, to serve with net/http.Server.
+func (s *Server) Handler() http.Handler {
+	var h http.Handler = s.router
+	h = s.crossOrigin(h)
+	h = limitBody(h)
+	h = securityHeaders(h)
+	h = s.recoverPanics(h)
+	h = s.accessLog(h)
+	h = s.requestContext(h)
+	return h
+}
+
+// Commands is the command side the server was built with (for the HTML pages' handlers).
+func (s *Server) Commands() Commands { return s.cmds }
+
+// Now is the server's clock reading.
+func (s *Server) Now() time.Time { return s.clock.Now() }
+
+// Logger is the server's logger.
+func (s *Server) Logger() *slog.Logger { return s.log }
+
+// ---- background work ----
+
+// enqueue runs fn after the answer has gone, on a bounded pool of workers. ctx's values
+// (request metadata) are kept; its cancellation is not. It reports whether the work was
+// accepted.
+func (s *Server) enqueue(ctx context.Context, name string, fn func(ctx context.Context)) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return false
+	}
+	s.pending.Add(1)
+	select {
+	case s.jobs <- job{name: name, ctx: context.WithoutCancel(ctx), run: fn}:
+		return true
+	default:
+		s.pending.Done()
+		s.log.LogAttrs(ctx, slog.LevelWarn, "background queue full; work dropped",
+			slog.String("work", name), slog.String("request_id", RequestID(ctx)))
+		return false
+	}
+}
+
+func (s *Server) work() {
+	defer s.workers.Done()
+	for j := range s.jobs {
+		s.runJob(j)
+	}
+}
+
+func (s *Server) runJob(j job) {
+	defer s.pending.Done()
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("background work panicked", "work", j.name, "panic", v)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(j.ctx, jobTimeout)
+	defer cancel()
+	j.run(ctx)
+}
+
+// Wait blocks until all background work queued so far has finished (for tests).
+func (s *Server) Wait() { s.pending.Wait() }
+
+// Close stops taking background work and waits for what is queued to finish, or for ctx.
+// Call it after net/http.Server.Shutdown. /readyz answers 503 from now on.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.jobs)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
+// ---- health ----
+
+// Pinger is anything that can tell whether it is reachable (*pgxpool.Pool is one).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// PingAll is a Config.Ready that pings each store in turn.
+func PingAll(ps ...Pinger) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		for _, p := range ps {
+			if err := p.Ping(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if s.isClosed() {
+		writeAPIError(w, NewError(http.StatusServiceUnavailable, CodeNotReady, "the server is shutting down"))
+		return
+	}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "not ready",
+				slog.String("request_id", RequestID(r.Context())), slog.String("error", err.Error()))
+			writeAPIError(w, NewError(http.StatusServiceUnavailable, CodeNotReady, "a store is not reachable"))
+			return
+		}
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// ---- routes ----
+
+func (s *Server) routes() {
+	r := s.router
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, NewError(http.StatusNotFound, CodeNotFound, "no such resource"))
+	})
+	methodNotAllowed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, NewError(http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed on this resource"))
+	})
+	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
+	r.Use(recordRoute)
+
+	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)
+
+	// Full paths on the one router: gorilla/mux v1.8.1 loses 405s inside subrouters.
+	api := apiRoutes{r}
+	auth := s.RequireSession
+	stepUp := func(h http.HandlerFunc) http.Handler { return s.RequireSession(s.requireStepUp(h)) }
+
+	api.HandleFunc("/sessions", s.handleCreateSession).Methods(http.MethodPost)
+	api.Handle("/sessions/current", auth(http.HandlerFunc(s.handleDeleteSession))).Methods(http.MethodDelete)
+
+	api.Handle("/providers/{code}/users", auth(http.HandlerFunc(s.handleListUsers))).Methods(http.MethodGet)
+	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleEnableSelfReset))).Methods(http.MethodPut)
+	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleDisableSelfReset))).Methods(http.MethodDelete)
+
+	api.Handle("/me/self-reset", auth(http.HandlerFunc(s.handleMySelfReset))).Methods(http.MethodGet)
+	api.Handle("/me/self-reset/verify-password", auth(http.HandlerFunc(s.handleVerifyPassword))).Methods(http.MethodPost)
+	api.Handle("/me/self-reset/email", stepUp(s.handleStartEmail)).Methods(http.MethodPost)
+	api.Handle("/me/self-reset/email/verify", stepUp(s.handleVerifyEmail)).Methods(http.MethodPost)
+	api.Handle("/me/self-reset/configure", stepUp(s.handleConfigure)).Methods(http.MethodPost)
+
+	api.HandleFunc("/password-resets", s.handleForgotPassword).Methods(http.MethodPost)
+	api.HandleFunc("/password-resets/{reset_id}/resend", s.handleResend).Methods(http.MethodPost)
+	api.HandleFunc("/password-resets/{reset_id}/complete", s.handleComplete).Methods(http.MethodPost)
+}
+
+// APIPrefix is where the JSON API lives.
+const APIPrefix = "/api/v1"
+
+type apiRoutes struct{ r *mux.Router }
+
+func (a apiRoutes) HandleFunc(path string, h func(http.ResponseWriter, *http.Request)) *mux.Route {
+	return a.r.HandleFunc(APIPrefix+path, h)
+}
+
+func (a apiRoutes) Handle(path string, h http.Handler) *mux.Route {
+	return a.r.Handle(APIPrefix+path, h)
+}
+
+// errNotConfigured is for optional collaborators left out of Config.
+var errNotConfigured = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "this part of the service is not available"}

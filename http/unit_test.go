@@ -1,0 +1,201 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"selfreset/eventstore/postgres"
+	"selfreset/internal/testdb"
+	"selfreset/secret"
+)
+
+func testKeyring(t *testing.T, current string, ids ...string) *secret.Keyring {
+	t.Helper()
+	keys := map[string][]byte{}
+	for i, id := range ids {
+		keys[id] = bytes.Repeat([]byte{byte(i + 1)}, 32)
+	}
+	k, err := secret.NewKeyring(current, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestResetIDRoundTrip(t *testing.T) {
+	k := testKeyring(t, "k1", "k1")
+	at := time.Date(2030, 1, 2, 9, 0, 0, 123_000_000, time.UTC)
+	ref := resetRef{Provider: "ACME", Login: "jane.doe@x", IssuedAt: at}
+	id := sealResetID(k, ref)
+	got, ok := openResetID(k, id)
+	if !ok || got != ref {
+		t.Fatalf("open: %+v %v; want %+v", got, ok, ref)
+	}
+	// Key rotation: a reset id sealed under k1 still opens once k2 is current.
+	rotated := testKeyring(t, "k2", "k1", "k2")
+	if _, ok := openResetID(rotated, id); !ok {
+		t.Error("reset id from the previous key no longer opens")
+	}
+	// Another server's key, tampering, truncation, garbage.
+	if _, ok := openResetID(testKeyring(t, "k1", "k9", "k1"), id); ok {
+		t.Error("opened under a different key")
+	}
+	raw := []byte(id)
+	for i := range raw {
+		c := raw[i]
+		raw[i] = 'A'
+		if c == 'A' {
+			raw[i] = 'B'
+		}
+		if _, ok := openResetID(k, string(raw)); ok {
+			t.Fatalf("tampered at %d still opens", i)
+		}
+		raw[i] = c
+	}
+	for _, bad := range []string{"", "x", id[:len(id)-1], id + "A", strings.Repeat("A", 600), "!!!!"} {
+		if _, ok := openResetID(k, bad); ok {
+			t.Errorf("%q opens", bad)
+		}
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	cases := []struct {
+		name, peer string
+		xff        []string
+		want       string
+	}{
+		{"untrusted peer ignores the header", "203.0.113.5:4000", []string{"198.51.100.1"}, "203.0.113.5"},
+		{"trusted peer, one hop", "10.1.1.1:4000", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"right-most untrusted wins", "10.1.1.1:4000", []string{"1.2.3.4, 198.51.100.1, 10.2.2.2"}, "198.51.100.1"},
+		{"several headers in order", "10.1.1.1:4000", []string{"1.2.3.4", "198.51.100.7"}, "198.51.100.7"},
+		{"forged left entries do not matter", "10.1.1.1:4000", []string{"10.9.9.9, 198.51.100.1"}, "198.51.100.1"},
+		{"all trusted: left-most", "10.1.1.1:4000", []string{"10.3.3.3, 10.2.2.2"}, "10.3.3.3"},
+		{"garbage stops at the last good hop", "10.1.1.1:4000", []string{"198.51.100.1, nonsense, 10.2.2.2"}, "10.2.2.2"},
+		{"no header", "10.1.1.1:4000", nil, "10.1.1.1"},
+		{"ipv6 peer", "[::1]:4000", []string{"2001:db8::1"}, "2001:db8::1"},
+		{"4in6 is unmapped", "[::ffff:203.0.113.5]:80", nil, "203.0.113.5"},
+		{"port in the header", "10.1.1.1:4000", []string{"198.51.100.1:5555"}, "198.51.100.1"},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = c.peer
+		for _, v := range c.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		if got := clientIP(r, trusted).String(); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestRateLimiterIsBoundedAndUsesTheGivenTime(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newRateLimiter(2, 100)
+	if ok, _ := l.allow("a", now); !ok {
+		t.Fatal("first refused")
+	}
+	if ok, _ := l.allow("a", now); !ok {
+		t.Fatal("second refused")
+	}
+	ok, wait := l.allow("a", now)
+	if ok || wait != 30*time.Second {
+		t.Fatalf("third: %v %v", ok, wait)
+	}
+	// A refused request costs nothing: after the wait exactly one more goes through.
+	if ok, _ := l.allow("a", now.Add(30*time.Second)); !ok {
+		t.Fatal("refused after the wait")
+	}
+	if ok, _ := l.allow("a", now.Add(30*time.Second)); ok {
+		t.Fatal("allowed twice after one wait")
+	}
+	for i := range 1000 {
+		l.allow(strings.Repeat("k", i%7)+string(rune(i)), now.Add(time.Duration(i)*time.Millisecond))
+	}
+	if n := l.size(); n > 100 {
+		t.Errorf("%d buckets kept, limit 100", n)
+	}
+	// Idle buckets go first.
+	l2 := newRateLimiter(1, 10)
+	for i := range 10 {
+		l2.allow(string(rune('a'+i)), now)
+	}
+	l2.allow("fresh", now.Add(2*time.Minute))
+	if n := l2.size(); n != 1 {
+		t.Errorf("%d buckets after idle eviction, want 1", n)
+	}
+	var off *rateLimiter
+	if ok, _ := off.allow("x", now); !ok || newRateLimiter(0, 10) != nil {
+		t.Error("a zero budget must turn limiting off")
+	}
+}
+
+func TestRedactPath(t *testing.T) {
+	if got := redactPath("/api/v1/password-resets/" + strings.Repeat("A", 60) + "/x"); got != "/api/v1/password-resets/<redacted>/x" {
+		t.Errorf("got %s", got)
+	}
+}
+
+func TestSessionStore(t *testing.T) {
+	ctx := context.Background()
+	store, err := postgres.Open(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for range 2 { // idempotent
+		if err := Migrate(ctx, store.Pool()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := NewPGSessions(store.Pool())
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	tok, id := NewSessionToken()
+	if !wellFormedToken(tok) || !bytes.Equal(id, SessionID(tok)) {
+		t.Fatal("token/id mismatch")
+	}
+	sess := Session{ID: id, Provider: "ACME", Login: "jane", PasswordVersion: 2, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.Create(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	var stored int
+	if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM http_sessions WHERE position($1::bytea in id) > 0`, []byte(tok)).Scan(&stored); err != nil || stored != 0 {
+		t.Fatalf("the token itself is stored (%d, %v)", stored, err)
+	}
+	got, err := s.Get(ctx, id, now)
+	if err != nil || got.Provider != "ACME" || got.PasswordVersion != 2 || !got.StepUpUntil.IsZero() {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	if err := s.SetStepUp(ctx, id, now.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, id, now); !got.SteppedUp(now) || got.SteppedUp(now.Add(10*time.Minute)) {
+		t.Errorf("step-up: %+v", got)
+	}
+	if _, err := s.Get(ctx, id, now.Add(time.Hour)); err != ErrSessionNotFound {
+		t.Errorf("expired session: %v", err)
+	}
+	_, id2 := NewSessionToken()
+	sess.ID = id2
+	if err := s.Create(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RevokeUser(ctx, "ACME", "jane", now); err != nil || n != 2 {
+		t.Fatalf("revoke user: %d %v", n, err)
+	}
+	if _, err := s.Get(ctx, id2, now); err != ErrSessionNotFound {
+		t.Errorf("revoked session: %v", err)
+	}
+	if err := s.SetStepUp(ctx, id2, now); err != ErrSessionNotFound {
+		t.Errorf("step-up on a revoked session: %v", err)
+	}
+	if n, err := s.DeleteExpired(ctx, now.Add(time.Second)); err != nil || n != 2 {
+		t.Errorf("delete expired: %d %v", n, err)
+	}
+}
