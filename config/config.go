@@ -26,8 +26,11 @@ const (
 	EnvDatabaseURL   = "SELFRESET_DATABASE_URL"
 	EnvEventStoreURL = "SELFRESET_EVENTSTORE_URL"
 	EnvSecret        = "SELFRESET_SECRET"
-	EnvResetTokenTTL = "SELFRESET_RESET_TOKEN_TTL"
-	EnvEmailCodeTTL  = "SELFRESET_EMAIL_CODE_TTL"
+	// EnvSecretPrevious lists earlier secrets, comma-separated, kept during a key rotation
+	// so that tokens and codes derived under them stay valid until they expire.
+	EnvSecretPrevious = "SELFRESET_SECRET_PREVIOUS"
+	EnvResetTokenTTL  = "SELFRESET_RESET_TOKEN_TTL"
+	EnvEmailCodeTTL   = "SELFRESET_EMAIL_CODE_TTL"
 
 	EnvAddr           = "SELFRESET_ADDR"
 	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
@@ -69,6 +72,8 @@ type Config struct {
 	SecretKeyID string
 	// DevSecret is true when Secret is the public development key (development mode only).
 	DevSecret bool
+	// PreviousSecrets are earlier keys, still accepted for secrets derived under them.
+	PreviousSecrets [][]byte
 
 	ResetTokenTTL time.Duration
 	EmailCodeTTL  time.Duration
@@ -152,6 +157,19 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.Secret != nil {
 		c.SecretKeyID = KeyID(c.Secret)
 	}
+	for i, old := range strings.Split(getenv(EnvSecretPrevious), ",") {
+		old = strings.TrimSpace(old)
+		if old == "" {
+			continue
+		}
+		if len(old) < secret.MinKeyLength {
+			return Config{}, &Error{EnvSecretPrevious, fmt.Sprintf("entry %d is %d bytes; at least %d are required", i+1, len(old), secret.MinKeyLength)}
+		}
+		if c.Secret != nil && old == string(c.Secret) {
+			return Config{}, &Error{EnvSecretPrevious, fmt.Sprintf("entry %d is the current %s; list only earlier secrets", i+1, EnvSecret)}
+		}
+		c.PreviousSecrets = append(c.PreviousSecrets, []byte(old))
+	}
 
 	def := domain.DefaultPolicy()
 	var err error
@@ -233,7 +251,11 @@ func (c Config) Keyring() (*secret.Keyring, error) {
 	if c.Secret == nil {
 		return nil, &Error{EnvSecret, "not set; this command needs the server key"}
 	}
-	return secret.NewKeyring(c.SecretKeyID, map[string][]byte{c.SecretKeyID: c.Secret})
+	keys := map[string][]byte{c.SecretKeyID: c.Secret}
+	for _, old := range c.PreviousSecrets {
+		keys[KeyID(old)] = old
+	}
+	return secret.NewKeyring(c.SecretKeyID, keys)
 }
 
 // Policy is the domain's default policy with the configured lifetimes.

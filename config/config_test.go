@@ -67,6 +67,24 @@ func TestFromEnv(t *testing.T) {
 				t.Errorf("addr %q limit %d proxies %v", c.Addr, c.RateLimitPerIP, c.TrustedProxies)
 			}
 		}},
+		{name: "previous secrets", getenv: with(EnvSecretPrevious, " "+strings.Repeat("o", 32)+" , "+strings.Repeat("p", 40)),
+			check: func(t *testing.T, c Config) {
+				if len(c.PreviousSecrets) != 2 {
+					t.Fatalf("previous secrets: %d", len(c.PreviousSecrets))
+				}
+				k, err := c.Keyring()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if k.CurrentKeyID() != KeyID([]byte(testSecret)) {
+					t.Errorf("current key %q", k.CurrentKeyID())
+				}
+				if _, err := k.Value(secret.KindResetToken, KeyID([]byte(strings.Repeat("o", 32))), "id"); err != nil {
+					t.Errorf("old key not in the keyring: %v", err)
+				}
+			}},
+		{name: "short previous secret", getenv: with(EnvSecretPrevious, "short"), wantVar: EnvSecretPrevious, wantMsg: "at least 32"},
+		{name: "previous equals current", getenv: with(EnvSecretPrevious, testSecret), wantVar: EnvSecretPrevious, wantMsg: "current"},
 		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
 		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
 		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},
