@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: what exists today, end to end, in development mode. It migrates the
-# database, registers a demo provider with a user administrator and a user (again on
-# each run: "already exists" is fine), and prints the provider's audit trail.
-# When the HTTP service lands, this becomes `selfreset --dev serve`.
+# `make run`: the service in development mode. It migrates the database, registers a demo
+# provider with a user administrator and a user (again on each run: "already exists" is
+# fine), then runs `selfreset --dev serve` on http://127.0.0.1:8080 (SELFRESET_ADDR) with
+# emails printed to this terminal (the console mail driver). Ctrl-C stops it.
 #
 # Database: SELFRESET_DATABASE_URL if set; else a database "selfreset_dev" on the server
 # scripts/test.sh would use (127.0.0.1:5432, installed as root on Debian if missing).
@@ -26,8 +26,9 @@ if [[ -z ${SELFRESET_DATABASE_URL:-} ]]; then
 	fi
 fi
 
-bin_dir=$(mktemp -d)
-trap 'rm -rf "$bin_dir"' EXIT
+# The binary goes to bin/ (ignored by git): exec below replaces this shell.
+bin_dir=bin
+mkdir -p "$bin_dir"
 say "go build ./cmd/selfreset"
 go build -o "$bin_dir/selfreset" ./cmd/selfreset
 selfreset() { "$bin_dir/selfreset" --dev "$@"; }
@@ -54,14 +55,12 @@ once provider add --code DEMO --name "Demo Agency" --allow-self-reset
 once user add --provider DEMO --login admin --name "Demo Admin" --role user-admin --password-stdin <<<"$demo_admin_password"
 once user add --provider DEMO --login jane --name "Jane Doe" --password-stdin <<<"$demo_user_password"
 
-printf '\n==> audit trail of provider DEMO (what auditors see; hashes redacted)\n'
-selfreset audit --provider DEMO 2>/dev/null
-
+addr=${SELFRESET_ADDR:-127.0.0.1:8080}
 cat <<MSG
 
 Demo provider DEMO: admin (user-admin) / $demo_admin_password, jane / $demo_user_password
 Database: $SELFRESET_DATABASE_URL
-Try:  go run ./cmd/selfreset --dev user lock --provider DEMO --login jane
-      go run ./cmd/selfreset --dev audit --provider DEMO --login jane --format jsonl
-(with SELFRESET_DATABASE_URL exported as above; 'go run ./cmd/selfreset help' lists every command)
+Open http://$addr/login . Emails (codes, tokens) are printed below by the console mail driver.
+Auditors: SELFRESET_DATABASE_URL='$SELFRESET_DATABASE_URL' go run ./cmd/selfreset audit --provider DEMO
 MSG
+exec "$bin_dir/selfreset" --dev serve
