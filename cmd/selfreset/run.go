@@ -29,6 +29,7 @@ var groups = []group{
 	auditGroup,
 	serveGroup,
 	projectionsGroup,
+	benchGroup,
 }
 
 // rootName is the program's name, and its flag set's.
