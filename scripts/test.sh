@@ -21,9 +21,24 @@ else
 	export SELFRESET_TEST_DATABASE_URL=$PG_SERVER_URL
 fi
 
-# ---- browser tests: a later issue installs Debian's chromium here -------------------
-# (e.g. `apt-get install -y chromium` as root on Debian, and export the path the
-# headless browser tests look for). Nothing to do yet.
+# ---- browser tests: headless Chromium for cmd/selfreset's TestBrowserWalk ------------
+# The test drives the Chromium that SELFRESET_CHROMIUM names. Without one it skips, but
+# under CI=true it fails: install Debian's chromium here when we can.
+if [[ -z ${SELFRESET_CHROMIUM:-} ]] && ! command -v chromium >/dev/null 2>&1; then
+	if is_debian_root; then
+		say "installing Chromium with apt-get (for the browser test)"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq chromium >/dev/null
+	else
+		say "Chromium is not installed, and this script installs it only as root on Debian/Ubuntu; the browser test will skip (and fail under CI=true)"
+	fi
+fi
+if [[ -z ${SELFRESET_CHROMIUM:-} ]] && command -v chromium >/dev/null 2>&1; then
+	SELFRESET_CHROMIUM=$(command -v chromium) # /usr/bin/chromium on Debian
+	export SELFRESET_CHROMIUM
+	say "using Chromium at $SELFRESET_CHROMIUM"
+fi
 # ---------------------------------------------------------------------------------------
 
 say "gofmt"

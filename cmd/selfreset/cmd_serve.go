@@ -128,6 +128,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://"),
 			Ready:           httpapi.PingAll(pool),
 		})
+		srv.MountPages()
 		ln, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
 			return &config.Error{Var: config.EnvAddr, Msg: err.Error()}

@@ -1,0 +1,232 @@
+package http
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"selfreset/domain"
+)
+
+// The Forgot Password pages. Like the API (see api_resets.go) they never tell whether an
+// account matched: the Reset Password page answers every submission with the same
+// redirect to the Change Password page of that request (only the reset id differs), and
+// Resend decides from the reset id alone.
+
+// resetSentNote is the neutral note on the Change Password page after Submit.
+func (s *Server) resetSentNote(again bool) string {
+	what := "a Password token was sent"
+	if again {
+		what = "a new Password token was sent (use the latest one)"
+	}
+	return "If the details match a configured account, " + what + " to the email; it is valid for " +
+		humanDuration(s.tokenTTL()) + "."
+}
+
+type forgotData struct {
+	ValidFor string
+}
+
+func (s *Server) renderForgot(w http.ResponseWriter, r *http.Request, status int, pg page) {
+	pg.Title, pg.Data = "Reset Password", forgotData{ValidFor: humanDuration(s.tokenTTL())}
+	s.render(w, r, status, "forgot", pg)
+}
+
+// GET /forgot-password
+func (s *Server) handleForgotPage(w http.ResponseWriter, r *http.Request) {
+	s.renderForgot(w, r, http.StatusOK, page{})
+}
+
+// POST /forgot-password
+func (s *Server) handleForgotSubmit(w http.ResponseWriter, r *http.Request) {
+	if e := parsePageForm(r); e != nil {
+		s.renderForgot(w, r, e.Status, page{Error: sentence(e.Message)})
+		return
+	}
+	login, code, email := formValue(r, "login_name"), formValue(r, "provider_code"), formValue(r, "email")
+	pg := page{Form: map[string]string{"login_name": clipString(login, maxIdentLen),
+		"provider_code": clipString(code, maxIdentLen), "email": clipString(email, maxIdentLen)}}
+	if login == "" || code == "" || email == "" {
+		pg.Error = "Enter your Login Name, Provider Code and Email."
+		s.renderForgot(w, r, http.StatusBadRequest, pg)
+		return
+	}
+	if len(login) > maxIdentLen || len(code) > maxIdentLen || len(email) > maxIdentLen {
+		pg.Error = "The Login Name, Provider Code and Email are at most 254 characters each."
+		s.renderForgot(w, r, http.StatusBadRequest, pg)
+		return
+	}
+	if e := s.pageLimit(r, LimitForgot, AccountKey(code, login)); e != nil {
+		s.setRetryAfter(w, e)
+		pg.Error = sentence(e.Message)
+		s.renderForgot(w, r, e.Status, pg)
+		return
+	}
+	id, ttl := s.RequestReset(r.Context(), code, login, email)
+	s.setResetCookie(w, id, ttl)
+	redirect(w, r, PathChangePassword+"/"+id+"?sent=1")
+}
+
+// setResetCookie remembers this browser's latest reset id for the email link. Max-Age
+// only (no Expires), so the answer does not depend on the time.
+func (s *Server) setResetCookie(w http.ResponseWriter, resetID string, ttl time.Duration) {
+	http.SetCookie(w, &http.Cookie{Name: resetCookieName, Value: resetID, Path: PathChangePassword,
+		MaxAge: max(int(ttl/time.Second), 1), HttpOnly: true, Secure: !s.cfg.InsecureCookies, SameSite: http.SameSiteLaxMode})
+}
+
+func (s *Server) clearResetCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: resetCookieName, Value: "", Path: PathChangePassword, MaxAge: -1,
+		HttpOnly: true, Secure: !s.cfg.InsecureCookies, SameSite: http.SameSiteLaxMode})
+}
+
+// GET /change-password?provider=…&login=… (the link in the token email)
+//
+// The token belongs to the request made on the Reset Password page; this browser's
+// latest reset id (a cookie) leads back to its Change Password page. Elsewhere the page
+// says where to go.
+func (s *Server) handleChangeLanding(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(resetCookieName); err == nil {
+		if ref, ok := openResetID(s.cfg.Keyring, c.Value); ok {
+			q := r.URL.Query()
+			code, login := q.Get("provider"), q.Get("login")
+			if (code == "" || domain.NormalizeProviderCode(code) == ref.Provider) &&
+				(login == "" || domain.NormalizeLogin(login) == ref.Login) {
+				redirect(w, r, PathChangePassword+"/"+url.PathEscape(c.Value))
+				return
+			}
+		}
+	}
+	s.render(w, r, http.StatusOK, "change_landing", page{Title: "Change Password"})
+}
+
+type changeData struct {
+	ResetID        string
+	ValidFor       string
+	MinLength      int
+	MaxLength      int
+	Expired        bool
+	ExpiredMessage string
+}
+
+// renderChange shows the Change Password page of the request ref names.
+func (s *Server) renderChange(w http.ResponseWriter, r *http.Request, status int, resetID string, ref resetRef, pg page) {
+	pol := s.cmds.Policy()
+	d := changeData{ResetID: resetID, ValidFor: humanDuration(s.tokenTTL()),
+		MinLength: pol.MinPasswordLength, MaxLength: pol.MaxPasswordLength}
+	if !s.clock.Now().Before(ref.IssuedAt.Add(s.tokenTTL())) {
+		d.Expired, d.ExpiredMessage = true, sentence(domain.ErrResendAfterExpiry.Message)
+		pg.Notice = ""
+	}
+	pg.Title, pg.Data = "Change Password", d
+	s.render(w, r, status, "change", pg)
+}
+
+// resetNotFound is the page for a reset id this server did not seal.
+func (s *Server) resetNotFound(w http.ResponseWriter, r *http.Request) {
+	s.renderMessage(w, r, http.StatusNotFound, "Change Password",
+		"This Change Password page is not valid.",
+		"Go back to the login page and click Forgot Password? to receive a Password token.",
+		link{URL: PathForgotPassword, Text: "Forgot Password?"}, link{URL: PathLogin, Text: "Back to the login page"})
+}
+
+// GET /change-password/{reset_id}
+func (s *Server) handleChangePage(w http.ResponseWriter, r *http.Request) {
+	resetID := mux.Vars(r)["reset_id"]
+	ref, ok := openResetID(s.cfg.Keyring, resetID)
+	if !ok {
+		s.resetNotFound(w, r)
+		return
+	}
+	var pg page
+	switch q := r.URL.Query(); {
+	case q.Get("sent") != "":
+		pg.Notice = s.resetSentNote(false)
+	case q.Get("resent") != "":
+		pg.Notice = s.resetSentNote(true)
+	}
+	s.renderChange(w, r, http.StatusOK, resetID, ref, pg)
+}
+
+// POST /change-password/{reset_id}
+func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
+	resetID := mux.Vars(r)["reset_id"]
+	ref, ok := openResetID(s.cfg.Keyring, resetID)
+	if !ok {
+		s.resetNotFound(w, r)
+		return
+	}
+	fail := func(e *Error) {
+		s.setRetryAfter(w, e)
+		s.renderChange(w, r, e.Status, resetID, ref, page{Error: sentence(e.Message), Reasons: e.Reasons})
+	}
+	if e := parsePageForm(r); e != nil {
+		fail(e)
+		return
+	}
+	token := formValue(r, "token")
+	newPassword, confirm := r.PostForm.Get("new_password"), r.PostForm.Get("confirm_password")
+	if token == "" || newPassword == "" || confirm == "" {
+		fail(NewError(http.StatusBadRequest, CodeBadRequest, "enter the Password Token, the New Password and Confirm New Password"))
+		return
+	}
+	if e := s.pageLimit(r, LimitToken, ref.Provider+"/"+ref.Login); e != nil {
+		fail(e)
+		return
+	}
+	err := s.CompleteReset(r.Context(), resetID, token, newPassword, confirm)
+	if err == nil {
+		s.clearResetCookie(w)
+		s.render(w, r, http.StatusOK, "reset_done", page{Title: "Password Reset"})
+		return
+	}
+	if errors.Is(err, ErrResetNotFound) {
+		s.resetNotFound(w, r)
+		return
+	}
+	e := s.pageError(r, err)
+	switch e.Code {
+	case domain.ErrTokenExpired.Code:
+		e = &Error{Status: e.Status, Code: e.Code, Message: domain.ErrResendAfterExpiry.Message}
+	case domain.ErrTooManyAttempts.Code:
+		e = &Error{Status: e.Status, Code: e.Code,
+			Message: "too many wrong Password Tokens, so the token no longer works; go back to the login page and click Forgot Password? again"}
+	}
+	fail(e)
+}
+
+// POST /change-password/{reset_id}/resend
+func (s *Server) handleResendSubmit(w http.ResponseWriter, r *http.Request) {
+	resetID := mux.Vars(r)["reset_id"]
+	ref, ok := openResetID(s.cfg.Keyring, resetID)
+	if !ok {
+		s.resetNotFound(w, r)
+		return
+	}
+	fail := func(e *Error) {
+		s.setRetryAfter(w, e)
+		s.renderChange(w, r, e.Status, resetID, ref, page{Error: sentence(e.Message)})
+	}
+	if e := parsePageForm(r); e != nil {
+		fail(e)
+		return
+	}
+	if e := s.pageLimit(r, LimitResend, ref.Provider+"/"+ref.Login); e != nil {
+		fail(e)
+		return
+	}
+	newID, ttl, err := s.ResendReset(r.Context(), resetID)
+	switch {
+	case errors.Is(err, ErrResetNotFound):
+		s.resetNotFound(w, r)
+		return
+	case err != nil:
+		// After expiry: the seed's "Password Reset Error" message, decided from the reset id alone.
+		fail(s.pageError(r, err))
+		return
+	}
+	s.setResetCookie(w, newID, ttl)
+	redirect(w, r, PathChangePassword+"/"+newID+"?resent=1")
+}
