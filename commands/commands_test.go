@@ -13,8 +13,8 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
-	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
+	"selfreset/internal/teststore"
 	"selfreset/password"
 	"selfreset/secret"
 )
@@ -28,24 +28,20 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
+// fixture is one test's world. The store is Postgres (a database of the test's own) or,
+// with SELFRESET_EVENTSTORE_URL set, the shared EventStoreDB (see internal/teststore): the
+// tests then keep to streams of their own through provider codes of their own (code).
 type fixture struct {
 	h     *commands.Handler
 	store eventstore.Store
 	keys  *secret.Keyring
 	clock *clock
+	code  string // the provider the tests work in: "ACME" on Postgres, "ACME<random>" on EventStoreDB
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	store, err := postgres.Open(ctx, testdb.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	if err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := teststore.New(t, testdb.New(t))
 	keys, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte("k"), 32)})
 	if err != nil {
 		t.Fatal(err)
@@ -57,13 +53,12 @@ func newFixture(t *testing.T) *fixture {
 	clk := &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
 	h := commands.New(commands.Config{Store: store, Clock: clk, Hasher: hasher, Secrets: keys,
 		Common: password.NewCommonList(), Policy: domain.DefaultPolicy(), MaxAttempts: 20})
-	return &fixture{h: h, store: store, keys: keys, clock: clk}
+	return &fixture{h: h, store: store, keys: keys, clock: clk, code: teststore.ProviderCode(t, "ACME")}
 }
 
 var operator = domain.SystemActor("test")
 
 const (
-	code     = "ACME"
 	oldPass  = "correct horse battery"
 	newPass  = "staple-gun-wizard-42"
 	recovery = "jane.doe@example.org"
@@ -74,13 +69,13 @@ const (
 func (f *fixture) configuredUser(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	must(t, f.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: code, Name: "Acme Care", AllowSelfReset: true}))
-	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: "admin", DisplayName: "Admin", Password: "admin-password-1", Roles: []string{domain.RoleUserAdmin}}))
-	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: "Jane", DisplayName: "Jane Doe", Password: oldPass}))
-	admin := domain.Actor{Provider: code, Login: "admin"} // refreshed from the admin's stream by the handler
-	must(t, f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: admin, Provider: code, Login: "jane"}))
-	must(t, f.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: code, Login: "jane", Password: oldPass}))
-	self := commands.SelfUser{Provider: code, Login: "jane"}
+	must(t, f.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: f.code, Name: "Acme Care", AllowSelfReset: true}))
+	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: f.code, Login: "admin", DisplayName: "Admin", Password: "admin-password-1", Roles: []string{domain.RoleUserAdmin}}))
+	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: f.code, Login: "Jane", DisplayName: "Jane Doe", Password: oldPass}))
+	admin := domain.Actor{Provider: f.code, Login: "admin"} // refreshed from the admin's stream by the handler
+	must(t, f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: admin, Provider: f.code, Login: "jane"}))
+	must(t, f.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: f.code, Login: "jane", Password: oldPass}))
+	self := commands.SelfUser{Provider: f.code, Login: "jane"}
 	codeID, err := f.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recovery})
 	must(t, err)
 	value, err := f.keys.Value(secret.KindEmailCode, "k1", codeID)
@@ -110,24 +105,24 @@ func TestSeedWalkThrough(t *testing.T) {
 
 	// Locked out by failed logins…
 	for range 5 {
-		if _, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
 			t.Fatalf("wrong password: %v", err)
 		}
 	}
-	if _, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
+	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
 		t.Fatalf("locked account signed in: %v", err)
 	}
 	// …forgets the password, gets a token, resets, and signs in again.
-	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "acme", Login: "JANE", Email: "Jane.Doe@example.org"})
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: strings.ToLower(f.code), Login: "JANE", Email: "Jane.Doe@example.org"})
 	must(t, err)
 	f.clock.Add(4 * time.Minute)
-	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: strings.ToLower(f.token(t, tokenID)), NewPassword: newPass}))
-	u, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: newPass, SessionID: "s1"})
+	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: f.code, Login: "jane", Token: strings.ToLower(f.token(t, tokenID)), NewPassword: newPass}))
+	u, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: newPass, SessionID: "s1"})
 	must(t, err)
 	if u.Locked || u.PasswordVersion != 1 {
 		t.Fatalf("after reset: locked=%v version=%d", u.Locked, u.PasswordVersion)
 	}
-	if _, err := f.h.Login(ctx, commands.Login{Provider: code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
+	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
 		t.Fatalf("old password still works: %v", err)
 	}
 }
@@ -136,14 +131,14 @@ func TestTokenExpiresAfterFiveMinutes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.configuredUser(t)
-	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery})
 	must(t, err)
 	f.clock.Add(5 * time.Minute)
-	err = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: f.token(t, tokenID), NewPassword: newPass})
+	err = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: f.code, Login: "jane", Token: f.token(t, tokenID), NewPassword: newPass})
 	if !errors.Is(err, domain.ErrTokenExpired) {
 		t.Fatalf("got %v, want token expired", err)
 	}
-	if _, err := f.h.ResendResetToken(ctx, commands.ResendResetToken{Provider: code, Login: "jane"}); !errors.Is(err, domain.ErrResendAfterExpiry) {
+	if _, err := f.h.ResendResetToken(ctx, commands.ResendResetToken{Provider: f.code, Login: "jane"}); !errors.Is(err, domain.ErrResendAfterExpiry) {
 		t.Fatalf("resend after expiry: %v", err)
 	}
 }
@@ -153,7 +148,7 @@ func TestConcurrentResetsWithOneToken(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.configuredUser(t)
-	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery})
 	must(t, err)
 	token := f.token(t, tokenID)
 	const racers = 8
@@ -161,7 +156,7 @@ func TestConcurrentResetsWithOneToken(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range racers {
 		wg.Go(func() {
-			errs[i] = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: token, NewPassword: newPass + string(rune('a'+i))})
+			errs[i] = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: f.code, Login: "jane", Token: token, NewPassword: newPass + string(rune('a'+i))})
 		})
 	}
 	wg.Wait()
@@ -178,7 +173,7 @@ func TestConcurrentResetsWithOneToken(t *testing.T) {
 	if wins != 1 {
 		t.Fatalf("%d submissions succeeded with one token, want exactly 1", wins)
 	}
-	changes := countEvents(t, f, domain.UserStream(code, "jane"), "PasswordChanged")
+	changes := countEvents(t, f, domain.UserStream(f.code, "jane"), "PasswordChanged")
 	if changes != 1 {
 		t.Fatalf("%d PasswordChanged events, want 1", changes)
 	}
@@ -189,20 +184,20 @@ func TestConcurrentWrongTokensAreAllCounted(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.configuredUser(t)
-	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery})
 	must(t, err)
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
-			_ = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: "0000000000", NewPassword: newPass})
+			_ = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: f.code, Login: "jane", Token: "0000000000", NewPassword: newPass})
 		})
 	}
 	wg.Wait()
-	err = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: f.token(t, tokenID), NewPassword: newPass})
+	err = f.h.ResetPassword(ctx, commands.ResetPassword{Provider: f.code, Login: "jane", Token: f.token(t, tokenID), NewPassword: newPass})
 	if !errors.Is(err, domain.ErrTokenRevoked) {
 		t.Fatalf("right token after 5 concurrent wrong ones: %v, want revoked", err)
 	}
-	if n := countEvents(t, f, domain.UserStream(code, "jane"), "ResetTokenRevoked"); n != 1 {
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "ResetTokenRevoked"); n != 1 {
 		t.Fatalf("%d revocations, want 1", n)
 	}
 }
@@ -211,18 +206,27 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.configuredUser(t)
+	nope := teststore.ProviderCode(t, "NOPE") // a provider nobody registered
 	for _, r := range []commands.RequestResetToken{
-		{Provider: "NOPE", Login: "jane", Email: "stranger@example.net"},
-		{Provider: code, Login: "nobody", Email: "stranger@example.net"},
+		{Provider: nope, Login: "jane", Email: "stranger@example.net"},
+		{Provider: f.code, Login: "nobody", Email: "stranger@example.net"},
 	} {
 		if _, err := f.h.RequestResetToken(ctx, r); !errors.Is(err, domain.ErrUnknownAccount) {
 			t.Fatalf("%+v: %v", r, err)
 		}
 	}
-	recs, err := f.store.ReadStream(ctx, domain.UnmatchedStream, 0)
+	all, err := f.store.ReadStream(ctx, domain.UnmatchedStream, 0)
 	must(t, err)
-	if len(recs) != 2 {
-		t.Fatalf("%d unmatched events, want 2", len(recs))
+	// On EventStoreDB the stream is shared by every test and run: keep the requests for the
+	// codes attempted here. On Postgres it holds nothing else.
+	var recs []eventstore.RecordedEvent
+	for _, r := range all {
+		if p := teststore.EventProvider(r); p == nope || p == f.code {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) != 2 || (!teststore.Shared() && len(all) != 2) {
+		t.Fatalf("%d unmatched events for %s and %s (%d in the stream), want 2", len(recs), nope, f.code, len(all))
 	}
 	for _, r := range recs {
 		if bytes.Contains(r.Data, []byte("stranger@example.net")) {
@@ -241,13 +245,13 @@ func TestNoSecretInTheHistory(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.configuredUser(t)
-	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "jane", Email: recovery})
+	tokenID, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery})
 	must(t, err)
 	token := f.token(t, tokenID)
-	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: "jane", Token: token, NewPassword: newPass}))
+	must(t, f.h.ResetPassword(ctx, commands.ResetPassword{Provider: f.code, Login: "jane", Token: token, NewPassword: newPass}))
 	// Read the streams themselves: the global feed may trail fresh appends (see eventstore.Store).
 	var recs []eventstore.RecordedEvent
-	for _, stream := range []string{domain.ProviderStream(code), domain.UserStream(code, "admin"), domain.UserStream(code, "jane")} {
+	for _, stream := range []string{domain.ProviderStream(f.code), domain.UserStream(f.code, "admin"), domain.UserStream(f.code, "jane")} {
 		rs, err := f.store.ReadStream(ctx, stream, 0)
 		must(t, err)
 		recs = append(recs, rs...)
@@ -267,8 +271,8 @@ func TestNoSecretInTheHistory(t *testing.T) {
 func TestMetadataTravelsWithEvents(t *testing.T) {
 	f := newFixture(t)
 	ctx := commands.WithMetadata(context.Background(), eventstore.Metadata{CorrelationID: "req-1", ClientIP: "127.0.0.1", UserAgent: "test-agent"})
-	must(t, f.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: code, Name: "Acme"}))
-	recs, err := f.store.ReadStream(ctx, domain.ProviderStream(code), 0)
+	must(t, f.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: f.code, Name: "Acme"}))
+	recs, err := f.store.ReadStream(ctx, domain.ProviderStream(f.code), 0)
 	must(t, err)
 	md := recs[0].Metadata
 	if md.Actor != "system:test" || md.CorrelationID != "req-1" || md.ClientIP != "127.0.0.1" || md.UserAgent != "test-agent" {
@@ -283,15 +287,15 @@ func TestAdminRightsComeFromTheAdminsOwnStream(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.configuredUser(t)
-	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: "bob", DisplayName: "Bob", Password: "bob-password-1"}))
+	must(t, f.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: f.code, Login: "bob", DisplayName: "Bob", Password: "bob-password-1"}))
 	// A caller claiming admin rights it does not have is refused.
-	claimed := domain.Actor{Provider: code, Login: "jane", Admin: true}
-	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: claimed, Provider: code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
+	claimed := domain.Actor{Provider: f.code, Login: "jane", Admin: true}
+	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: claimed, Provider: f.code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
 		t.Fatalf("non-admin enabled a user: %v", err)
 	}
 	// An admin whose role is revoked loses the right at once.
-	must(t, f.h.RevokeRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: operator, Provider: code, Login: "admin"}, Role: domain.RoleUserAdmin}))
-	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: domain.Actor{Provider: code, Login: "admin"}, Provider: code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
+	must(t, f.h.RevokeRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: operator, Provider: f.code, Login: "admin"}, Role: domain.RoleUserAdmin}))
+	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: domain.Actor{Provider: f.code, Login: "admin"}, Provider: f.code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
 		t.Fatalf("revoked admin enabled a user: %v", err)
 	}
 }

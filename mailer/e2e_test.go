@@ -7,24 +7,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
-	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
+	"selfreset/internal/teststore"
 	"selfreset/mailer"
 	"selfreset/password"
 	"selfreset/projections"
 )
 
-// world is the whole service minus HTTP: the write side on the Postgres event store, the
-// mailer's intake and sender, and a real SMTP server.
+// world is the whole service minus HTTP: the write side on the event store, the mailer's
+// intake and sender, and a real SMTP server.
+//
+// The event store is Postgres (in the test's database, next to the mailer's tables) or,
+// with SELFRESET_EVENTSTORE_URL set, the shared EventStoreDB (internal/teststore), whose
+// feed also holds other tests' events and those of earlier runs. The world works in a
+// provider of its own (code) and feeds the mailer only that provider's events: the others'
+// mail is not this test's to send.
 type world struct {
 	h      *commands.Handler
-	store  *postgres.Store
-	pool   *pgxpool.Pool
+	store  eventstore.Store
+	pool   *pgxpool.Pool // the test's database: the mailer's (and the runner's) tables
+	code   string        // the provider: "ACME" on Postgres, "ACME<random>" on EventStoreDB
 	clock  *clock
 	srv    *smtpServer
 	proj   *mailer.Projection
@@ -35,15 +43,15 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
-	store, err := postgres.Open(ctx, testdb.New(t))
+	dbURL := testdb.New(t)
+	store := teststore.New(t, dbURL)
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(store.Close)
-	if err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w := &world{store: store, pool: store.Pool(), clock: newClock(), srv: startSMTP(t, serverOptions{})}
+	t.Cleanup(pool.Close)
+	w := &world{store: store, pool: pool, code: teststore.ProviderCode(t, "ACME"), clock: newClock(),
+		srv: startSMTP(t, serverOptions{})}
 	if err := mailer.Migrate(ctx, w.pool); err != nil {
 		t.Fatal(err)
 	}
@@ -110,52 +118,97 @@ func subjects(mails []parsed) []string {
 	return s
 }
 
-// setUp registers ACME with an admin and jane, and enables jane.
+// setUp registers the provider with an admin and jane, and enables jane.
 func (w *world) setUp(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	operator := domain.SystemActor("test")
-	w.must(t, w.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: "ACME", Name: "Acme Care", AllowSelfReset: true}))
-	w.must(t, w.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: "admin", DisplayName: "Admin",
+	w.must(t, w.h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: w.code, Name: "Acme Care", AllowSelfReset: true}))
+	w.must(t, w.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: w.code, Login: "admin", DisplayName: "Admin",
 		Password: "admin-password-1", Roles: []string{domain.RoleUserAdmin}}))
-	w.must(t, w.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: "jane", DisplayName: "Jane Doe",
+	w.must(t, w.h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: w.code, Login: "jane", DisplayName: "Jane Doe",
 		Password: "correct horse battery"}))
-	w.must(t, w.h.EnableSelfReset(ctx, commands.UserCommand{Actor: admin, Provider: "ACME", Login: "jane"}))
+	w.must(t, w.h.EnableSelfReset(ctx, commands.UserCommand{Actor: w.admin(), Provider: w.code, Login: "jane"}))
 }
 
-var admin = domain.Actor{Provider: "ACME", Login: "admin"}
+// admin is the provider's user admin.
+func (w *world) admin() domain.Actor { return domain.Actor{Provider: w.code, Login: "admin"} }
+
+// own reports whether r is an event of this world's provider.
+func (w *world) own(r eventstore.RecordedEvent) bool { return teststore.EventProvider(r) == w.code }
+
+// lastOwn is the position of the newest event of this world's streams (Start when none):
+// the feed must reach it before everything the test did can have been applied.
+func (w *world) lastOwn(t *testing.T) eventstore.Position {
+	t.Helper()
+	last := eventstore.Start
+	for _, stream := range []string{domain.ProviderStream(w.code), domain.UserStream(w.code, "admin"), domain.UserStream(w.code, "jane")} {
+		recs, err := w.store.ReadStream(context.Background(), stream, 0)
+		if errors.Is(err, eventstore.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := recs[len(recs)-1].Position
+		if p == eventstore.Start {
+			t.Fatalf("ReadStream(%s) gave no position (the contract suite requires one)", stream)
+		}
+		if last.Less(p) {
+			last = p
+		}
+	}
+	return last
+}
+
+// ownOnly passes a projection this world's events only.
+type ownOnly struct {
+	projections.Projection
+	w *world
+}
+
+func (o ownOnly) Apply(ctx context.Context, tx pgx.Tx, e projections.Envelope) error {
+	if !o.w.own(e.Record) {
+		return nil
+	}
+	return o.Projection.Apply(ctx, tx, e)
+}
 
 // TestFullPath walks the seed through the write side, the feed, the mailer and a real
 // SMTP server: the user learns the code and the token only from the mail. The feed is
-// applied here one transaction per event, as the runner does.
+// applied here one transaction per event, as the runner does (this world's events only:
+// see world).
 func TestFullPath(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	codec := w.h.Codec()
 	var checkpoint eventstore.Position
-	applied := 0 // events applied since the checkpoint was last reset
 	deliver := func() []parsed {
 		t.Helper()
 		// The feed shows a commit once no older append is still open (see
-		// eventstore/postgres), so wait until every event is readable.
-		var total int
-		if err := w.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
-			t.Fatal(err)
-		}
+		// eventstore/postgres), so wait until it reaches this world's newest event.
+		target := w.lastOwn(t)
 		deadline := time.Now().Add(10 * time.Second)
-		for applied < total {
+		for checkpoint.Less(target) {
 			recs, err := w.store.ReadAll(ctx, checkpoint, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(recs) == 0 {
 				if time.Now().After(deadline) {
-					t.Fatalf("the feed shows %d of %d events", applied, total)
+					t.Fatalf("the feed stays at %s, short of %s", checkpoint, target)
 				}
 				time.Sleep(5 * time.Millisecond)
 				continue
 			}
 			for _, r := range recs {
+				if !w.own(r) {
+					if !teststore.Shared() {
+						t.Fatalf("%s of %s is not this test's, on a private event store", r.Type, r.Stream)
+					}
+					checkpoint = r.Position
+					continue
+				}
 				v, err := codec.DecodeRecorded(r)
 				if err != nil {
 					t.Fatal(err)
@@ -171,7 +224,6 @@ func TestFullPath(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkpoint = r.Position
-				applied++
 			}
 		}
 		return w.newMail(t)
@@ -187,8 +239,8 @@ func TestFullPath(t *testing.T) {
 	w.setUp(t)
 
 	// Configure: the 6-digit code arrives by mail.
-	self := commands.SelfUser{Provider: "ACME", Login: "jane"}
-	w.must(t, w.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: "ACME", Login: "jane", Password: "correct horse battery"}))
+	self := commands.SelfUser{Provider: w.code, Login: "jane"}
+	w.must(t, w.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: w.code, Login: "jane", Password: "correct horse battery"}))
 	_, err := w.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recipient})
 	w.must(t, err)
 	w.clock.Add(time.Second)
@@ -200,17 +252,17 @@ func TestFullPath(t *testing.T) {
 	}
 
 	// Forgot Password?: the token arrives by mail and resets the password.
-	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "ACME", Login: "jane", Email: recipient})
+	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: recipient})
 	w.must(t, err)
 	w.clock.Add(time.Second)
 	m := one("Your password token")
 	token := aloneOnLine(t, m.Text, tokenLine)
-	if !strings.Contains(m.Text, publicURL+"/change-password?login=jane&provider=ACME") {
+	if !strings.Contains(m.Text, publicURL+"/change-password?login=jane&provider="+w.code) {
 		t.Errorf("token mail:\n%s", m.Text)
 	}
 	w.clock.Add(2 * time.Minute)
-	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "jane", Token: token, NewPassword: "staple-gun-wizard-42"}))
-	if _, err := w.h.Login(ctx, commands.Login{Provider: "ACME", Login: "jane", Password: "staple-gun-wizard-42"}); err != nil {
+	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: w.code, Login: "jane", Token: token, NewPassword: "staple-gun-wizard-42"}))
+	if _, err := w.h.Login(ctx, commands.Login{Provider: w.code, Login: "jane", Password: "staple-gun-wizard-42"}); err != nil {
 		t.Fatalf("login with the new password: %v", err)
 	}
 	if !strings.Contains(one("Your password was changed").Text, "using Self Password Reset") {
@@ -218,8 +270,8 @@ func TestFullPath(t *testing.T) {
 	}
 
 	// A refused request tells the owner why, in the seed's words.
-	w.must(t, w.h.AdminLock(ctx, commands.UserCommand{Actor: admin, Provider: "ACME", Login: "jane"}))
-	if _, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "ACME", Login: "jane", Email: recipient}); !errors.Is(err, domain.ErrAdminLocked) {
+	w.must(t, w.h.AdminLock(ctx, commands.UserCommand{Actor: w.admin(), Provider: w.code, Login: "jane"}))
+	if _, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: recipient}); !errors.Is(err, domain.ErrAdminLocked) {
 		t.Fatalf("request while admin locked: %v", err)
 	}
 	if m := one("Password Reset Error"); !strings.Contains(m.Text, "The account has been Admin Locked.") {
@@ -227,7 +279,7 @@ func TestFullPath(t *testing.T) {
 	}
 
 	// Replaying the whole feed queues and sends nothing new.
-	checkpoint, applied = eventstore.Start, 0
+	checkpoint = eventstore.Start
 	if mails := deliver(); len(mails) != 0 {
 		t.Fatalf("the replay sent %q", subjects(mails))
 	}
@@ -245,7 +297,8 @@ func TestFullPath(t *testing.T) {
 	}
 }
 
-// TestFullPathThroughTheRunner plugs the intake into the projections runner.
+// TestFullPathThroughTheRunner plugs the intake into the projections runner (behind
+// ownOnly, which lets every event through on Postgres).
 func TestFullPathThroughTheRunner(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
@@ -253,7 +306,7 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	runner, err := projections.New(projections.Config{Store: w.store, Pool: w.pool, Logger: quiet,
-		Projections: []projections.Projection{w.proj}})
+		Projections: []projections.Projection{ownOnly{Projection: w.proj, w: w}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,10 +319,11 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 			t.Errorf("runner: %v", err)
 		}
 	})
-	// waitMail lets the runner queue n deliveries, then sends them.
+	// waitMail lets the runner queue n deliveries, then sends them. (On EventStoreDB the
+	// runner starts with the whole shared history, hence the generous deadline.)
 	waitMail := func(n int) []parsed {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			all, err := mailer.ListDeliveries(ctx, w.pool, "")
 			if err != nil {
@@ -287,8 +341,8 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 	}
 
 	w.setUp(t)
-	self := commands.SelfUser{Provider: "ACME", Login: "jane"}
-	w.must(t, w.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: "ACME", Login: "jane", Password: "correct horse battery"}))
+	self := commands.SelfUser{Provider: w.code, Login: "jane"}
+	w.must(t, w.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: w.code, Login: "jane", Password: "correct horse battery"}))
 	_, err = w.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recipient})
 	w.must(t, err)
 	mails := waitMail(1)
@@ -298,13 +352,13 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 	w.must(t, w.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: aloneOnLine(t, mails[0].Text, codeLine)}))
 	w.must(t, w.h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self}))
 
-	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: "ACME", Login: "jane", Email: recipient})
+	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: recipient})
 	w.must(t, err)
 	mails = waitMail(2)
 	if len(mails) != 1 || mails[0].Header.Get("Subject") != "Your password token" {
 		t.Fatalf("mails %q", subjects(mails))
 	}
-	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "jane",
+	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: w.code, Login: "jane",
 		Token: aloneOnLine(t, mails[0].Text, tokenLine), NewPassword: "staple-gun-wizard-42"}))
 	if mails := waitMail(3); len(mails) != 1 || mails[0].Header.Get("Subject") != "Your password was changed" {
 		t.Fatalf("mails %q", subjects(mails))

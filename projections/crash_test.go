@@ -24,7 +24,7 @@ func TestCrashRecovery(t *testing.T) {
 			e.writeHistory()
 			models := append(ReadModels(), strictLog{})
 			projs := asProjections(models...)
-			total := len(e.allEvents())
+			total := len(e.ownEvents())
 
 			crashes := 0
 			for range 16 {
@@ -71,17 +71,17 @@ func TestCrashRecovery(t *testing.T) {
 			if crashes < 8 {
 				t.Fatalf("only %d of the runs crashed; the test did not exercise recovery", crashes)
 			}
-			if n := e.count(`SELECT count(*) FROM parked_events`); n != 0 {
+			if n := len(e.ownParked()); n != 0 {
 				t.Fatalf("%d events parked (an event applied twice?)\n%s", n, e.logs.String())
 			}
 
 			// Restart and finish.
 			r := e.runner(projs)
 			e.runToHead(r)
-			if n := e.count(`SELECT count(*) FROM strict_log`); n != total {
-				t.Errorf("strict_log has %d rows, want one per event (%d)", n, total)
+			if n := e.strictLogged(); n != total {
+				t.Errorf("strict_log has %d rows of this test's events, want one per event (%d)", n, total)
 			}
-			if n := e.count(`SELECT count(*) FROM parked_events`); n != 0 {
+			if n := len(e.ownParked()); n != 0 {
 				t.Errorf("%d events parked", n)
 			}
 			sameDumps(t, "after crashes", e.dumps(models), e.freshRebuild(r, models))
@@ -91,11 +91,12 @@ func TestCrashRecovery(t *testing.T) {
 }
 
 // crashOrCaughtUp waits until the crash hook fired (true) or every consumer reached the
-// last event without it (false).
+// last event without it (false). On the shared EventStoreDB the crashes may hit other
+// tests' events: recovery is the same for every event.
 func (e *env) crashOrCaughtUp(crashed <-chan struct{}, names []string) bool {
 	e.t.Helper()
 	target := e.lastAppended()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for {
 		select {
 		case <-crashed:
@@ -106,13 +107,13 @@ func (e *env) crashOrCaughtUp(crashed <-chan struct{}, names []string) bool {
 		for _, n := range names {
 			cp, err := readCheckpoint(e.ctx, e.pool, n)
 			e.must(err)
-			all = all && cp == target
+			all = all && !cp.Less(target)
 		}
 		if all {
 			return false
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("neither a crash nor progress to %s within 60s\n%s", target, e.logs.String())
+			e.t.Fatalf("neither a crash nor progress to %s within %s\n%s", target, waitLimit, e.logs.String())
 		}
 	}
 }

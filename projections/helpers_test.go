@@ -3,9 +3,11 @@ package projections
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,14 +19,23 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
-	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
+	"selfreset/internal/teststore"
 	"selfreset/password"
 	"selfreset/secret"
 )
 
-// testTimeout bounds every test that talks to Postgres.
-const testTimeout = 90 * time.Second
+// testTimeout bounds every test that talks to Postgres, and waitLimit each wait for the
+// feed or the consumers to reach the last event. On EventStoreDB they are longer: the
+// runners and rebuilds there start with the whole shared history, every earlier run's
+// events included.
+var testTimeout, waitLimit = 90 * time.Second, 60 * time.Second
+
+func init() {
+	if teststore.Shared() {
+		testTimeout, waitLimit = 5*time.Minute, 4*time.Minute
+	}
+}
 
 // t0 is the test clock's start.
 var t0 = time.Date(2025, 3, 10, 9, 0, 0, 0, time.UTC)
@@ -43,18 +54,29 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// env is one test's world: a fresh database holding the event store and the read models,
-// a command handler on a test clock, and the keyring (to derive codes and tokens as the
+// env is one test's world: a fresh database holding the read models, the event store, a
+// command handler on a test clock, and the keyring (to derive codes and tokens as the
 // mailer would).
+//
+// The event store is the Postgres one in the same fresh database, or, with
+// SELFRESET_EVENTSTORE_URL set, the shared EventStoreDB (internal/teststore). Its global
+// feed then also holds other tests' events and those of earlier runs, before, between and
+// after this test's own, and the runners apply them all. So the tests work in providers of
+// their own (acme, nope, late) and look only at their own events (ownEvents) and at the
+// rows and parked events of their own providers (dumps, ownParked, query filters); on
+// Postgres those filters keep everything, and fail the test if they would not.
 type env struct {
 	t     *testing.T
 	ctx   context.Context
-	store *postgres.Store
-	pool  *pgxpool.Pool
+	store eventstore.Store
+	pool  *pgxpool.Pool // the test's database: read models, checkpoints (and, on Postgres, the events)
 	cmd   *commands.Handler
 	clock *clock
 	keys  *secret.Keyring
 	logs  *syncBuffer
+
+	shared           bool   // the event store is the shared EventStoreDB
+	acme, nope, late string // this test's provider codes ("ACME", "NOPE", "LATE" on Postgres)
 }
 
 // syncBuffer collects log output from several goroutines.
@@ -79,15 +101,14 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	t.Cleanup(cancel)
-	store, err := postgres.Open(ctx, testdb.New(t), postgres.WithPollInterval(50*time.Millisecond))
+	dbURL := testdb.New(t)
+	store := teststore.New(t, dbURL)
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(store.Close)
-	if err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := Migrate(ctx, store.Pool()); err != nil {
+	t.Cleanup(pool.Close)
+	if err := Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
@@ -104,7 +125,9 @@ func newEnv(t *testing.T) *env {
 		Store: store, Clock: clk, Hasher: hasher, Secrets: keys, Common: password.NewCommonList(),
 		Policy: domain.DefaultPolicy(), Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	})
-	return &env{t: t, ctx: ctx, store: store, pool: store.Pool(), cmd: cmd, clock: clk, keys: keys, logs: logs}
+	return &env{t: t, ctx: ctx, store: store, pool: pool, cmd: cmd, clock: clk, keys: keys, logs: logs,
+		shared: teststore.Shared(), acme: teststore.ProviderCode(t, "ACME"), nope: teststore.ProviderCode(t, "NOPE"),
+		late: teststore.ProviderCode(t, "LATE")}
 }
 
 // runner returns a Runner with test-sized intervals.
@@ -172,9 +195,17 @@ func (rn *running) wait(t *testing.T) {
 
 // lastAppended is the position of the newest event in the store, whether or not the
 // feed shows it yet (the Postgres feed holds an event back while an older append may
-// still commit).
+// still commit). On EventStoreDB it is the feed's head: an append shows in $all as soon as
+// it returns, so the head is at or after every event this test appended (and other tests'
+// events may come after those).
 func (e *env) lastAppended() eventstore.Position {
 	e.t.Helper()
+	if e.shared {
+		head, err := e.store.Head(e.ctx)
+		e.must(err)
+		return head
+	}
+	// Postgres only: the events table is in the test's database.
 	var c, p int64
 	err := e.pool.QueryRow(e.ctx, `SELECT tx_id::text::bigint, seq FROM events ORDER BY tx_id DESC, seq DESC LIMIT 1`).Scan(&c, &p)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -184,11 +215,15 @@ func (e *env) lastAppended() eventstore.Position {
 	return posFromDB(c, p)
 }
 
-// waitVisible polls until the feed shows every event appended so far.
+// waitVisible polls until the feed shows every event appended so far, and returns the
+// position of the newest (on EventStoreDB, at once: see lastAppended).
 func (e *env) waitVisible() eventstore.Position {
 	e.t.Helper()
 	want := e.lastAppended()
-	deadline := time.Now().Add(60 * time.Second)
+	if e.shared {
+		return want
+	}
+	deadline := time.Now().Add(waitLimit)
 	for {
 		head, err := e.store.Head(e.ctx)
 		e.must(err)
@@ -202,11 +237,12 @@ func (e *env) waitVisible() eventstore.Position {
 	}
 }
 
-// waitCaughtUp polls until every named consumer's checkpoint is the last appended event.
+// waitCaughtUp polls until every named consumer's checkpoint is at the last appended event
+// (or, on a shared EventStoreDB that others keep appending to, past it).
 func (e *env) waitCaughtUp(names ...string) {
 	e.t.Helper()
 	target := e.lastAppended()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for {
 		behind := []string{}
 		for _, n := range names {
@@ -214,7 +250,7 @@ func (e *env) waitCaughtUp(names ...string) {
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			if cp != target {
+			if cp.Less(target) {
 				behind = append(behind, fmt.Sprintf("%s at %s", n, cp))
 			}
 		}
@@ -222,7 +258,7 @@ func (e *env) waitCaughtUp(names ...string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("consumers did not reach %s: %s\nlogs:\n%s", target, strings.Join(behind, ", "), e.logs.String())
+			e.t.Fatalf("consumers did not reach %s within %s: %s\nlogs:\n%s", target, waitLimit, strings.Join(behind, ", "), e.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -236,17 +272,41 @@ func (e *env) runToHead(r *Runner) {
 	rn.stop(e.t)
 }
 
-// dumpTable returns every row of table (a sanitized, possibly qualified name) as JSON text,
-// sorted: two tables with equal dumps hold the same rows.
+// dumpTable returns every row of table (a sanitized, possibly qualified name) that belongs
+// to one of this test's providers as JSON text, sorted: two tables with equal dumps hold
+// the same rows. Every table the tests dump has the provider in a column "provider" (or
+// "code", for providers). Rows of other providers come from other tests' events on the
+// shared EventStoreDB, and a live table and a rebuild made a moment later need not hold
+// the same of those; on Postgres there are none.
 func (e *env) dumpTable(table string) []string {
 	e.t.Helper()
 	rows, err := e.pool.Query(e.ctx, `SELECT row_to_json(t)::text AS j FROM `+table+` t ORDER BY j`)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	var out []string
+	for _, j := range all {
+		var row struct {
+			Provider *string `json:"provider"`
+			Code     *string `json:"code"`
+		}
+		e.must(json.Unmarshal([]byte(j), &row))
+		p := row.Provider
+		if p == nil {
+			p = row.Code
+		}
+		if p == nil {
+			e.t.Fatalf("%s has no provider or code column to tell this test's rows by: %s", table, j)
+		}
+		if e.isOwn(*p) {
+			out = append(out, j)
+		} else if !e.shared {
+			e.t.Fatalf("%s: a row of provider %q on a private event store: %s", table, *p, j)
+		}
 	}
 	return out
 }
@@ -276,8 +336,12 @@ func (e *env) freshRebuild(r *Runner, models []ReadModel) map[string][]string {
 	if _, err := r.catchUp(e.ctx, sh, eventstore.Start); err != nil {
 		e.t.Fatal(err)
 	}
-	if len(sh.parked) > 0 {
-		e.t.Fatalf("fresh rebuild parked %d events: first %s", len(sh.parked), sh.parked[0].cause)
+	// On the shared EventStoreDB the history also holds other tests' events that no read
+	// model takes (TestFeed's and TestPoisonEventsAreParked's, of earlier runs too).
+	for _, p := range sh.parked {
+		if e.own(p.rec) {
+			e.t.Fatalf("fresh rebuild parked %s of %s: %s", p.rec.Type, p.rec.Stream, p.cause)
+		}
 	}
 	out := map[string][]string{}
 	i := 0
@@ -330,22 +394,29 @@ func (e *env) refused(err error, code string) {
 
 // strictLog is a test read model that fails on a second application of any event (plain
 // INSERT under a primary key): if a crash, retry, replay or rebuild ever applied an event
-// twice, the duplicate would fail every retry and end up parked.
+// twice, the duplicate would fail every retry and end up parked. It records each event's
+// provider (teststore.EventProvider), so that tests can count their own events.
 type strictLog struct{}
 
 func (strictLog) Name() string     { return "strict_log" }
 func (strictLog) Tables() []string { return []string{"strict_log"} }
 func (strictLog) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
-	_, err := tx.Exec(ctx, `INSERT INTO strict_log (event_id, type, stream, revision) VALUES ($1, $2, $3, $4)`,
-		e.Record.ID, e.Record.Type, e.Record.Stream, int64(e.Record.Revision))
+	_, err := tx.Exec(ctx, `INSERT INTO strict_log (event_id, type, stream, revision, provider) VALUES ($1, $2, $3, $4, $5)`,
+		e.Record.ID, e.Record.Type, e.Record.Stream, int64(e.Record.Revision), teststore.EventProvider(e.Record))
 	return err
 }
 
 func (e *env) createStrictLog() {
 	e.t.Helper()
 	_, err := e.pool.Exec(e.ctx, `CREATE TABLE strict_log (event_id uuid PRIMARY KEY, type text NOT NULL,
-		stream text NOT NULL, revision bigint NOT NULL)`)
+		stream text NOT NULL, revision bigint NOT NULL, provider text NOT NULL)`)
 	e.must(err)
+}
+
+// strictLogged counts strict_log's rows of this test's events.
+func (e *env) strictLogged() int {
+	e.t.Helper()
+	return e.count(`SELECT count(*) FROM strict_log WHERE provider = ANY($1)`, e.codes())
 }
 
 // count runs a count query.
@@ -358,7 +429,86 @@ func (e *env) count(sql string, args ...any) int {
 	return n
 }
 
-// allEvents is the whole feed.
+// codes are this test's provider codes.
+func (e *env) codes() []string { return []string{e.acme, e.nope, e.late} }
+
+// isOwn reports whether code is one of this test's providers.
+func (e *env) isOwn(code string) bool { return slices.Contains(e.codes(), code) }
+
+// own reports whether r is an event of this test: of one of its providers' streams, or a
+// request for one of its codes on the unmatched-requests stream.
+func (e *env) own(r eventstore.RecordedEvent) bool { return e.isOwn(teststore.EventProvider(r)) }
+
+// ownEvents is this test's part of the whole feed, in feed order. On Postgres that is the
+// whole feed (the test fails if own would leave anything out); on EventStoreDB other
+// tests' events are left out.
+func (e *env) ownEvents() []eventstore.RecordedEvent {
+	e.t.Helper()
+	all := e.allEvents()
+	var out []eventstore.RecordedEvent
+	for _, r := range all {
+		if e.own(r) {
+			out = append(out, r)
+		} else if !e.shared {
+			e.t.Fatalf("%s of %s is not this test's, on a private event store (providers %v)", r.Type, r.Stream, e.codes())
+		}
+	}
+	return out
+}
+
+// parkedRow is a row of parked_events.
+type parkedRow struct {
+	Consumer, EventID, Stream, Type string
+	Attempts                        int
+	Error                           string
+}
+
+// ownParked returns the parked_events rows of this test's events, by consumer, type and
+// event id. On the shared EventStoreDB the runners also park other tests' events (those no
+// read model takes, and the poison test's consumer fails on everyone's).
+func (e *env) ownParked() []parkedRow {
+	e.t.Helper()
+	rows := query[parkedRow](e.t, e, `SELECT consumer, event_id::text, stream, event_type, attempts, error
+		FROM parked_events ORDER BY consumer, event_type, event_id`)
+	var ownIDs map[string]bool // read when needed: an unmatched request's provider is in its data
+	var out []parkedRow
+	for _, r := range rows {
+		own := e.isOwn(teststore.StreamProvider(r.Stream))
+		if !own && r.Stream == domain.UnmatchedStream {
+			if ownIDs == nil {
+				ownIDs = map[string]bool{}
+				for _, rec := range e.ownEvents() {
+					ownIDs[rec.ID.String()] = true
+				}
+			}
+			own = ownIDs[r.EventID]
+		}
+		if own {
+			out = append(out, r)
+		} else if !e.shared {
+			e.t.Fatalf("parked %s of %s is not this test's, on a private event store", r.Type, r.Stream)
+		}
+	}
+	return out
+}
+
+// ownParkedEvents keeps this test's events of a ParkedEvents list.
+func (e *env) ownParkedEvents(list []ParkedEvent) []ParkedEvent {
+	e.t.Helper()
+	own := map[string]bool{}
+	for _, r := range e.ownParked() {
+		own[r.Consumer+"/"+r.EventID] = true
+	}
+	var out []ParkedEvent
+	for _, p := range list {
+		if own[p.Consumer+"/"+p.EventID] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// allEvents is the whole feed (on EventStoreDB, of every test and run: see ownEvents).
 func (e *env) allEvents() []eventstore.RecordedEvent {
 	e.t.Helper()
 	e.waitVisible()

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"strings"
 	"time"
 
 	"selfreset/commands"
@@ -22,10 +23,10 @@ type history struct {
 }
 
 // writeHistory appends, through the command handler, a history that covers every read
-// model: two providers (one allowed), registration, roles, enable, the email verification
-// flow, granted requests, a resend, a wrong token, a reset that unlocks a failed-login
-// lock, every refusal reason, a token revoked after five wrong guesses, an admin lock that
-// revokes an expired token, a deactivation and a deletion.
+// model: two providers (e.acme allowed, e.nope not), registration, roles, enable, the
+// email verification flow, granted requests, a resend, a wrong token, a reset that unlocks
+// a failed-login lock, every refusal reason, a token revoked after five wrong guesses, an
+// admin lock that revokes an expired token, a deactivation and a deletion.
 func (e *env) writeHistory() history {
 	e.t.Helper()
 	ctx, c := e.ctx, e.cmd
@@ -34,34 +35,34 @@ func (e *env) writeHistory() history {
 		return commands.UserCommand{Actor: operator, Provider: code, Login: login}
 	}
 
-	e.must(c.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: "ACME", Name: "Acme Agency", AllowSelfReset: true}))
-	e.must(c.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: "NOPE", Name: "Nope Inc"}))
+	e.must(c.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme Agency", AllowSelfReset: true}))
+	e.must(c.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: e.nope, Name: "Nope Inc"}))
 	register := func(code, login, name string, roles ...string) {
 		e.t.Helper()
 		e.must(c.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: login,
 			DisplayName: name, Password: pw, Roles: roles}))
 	}
-	register("ACME", "admin", "Ada Admin", domain.RoleUserAdmin)
+	register(e.acme, "admin", "Ada Admin", domain.RoleUserAdmin)
 	for _, u := range []struct{ login, name string }{
 		{"alice", "Alice Archer"}, {"bob", "Bob Baker"}, {"carol", "Carol Cole"}, {"dave", "Dave Dunn"},
 		{"erin", "Erin Eck"}, {"frank", "Frank Ford"}, {"gus", "Gus Gray"},
 	} {
-		register("ACME", u.login, u.name)
+		register(e.acme, u.login, u.name)
 	}
-	register("NOPE", "zed", "Zed Zane")
+	register(e.nope, "zed", "Zed Zane")
 
-	e.must(c.GrantRole(ctx, commands.RoleCommand{UserCommand: user("ACME", "bob"), Role: domain.RoleUserAdmin}))
-	e.must(c.RevokeRole(ctx, commands.RoleCommand{UserCommand: user("ACME", "bob"), Role: domain.RoleUserAdmin}))
+	e.must(c.GrantRole(ctx, commands.RoleCommand{UserCommand: user(e.acme, "bob"), Role: domain.RoleUserAdmin}))
+	e.must(c.RevokeRole(ctx, commands.RoleCommand{UserCommand: user(e.acme, "bob"), Role: domain.RoleUserAdmin}))
 	for _, login := range []string{"alice", "bob", "carol", "erin"} {
-		e.must(c.EnableSelfReset(ctx, user("ACME", login)))
+		e.must(c.EnableSelfReset(ctx, user(e.acme, login)))
 	}
-	e.refused(c.EnableSelfReset(ctx, user("NOPE", "zed")), domain.ErrProviderNotAllowed.Code)
+	e.refused(c.EnableSelfReset(ctx, user(e.nope, "zed")), domain.ErrProviderNotAllowed.Code)
 
 	// alice, carol and erin configure self-service reset; alice mistypes the code once.
 	configure := func(login, email string, mistype bool) {
 		e.t.Helper()
-		self := commands.SelfUser{Provider: "ACME", Login: login}
-		e.must(c.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: "ACME", Login: login, Password: pw}))
+		self := commands.SelfUser{Provider: e.acme, Login: login}
+		e.must(c.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: e.acme, Login: login, Password: pw}))
 		codeID, err := c.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: email})
 		e.must(err)
 		if mistype {
@@ -86,7 +87,7 @@ func (e *env) writeHistory() history {
 	}
 	failLogin := func(login string, times int) {
 		for range times {
-			_, err := c.Login(ctx, commands.Login{Provider: "ACME", Login: login, Password: "not-the-password"})
+			_, err := c.Login(ctx, commands.Login{Provider: e.acme, Login: login, Password: "not-the-password"})
 			e.refused(err, domain.ErrInvalidCredentials.Code)
 		}
 	}
@@ -95,25 +96,25 @@ func (e *env) writeHistory() history {
 	// wrong token, gets locked out by five failed logins; t0+3m: she resets (and is unlocked).
 	e.clock.Advance(time.Minute)
 	var err error
-	h.T1, err = request("ACME", "alice", "Alice@Example.org")
+	h.T1, err = request(e.acme, "alice", "Alice@Example.org")
 	e.must(err)
 	e.clock.Advance(time.Minute)
-	h.T2, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: "ACME", Login: "alice"})
+	h.T2, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: e.acme, Login: "alice"})
 	e.must(err)
-	e.refused(c.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "alice", Token: "WRONG00000", NewPassword: "Amber-Meadow-2291"}),
+	e.refused(c.ResetPassword(ctx, commands.ResetPassword{Provider: e.acme, Login: "alice", Token: "WRONG00000", NewPassword: "Amber-Meadow-2291"}),
 		domain.ErrInvalidToken.Code)
 	failLogin("alice", 5)
 	e.clock.Advance(time.Minute)
 	h.ResetAt = e.clock.Now()
-	e.must(c.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "alice", Token: token(h.T2), NewPassword: "Amber-Meadow-2291"}))
+	e.must(c.ResetPassword(ctx, commands.ResetPassword{Provider: e.acme, Login: "alice", Token: token(h.T2), NewPassword: "Amber-Meadow-2291"}))
 
 	// Refusals, one per reason.
-	_, err = request("ACME", "alice", "someone@example.org")
+	_, err = request(e.acme, "alice", "someone@example.org")
 	e.refused(err, domain.ErrIdentifiersMismatch.Code)
 	// Requests until the throttle (3 tokens in 15 minutes) refuses one. How many are still
 	// granted after T1 and T2 depends on whether email codes count towards the limit.
 	for {
-		id, err := request("ACME", "alice", "alice@example.org")
+		id, err := request(e.acme, "alice", "alice@example.org")
 		if domain.Code(err) == domain.ErrThrottled.Code {
 			break
 		}
@@ -122,54 +123,54 @@ func (e *env) writeHistory() history {
 			e.t.Fatal("alice's requests were never throttled")
 		}
 	}
-	_, err = request("ACME", "bob", "bob@example.org")
+	_, err = request(e.acme, "bob", "bob@example.org")
 	e.refused(err, domain.ErrNotConfigured.Code)
-	_, err = request("ACME", "dave", "dave@example.org")
+	_, err = request(e.acme, "dave", "dave@example.org")
 	e.refused(err, domain.ErrUserNotEnabled.Code)
-	_, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: "ACME", Login: "dave"})
+	_, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: e.acme, Login: "dave"})
 	e.refused(err, domain.ErrNoActiveToken.Code)
-	_, err = request("NOPE", "zed", "zed@example.org")
+	_, err = request(e.nope, "zed", "zed@example.org")
 	e.refused(err, domain.ErrProviderNotAllowed.Code)
-	_, err = request("acme", "nobody", "nobody@example.org")
+	_, err = request(strings.ToLower(e.acme), "nobody", "nobody@example.org")
 	e.refused(err, domain.ErrUnknownAccount.Code)
-	e.must(c.Delete(ctx, user("ACME", "frank")))
-	_, err = request("ACME", "frank", "frank@example.org")
+	e.must(c.Delete(ctx, user(e.acme, "frank")))
+	_, err = request(e.acme, "frank", "frank@example.org")
 	e.refused(err, domain.ErrDeleted.Code)
-	_, err = c.Login(ctx, commands.Login{Provider: "ACME", Login: "ghost", Password: pw}) // unmatched login: not reset activity
+	_, err = c.Login(ctx, commands.Login{Provider: e.acme, Login: "ghost", Password: pw}) // unmatched login: not reset activity
 	e.refused(err, domain.ErrInvalidCredentials.Code)
 
 	// carol gets a token; erin gets one and guesses wrong five times (revoked), then is
 	// deactivated and refused; gus locks himself out.
-	h.T3, err = request("ACME", "carol", "carol@example.org")
+	h.T3, err = request(e.acme, "carol", "carol@example.org")
 	e.must(err)
-	h.T4, err = request("ACME", "erin", "erin@example.net")
+	h.T4, err = request(e.acme, "erin", "erin@example.net")
 	e.must(err)
 	for i := range 5 {
-		err := c.ResetPassword(ctx, commands.ResetPassword{Provider: "ACME", Login: "erin", Token: "WRONG0000" + string(rune('A'+i)), NewPassword: "Amber-Meadow-2291"})
+		err := c.ResetPassword(ctx, commands.ResetPassword{Provider: e.acme, Login: "erin", Token: "WRONG0000" + string(rune('A'+i)), NewPassword: "Amber-Meadow-2291"})
 		if i < 4 {
 			e.refused(err, domain.ErrInvalidToken.Code)
 		} else {
 			e.refused(err, domain.ErrTooManyAttempts.Code)
 		}
 	}
-	e.must(c.Deactivate(ctx, user("ACME", "erin")))
-	_, err = request("ACME", "erin", "erin@example.net")
+	e.must(c.Deactivate(ctx, user(e.acme, "erin")))
+	_, err = request(e.acme, "erin", "erin@example.net")
 	e.refused(err, domain.ErrDeactivated.Code)
 	failLogin("gus", 5)
 
 	// t0+10m: carol's token expired unused; her Resend is refused, an admin locks her
 	// (which revokes the expired token) and her next request is refused.
 	e.clock.Advance(7 * time.Minute)
-	_, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: "ACME", Login: "carol"})
+	_, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: e.acme, Login: "carol"})
 	e.refused(err, domain.ErrResendAfterExpiry.Code)
-	e.must(c.AdminLock(ctx, user("ACME", "carol")))
-	_, err = request("ACME", "carol", "carol@example.org")
+	e.must(c.AdminLock(ctx, user(e.acme, "carol")))
+	_, err = request(e.acme, "carol", "carol@example.org")
 	e.refused(err, domain.ErrAdminLocked.Code)
 
 	// At the real time, alice gets a token that is valid now.
 	h.Now = time.Now().UTC().Truncate(time.Second)
 	e.clock.Set(h.Now)
-	h.T5, err = request("ACME", "alice", "alice@example.org")
+	h.T5, err = request(e.acme, "alice", "alice@example.org")
 	e.must(err)
 	return h
 }

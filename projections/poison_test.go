@@ -16,9 +16,10 @@ import (
 	"selfreset/eventstore"
 )
 
-// flaky is a consumer that fails for good on NOPE's registration, panics on RoleGranted,
+// flaky is a consumer that fails for good on nope's registration, panics on RoleGranted,
 // and fails twice before succeeding on zed's registration.
 type flaky struct {
+	nope     string // the provider code whose registration fails
 	mu       sync.Mutex
 	attempts map[uuid.UUID]int
 }
@@ -32,7 +33,7 @@ func (f *flaky) Apply(_ context.Context, _ pgx.Tx, e Envelope) error {
 	f.mu.Unlock()
 	switch ev := e.Event.(type) {
 	case domain.ProviderRegistered:
-		if ev.Code == "NOPE" {
+		if ev.Code == f.nope {
 			return errors.New("boom")
 		}
 	case domain.RoleGranted:
@@ -51,35 +52,39 @@ func (f *flaky) tries(id uuid.UUID) int {
 	return f.attempts[id]
 }
 
+// TestPoisonEventsAreParked: events a consumer cannot apply are parked and the consumer
+// moves on. On the shared EventStoreDB the consumers also park other tests' events (flaky
+// fails on everyone's RoleGranted): the assertions keep to this test's events, and the
+// totals (Parked, Status) must be at least this test's.
 func TestPoisonEventsAreParked(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.writeHistory()
 	bogusID := uuid.New()
-	_, err := e.store.Append(e.ctx, domain.UserStream("ACME", "frank"), eventstore.Any, eventstore.EventData{
+	_, err := e.store.Append(e.ctx, domain.UserStream(e.acme, "frank"), eventstore.Any, eventstore.EventData{
 		ID: bogusID, Type: "Bogus", SchemaVersion: 1, OccurredAt: t0, Data: json.RawMessage(`{"x":1}`)})
 	e.must(err)
-	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: "late",
+	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: e.acme, Login: "late",
 		DisplayName: "Late Comer", Password: pw}))
 
-	fl := &flaky{attempts: map[uuid.UUID]int{}}
+	fl := &flaky{nope: e.nope, attempts: map[uuid.UUID]int{}}
 	projs := append(asProjections(ReadModels()...), fl)
 	r := e.runner(projs)
 	e.runToHead(r)
 
 	// Later events still applied.
-	if n := e.count(`SELECT count(*) FROM admin_users WHERE login = 'late'`); n != 1 {
+	if n := e.count(`SELECT count(*) FROM admin_users WHERE provider = $1 AND login = 'late'`, e.acme); n != 1 {
 		t.Errorf("the event after the bogus one was not applied (%d rows)", n)
 	}
 
 	var nopeID, roleID, zedID uuid.UUID
-	for _, rec := range e.allEvents() {
+	for _, rec := range e.ownEvents() {
 		switch {
-		case rec.Type == "ProviderRegistered" && rec.Stream == "provider-NOPE":
+		case rec.Type == "ProviderRegistered" && rec.Stream == domain.ProviderStream(e.nope):
 			nopeID = rec.ID
 		case rec.Type == "RoleGranted":
 			roleID = rec.ID
-		case rec.Type == "UserRegistered" && rec.Stream == "user-NOPE-zed":
+		case rec.Type == "UserRegistered" && rec.Stream == domain.UserStream(e.nope, "zed"):
 			zedID = rec.ID
 		}
 	}
@@ -88,8 +93,10 @@ func TestPoisonEventsAreParked(t *testing.T) {
 		Attempts                int
 		Error                   string
 	}
-	got := query[row](t, e, `SELECT consumer, event_id::text, event_type, attempts, error FROM parked_events
-		ORDER BY consumer, event_type`)
+	var got []row
+	for _, p := range e.ownParked() { // by consumer, then type
+		got = append(got, row{p.Consumer, p.EventID, p.Type, p.Attempts, p.Error})
+	}
 	want := []row{
 		{"admin_users", bogusID.String(), "Bogus", 1, "unknown event type"},
 		{"flaky", bogusID.String(), "Bogus", 1, "unknown event type"},
@@ -111,7 +118,7 @@ func TestPoisonEventsAreParked(t *testing.T) {
 	if n := fl.tries(nopeID); n != 3 {
 		t.Errorf("NOPE's registration was tried %d times, want 3", n)
 	}
-	if n := r.Parked(); n != 6 {
+	if n := r.Parked(); n != 6 && !(e.shared && n > 6) {
 		t.Errorf("Parked() = %d, want 6", n)
 	}
 	if !strings.Contains(e.logs.String(), "event parked") {
@@ -122,20 +129,30 @@ func TestPoisonEventsAreParked(t *testing.T) {
 	parked := map[string]int{}
 	for _, s := range st {
 		parked[s.Name] = s.Parked
-		if !s.CaughtUp() {
+		// On EventStoreDB others may have appended since the runner stopped.
+		if !s.CaughtUp() && !e.shared {
 			t.Errorf("%s is %s events behind", s.Name, s.BehindText())
 		}
 	}
-	if w := map[string]int{"admin_users": 1, "reset_tokens": 1, "reset_activity": 1, "flaky": 3}; show([]map[string]int{parked}) != show([]map[string]int{w}) {
+	w := map[string]int{"admin_users": 1, "reset_tokens": 1, "reset_activity": 1, "flaky": 3}
+	if e.shared {
+		for name, n := range w {
+			if parked[name] < n || len(parked) != len(w) {
+				t.Errorf("parked per consumer %v, want at least %v", parked, w)
+				break
+			}
+		}
+	} else if show([]map[string]int{parked}) != show([]map[string]int{w}) {
 		t.Errorf("parked per consumer %v, want %v", parked, w)
 	}
 
 	list, err := r.ParkedEvents(e.ctx, "flaky")
 	e.must(err)
-	if len(list) != 3 || list[0].Consumer != "flaky" || list[0].Position == (eventstore.Position{}) {
+	if list = e.ownParkedEvents(list); len(list) != 3 || list[0].Consumer != "flaky" || list[0].Position == (eventstore.Position{}) {
 		t.Errorf("ParkedEvents(flaky) = %+v", list)
 	}
-	if all, err := r.ParkedEvents(e.ctx, ""); err != nil || len(all) != 6 {
+	all, err := r.ParkedEvents(e.ctx, "")
+	if all = e.ownParkedEvents(all); err != nil || len(all) != 6 {
 		t.Errorf("ParkedEvents() = %d events, %v; want 6", len(all), err)
 	}
 

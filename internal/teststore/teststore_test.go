@@ -1,0 +1,71 @@
+package teststore
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"selfreset/domain"
+	"selfreset/eventstore"
+)
+
+func TestProviderCode(t *testing.T) {
+	t.Run("postgres", func(t *testing.T) {
+		t.Setenv(EnvURL, "")
+		if Kind() != "postgres" || Shared() {
+			t.Fatalf("Kind() = %q without %s", Kind(), EnvURL)
+		}
+		if got := ProviderCode(t, "ACME"); got != "ACME" {
+			t.Errorf("ProviderCode(ACME) = %q on Postgres, want ACME", got)
+		}
+	})
+	t.Run("esdb", func(t *testing.T) {
+		// Only the variable is looked at here: no server is contacted.
+		t.Setenv(EnvURL, "esdb://127.0.0.1:2113?tls=false")
+		if Kind() != "esdb" || !Shared() {
+			t.Fatalf("Kind() = %q with %s set", Kind(), EnvURL)
+		}
+		seen := map[string]bool{}
+		for range 100 {
+			code := ProviderCode(t, "ACME")
+			if !strings.HasPrefix(code, "ACME") || len(code) != 4+suffixLen || !domain.ValidProviderCode(code) {
+				t.Fatalf("ProviderCode(ACME) = %q", code)
+			}
+			if seen[code] {
+				t.Fatalf("ProviderCode(ACME) returned %q twice", code)
+			}
+			seen[code] = true
+		}
+		if code := ProviderCode(t, strings.Repeat("X", 24)); len(code) != 32 || !domain.ValidProviderCode(code) {
+			t.Errorf("ProviderCode of a 24-character base = %q", code)
+		}
+	})
+}
+
+func TestEventProvider(t *testing.T) {
+	data := func(v any) json.RawMessage {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		rec  eventstore.RecordedEvent
+		want string
+	}{
+		{eventstore.RecordedEvent{Stream: domain.ProviderStream("ACME12AB")}, "ACME12AB"},
+		{eventstore.RecordedEvent{Stream: domain.UserStream("ACME12AB", "jane.doe@x")}, "ACME12AB"},
+		{eventstore.RecordedEvent{Stream: "user-NOPE-feed"}, "NOPE"},
+		{eventstore.RecordedEvent{Stream: domain.UnmatchedStream,
+			Data: data(domain.ResetRequestRejected{Reason: "unknown_account", Provider: "ACME12AB", Login: "nobody"})}, "ACME12AB"},
+		{eventstore.RecordedEvent{Stream: domain.UnmatchedStream,
+			Data: data(domain.LoginFailed{Reason: "unknown_account", Provider: "acme12ab", Login: "ghost"})}, "ACME12AB"},
+		{eventstore.RecordedEvent{Stream: domain.UnmatchedStream, Data: json.RawMessage(`not json`)}, ""},
+		{eventstore.RecordedEvent{Stream: "sttest0123-a"}, ""},
+	} {
+		if got := EventProvider(c.rec); got != c.want {
+			t.Errorf("EventProvider(%s %s) = %q, want %q", c.rec.Stream, c.rec.Data, got, c.want)
+		}
+	}
+}
