@@ -34,6 +34,11 @@ const (
 
 	EnvAddr           = "SELFRESET_ADDR"
 	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
+	// EnvRateLimitPerAccount is the same budget per account; unset means the per-IP figure.
+	EnvRateLimitPerAccount = "SELFRESET_RATE_LIMIT_PER_ACCOUNT"
+	// EnvResetWorkers is how many forgot-password and resend commands run at once after
+	// their 202 has gone.
+	EnvResetWorkers   = "SELFRESET_RESET_WORKERS"
 	EnvTrustedProxies = "SELFRESET_TRUSTED_PROXIES"
 )
 
@@ -41,6 +46,7 @@ const (
 const (
 	DefaultAddr           = "127.0.0.1:8080"
 	DefaultRateLimitPerIP = 30
+	DefaultResetWorkers   = 8
 )
 
 // DevSecret is the fixed server secret used in development mode when SELFRESET_SECRET is
@@ -83,8 +89,13 @@ type Config struct {
 	// RateLimitPerIP is requests per minute per client IP on the login, forgot-password,
 	// resend, code and token routes; 0 turns the limit off.
 	RateLimitPerIP int
+	// RateLimitPerAccount is that budget per account (provider + login); 0 turns it off.
+	// Unset, it equals RateLimitPerIP.
+	RateLimitPerAccount int
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// ResetWorkers run forgot-password and resend commands after the answer (default 8).
+	ResetWorkers int
 }
 
 // Option changes how FromEnv reads the environment.
@@ -185,8 +196,17 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.RateLimitPerIP, err = nonNegativeInt(getenv, EnvRateLimitPerIP, DefaultRateLimitPerIP); err != nil {
 		return Config{}, err
 	}
+	if c.RateLimitPerAccount, err = nonNegativeInt(getenv, EnvRateLimitPerAccount, c.RateLimitPerIP); err != nil {
+		return Config{}, err
+	}
 	if c.TrustedProxies, err = prefixes(getenv(EnvTrustedProxies)); err != nil {
 		return Config{}, err
+	}
+	if c.ResetWorkers, err = nonNegativeInt(getenv, EnvResetWorkers, DefaultResetWorkers); err != nil {
+		return Config{}, err
+	}
+	if c.ResetWorkers < 1 || c.ResetWorkers > 256 {
+		return Config{}, &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 256", c.ResetWorkers)}
 	}
 	return c, nil
 }

@@ -85,6 +85,17 @@ func TestFromEnv(t *testing.T) {
 			}},
 		{name: "short previous secret", getenv: with(EnvSecretPrevious, "short"), wantVar: EnvSecretPrevious, wantMsg: "at least 32"},
 		{name: "previous equals current", getenv: with(EnvSecretPrevious, testSecret), wantVar: EnvSecretPrevious, wantMsg: "current"},
+		{name: "per-account limit follows the per-IP one unless set", getenv: with(EnvRateLimitPerIP, "12"), check: func(t *testing.T, c Config) {
+			if c.RateLimitPerAccount != 12 || c.ResetWorkers != DefaultResetWorkers {
+				t.Errorf("per account %d workers %d", c.RateLimitPerAccount, c.ResetWorkers)
+			}
+		}},
+		{name: "per-account limit off on its own", getenv: with(EnvRateLimitPerIP, "12", EnvRateLimitPerAccount, "0", EnvResetWorkers, "32"), check: func(t *testing.T, c Config) {
+			if c.RateLimitPerIP != 12 || c.RateLimitPerAccount != 0 || c.ResetWorkers != 32 {
+				t.Errorf("per ip %d per account %d workers %d", c.RateLimitPerIP, c.RateLimitPerAccount, c.ResetWorkers)
+			}
+		}},
+		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 256"},
 		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
 		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
 		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},

@@ -88,8 +88,9 @@ type Config struct {
 	Ready func(ctx context.Context) error
 
 	// ResetWorkers run forgot-password and resend commands after the answer has gone
-	// (default 4); ResetQueue bounds the work waiting for them (default 256). Work that
-	// finds the queue full is dropped and logged; the client's answer is the same.
+	// (default 8); ResetQueue bounds the work waiting for them (default 1024). Work that
+	// finds the queue still full after a short wait is dropped and logged; the client's
+	// answer is the same.
 	ResetWorkers int
 	ResetQueue   int
 }
@@ -142,10 +143,10 @@ func NewServer(c Config) *Server {
 		c.RateLimitKeys = 10000
 	}
 	if c.ResetWorkers <= 0 {
-		c.ResetWorkers = 4
+		c.ResetWorkers = 8
 	}
 	if c.ResetQueue <= 0 {
-		c.ResetQueue = 256
+		c.ResetQueue = 1024
 	}
 	perAccount := c.RateLimitPerAccount
 	if perAccount == 0 {
@@ -208,16 +209,30 @@ func (s *Server) enqueue(ctx context.Context, name string, fn func(ctx context.C
 		return false
 	}
 	s.pending.Add(1)
+	j := job{name: name, ctx: context.WithoutCancel(ctx), run: fn}
 	select {
-	case s.jobs <- job{name: name, ctx: context.WithoutCancel(ctx), run: fn}:
+	case s.jobs <- j:
 		return true
 	default:
-		s.pending.Done()
-		s.log.LogAttrs(ctx, slog.LevelWarn, "background queue full; work dropped",
-			slog.String("work", name), slog.String("request_id", RequestID(ctx)))
-		return false
 	}
+	// Full: wait a little for room rather than drop at once. The wait depends on load,
+	// never on the account, so it tells a client nothing it could not see anyway.
+	t := time.NewTimer(enqueueWait)
+	defer t.Stop()
+	select {
+	case s.jobs <- j:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	s.pending.Done()
+	s.log.LogAttrs(ctx, slog.LevelWarn, "background queue full; work dropped",
+		slog.String("work", name), slog.String("request_id", RequestID(ctx)))
+	return false
 }
+
+// enqueueWait bounds how long a request waits for room in a full background queue.
+const enqueueWait = 2 * time.Second
 
 func (s *Server) work() {
 	defer s.workers.Done()

@@ -28,6 +28,8 @@ const (
 	EnvRetryBase       = "SELFRESET_MAIL_RETRY_BASE"
 	EnvRetryMax        = "SELFRESET_MAIL_RETRY_MAX"
 	EnvMaxAttempts     = "SELFRESET_MAIL_MAX_ATTEMPTS"
+	EnvSendTimeout     = "SELFRESET_MAIL_SEND_TIMEOUT"
+	EnvLease           = "SELFRESET_MAIL_LEASE"
 	DriverConsole      = "console"
 	DriverSMTP         = "smtp"
 	DriverMailgun      = "mailgun"
@@ -105,6 +107,11 @@ type Config struct {
 	RetryBase   time.Duration
 	RetryMax    time.Duration
 	MaxAttempts int
+	// SendTimeout bounds one delivery attempt; Lease is how long a claimed delivery stays
+	// with its sender before another may retry it (a sender that died mid-send). A token
+	// lives 5 minutes, so the lease must be short: it is how late such a mail arrives.
+	SendTimeout time.Duration
+	Lease       time.Duration
 }
 
 // LogValue summarises the configuration without credentials.
@@ -137,6 +144,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RetryBase:   DefaultRetryBase,
 		RetryMax:    DefaultRetryMax,
 		MaxAttempts: DefaultMaxAttempts,
+		SendTimeout: DefaultSendTimeout,
+		Lease:       DefaultLease,
 		SMTP: SMTPConfig{
 			Addr:     get(EnvSMTPAddr),
 			Username: get(EnvSMTPUsername),
@@ -213,6 +222,22 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		} else {
 			c.MaxAttempts = n
 		}
+	}
+
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{EnvSendTimeout, &c.SendTimeout}, {EnvLease, &c.Lease}} {
+		if v := get(d.name); v != "" {
+			if parsed, err := time.ParseDuration(v); err != nil || parsed <= 0 {
+				bad(d.name, "%q is not a positive duration (e.g. 30s)", v)
+			} else {
+				*d.dst = parsed
+			}
+		}
+	}
+	if c.Lease <= c.SendTimeout {
+		bad(EnvLease, "%s must be longer than %s (%s)", c.Lease, EnvSendTimeout, c.SendTimeout)
 	}
 
 	switch c.Driver {

@@ -104,6 +104,18 @@ func TestConfigFromEnv(t *testing.T) {
 		}},
 		{name: "bad retry settings", env: base(mailer.EnvRetryBase, "soon", mailer.EnvRetryMax, "-1s", mailer.EnvMaxAttempts, "0"),
 			errs: []string{"SELFRESET_MAIL_RETRY_BASE", "SELFRESET_MAIL_RETRY_MAX", "SELFRESET_MAIL_MAX_ATTEMPTS"}},
+		{name: "lease settings", env: base(mailer.EnvSendTimeout, "5s", mailer.EnvLease, "12s"), check: func(t *testing.T, c mailer.Config) {
+			if c.SendTimeout != 5*time.Second || c.Lease != 12*time.Second {
+				t.Errorf("send timeout %v lease %v", c.SendTimeout, c.Lease)
+			}
+		}},
+		{name: "lease defaults", env: base(), check: func(t *testing.T, c mailer.Config) {
+			if c.SendTimeout != mailer.DefaultSendTimeout || c.Lease != mailer.DefaultLease {
+				t.Errorf("send timeout %v lease %v", c.SendTimeout, c.Lease)
+			}
+		}},
+		{name: "lease not longer than the send timeout", env: base(mailer.EnvSendTimeout, "30s", mailer.EnvLease, "30s"), errs: []string{"SELFRESET_MAIL_LEASE", "longer"}},
+		{name: "bad lease", env: base(mailer.EnvLease, "soon"), errs: []string{"SELFRESET_MAIL_LEASE", "positive duration"}},
 		{name: "retry max below base", env: base(mailer.EnvRetryBase, "1m", mailer.EnvRetryMax, "10s"), errs: []string{"SELFRESET_MAIL_RETRY_MAX", "shorter"}},
 		{name: "every problem is reported", env: base(mailer.EnvDriver, "smtp", mailer.EnvSMTPTLS, "bogus"),
 			errs: []string{"SELFRESET_MAIL_FROM", "SELFRESET_PUBLIC_URL", "SELFRESET_SMTP_ADDR", "SELFRESET_SMTP_TLS"}},

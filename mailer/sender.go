@@ -41,8 +41,8 @@ type Secrets interface {
 // Sender defaults.
 const (
 	DefaultBatchSize    = 20
-	DefaultSendTimeout  = time.Minute
-	DefaultLease        = 3 * time.Minute
+	DefaultSendTimeout  = 15 * time.Second
+	DefaultLease        = 45 * time.Second
 	DefaultPollInterval = 2 * time.Second
 )
 
@@ -79,7 +79,8 @@ type SenderConfig struct {
 // SenderConfigFrom fills the Config-derived fields of a SenderConfig.
 func SenderConfigFrom(cfg Config, pool *pgxpool.Pool, driver Driver, secrets Secrets) SenderConfig {
 	return SenderConfig{Pool: pool, Driver: driver, Secrets: secrets, From: cfg.From, PublicURL: cfg.PublicURL,
-		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, MaxAttempts: cfg.MaxAttempts}
+		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, MaxAttempts: cfg.MaxAttempts,
+		SendTimeout: cfg.SendTimeout, Lease: cfg.Lease}
 }
 
 // Sender works through the delivery log: it claims due deliveries, skips what must not

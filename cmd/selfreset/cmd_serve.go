@@ -124,7 +124,8 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		sessions := httpapi.NewPGSessions(pool)
 		srv := httpapi.NewServer(httpapi.Config{
 			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
-			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, TrustedProxies: cfg.TrustedProxies,
+			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
+			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
 			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://"),
 			Ready:           httpapi.PingAll(pool),
 		})
@@ -174,6 +175,15 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	}
 	c.log.Info("stopped cleanly")
 	return nil
+}
+
+// accountLimit maps the configured per-account budget to the http package's convention
+// (0 there means "same as per IP", negative means off).
+func accountLimit(cfg config.Config) int {
+	if cfg.RateLimitPerAccount == 0 {
+		return -1
+	}
+	return cfg.RateLimitPerAccount
 }
 
 // consumers are every read model plus the mailer, each fed from its own checkpoint.
