@@ -31,7 +31,7 @@ func (AdminUsers) Name() string { return AdminUsersName }
 // Tables implements ReadModel.
 func (AdminUsers) Tables() []string { return []string{"providers", "admin_users"} }
 
-// The model's SQL, all of it (tables: migrations/0002_admin_users.sql).
+// The model's SQL, all of it (tables: migrations/0002_admin_users.up.sql).
 const (
 	sqlUpsertProvider = `INSERT INTO providers (code, name, self_reset_allowed, updated_at)
 		VALUES ($1, $2, false, $3)

@@ -12,7 +12,7 @@ import (
 	"selfreset/eventstore"
 )
 
-// The runner's own statements (tables in migrations/0001_runner.sql).
+// The runner's own statements (tables in migrations/0001_runner.up.sql).
 const (
 	sqlSelectCheckpoint = `SELECT commit, prepare FROM projection_checkpoints WHERE consumer = $1`
 	sqlLockCheckpoint   = `SELECT commit, prepare FROM projection_checkpoints WHERE consumer = $1 FOR UPDATE`

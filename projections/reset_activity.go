@@ -41,7 +41,7 @@ const (
 	FactCompleted     = "completed"
 )
 
-// The model's SQL, all of it (table and view: migrations/0004_reset_activity.sql).
+// The model's SQL, all of it (table and view: migrations/0004_reset_activity.up.sql).
 const sqlInsertFact = `INSERT INTO reset_activity_facts
 		(event_id, kind, provider, login, day, occurred_at, reason, resend, token_id)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)

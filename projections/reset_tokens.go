@@ -29,7 +29,7 @@ func (ResetTokens) Name() string { return ResetTokensName }
 // Tables implements ReadModel.
 func (ResetTokens) Tables() []string { return []string{"reset_tokens"} }
 
-// The model's SQL, all of it (table and view: migrations/0003_reset_tokens.sql).
+// The model's SQL, all of it (table and view: migrations/0003_reset_tokens.up.sql).
 const (
 	sqlIssueToken = `INSERT INTO reset_tokens (token_id, provider, login, issued_at, expires_at, state,
 			wrong_attempts, resend, supersedes, superseded_by, used_at, ended_at, end_reason, updated_at)

@@ -4,95 +4,25 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
-	"path"
-	"slices"
-	"strconv"
-	"strings"
 
-	"github.com/jackc/pgx/v5"
+	"selfreset/internal/pgmigrate"
 )
 
-// migrationFiles holds the schema, one file per version: NNNN_name.sql, applied in order.
+// migrationFiles holds the schema, one file per version: NNNN_name.up.sql, applied in
+// order by golang-migrate (see internal/pgmigrate). There are no down files: the event
+// store is append-only and is never migrated down.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(names)
-	out := make([]migration, 0, len(names))
-	for _, name := range names {
-		base := path.Base(name)
-		prefix, _, _ := strings.Cut(base, "_")
-		version, err := strconv.Atoi(prefix)
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: name must start with a version number: %w", base, err)
-		}
-		body, err := migrationFiles.ReadFile(name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: version, name: base, sql: string(body)})
-	}
-	return out, nil
-}
+// migrationsTable records the schema version of the store's tables.
+const migrationsTable = "eventstore_migrations"
 
 // Migrate creates or upgrades the store's tables. It is idempotent, and safe to run from
-// several processes at once: they take turns on an advisory lock, and each migration is
-// applied and recorded in eventstore_migrations in the same transaction.
+// several processes at once: golang-migrate takes an advisory lock for
+// eventstore_migrations, and each file is applied in one transaction.
 func (s *Store) Migrate(ctx context.Context) error {
-	all, err := migrations()
-	if err != nil {
-		return fmt.Errorf("eventstore/postgres: migrate: %w", err)
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("eventstore/postgres: migrate: %w", err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-
-	// Without the lock two first runs would race on CREATE TABLE IF NOT EXISTS.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('selfreset.eventstore.migrate', 0))`); err != nil {
-		return fmt.Errorf("eventstore/postgres: migrate: lock: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS eventstore_migrations (
-		version    integer     PRIMARY KEY,
-		name       text        NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now()
-	)`); err != nil {
-		return fmt.Errorf("eventstore/postgres: migrate: %w", err)
-	}
-	rows, err := tx.Query(ctx, `SELECT version FROM eventstore_migrations`)
-	if err != nil {
-		return fmt.Errorf("eventstore/postgres: migrate: %w", err)
-	}
-	applied := map[int]bool{}
-	var v int
-	if _, err := pgx.ForEachRow(rows, []any{&v}, func() error { applied[v] = true; return nil }); err != nil {
-		return fmt.Errorf("eventstore/postgres: migrate: %w", err)
-	}
-	for _, m := range all {
-		if applied[m.version] {
-			continue
-		}
-		if _, err := tx.Exec(ctx, m.sql); err != nil {
-			return fmt.Errorf("eventstore/postgres: migrate %s: %w", m.name, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO eventstore_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
-			return fmt.Errorf("eventstore/postgres: migrate %s: %w", m.name, err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := pgmigrate.Up(ctx, s.pool, migrationFiles, "migrations", migrationsTable); err != nil {
 		return fmt.Errorf("eventstore/postgres: migrate: %w", err)
 	}
 	return nil
