@@ -289,4 +289,3 @@ func clip(s string, n int) string {
 	return s
 }
 
-func isConflict(err error) bool { return errors.Is(err, eventstore.ErrConflict) }

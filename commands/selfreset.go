@@ -137,53 +137,29 @@ type ResetPassword struct {
 }
 
 func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) error {
-	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
 	match := h.secrets.Matcher(KindResetToken)
-	actor := "anonymous"
-	for range h.tries {
-		p, _, err := h.loadProvider(ctx, code)
-		if err != nil {
-			return err
-		}
-		u, l, err := h.loadUser(ctx, code, login)
-		if err != nil {
-			return err
-		}
+	return h.updateUser(ctx, "anonymous", c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		now := h.clock.Now()
-		// Check the token before spending argon2id time on the new password.
+		// Check the token before spending argon2id time on the new password; a refusal
+		// comes with the events that record it.
 		if events, err := u.CheckResetToken(h.policy, p, c.Token, match, now); err != nil {
-			if aerr := h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events); aerr != nil {
-				if isConflict(aerr) {
-					continue
-				}
-				return aerr
-			}
-			return err
+			return events, err
 		}
 		cand := domain.PasswordCandidate{Password: c.NewPassword, Login: u.Login, IsCommon: h.common.IsCommon(c.NewPassword)}
 		if err := h.policy.CheckPassword(cand); err != nil {
-			return err
+			return nil, err
 		}
 		same, err := h.hasher.Verify(c.NewPassword, u.PasswordHash)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cand.SameAsCurrent = same
 		hash := ""
 		if !same {
 			if hash, err = h.hasher.Hash(c.NewPassword); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		events, derr := u.ResetPassword(h.policy, p, domain.NewPassword{Token: c.Token, Candidate: cand, Hash: hash}, match, now)
-		err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)
-		if isConflict(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		return derr
-	}
-	return ErrTooMuchContention
+		return u.ResetPassword(h.policy, p, domain.NewPassword{Token: c.Token, Candidate: cand, Hash: hash}, match, now)
+	})
 }
