@@ -288,4 +288,3 @@ func clip(s string, n int) string {
 	}
 	return s
 }
-
