@@ -14,19 +14,10 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
 	"selfreset/internal/teststore"
-	"selfreset/password"
 	"selfreset/secret"
 )
-
-// clock is a movable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // fixture is one test's world. The store is Postgres (a database of the test's own) or,
 // with SELFRESET_EVENTSTORE_URL set, the shared EventStoreDB (see internal/teststore): the
@@ -35,24 +26,16 @@ type fixture struct {
 	h     *commands.Handler
 	store eventstore.Store
 	keys  *secret.Keyring
-	clock *clock
+	clock *testkit.Clock
 	code  string // the provider the tests work in: "ACME" on Postgres, "ACME<random>" on EventStoreDB
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	store := teststore.New(t, testdb.New(t))
-	keys, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte("k"), 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
-	h := commands.New(commands.Config{Store: store, Clock: clk, Hasher: hasher, Secrets: keys,
-		Common: password.NewCommonList(), Policy: domain.DefaultPolicy(), MaxAttempts: 20})
+	keys := testkit.Keyring(t, "k1")
+	clk := testkit.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	h := testkit.Handler(t, store, clk, keys, func(c *commands.Config) { c.MaxAttempts = 20 })
 	return &fixture{h: h, store: store, keys: keys, clock: clk, code: teststore.ProviderCode(t, "ACME")}
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"selfreset/commands"
-	"selfreset/secret"
+	"selfreset/internal/testkit"
 )
 
 // docsPath is the API reference, relative to this package.
@@ -71,16 +71,12 @@ func readAPIDoc(t *testing.T) apiDoc {
 // TestRoutesAreDocumented walks the router and checks every route against docs/api.md's
 // Routes table, both ways.
 func TestRoutesAreDocumented(t *testing.T) {
-	k, err := secret.NewKeyring("k1", map[string][]byte{"k1": make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(Config{Commands: &commands.Handler{}, Sessions: NewPGSessions(nil), Keyring: k})
+	srv := NewServer(Config{Commands: &commands.Handler{}, Sessions: NewPGSessions(nil), Keyring: testkit.Keyring(t, "k1")})
 	defer srv.Close(t.Context())
 	doc := readAPIDoc(t)
 
 	served := map[string]bool{}
-	err = srv.Router().Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+	err := srv.Router().Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
 		path, err := route.GetPathTemplate()
 		if err != nil {
 			return nil // not a path route

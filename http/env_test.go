@@ -17,27 +17,9 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
-	"selfreset/password"
+	"selfreset/internal/testkit"
 	"selfreset/secret"
 )
-
-// fakeClock is a movable clock shared by the commands and the server.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // syncBuffer collects log output from several goroutines.
 type syncBuffer struct {
@@ -60,7 +42,7 @@ func (s *syncBuffer) String() string {
 type env struct {
 	t       *testing.T
 	ctx     context.Context
-	clock   *fakeClock
+	clock   *testkit.Clock
 	store   *postgres.Store
 	cmds    *commands.Handler
 	keyring *secret.Keyring
@@ -94,19 +76,11 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	if err := Migrate(ctx, store.Pool()); err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC)}
-	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyring, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte{7}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clock := testkit.NewClock(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
+	keyring := testkit.Keyring(t, "k1")
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cmds := commands.New(commands.Config{Store: store, Clock: clock, Hasher: hasher, Secrets: keyring,
-		Common: password.NewCommonList(), Policy: domain.DefaultPolicy(), Logger: logger})
+	cmds := testkit.Handler(t, store, clock, keyring, func(c *commands.Config) { c.Logger = logger })
 
 	e := &env{t: t, ctx: ctx, clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs}
 	e.seed()

@@ -18,7 +18,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
-	"selfreset/secret"
+	"selfreset/internal/testkit"
 )
 
 // pageEnv is newEnv with the HTML pages mounted. Cookies are not Secure (the test server
@@ -674,11 +674,7 @@ var pageRow = regexp.MustCompile("^\\|[^|]+\\|\\s*(GET|HEAD|POST|PUT|PATCH|DELET
 // TestPageRoutesAreDocumented checks the routes MountPages adds against docs/api.md's
 // "HTML pages" table, both ways (TestRoutesAreDocumented checks the API's).
 func TestPageRoutesAreDocumented(t *testing.T) {
-	k, err := secret.NewKeyring("k1", map[string][]byte{"k1": make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(Config{Commands: &commands.Handler{}, Sessions: NewPGSessions(nil), Keyring: k})
+	srv := NewServer(Config{Commands: &commands.Handler{}, Sessions: NewPGSessions(nil), Keyring: testkit.Keyring(t, "k1")})
 	defer srv.Close(t.Context())
 	walk := func() map[string]bool {
 		routes := map[string]bool{}

@@ -13,6 +13,7 @@ import (
 	"github.com/mailgun/mailgun-go/v4"
 	"github.com/mailgun/mailgun-go/v4/events"
 
+	"selfreset/internal/testkit"
 	"selfreset/mailer"
 )
 
@@ -30,7 +31,7 @@ func testMessage(to string) mailer.Message {
 }
 
 func TestSMTPDriverBuildsMultipartMessage(t *testing.T) {
-	srv := startSMTP(t, serverOptions{})
+	srv := new(testkit.SMTPServer).Start(t)
 	d, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: srv.Addr, TLS: mailer.TLSNone})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func TestSMTPDriverBuildsMultipartMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inbox := srv.Inbox()
+	inbox := srv.Messages()
 	if len(inbox) != 1 {
 		t.Fatalf("inbox has %d messages", len(inbox))
 	}
@@ -47,7 +48,7 @@ func TestSMTPDriverBuildsMultipartMessage(t *testing.T) {
 	if got.From != "no-reply@reset.example.org" || len(got.To) != 1 || got.To[0] != "jane.doe@example.org" {
 		t.Fatalf("envelope: from %q to %q", got.From, got.To)
 	}
-	m := parseMail(t, got.Data)
+	m := parseMail(t, got)
 	want := map[string]string{
 		"From":         `"Self Password Reset" <no-reply@reset.example.org>`,
 		"To":           "<jane.doe@example.org>",
@@ -64,7 +65,7 @@ func TestSMTPDriverBuildsMultipartMessage(t *testing.T) {
 	if id != want["Message-Id"] {
 		t.Errorf("provider id %q, want the Message-ID", id)
 	}
-	if tok := aloneOnLine(t, m.Text, tokenLine); tok != "ABCDE12345" {
+	if tok := testkit.AloneOnLine(t, m.Text, testkit.TokenLine); tok != "ABCDE12345" {
 		t.Errorf("token %q", tok)
 	}
 	if !strings.Contains(m.Text, "Bye = see you.") || !strings.Contains(m.HTML, "<b>ABCDE12345</b>") {
@@ -77,16 +78,16 @@ func TestSMTPDriverTLSModesAndAuth(t *testing.T) {
 	users := map[string]string{"mailer": "s3cret pass"}
 	cases := []struct {
 		name string
-		opts serverOptions
+		srv  *testkit.SMTPServer
 		mode mailer.TLSMode
 	}{
-		{"starttls", serverOptions{tls: serverTLS, users: users}, mailer.TLSStartTLS},
-		{"implicit tls", serverOptions{tls: serverTLS, implicit: true, users: users}, mailer.TLSImplicit},
-		{"none on loopback", serverOptions{users: users}, mailer.TLSNone},
+		{"starttls", &testkit.SMTPServer{TLS: serverTLS, Users: users}, mailer.TLSStartTLS},
+		{"implicit tls", &testkit.SMTPServer{TLS: serverTLS, ImplicitTLS: true, Users: users}, mailer.TLSImplicit},
+		{"none on loopback", &testkit.SMTPServer{Users: users}, mailer.TLSNone},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			srv := startSMTP(t, c.opts)
+			srv := c.srv.Start(t)
 			d, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: srv.Addr, TLS: c.mode, TLSConfig: clientTLS,
 				Username: "mailer", Password: "s3cret pass"})
 			if err != nil {
@@ -95,7 +96,7 @@ func TestSMTPDriverTLSModesAndAuth(t *testing.T) {
 			if _, err := d.Send(context.Background(), testMessage("jane.doe@example.org")); err != nil {
 				t.Fatal(err)
 			}
-			inbox := srv.Inbox()
+			inbox := srv.Messages()
 			if len(inbox) != 1 || inbox[0].User != "mailer" || inbox[0].TLS != (c.mode != mailer.TLSNone) {
 				t.Fatalf("inbox %+v", inbox)
 			}
@@ -103,7 +104,7 @@ func TestSMTPDriverTLSModesAndAuth(t *testing.T) {
 	}
 
 	t.Run("wrong password is transient", func(t *testing.T) {
-		srv := startSMTP(t, serverOptions{tls: serverTLS, users: users})
+		srv := (&testkit.SMTPServer{TLS: serverTLS, Users: users}).Start(t)
 		d, _ := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: srv.Addr, TLS: mailer.TLSStartTLS, TLSConfig: clientTLS,
 			Username: "mailer", Password: "wrong"})
 		_, err := d.Send(context.Background(), testMessage("jane.doe@example.org"))
@@ -112,17 +113,17 @@ func TestSMTPDriverTLSModesAndAuth(t *testing.T) {
 		}
 	})
 	t.Run("starttls required but not offered", func(t *testing.T) {
-		srv := startSMTP(t, serverOptions{})
+		srv := new(testkit.SMTPServer).Start(t)
 		d, _ := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: srv.Addr, TLS: mailer.TLSStartTLS, TLSConfig: clientTLS})
 		if _, err := d.Send(context.Background(), testMessage("jane.doe@example.org")); err == nil || mailer.IsPermanent(err) {
 			t.Fatalf("err = %v", err)
 		}
-		if len(srv.Inbox()) != 0 {
+		if len(srv.Messages()) != 0 {
 			t.Fatal("sent in clear text")
 		}
 	})
 	t.Run("untrusted certificate", func(t *testing.T) {
-		srv := startSMTP(t, serverOptions{tls: serverTLS})
+		srv := (&testkit.SMTPServer{TLS: serverTLS}).Start(t)
 		d, _ := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: srv.Addr, TLS: mailer.TLSStartTLS, TLSConfig: &tls.Config{}})
 		if _, err := d.Send(context.Background(), testMessage("jane.doe@example.org")); err == nil {
 			t.Fatal("sent to a server with an untrusted certificate")
@@ -131,7 +132,7 @@ func TestSMTPDriverTLSModesAndAuth(t *testing.T) {
 }
 
 func TestSMTPDriverClassifiesErrors(t *testing.T) {
-	srv := startSMTP(t, serverOptions{})
+	srv := new(testkit.SMTPServer).Start(t)
 	d, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: srv.Addr, TLS: mailer.TLSNone})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +179,7 @@ func TestSMTPDriverClassifiesErrors(t *testing.T) {
 	if _, err := d.Send(ctx, testMessage("jane.doe@example.org")); err != nil {
 		t.Fatalf("after all that, a good send: %v", err)
 	}
-	if n := len(srv.Inbox()); n != 1 {
+	if n := len(srv.Messages()); n != 1 {
 		t.Fatalf("inbox has %d messages, want 1", n)
 	}
 }

@@ -14,9 +14,9 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
 	"selfreset/internal/teststore"
 	"selfreset/mailer"
-	"selfreset/password"
 	"selfreset/projections"
 )
 
@@ -33,8 +33,8 @@ type world struct {
 	store  eventstore.Store
 	pool   *pgxpool.Pool // the test's database: the mailer's (and the runner's) tables
 	code   string        // the provider: "ACME" on Postgres, "ACME<random>" on EventStoreDB
-	clock  *clock
-	srv    *smtpServer
+	clock  *testkit.Clock
+	srv    *testkit.SMTPServer
 	proj   *mailer.Projection
 	sender *mailer.Sender
 	seen   int // inbox messages already returned by newMail
@@ -51,17 +51,12 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(pool.Close)
 	w := &world{store: store, pool: pool, code: teststore.ProviderCode(t, "ACME"), clock: newClock(),
-		srv: startSMTP(t, serverOptions{})}
+		srv: new(testkit.SMTPServer).Start(t)}
 	if err := mailer.Migrate(ctx, w.pool); err != nil {
 		t.Fatal(err)
 	}
-	keys := newKeys(t)
-	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.h = commands.New(commands.Config{Store: store, Clock: w.clock, Hasher: hasher, Secrets: keys,
-		Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
+	keys := testkit.Keyring(t, "k1")
+	w.h = testkit.Handler(t, store, w.clock, keys)
 
 	// Wired the way cmd/selfreset wires it.
 	cfg, err := mailer.ConfigFromEnv(env{
@@ -96,21 +91,21 @@ func (w *world) must(t *testing.T, err error) {
 }
 
 // newMail runs SendDue and returns the messages that arrived since the last call.
-func (w *world) newMail(t *testing.T) []parsed {
+func (w *world) newMail(t *testing.T) []testkit.Message {
 	t.Helper()
 	if _, err := w.sender.SendDue(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	inbox := w.srv.Inbox()
-	var out []parsed
+	inbox := w.srv.Messages()
+	var out []testkit.Message
 	for _, r := range inbox[w.seen:] {
-		out = append(out, parseMail(t, r.Data))
+		out = append(out, parseMail(t, r))
 	}
 	w.seen = len(inbox)
 	return out
 }
 
-func subjects(mails []parsed) []string {
+func subjects(mails []testkit.Message) []string {
 	var s []string
 	for _, m := range mails {
 		s = append(s, m.Header.Get("Subject"))
@@ -183,7 +178,7 @@ func TestFullPath(t *testing.T) {
 	w := newWorld(t)
 	codec := w.h.Codec()
 	var checkpoint eventstore.Position
-	deliver := func() []parsed {
+	deliver := func() []testkit.Message {
 		t.Helper()
 		// The feed shows a commit once no older append is still open (see
 		// eventstore/postgres), so wait until it reaches this world's newest event.
@@ -228,7 +223,7 @@ func TestFullPath(t *testing.T) {
 		}
 		return w.newMail(t)
 	}
-	one := func(subject string) parsed {
+	one := func(subject string) testkit.Message {
 		t.Helper()
 		mails := deliver()
 		if len(mails) != 1 || mails[0].Header.Get("Subject") != subject {
@@ -244,7 +239,7 @@ func TestFullPath(t *testing.T) {
 	_, err := w.h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: recipient})
 	w.must(t, err)
 	w.clock.Add(time.Second)
-	code := aloneOnLine(t, one("Your Self Password Reset verification code").Text, codeLine)
+	code := testkit.AloneOnLine(t, one("Your Self Password Reset verification code").Text, testkit.CodeLine)
 	w.must(t, w.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: code}))
 	w.must(t, w.h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self}))
 	if mails := deliver(); len(mails) != 0 {
@@ -256,7 +251,7 @@ func TestFullPath(t *testing.T) {
 	w.must(t, err)
 	w.clock.Add(time.Second)
 	m := one("Your password token")
-	token := aloneOnLine(t, m.Text, tokenLine)
+	token := testkit.AloneOnLine(t, m.Text, testkit.TokenLine)
 	if !strings.Contains(m.Text, publicURL+"/change-password?login=jane&provider="+w.code) {
 		t.Errorf("token mail:\n%s", m.Text)
 	}
@@ -321,7 +316,7 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 	})
 	// waitMail lets the runner queue n deliveries, then sends them. (On EventStoreDB the
 	// runner starts with the whole shared history, hence the generous deadline.)
-	waitMail := func(n int) []parsed {
+	waitMail := func(n int) []testkit.Message {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
 		for {
@@ -349,7 +344,7 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 	if len(mails) != 1 {
 		t.Fatalf("mails %q", subjects(mails))
 	}
-	w.must(t, w.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: aloneOnLine(t, mails[0].Text, codeLine)}))
+	w.must(t, w.h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: testkit.AloneOnLine(t, mails[0].Text, testkit.CodeLine)}))
 	w.must(t, w.h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self}))
 
 	_, err = w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: recipient})
@@ -359,7 +354,7 @@ func TestFullPathThroughTheRunner(t *testing.T) {
 		t.Fatalf("mails %q", subjects(mails))
 	}
 	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: w.code, Login: "jane",
-		Token: aloneOnLine(t, mails[0].Text, tokenLine), NewPassword: "staple-gun-wizard-42"}))
+		Token: testkit.AloneOnLine(t, mails[0].Text, testkit.TokenLine), NewPassword: "staple-gun-wizard-42"}))
 	if mails := waitMail(3); len(mails) != 1 || mails[0].Header.Get("Subject") != "Your password was changed" {
 		t.Fatalf("mails %q", subjects(mails))
 	}

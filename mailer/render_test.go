@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"selfreset/domain"
+	"selfreset/internal/testkit"
 	"selfreset/mailer"
 )
 
@@ -28,7 +29,7 @@ func TestRenderer(t *testing.T) {
 	if subject != "Your password token" {
 		t.Errorf("subject %q", subject)
 	}
-	if tok := aloneOnLine(t, text, tokenLine); tok != "ABCDE12345" {
+	if tok := testkit.AloneOnLine(t, text, testkit.TokenLine); tok != "ABCDE12345" {
 		t.Errorf("token %q", tok)
 	}
 	for _, want := range []string{"valid for 5 minutes, until Fri, 27 Nov 2026 at 09:05 UTC",
@@ -48,7 +49,7 @@ func TestRenderer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if subject != "Your Self Password Reset verification code" || aloneOnLine(t, text, codeLine) != "042917" || !strings.Contains(text, "valid for 10 minutes") {
+	if subject != "Your Self Password Reset verification code" || testkit.AloneOnLine(t, text, testkit.CodeLine) != "042917" || !strings.Contains(text, "valid for 10 minutes") {
 		t.Errorf("%q\n%s", subject, text)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
 	"selfreset/mailer"
 	"selfreset/projections"
 	"selfreset/secret"
@@ -30,9 +31,9 @@ var quiet = slog.New(slog.DiscardHandler)
 
 type fixture struct {
 	pool   *pgxpool.Pool
-	clock  *clock
+	clock  *testkit.Clock
 	keys   *secret.Keyring
-	srv    *smtpServer
+	srv    *testkit.SMTPServer
 	proj   *mailer.Projection
 	sender *mailer.Sender
 	cfg    mailer.SenderConfig
@@ -53,20 +54,11 @@ func openPool(t *testing.T) *pgxpool.Pool {
 	return pool
 }
 
-func newKeys(t *testing.T) *secret.Keyring {
-	t.Helper()
-	keys, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte("k"), 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys
-}
-
 // newFixture: Postgres with the mailer's tables, an SMTP server, and a sender with
 // base 10s / max 80s backoff, 4 attempts and a jitter of exactly 0.5.
 func newFixture(t *testing.T, tune ...func(*mailer.SenderConfig)) *fixture {
 	t.Helper()
-	f := &fixture{pool: openPool(t), clock: newClock(), keys: newKeys(t), srv: startSMTP(t, serverOptions{}), rev: map[string]uint64{}}
+	f := &fixture{pool: openPool(t), clock: newClock(), keys: testkit.Keyring(t, "k1"), srv: new(testkit.SMTPServer).Start(t), rev: map[string]uint64{}}
 	f.proj = mailer.NewProjection(f.clock)
 	drv, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: f.srv.Addr, TLS: mailer.TLSNone, Timeout: 5 * time.Second})
 	if err != nil {
@@ -194,12 +186,12 @@ func TestTokenMailIsDeliveredOverSMTP(t *testing.T) {
 	if res := f.sendDue(t); res.Sent != 1 || res.Claimed != 1 {
 		t.Fatalf("result %+v", res)
 	}
-	inbox := f.srv.Inbox()
+	inbox := f.srv.Messages()
 	if len(inbox) != 1 || inbox[0].To[0] != recipient || inbox[0].From != "no-reply@reset.example.org" {
 		t.Fatalf("inbox %+v", inbox)
 	}
-	m := parseMail(t, inbox[0].Data)
-	if got := aloneOnLine(t, m.Text, tokenLine); got != token {
+	m := parseMail(t, inbox[0])
+	if got := testkit.AloneOnLine(t, m.Text, testkit.TokenLine); got != token {
 		t.Fatalf("mailed token %q, keyring derives %q", got, token)
 	}
 	if m.Header.Get("Subject") != "Your password token" || m.Header.Get("Date") != "Fri, 27 Nov 2026 09:00:03 +0000" ||
@@ -216,7 +208,7 @@ func TestTokenMailIsDeliveredOverSMTP(t *testing.T) {
 		!d.SentAt.Equal(f.clock.Now()) || d.LastError != "" {
 		t.Fatalf("after send %+v", d)
 	}
-	if res := f.sendDue(t); res.Claimed != 0 || len(f.srv.Inbox()) != 1 {
+	if res := f.sendDue(t); res.Claimed != 0 || len(f.srv.Messages()) != 1 {
 		t.Fatalf("sent again: %+v", res)
 	}
 }
@@ -245,13 +237,13 @@ func TestEveryMailWorthyEvent(t *testing.T) {
 	if res := f.sendDue(t); res.Sent != 3 {
 		t.Fatalf("result %+v", res)
 	}
-	bySubject := map[string]parsed{}
-	for _, r := range f.srv.Inbox() {
-		m := parseMail(t, r.Data)
+	bySubject := map[string]testkit.Message{}
+	for _, r := range f.srv.Messages() {
+		m := parseMail(t, r)
 		bySubject[m.Header.Get("Subject")] = m
 	}
 	codeValue, _ := f.keys.Value(secret.KindEmailCode, code.KeyID, code.ID)
-	if m, ok := bySubject["Your Self Password Reset verification code"]; !ok || aloneOnLine(t, m.Text, codeLine) != codeValue ||
+	if m, ok := bySubject["Your Self Password Reset verification code"]; !ok || testkit.AloneOnLine(t, m.Text, testkit.CodeLine) != codeValue ||
 		m.Header.Get("To") != "<new@example.org>" {
 		t.Errorf("code mail: %+v", m)
 	}
@@ -298,8 +290,8 @@ func TestTransientFailureIsRetriedWithBackoff(t *testing.T) {
 	if d.State != mailer.StateSent || d.Attempts != 3 || d.LastError != "" {
 		t.Fatalf("after success: %+v", d)
 	}
-	inbox := f.srv.Inbox()
-	if len(inbox) != 1 || aloneOnLine(t, parseMail(t, inbox[0].Data).Text, tokenLine) != token {
+	inbox := f.srv.Messages()
+	if len(inbox) != 1 || testkit.AloneOnLine(t, parseMail(t, inbox[0]).Text, testkit.TokenLine) != token {
 		t.Fatalf("inbox %d", len(inbox))
 	}
 }
@@ -321,7 +313,7 @@ func TestPermanentFailureDoesNotHoldUpLaterMail(t *testing.T) {
 	if d := f.delivery(t, good.ID); d.State != mailer.StateSent {
 		t.Fatalf("good address: %+v", d)
 	}
-	if inbox := f.srv.Inbox(); len(inbox) != 1 || inbox[0].To[0] != recipient {
+	if inbox := f.srv.Messages(); len(inbox) != 1 || inbox[0].To[0] != recipient {
 		t.Fatalf("inbox %+v", inbox)
 	}
 	f.clock.Add(time.Hour)
@@ -354,7 +346,7 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 		t.Fatalf("waits %v, want %v", waits, want)
 	}
 	f.clock.Add(time.Hour)
-	if res := f.sendDue(t); res.Claimed != 0 || len(f.srv.Inbox()) != 0 {
+	if res := f.sendDue(t); res.Claimed != 0 || len(f.srv.Messages()) != 0 {
 		t.Fatalf("after giving up: %+v", res)
 	}
 }
@@ -374,7 +366,7 @@ func equalDurations(a, b []time.Duration) bool {
 func TestBackoff(t *testing.T) {
 	pool := openPool(t)
 	mk := func(r float64) *mailer.Sender {
-		s, err := mailer.NewSender(mailer.SenderConfig{Pool: pool, Driver: mailer.NewConsoleDriver(&bytes.Buffer{}), Secrets: newKeys(t),
+		s, err := mailer.NewSender(mailer.SenderConfig{Pool: pool, Driver: mailer.NewConsoleDriver(&bytes.Buffer{}), Secrets: testkit.Keyring(t, "k1"),
 			RetryBase: 5 * time.Second, RetryMax: time.Minute, Rand: fixedRand(r), Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
@@ -409,7 +401,7 @@ func TestExpiredTokenIsSkipped(t *testing.T) {
 	if d.State != mailer.StateSkipped || d.SkipReason != mailer.SkipExpired || d.Attempts != 0 {
 		t.Fatalf("%+v", d)
 	}
-	if n := len(f.srv.Inbox()); n != 0 {
+	if n := len(f.srv.Messages()); n != 0 {
 		t.Fatalf("%d mails sent", n)
 	}
 }
@@ -435,7 +427,7 @@ func TestTokenExpiringDuringRetriesIsSkipped(t *testing.T) {
 	if d := f.delivery(t, rec2.ID); d.State != mailer.StateSkipped || d.SkipReason != mailer.SkipExpired || d.Attempts != 1 {
 		t.Fatalf("%+v", d)
 	}
-	if n := len(f.srv.Inbox()); n != 1 {
+	if n := len(f.srv.Messages()); n != 1 {
 		t.Fatalf("%d mails sent", n)
 	}
 }
@@ -463,9 +455,9 @@ func TestSupersededTokenIsSkipped(t *testing.T) {
 		t.Fatalf("new token: %+v", d)
 	}
 	var mine []string
-	for _, r := range f.srv.Inbox() {
+	for _, r := range f.srv.Messages() {
 		if r.To[0] == recipient {
-			mine = append(mine, aloneOnLine(t, parseMail(t, r.Data).Text, tokenLine))
+			mine = append(mine, testkit.AloneOnLine(t, parseMail(t, r).Text, testkit.TokenLine))
 		}
 	}
 	if len(mine) != 1 || mine[0] != token {
@@ -496,7 +488,7 @@ func TestReplayQueuesAndSendsOnce(t *testing.T) {
 	if res := f.sendDue(t); res.Claimed != 0 {
 		t.Fatalf("second SendDue: %+v", res)
 	}
-	if n := len(f.srv.Inbox()); n != 2 {
+	if n := len(f.srv.Messages()); n != 2 {
 		t.Fatalf("%d mails, want 2", n)
 	}
 	if d := f.delivery(t, rec.ID); !d.CreatedAt.Equal(f.clock.Now().Add(-time.Second)) {
@@ -549,7 +541,7 @@ func TestCompetingSendersSendEachMailOnce(t *testing.T) {
 	}
 	wg.Wait()
 	seen := map[string]int{}
-	for _, r := range f.srv.Inbox() {
+	for _, r := range f.srv.Messages() {
 		seen[r.To[0]]++
 	}
 	if total.Sent != n || total.Lost != 0 || len(seen) != n {
@@ -603,11 +595,11 @@ func TestAtLeastOnceAfterALostLease(t *testing.T) {
 	if d.State != mailer.StateSent || d.Attempts != 2 {
 		t.Fatalf("%+v", d)
 	}
-	inbox := f.srv.Inbox()
+	inbox := f.srv.Messages()
 	if len(inbox) != 2 {
 		t.Fatalf("%d mails, want 2 (at least once)", len(inbox))
 	}
-	if a, b := parseMail(t, inbox[0].Data).Header.Get("Message-Id"), parseMail(t, inbox[1].Data).Header.Get("Message-Id"); a != b {
+	if a, b := parseMail(t, inbox[0]).Header.Get("Message-Id"), parseMail(t, inbox[1]).Header.Get("Message-Id"); a != b {
 		t.Fatalf("Message-IDs differ: %s %s", a, b)
 	}
 }
@@ -676,7 +668,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 
 func TestNewSenderChecksItsConfiguration(t *testing.T) {
 	pool := openPool(t)
-	ok := mailer.SenderConfig{Pool: pool, Driver: mailer.NewConsoleDriver(&bytes.Buffer{}), Secrets: newKeys(t)}
+	ok := mailer.SenderConfig{Pool: pool, Driver: mailer.NewConsoleDriver(&bytes.Buffer{}), Secrets: testkit.Keyring(t, "k1")}
 	if _, err := mailer.NewSender(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -717,7 +709,7 @@ func TestShutdownReleasesUnattemptedClaims(t *testing.T) {
 	if d := f.delivery(t, second.ID); d.State != mailer.StatePending || d.Attempts != 0 || !d.NextAttemptAt.Equal(f.clock.Now()) {
 		t.Fatalf("second: %+v", d)
 	}
-	if res := f.sendDue(t); res.Sent != 1 || len(f.srv.Inbox()) != 2 {
+	if res := f.sendDue(t); res.Sent != 1 || len(f.srv.Messages()) != 2 {
 		t.Fatalf("after restart: %+v", res)
 	}
 }

@@ -20,8 +20,8 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
 	"selfreset/internal/teststore"
-	"selfreset/password"
 	"selfreset/secret"
 )
 
@@ -40,20 +40,6 @@ func init() {
 // t0 is the test clock's start.
 var t0 = time.Date(2025, 3, 10, 9, 0, 0, 0, time.UTC)
 
-// clock is a movable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.now = t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // env is one test's world: a fresh database holding the read models, the event store, a
 // command handler on a test clock, and the keyring (to derive codes and tokens as the
 // mailer would).
@@ -71,7 +57,7 @@ type env struct {
 	store eventstore.Store
 	pool  *pgxpool.Pool // the test's database: read models, checkpoints (and, on Postgres, the events)
 	cmd   *commands.Handler
-	clock *clock
+	clock *testkit.Clock
 	keys  *secret.Keyring
 	logs  *syncBuffer
 
@@ -111,20 +97,10 @@ func newEnv(t *testing.T) *env {
 	if err := Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := secret.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte{7}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{now: t0}
+	keys := testkit.Keyring(t, "k1")
+	clk := testkit.NewClock(t0)
 	logs := &syncBuffer{}
-	cmd := commands.New(commands.Config{
-		Store: store, Clock: clk, Hasher: hasher, Secrets: keys, Common: password.NewCommonList(),
-		Policy: domain.DefaultPolicy(), Logger: slog.New(slog.NewTextHandler(logs, nil)),
-	})
+	cmd := testkit.Handler(t, store, clk, keys, func(c *commands.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	return &env{t: t, ctx: ctx, store: store, pool: pool, cmd: cmd, clock: clk, keys: keys, logs: logs,
 		shared: teststore.Shared(), acme: teststore.ProviderCode(t, "ACME"), nope: teststore.ProviderCode(t, "NOPE"),
 		late: teststore.ProviderCode(t, "LATE")}

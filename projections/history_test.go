@@ -94,17 +94,17 @@ func (e *env) writeHistory() history {
 
 	// t0+1m: alice asks for a token; t0+2m: she resends (the first is superseded), types a
 	// wrong token, gets locked out by five failed logins; t0+3m: she resets (and is unlocked).
-	e.clock.Advance(time.Minute)
+	e.clock.Add(time.Minute)
 	var err error
 	h.T1, err = request(e.acme, "alice", "Alice@Example.org")
 	e.must(err)
-	e.clock.Advance(time.Minute)
+	e.clock.Add(time.Minute)
 	h.T2, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: e.acme, Login: "alice"})
 	e.must(err)
 	e.refused(c.ResetPassword(ctx, commands.ResetPassword{Provider: e.acme, Login: "alice", Token: "WRONG00000", NewPassword: "Amber-Meadow-2291"}),
 		domain.ErrInvalidToken.Code)
 	failLogin("alice", 5)
-	e.clock.Advance(time.Minute)
+	e.clock.Add(time.Minute)
 	h.ResetAt = e.clock.Now()
 	e.must(c.ResetPassword(ctx, commands.ResetPassword{Provider: e.acme, Login: "alice", Token: token(h.T2), NewPassword: "Amber-Meadow-2291"}))
 
@@ -160,7 +160,7 @@ func (e *env) writeHistory() history {
 
 	// t0+10m: carol's token expired unused; her Resend is refused, an admin locks her
 	// (which revokes the expired token) and her next request is refused.
-	e.clock.Advance(7 * time.Minute)
+	e.clock.Add(7 * time.Minute)
 	_, err = c.ResendResetToken(ctx, commands.ResendResetToken{Provider: e.acme, Login: "carol"})
 	e.refused(err, domain.ErrResendAfterExpiry.Code)
 	e.must(c.AdminLock(ctx, user(e.acme, "carol")))

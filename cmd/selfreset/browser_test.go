@@ -3,15 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"log"
-	"mime"
-	"mime/multipart"
 	"net"
 	"net/http"
-	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,11 +15,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/emersion/go-smtp"
 
 	"selfreset/config"
 	"selfreset/domain"
 	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
 	"selfreset/mailer"
 )
 
@@ -52,7 +45,8 @@ func TestBrowserWalk(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	inbox := startInbox(t)
+	// Strict: the inbox refuses (554) a mail whose subject or text part it cannot read.
+	inbox := (&testkit.SMTPServer{Strict: true}).Start(t)
 	base := startService(t, ctx, inbox)
 
 	bctx := startBrowser(t, ctx, chromium)
@@ -89,11 +83,11 @@ func TestBrowserWalk(t *testing.T) {
 	w.click(`form[action="/settings/self-reset/verify-password"] button`)
 	w.see("Self Password Reset Configuration", "Email")
 	w.shot("08-configure-email")
-	sentBefore := inbox.count()
+	sentBefore := len(inbox.Messages())
 	w.typeIn("#email", bwEmail)
 	w.click(`form[action="/settings/self-reset/email"] button`)
 	w.see("Enter the 6 digit code that has been sent to", bwEmail)
-	code := inbox.secret(t, ctx, sentBefore, bwEmail, mailer.Subjects[mailer.MailEmailCode], codeLine)
+	code := fromInbox(t, ctx, inbox, sentBefore, bwEmail, mailer.Subjects[mailer.MailEmailCode], testkit.CodeLine)
 	w.shot("09-configure-code")
 	w.typeIn("#code", code)
 	w.click(`form[action="/settings/self-reset/email/verify"] button`)
@@ -108,7 +102,7 @@ func TestBrowserWalk(t *testing.T) {
 	w.click(`a[href="/forgot-password"]`)
 	w.see("Reset Password", "Login Name", "Provider Code", "Email")
 	w.shot("12-reset-password")
-	sentBefore = inbox.count()
+	sentBefore = len(inbox.Messages())
 	w.typeIn("#login_name", "jane")
 	w.typeIn("#provider_code", "ACME")
 	w.typeIn("#email", bwEmail)
@@ -116,7 +110,7 @@ func TestBrowserWalk(t *testing.T) {
 	w.see("Change Password", "If the details match a configured account, a Password token was sent to the email; it is valid for 5 minutes.",
 		"Password Token", "New Password", "Confirm New Password", "Resend")
 	w.shot("13-change-password")
-	token := inbox.secret(t, ctx, sentBefore, bwEmail, mailer.Subjects[mailer.MailResetToken], tokenLine)
+	token := fromInbox(t, ctx, inbox, sentBefore, bwEmail, mailer.Subjects[mailer.MailResetToken], testkit.TokenLine)
 	w.typeIn("#token", token)
 	w.typeIn("#new_password", bwJaneNewPW)
 	w.typeIn("#confirm_password", bwJaneNewPW)
@@ -155,11 +149,6 @@ const (
 	stepTimeout = 30 * time.Second
 )
 
-var (
-	codeLine  = regexp.MustCompile(`^[0-9]{6}$`)
-	tokenLine = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{10}$`) // Crockford base32
-)
-
 // chromiumPath finds Chromium, or skips (fails under CI=true) with how to install it.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
@@ -190,7 +179,7 @@ func noChromium(t *testing.T, why string) {
 
 // startService sets up the database with the CLI (migrate, provider add, user add) and
 // starts `selfreset serve` in process, as main would. It returns the service's address.
-func startService(t *testing.T, ctx context.Context, inbox *inbox) string {
+func startService(t *testing.T, ctx context.Context, inbox *testkit.SMTPServer) string {
 	t.Helper()
 	addr := freeAddr(t)
 	base := "http://" + addr
@@ -199,7 +188,7 @@ func startService(t *testing.T, ctx context.Context, inbox *inbox) string {
 		config.EnvSecret:      bwSecret,
 		config.EnvAddr:        addr,
 		mailer.EnvDriver:      mailer.DriverSMTP,
-		mailer.EnvSMTPAddr:    inbox.addr,
+		mailer.EnvSMTPAddr:    inbox.Addr,
 		mailer.EnvSMTPTLS:     string(mailer.TLSNone),
 		mailer.EnvPublicURL:   base,
 		mailer.EnvFrom:        "Self Password Reset <no-reply@example.org>",
@@ -470,147 +459,19 @@ func (w *walker) shot(name string) {
 	}
 }
 
-// ---- an SMTP server with an inbox ----
-
-type inbox struct {
-	addr string
-	mu   sync.Mutex
-	msgs []inboxMail
-}
-
-type inboxMail struct {
-	To      []string
-	Subject string
-	Text    string
-}
-
-func startInbox(t *testing.T) *inbox {
+// fromInbox waits (up to 60s) for a mail to rcpt with subject, after the first `after`
+// mails the inbox received, and returns the one line of its text that matches re in full:
+// the code or token, on its own line.
+func fromInbox(t *testing.T, ctx context.Context, inbox *testkit.SMTPServer, after int, rcpt, subject string, re *regexp.Regexp) string {
 	t.Helper()
-	ib := &inbox{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &inboxSession{ib: ib}, nil }))
-	srv.Domain = "localhost"
-	srv.AllowInsecureAuth = true
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	within := 60 * time.Second
+	if deadline, ok := ctx.Deadline(); ok {
+		within = min(within, time.Until(deadline))
 	}
-	ib.addr = ln.Addr().String()
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ib
-}
-
-func (ib *inbox) count() int {
-	ib.mu.Lock()
-	defer ib.mu.Unlock()
-	return len(ib.msgs)
-}
-
-// secret waits for a mail to rcpt with subject (after the first `after` mails) and returns
-// the one line of its text that matches re in full: the code or token, on its own line.
-func (ib *inbox) secret(t *testing.T, ctx context.Context, after int, rcpt, subject string, re *regexp.Regexp) string {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ib.mu.Lock()
-		msgs := append([]inboxMail(nil), ib.msgs[min(after, len(ib.msgs)):]...)
-		ib.mu.Unlock()
-		for _, m := range msgs {
-			if m.Subject != subject || len(m.To) != 1 || m.To[0] != rcpt {
-				continue
-			}
-			var found []string
-			for _, line := range strings.Split(strings.ReplaceAll(m.Text, "\r\n", "\n"), "\n") {
-				if re.MatchString(line) {
-					found = append(found, line)
-				}
-			}
-			if len(found) != 1 {
-				t.Fatalf("mail %q: want one line matching %s, found %q in:\n%s", subject, re, found, m.Text)
-			}
-			return found[0]
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("no mail %q to %s within 60s; the inbox has %d mails", subject, rcpt, len(msgs)+after)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-type inboxSession struct {
-	ib *inbox
-	to []string
-}
-
-func (s *inboxSession) Mail(string, *smtp.MailOptions) error { return nil }
-
-func (s *inboxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.to = append(s.to, to)
-	return nil
-}
-
-func (s *inboxSession) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	m, err := parseInboxMail(raw)
-	if err != nil {
-		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: err.Error()}
-	}
-	m.To = append([]string(nil), s.to...)
-	s.ib.mu.Lock()
-	s.ib.msgs = append(s.ib.msgs, m)
-	s.ib.mu.Unlock()
-	return nil
-}
-
-func (s *inboxSession) Reset()        { s.to = nil }
-func (s *inboxSession) Logout() error { return nil }
-
-// parseInboxMail reads the subject and the text/plain part of a message.
-func parseInboxMail(raw []byte) (inboxMail, error) {
-	msg, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		return inboxMail{}, err
-	}
-	subject, err := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
-	if err != nil {
-		return inboxMail{}, err
-	}
-	m := inboxMail{Subject: subject}
-	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil {
-		return inboxMail{}, err
-	}
-	if !strings.HasPrefix(mt, "multipart/") {
-		body, err := io.ReadAll(msg.Body)
-		m.Text = string(body)
-		return m, err
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart() // undoes quoted-printable
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return inboxMail{}, err
-		}
-		body, err := io.ReadAll(part)
-		if err != nil {
-			return inboxMail{}, err
-		}
-		if strings.HasPrefix(part.Header.Get("Content-Type"), "text/plain") {
-			m.Text = string(body)
-		}
-	}
-	if m.Text == "" {
-		return inboxMail{}, fmt.Errorf("no text/plain part")
-	}
-	return m, nil
+	m := inbox.WaitFor(t, func(m testkit.Message) bool {
+		return m.Seq >= after && m.Subject == subject && len(m.To) == 1 && m.To[0] == rcpt
+	}, within)
+	return testkit.AloneOnLine(t, m.Text, re)
 }
 
 // lockedBuffer collects serve's output from its goroutines.

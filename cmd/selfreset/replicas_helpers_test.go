@@ -7,15 +7,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log"
-	"mime"
-	"mime/multipart"
-	"net"
 	"net/http"
-	"net/mail"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,89 +22,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/config"
+	"selfreset/internal/testkit"
 	"selfreset/mailer"
 	"selfreset/projections"
 )
 
 // ---- SMTP sink ----
 
-// repMail is one message the sink accepted.
-type repMail struct {
-	To   []string
-	Data []byte
-}
-
-// repSMTPDelay is how long the sink takes to accept a message.
+// repSMTPDelay is how long the sink (a testkit.SMTPServer) takes to accept a message: a
+// relay takes a moment to accept; it also widens the window in which a killed sender holds
+// leased deliveries.
 const repSMTPDelay = 3 * time.Millisecond
-
-// repSMTP is a go-smtp server on 127.0.0.1:0 (no TLS, no AUTH) that keeps every message.
-type repSMTP struct {
-	Addr string
-
-	mu    sync.Mutex
-	inbox []repMail
-}
-
-func repStartSMTP(t *testing.T) *repSMTP {
-	t.Helper()
-	s := &repSMTP{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &repSession{s: s}, nil
-	}))
-	srv.Domain = "localhost"
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Addr = ln.Addr().String()
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return s
-}
-
-func (s *repSMTP) Inbox() []repMail {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]repMail(nil), s.inbox...)
-}
-
-type repSession struct {
-	s  *repSMTP
-	to []string
-}
-
-func (se *repSession) Mail(string, *smtp.MailOptions) error { return nil }
-
-func (se *repSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	se.to = append(se.to, to)
-	return nil
-}
-
-func (se *repSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	// A relay takes a moment to accept; it also widens the window in which a killed
-	// sender holds leased deliveries.
-	time.Sleep(repSMTPDelay)
-	se.s.mu.Lock()
-	se.s.inbox = append(se.s.inbox, repMail{To: append([]string(nil), se.to...), Data: b})
-	se.s.mu.Unlock()
-	return nil
-}
-
-func (se *repSession) Reset()        { se.to = nil }
-func (se *repSession) Logout() error { return nil }
-
-// repTokenLine is a reset token alone on its line: 10 Crockford base32 characters.
-var repTokenLine = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{10}$`)
 
 // repParsed is what the test reads from a message: the event id in its Message-ID and, for
 // a reset-token mail, the token on its own line of the text part.
@@ -119,46 +44,22 @@ type repParsed struct {
 	Token   string // "" when the text part has no token line
 }
 
-func repParseMail(raw []byte) (repParsed, error) {
-	msg, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		return repParsed{}, err
+func repParseMail(m testkit.Message) (repParsed, error) {
+	if m.Err != nil {
+		return repParsed{}, m.Err
+	}
+	if m.MediaType != "multipart/alternative" {
+		return repParsed{}, fmt.Errorf("Content-Type %q: want multipart/alternative", m.Header.Get("Content-Type"))
 	}
 	var p repParsed
-	id := strings.Trim(msg.Header.Get("Message-ID"), "<>")
+	id := strings.Trim(m.Header.Get("Message-ID"), "<>")
 	p.EventID, _, _ = strings.Cut(id, "@")
-	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/alternative" {
-		return repParsed{}, fmt.Errorf("Content-Type %q: %v", msg.Header.Get("Content-Type"), err)
+	found := testkit.MatchingLines(m.Text, testkit.TokenLine)
+	if len(found) > 1 {
+		return repParsed{}, fmt.Errorf("%d token lines in one message: %q", len(found), found)
 	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart() // decodes quoted-printable
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return repParsed{}, err
-		}
-		body, err := io.ReadAll(part)
-		if err != nil {
-			return repParsed{}, err
-		}
-		if !strings.HasPrefix(part.Header.Get("Content-Type"), "text/plain") {
-			continue
-		}
-		var found []string
-		for _, line := range strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n") {
-			if repTokenLine.MatchString(line) {
-				found = append(found, line)
-			}
-		}
-		if len(found) > 1 {
-			return repParsed{}, fmt.Errorf("%d token lines in one message: %q", len(found), found)
-		}
-		if len(found) == 1 {
-			p.Token = found[0]
-		}
+	if len(found) == 1 {
+		p.Token = found[0]
 	}
 	return p, nil
 }

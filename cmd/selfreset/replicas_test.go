@@ -24,8 +24,8 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
 	"selfreset/mailer"
-	"selfreset/password"
 	"selfreset/secret"
 )
 
@@ -83,7 +83,7 @@ func TestReplicasSurviveAKilledLockHolder(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	smtpSink := repStartSMTP(t)
+	smtpSink := (&testkit.SMTPServer{Delay: repSMTPDelay}).Start(t)
 	cliEnv := repEnv(t, dbURL, "cli")
 	repCLI(t, bin, cliEnv, 60*time.Second, "migrate")
 
@@ -343,8 +343,8 @@ func TestReplicasSurviveAKilledLockHolder(t *testing.T) {
 	// 6b. The inbox: each token mail carries the token derived for its event, at most twice.
 	seen := map[string]int{}
 	var otherMail int
-	for _, m := range smtpSink.Inbox() {
-		p, err := repParseMail(m.Data)
+	for _, m := range smtpSink.Messages() {
+		p, err := repParseMail(m)
 		if err != nil {
 			t.Fatalf("unreadable message: %v", err)
 		}
@@ -583,13 +583,9 @@ func repSeed(t *testing.T, ctx context.Context, dbURL string, keys *secret.Keyri
 		t.Fatal(err)
 	}
 	defer store.Close()
-	// Tiny argon2id parameters: the hash is only stored, never checked here.
-	hasher, err := password.NewHasher(password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := commands.New(commands.Config{Store: store, Hasher: hasher, Secrets: keys, Common: password.NewCommonList(),
-		Policy: domain.DefaultPolicy()})
+	// Tiny argon2id parameters (testkit.Hasher): the hash is only stored, never checked
+	// here. A nil clock: the system clock.
+	h := testkit.Handler(t, store, nil, keys)
 	admin := domain.SystemActor("replicas-test")
 	if err := h.RegisterProvider(ctx, commands.RegisterProvider{Actor: admin, Code: repProvider, Name: "Acme Care", AllowSelfReset: true}); err != nil {
 		t.Fatal(err)

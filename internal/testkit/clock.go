@@ -1,0 +1,19 @@
+package testkit
+
+import (
+	"sync"
+	"time"
+)
+
+// Clock is a movable test clock, safe for concurrent use. It satisfies commands.Clock.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+func (c *Clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *Clock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+func (c *Clock) Set(t time.Time)     { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
