@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +20,6 @@ import (
 	"selfreset/secret"
 )
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	t       *testing.T
 	ctx     context.Context
@@ -48,7 +29,7 @@ type env struct {
 	keyring *secret.Keyring
 	srv     *Server
 	ts      *httptest.Server
-	logs    *syncBuffer
+	logs    *testkit.Buffer
 }
 
 // Accounts the tests use. ACME allows Self Password Reset; NOPE does not.
@@ -78,7 +59,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	}
 	clock := testkit.NewClock(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
 	keyring := testkit.Keyring(t, "k1")
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cmds := testkit.Handler(t, store, clock, keyring, func(c *commands.Config) { c.Logger = logger })
 

@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,28 +57,10 @@ type env struct {
 	cmd   *commands.Handler
 	clock *testkit.Clock
 	keys  *secret.Keyring
-	logs  *syncBuffer
+	logs  *testkit.Buffer
 
 	shared           bool   // the event store is the shared EventStoreDB
 	acme, nope, late string // this test's provider codes ("ACME", "NOPE", "LATE" on Postgres)
-}
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -99,7 +79,7 @@ func newEnv(t *testing.T) *env {
 	}
 	keys := testkit.Keyring(t, "k1")
 	clk := testkit.NewClock(t0)
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	cmd := testkit.Handler(t, store, clk, keys, func(c *commands.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	return &env{t: t, ctx: ctx, store: store, pool: pool, cmd: cmd, clock: clk, keys: keys, logs: logs,
 		shared: teststore.Shared(), acme: teststore.ProviderCode(t, "ACME"), nope: teststore.ProviderCode(t, "NOPE"),

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -209,7 +208,7 @@ func startService(t *testing.T, ctx context.Context, inbox *testkit.SMTPServer) 
 	cli(bwJanePW+"\n", "user", "add", "--provider", "ACME", "--login", "jane", "--name", "Jane Doe", "--password-stdin")
 
 	sctx, stop := context.WithCancel(ctx)
-	out := &lockedBuffer{}
+	out := &testkit.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(sctx, []string{"serve"}, strings.NewReader(""), out, out, getenv) }()
 	t.Cleanup(func() {
@@ -472,22 +471,4 @@ func fromInbox(t *testing.T, ctx context.Context, inbox *testkit.SMTPServer, aft
 		return m.Seq >= after && m.Subject == subject && len(m.To) == 1 && m.To[0] == rcpt
 	}, within)
 	return testkit.AloneOnLine(t, m.Text, re)
-}
-
-// lockedBuffer collects serve's output from its goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
