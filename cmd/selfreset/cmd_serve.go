@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/config"
+	"selfreset/eventstore"
 	httpapi "selfreset/http"
 	"selfreset/mailer"
 	"selfreset/projections"
@@ -127,7 +128,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
 			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
 			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://"),
-			Ready:           httpapi.PingAll(pool),
+			Ready:           httpapi.PingAll(pool, eventStorePing{a.store}),
 		})
 		srv.MountPages()
 		ln, err := net.Listen("tcp", cfg.Addr)
@@ -175,6 +176,15 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	}
 	c.log.Info("stopped cleanly")
 	return nil
+}
+
+// eventStorePing makes the event store answer /readyz, whichever adapter it is: reading
+// the head of the feed needs a live connection to it.
+type eventStorePing struct{ store eventstore.Store }
+
+func (p eventStorePing) Ping(ctx context.Context) error {
+	_, err := p.store.Head(ctx)
+	return err
 }
 
 // accountLimit maps the configured per-account budget to the http package's convention
