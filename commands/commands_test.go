@@ -295,3 +295,40 @@ func countEvents(t *testing.T, f *fixture, stream, typ string) int {
 	}
 	return n
 }
+
+// Racing wrong passwords all answer like an unknown account, and every one of them counts
+// toward the lock (none escapes as a lost optimistic-concurrency race).
+func TestConcurrentWrongLoginsAllCountAndLookAlike(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	const racers = 30
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			_, errs[i] = f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if !errors.Is(err, domain.ErrInvalidCredentials) {
+			t.Fatalf("racing wrong password answered %v, want invalid credentials", err)
+		}
+	}
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "LoginFailed"); n != racers {
+		t.Fatalf("%d LoginFailed events, want %d", n, racers)
+	}
+	u, _, err := f.h.LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	if u.FailedLogins != racers {
+		t.Fatalf("failed logins folded to %d, want %d", u.FailedLogins, racers)
+	}
+	// The right password is refused now: the account is locked.
+	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("locked account signed in: %v", err)
+	}
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n < 1 {
+		t.Fatal("no AccountLocked recorded")
+	}
+}

@@ -197,15 +197,21 @@ func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswor
 
 func (h *Handler) authenticate(ctx context.Context, code, login, password string, decide func(u domain.User, ok bool) ([]domain.Event, error)) (domain.User, error) {
 	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
+	stream, actor := domain.UserStream(code, login), "user:"+code+"/"+login
+	var checked, verified bool
+	var verifiedHash string
 	for range h.tries {
 		u, l, err := h.loadUser(ctx, code, login)
 		if err != nil {
 			return domain.User{}, err
 		}
-		// Verify even without an account (against a dummy hash) so timing tells nothing.
-		ok, err := h.hasher.Verify(password, u.PasswordHash)
-		if err != nil {
-			return domain.User{}, err
+		// Verify once (again only if the hash changed meanwhile), and even without an
+		// account, against a dummy hash, so that timing tells nothing.
+		if !checked || u.PasswordHash != verifiedHash {
+			if verified, err = h.hasher.Verify(password, u.PasswordHash); err != nil {
+				return domain.User{}, err
+			}
+			checked, verifiedHash = true, u.PasswordHash
 		}
 		if !u.Registered {
 			err := h.recordUnmatched(ctx, domain.LoginFailed{Reason: domain.ErrUnknownAccount.Code, Provider: clip(code, 64), Login: clip(login, 64)})
@@ -214,8 +220,17 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			}
 			return domain.User{}, domain.ErrInvalidCredentials
 		}
-		events, derr := decide(u, ok)
-		err = h.append(ctx, domain.UserStream(code, login), l.expected(), "user:"+code+"/"+login, events)
+		events, derr := decide(u, verified)
+		if derr != nil {
+			// A refusal is recorded without an expected revision: racing failures must
+			// neither escape the count nor answer differently from an unknown account
+			// (which never conflicts). The fold counts them, so stale numbers are harmless.
+			if err := h.append(ctx, stream, eventstore.Any, actor, events); err != nil {
+				return domain.User{}, err
+			}
+			return domain.User{}, derr
+		}
+		err = h.append(ctx, stream, l.expected(), actor, events)
 		if errors.Is(err, eventstore.ErrConflict) {
 			continue
 		}
@@ -225,7 +240,8 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 		for _, e := range events {
 			u.Apply(e)
 		}
-		return u, derr
+		return u, nil
 	}
+	// Only a caller holding the right password gets here.
 	return domain.User{}, ErrTooMuchContention
 }

@@ -41,6 +41,14 @@ func TestSignIn(t *testing.T) {
 					t.Errorf("state %+v (a failed-login lock is not an admin status)", u)
 				}
 			}},
+		{name: "racing failures crossed the limit unseen: locked now, and the lock recorded",
+			given: concat(registered(), []domain.Event{
+				domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 1}, domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 1},
+				domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 2}, domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 2},
+				domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 3}}),
+			when: signIn(true),
+			then: []domain.Event{domain.LoginFailed{Reason: "locked", FailedAttempts: 5}, domain.AccountLocked{FailedAttempts: 5}},
+			err:  domain.ErrInvalidCredentials},
 		{name: "locked: the right password is refused", given: concat(registered(), lockedOut()), when: signIn(true),
 			then: []domain.Event{domain.LoginFailed{Reason: "locked", FailedAttempts: 5}},
 			err:  domain.ErrInvalidCredentials, check: failedLogins(5)},

@@ -147,8 +147,10 @@ func (u *User) Apply(e Event) {
 	case LoginSucceeded:
 		u.FailedLogins = 0
 	case LoginFailed:
+		// Counted, not copied from the event: failed attempts may be appended without an
+		// expected revision (see commands), so two may carry the same stale number.
 		if e.Reason == "wrong_password" {
-			u.FailedLogins = e.FailedAttempts
+			u.FailedLogins++
 		}
 	case AccountLocked:
 		u.Locked = true
@@ -379,11 +381,16 @@ func (u User) authenticate(p Policy, passwordOK, stepUp bool, success Event) ([]
 		reason = ErrDeactivated.Code
 	case u.AdminLocked:
 		reason = ErrAdminLocked.Code
-	case u.Locked:
+	case u.Locked || u.FailedLogins >= p.MaxFailedLogins:
 		reason = "locked"
 	}
 	if reason != "" {
-		return []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}, ErrInvalidCredentials
+		events := []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}
+		if reason == "locked" && !u.Locked {
+			// Racing failures crossed the limit without any of them seeing it: lock now.
+			events = append(events, AccountLocked{FailedAttempts: u.FailedLogins})
+		}
+		return events, ErrInvalidCredentials
 	}
 	if !passwordOK {
 		n := u.FailedLogins + 1
