@@ -75,7 +75,11 @@ type User struct {
 	Deactivated     bool
 	Deleted         bool
 	LastResetAt     time.Time
-	PasswordVersion int // bumps on every password change; sessions from before it are revoked
+	PasswordVersion int // bumps on every password change
+	// SessionEpoch bumps whenever every open session must end: a password change, an
+	// admin lock, a deactivation or a deletion. A session remembers the epoch it was opened
+	// in, so a lock followed by an unlock still ends the sessions from before.
+	SessionEpoch int
 }
 
 // Active reports whether the account may sign in at all (ignoring the failed-login lock).
@@ -137,6 +141,7 @@ func (u *User) Apply(e Event) {
 	case PasswordChanged:
 		u.PasswordHash = e.PasswordHash
 		u.PasswordVersion++
+		u.SessionEpoch++
 		u.FailedLogins = 0
 		if e.TokenID != "" && u.Token != nil && u.Token.ID == e.TokenID {
 			u.Token.State = TokenUsed
@@ -158,14 +163,17 @@ func (u *User) Apply(e Event) {
 		u.Locked, u.FailedLogins = false, 0
 	case AccountAdminLocked:
 		u.AdminLocked = true
+		u.SessionEpoch++
 	case AccountAdminUnlocked:
 		u.AdminLocked = false
 	case AccountDeactivated:
 		u.Deactivated = true
+		u.SessionEpoch++
 	case AccountReactivated:
 		u.Deactivated = false
 	case AccountDeleted:
 		u.Deleted = true
+		u.SessionEpoch++
 	}
 }
 

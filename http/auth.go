@@ -85,7 +85,7 @@ func (s *Server) Authenticate(r *http.Request) (*Principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !u.Active() || u.PasswordVersion != sess.PasswordVersion {
+	if !u.Active() || u.SessionEpoch != sess.Epoch {
 		if err := s.cfg.Sessions.Revoke(ctx, sess.ID, now); err != nil {
 			return nil, err
 		}
@@ -137,7 +137,7 @@ func (s *Server) StartSession(ctx context.Context, provider, login, password str
 		return "", Session{}, err
 	}
 	now := s.clock.Now()
-	sess = Session{ID: id, Provider: u.Provider, Login: u.Login, PasswordVersion: u.PasswordVersion,
+	sess = Session{ID: id, Provider: u.Provider, Login: u.Login, Epoch: u.SessionEpoch,
 		CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
 	if err := s.cfg.Sessions.Create(ctx, sess); err != nil {
 		return "", Session{}, err

@@ -21,14 +21,14 @@ var ErrSessionNotFound = errors.New("http: session not found")
 // the HTML pages hold the same kind of token in a cookie. Only the token's SHA-256 (ID)
 // is stored.
 type Session struct {
-	ID              []byte // SHA-256 of the token
-	Provider        string // normalized provider code
-	Login           string // normalized login
-	PasswordVersion int    // the user's PasswordVersion when the session was opened
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
-	StepUpUntil     time.Time // zero when the password was never re-entered on this session
-	RevokedAt       time.Time // zero while not revoked
+	ID          []byte // SHA-256 of the token
+	Provider    string // normalized provider code
+	Login       string // normalized login
+	Epoch       int    // the user's SessionEpoch when the session was opened
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	StepUpUntil time.Time // zero when the password was never re-entered on this session
+	RevokedAt   time.Time // zero while not revoked
 }
 
 // Handle is a short, non-secret name for the session (a prefix of the token's hash),
@@ -102,9 +102,9 @@ func (p *PGSessions) Create(ctx context.Context, s Session) error {
 		return fmt.Errorf("http: create session: id must be %d bytes", sha256.Size)
 	}
 	_, err := p.db.Exec(ctx, `INSERT INTO http_sessions
-		(id, provider, login, password_version, created_at, expires_at, step_up_until)
+		(id, provider, login, session_epoch, created_at, expires_at, step_up_until)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		s.ID, s.Provider, s.Login, s.PasswordVersion, s.CreatedAt, s.ExpiresAt, nullTime(s.StepUpUntil))
+		s.ID, s.Provider, s.Login, s.Epoch, s.CreatedAt, s.ExpiresAt, nullTime(s.StepUpUntil))
 	if err != nil {
 		return fmt.Errorf("http: create session: %w", err)
 	}
@@ -118,9 +118,9 @@ func (p *PGSessions) Get(ctx context.Context, id []byte, now time.Time) (Session
 		stepUp  *time.Time
 		revoked *time.Time
 	)
-	err := p.db.QueryRow(ctx, `SELECT id, provider, login, password_version, created_at, expires_at, step_up_until, revoked_at
+	err := p.db.QueryRow(ctx, `SELECT id, provider, login, session_epoch, created_at, expires_at, step_up_until, revoked_at
 		FROM http_sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2`, id, now).
-		Scan(&s.ID, &s.Provider, &s.Login, &s.PasswordVersion, &s.CreatedAt, &s.ExpiresAt, &stepUp, &revoked)
+		Scan(&s.ID, &s.Provider, &s.Login, &s.Epoch, &s.CreatedAt, &s.ExpiresAt, &stepUp, &revoked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Session{}, ErrSessionNotFound
 	}

@@ -160,7 +160,7 @@ func TestSessionStore(t *testing.T) {
 	if !wellFormedToken(tok) || !bytes.Equal(id, SessionID(tok)) {
 		t.Fatal("token/id mismatch")
 	}
-	sess := Session{ID: id, Provider: "ACME", Login: "jane", PasswordVersion: 2, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	sess := Session{ID: id, Provider: "ACME", Login: "jane", Epoch: 2, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	if err := s.Create(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestSessionStore(t *testing.T) {
 		t.Fatalf("the token itself is stored (%d, %v)", stored, err)
 	}
 	got, err := s.Get(ctx, id, now)
-	if err != nil || got.Provider != "ACME" || got.PasswordVersion != 2 || !got.StepUpUntil.IsZero() {
+	if err != nil || got.Provider != "ACME" || got.Epoch != 2 || !got.StepUpUntil.IsZero() {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 	if err := s.SetStepUp(ctx, id, now.Add(10*time.Minute)); err != nil {
