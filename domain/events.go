@@ -127,7 +127,10 @@ type ResetRequestRejected struct {
 	EmailMasked string `json:"email_masked,omitempty"`
 	EmailHash   string `json:"email_hash,omitempty"`
 	NotifyEmail string `json:"notify_email,omitempty"`
-	Resend      bool   `json:"resend,omitempty"`
+	// NotifiedAt is when that email was asked for (set with NotifyEmail): the owner gets
+	// no more of them than tokens per throttling window, however often strangers try.
+	NotifiedAt time.Time `json:"notified_at,omitzero"`
+	Resend     bool      `json:"resend,omitempty"`
 }
 
 // Ways a password changes.

@@ -20,8 +20,12 @@ func TestRequestResetToken(t *testing.T) {
 	}
 	// rejected is what the auditors see for the owner's own email.
 	rejected := func(reason, notify string) domain.Event {
-		return domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: janeMask,
+		e := domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: janeMask,
 			EmailHash: "eh:" + janeEmail, NotifyEmail: notify}
+		if notify != "" {
+			e.NotifiedAt = t0
+		}
+		return e
 	}
 	stranger := "mallory@evil.test"
 	rejectedStranger := func(reason string) domain.Event {
@@ -171,8 +175,12 @@ func TestResendResetToken(t *testing.T) {
 			return u.ResendResetToken(pol, p, tokB, now)
 		}
 	}
-	rejected := func(reason, notify string) domain.Event {
-		return domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, NotifyEmail: notify, Resend: true}
+	rejected := func(reason, notify string, at ...time.Time) domain.Event {
+		e := domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, NotifyEmail: notify, Resend: true}
+		if notify != "" {
+			e.NotifiedAt = append(at, t0)[0]
+		}
+		return e
 	}
 	withA := with(configured(), issued(tokA, t0.Add(-2*time.Minute))) // expires t0+3m
 	runUserCases(t, []userCase{
@@ -186,9 +194,23 @@ func TestResendResetToken(t *testing.T) {
 		{name: "one instant before expiry", given: withA, when: resend(t0.Add(3*time.Minute - time.Nanosecond)),
 			then: []domain.Event{reissued(tokB, tokA, t0.Add(3*time.Minute-time.Nanosecond), true)}},
 		{name: "at expiry: start again from Forgot Password", given: withA, when: resend(t0.Add(3 * time.Minute)),
-			then: []domain.Event{rejected("resend_after_expiry", janeEmail)}, err: domain.ErrResendAfterExpiry},
+			then: []domain.Event{rejected("resend_after_expiry", janeEmail, t0.Add(3*time.Minute))}, err: domain.ErrResendAfterExpiry},
 		{name: "after expiry", given: withA, when: resend(t0.Add(10 * time.Minute)),
-			then: []domain.Event{rejected("resend_after_expiry", janeEmail)}, err: domain.ErrResendAfterExpiry},
+			then: []domain.Event{rejected("resend_after_expiry", janeEmail, t0.Add(10*time.Minute))}, err: domain.ErrResendAfterExpiry},
+		{name: "the owner gets at most three error emails per 15 minutes",
+			given: with(withA,
+				rejected("resend_after_expiry", janeEmail, t0.Add(4*time.Minute)),
+				rejected("resend_after_expiry", janeEmail, t0.Add(5*time.Minute)),
+				rejected("resend_after_expiry", janeEmail, t0.Add(6*time.Minute))),
+			when: resend(t0.Add(7 * time.Minute)),
+			then: []domain.Event{rejected("resend_after_expiry", "")}, err: domain.ErrResendAfterExpiry},
+		{name: "and again once the window has passed",
+			given: with(withA,
+				rejected("resend_after_expiry", janeEmail, t0.Add(4*time.Minute)),
+				rejected("resend_after_expiry", janeEmail, t0.Add(5*time.Minute)),
+				rejected("resend_after_expiry", janeEmail, t0.Add(6*time.Minute))),
+			when: resend(t0.Add(19 * time.Minute)),
+			then: []domain.Event{rejected("resend_after_expiry", janeEmail, t0.Add(19*time.Minute))}, err: domain.ErrResendAfterExpiry},
 		{name: "no token", given: configured(), when: resend(t0),
 			then: []domain.Event{rejected("no_active_token", "")}, err: domain.ErrNoActiveToken},
 		{name: "used token", given: with(withA, domain.PasswordChanged{PasswordHash: newHash, Method: domain.PasswordChangedBySelfReset, TokenID: tokA.ID, ChangedAt: t0}),

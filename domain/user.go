@@ -68,6 +68,7 @@ type User struct {
 	Superseded       []ResetToken // the last few tokens a newer one replaced, oldest first
 	Issued           []time.Time  // token issue times, for throttling
 	CodesSent        []time.Time  // verification code send times, for throttling
+	Notified         []time.Time  // "Password Reset Error" emails asked for, for throttling
 
 	FailedLogins    int
 	Locked          bool // by failed logins; a self-service reset lifts it
@@ -130,6 +131,10 @@ func (u *User) Apply(e Event) {
 		}
 		u.Token = &ResetToken{ID: e.TokenID, KeyID: e.KeyID, Hash: e.TokenHash, IssuedAt: e.IssuedAt, ExpiresAt: e.ExpiresAt, State: TokenActive}
 		u.Issued = append(u.Issued, e.IssuedAt)
+	case ResetRequestRejected:
+		if e.NotifyEmail != "" {
+			u.Notified = append(u.Notified, e.NotifiedAt)
+		}
 	case ResetTokenRejected:
 		if u.Token != nil && u.Token.ID == e.TokenID && e.Reason == "wrong_token" {
 			u.Token.Attempts = e.Attempts
@@ -507,13 +512,14 @@ func (u User) knownEmail() string {
 	return u.VerifiedEmail
 }
 
-func (u User) reject(reason, email, emailHash string, resend bool) ([]Event, error) {
+func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, resend bool) ([]Event, error) {
 	e := ResetRequestRejected{Reason: reason, Provider: u.Provider, Login: u.Login, EmailHash: emailHash, Resend: resend}
 	if email != "" {
 		e.EmailMasked = MaskEmail(email)
 	}
-	if known := u.knownEmail(); notifiable[reason] && known != "" && (resend || email == known) {
-		e.NotifyEmail = known
+	if known := u.knownEmail(); notifiable[reason] && known != "" && (resend || email == known) &&
+		recent(u.Notified, p, now) < p.MaxTokensPerWindow {
+		e.NotifyEmail, e.NotifiedAt = known, now
 	}
 	return []Event{e}, reasonError(reason)
 }
@@ -552,7 +558,7 @@ func (u User) RequestResetToken(p Policy, provider Provider, r ResetRequest, now
 		reason = ErrIdentifiersMismatch.Code
 	}
 	if reason != "" {
-		return u.reject(reason, email, r.EmailHash, false)
+		return u.reject(p, now, reason, email, r.EmailHash, false)
 	}
 	return []Event{u.issue(p, r.Token, now, false)}, nil
 }
@@ -572,13 +578,13 @@ func (u User) issue(p Policy, t Secret, now time.Time, resend bool) ResetTokenIs
 // start again from Forgot Password?.
 func (u User) ResendResetToken(p Policy, provider Provider, t Secret, now time.Time) ([]Event, error) {
 	if u.Token == nil || u.Token.State != TokenActive {
-		return u.reject(ErrNoActiveToken.Code, "", "", true)
+		return u.reject(p, now, ErrNoActiveToken.Code, "", "", true)
 	}
 	if !now.Before(u.Token.ExpiresAt) {
-		return u.reject(ErrResendAfterExpiry.Code, "", "", true)
+		return u.reject(p, now, ErrResendAfterExpiry.Code, "", "", true)
 	}
 	if reason := u.requestRefusal(p, provider, now); reason != "" {
-		return u.reject(reason, "", "", true)
+		return u.reject(p, now, reason, "", "", true)
 	}
 	return []Event{u.issue(p, t, now, true)}, nil
 }
