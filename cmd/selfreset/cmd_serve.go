@@ -56,6 +56,11 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if mcfg.Driver == mailer.DriverConsole && !c.dev && *role != roleWeb {
+		// The console driver prints every token and code: fine on a laptop, a secret in
+		// the logs anywhere else.
+		return usagef("%s is console, which prints tokens and codes to the output; set smtp or mailgun, or run with --dev", mailer.EnvDriver)
+	}
 	if strings.TrimSpace(c.getenv("SELFRESET_PUBLIC_URL")) == "" {
 		// Links in emails point at this process unless a public address is configured.
 		mcfg.PublicURL = "http://" + cfg.Addr

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"selfreset/eventstore/postgres"
@@ -23,5 +24,15 @@ func TestEventStorePing(t *testing.T) {
 	s.Close()
 	if err := (eventStorePing{s}).Ping(ctx); err == nil {
 		t.Fatal("ping of a closed store succeeded")
+	}
+}
+
+// Outside --dev, serve refuses the console mail driver (it would print tokens to the logs),
+// before it connects to anything.
+func TestServeRefusesConsoleMailOutsideDev(t *testing.T) {
+	e := cliEnv{"SELFRESET_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "SELFRESET_SECRET": testSecret}
+	r := e.fails(t, exitUsage, "", "serve")
+	if !strings.Contains(r.stderr, "SELFRESET_MAIL_DRIVER is console") {
+		t.Fatalf("stderr: %s", r.stderr)
 	}
 }
