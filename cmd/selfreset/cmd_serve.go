@@ -61,7 +61,8 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		// the logs anywhere else.
 		return usagef("%s is console, which prints tokens and codes to the output; set smtp or mailgun, or run with --dev", mailer.EnvDriver)
 	}
-	if strings.TrimSpace(c.getenv("SELFRESET_PUBLIC_URL")) == "" {
+	explicitURL := strings.TrimSpace(c.getenv(mailer.EnvPublicURL)) != ""
+	if !explicitURL {
 		// Links in emails point at this process unless a public address is configured.
 		mcfg.PublicURL = "http://" + cfg.Addr
 	}
@@ -132,7 +133,9 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
 			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
 			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
-			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://"),
+			// Cookies lose Secure only for a plain-http address someone chose (or --dev):
+			// behind a TLS proxy with no public URL set, they stay Secure.
+			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://") && (explicitURL || c.dev),
 			Ready:           httpapi.PingAll(pool, eventStorePing{a.store}),
 		})
 		srv.MountPages()
