@@ -44,6 +44,8 @@ type ResetToken struct {
 	ExpiresAt time.Time
 	Attempts  int
 	State     string
+	// RevokedReason says why a revoked token died (too_many_attempts, admin_locked, …).
+	RevokedReason string
 }
 
 // maxSupersededKept is how many replaced tokens a user's state remembers, so that an old
@@ -141,7 +143,7 @@ func (u *User) Apply(e Event) {
 		}
 	case ResetTokenRevoked:
 		if u.Token != nil && u.Token.ID == e.TokenID {
-			u.Token.State = TokenRevoked
+			u.Token.State, u.Token.RevokedReason = TokenRevoked, e.Reason
 		}
 	case PasswordChanged:
 		u.PasswordHash = e.PasswordHash
@@ -624,7 +626,10 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 		n := t.Attempts + 1
 		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: "wrong_token", Attempts: n}}
 		if n >= p.MaxTokenAttempts {
-			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrTooManyAttempts
+			// The token dies, but the answer stays invalid_token: a wrong value must not
+			// learn that it reached a live token. Whoever holds the right value is told
+			// too_many_attempts when they try it.
+			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrInvalidToken
 		}
 		return events, ErrInvalidToken
 	}
@@ -632,6 +637,9 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 		err := map[string]error{TokenUsed: ErrTokenUsed, TokenSuperseded: ErrTokenSuperseded}[t.State]
 		if err == nil {
 			err = ErrTokenRevoked
+			if t.RevokedReason == ErrTooManyAttempts.Code {
+				err = ErrTooManyAttempts
+			}
 		}
 		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}}, err
 	}

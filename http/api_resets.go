@@ -11,6 +11,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
+	"selfreset/secret"
 )
 
 // The Forgot Password flow. Its answers must not tell whether an account matched
@@ -24,10 +25,17 @@ import (
 //     hands back a fresh reset id for the token it sends. The command runs in the
 //     background, and only when the account's current token was issued for this request
 //     or a later one.
-//   - Complete runs the command only when the account's current token was issued for this
-//     request or a later one; otherwise it answers as an unmatched request would
-//     (invalid_token, or token_expired once the reset id has expired). A reset id made
-//     for someone else's login therefore never reaches their older token.
+//   - A reset id reaches the account's token only when the request named the account's
+//     recovery email (the reset id carries a keyed hash of the email entered) and the
+//     current token was issued for this request or a later one. A reset id made with a
+//     wrong email, or for someone else's login before their token, never reaches it.
+//   - Complete runs the command only for a reset id that reaches the token; otherwise it
+//     answers as an unmatched request would (invalid_token, or token_expired once the
+//     reset id has expired). When the command runs, every refusal that a wrong value can
+//     cause (a wrong token, the try that uses up the attempts, losing a race with
+//     concurrent tries) gets that same answer, so no answer tells a matched request from
+//     an unmatched one. Only the right value learns more (used, superseded, revoked,
+//     expired, the password policy), as the domain decides.
 
 type forgotRequest struct {
 	LoginName    string `json:"login_name"`
@@ -69,7 +77,7 @@ func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
 // anything matches. ctx's request metadata goes with the command.
 func (s *Server) RequestReset(ctx context.Context, provider, login, email string) (resetID string, expiresIn time.Duration) {
 	code, login := domain.NormalizeProviderCode(provider), domain.NormalizeLogin(login)
-	ref := resetRef{Provider: clipString(code, maxIdentLen), Login: clipString(login, maxIdentLen), IssuedAt: s.clock.Now().Truncate(time.Millisecond)}
+	ref := newResetRef(s.cfg.Keyring, clipString(code, maxIdentLen), clipString(login, maxIdentLen), email, s.clock.Now())
 	s.enqueue(ctx, "request-reset-token", func(ctx context.Context) {
 		_, err := s.cmds.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: login, Email: email})
 		s.logOutcome(ctx, "request-reset-token", err)
@@ -92,9 +100,10 @@ func (s *Server) logOutcome(ctx context.Context, what string, err error) {
 }
 
 // tokenForRequest reports whether u's current token was issued for the request ref names
-// (or a later one of the same account).
-func tokenForRequest(u domain.User, ref resetRef) bool {
-	return u.Registered && u.Token != nil && !u.Token.IssuedAt.Before(ref.IssuedAt)
+// (or a later one of the same account), and that request named u's recovery email.
+func tokenForRequest(k *secret.Keyring, u domain.User, ref resetRef) bool {
+	return u.Registered && u.Token != nil && !u.Token.IssuedAt.Before(ref.IssuedAt) &&
+		ref.emailMatches(k, u.RecoveryEmail)
 }
 
 // ErrResetNotFound is the answer for a reset id this server did not seal (404 not_found).
@@ -144,7 +153,7 @@ func (s *Server) ResendReset(ctx context.Context, resetID string) (newResetID st
 			s.logOutcome(ctx, "resend-reset-token", err)
 			return
 		}
-		if !tokenForRequest(u, ref) {
+		if !tokenForRequest(s.cfg.Keyring, u, ref) {
 			return // nothing was sent for this request: nothing to resend
 		}
 		if expired && u.Token.State == domain.TokenActive && now.Before(u.Token.ExpiresAt) {
@@ -158,7 +167,10 @@ func (s *Server) ResendReset(ctx context.Context, resetID string) (newResetID st
 	if expired {
 		return "", 0, ErrResendExpired
 	}
-	return sealResetID(s.cfg.Keyring, resetRef{Provider: ref.Provider, Login: ref.Login, IssuedAt: now.Truncate(time.Millisecond)}), s.tokenTTL(), nil
+	// The fresh id names the same request (and email) at the time of the new token.
+	next := ref
+	next.IssuedAt = now.Truncate(time.Millisecond)
+	return sealResetID(s.cfg.Keyring, next), s.tokenTTL(), nil
 }
 
 type completeRequest struct {
@@ -174,16 +186,37 @@ var (
 	errTokenExpired = &Error{Status: http.StatusBadRequest, Code: domain.ErrTokenExpired.Code, Message: domain.ErrTokenExpired.Message}
 )
 
-// tokenError maps the refusals of ResetPassword: used, superseded and revoked tokens are
-// invalid_token with a plain message saying which.
-func tokenError(err error) error {
+// unmatchedAnswer is Complete's answer for a request that matched nothing: invalid_token,
+// or token_expired once the reset id's lifetime has passed. It depends on the reset id
+// and the time alone.
+func (s *Server) unmatchedAnswer(ref resetRef) *Error {
+	if !s.clock.Now().Before(ref.IssuedAt.Add(s.tokenTTL())) {
+		return errTokenExpired
+	}
+	return errInvalidToken
+}
+
+// sayNothing lists the refusals of ResetPassword that a wrong value (or a concurrent
+// one) can cause. They are answered as an unmatched request would be: anything else, such
+// as the busy of a lost race, would tell that the reset id reached a token, that is, that
+// the login, provider and email all matched. (The domain answers a fifth wrong value with
+// invalid_token too; too_many_attempts goes only to whoever then types the right one.)
+var sayNothing = []error{domain.ErrInvalidToken, commands.ErrTooMuchContention,
+	domain.ErrUnknownAccount, domain.ErrNoActiveToken}
+
+// tokenError maps the refusals of ResetPassword for the request ref names: those in
+// sayNothing get the unmatched answer; used, superseded and revoked tokens (which only
+// the right value learns) are invalid_token with a plain message saying which.
+func (s *Server) tokenError(ref resetRef, err error) error {
+	for _, e := range sayNothing {
+		if errors.Is(err, e) {
+			return s.unmatchedAnswer(ref)
+		}
+	}
 	for _, e := range []*domain.Error{domain.ErrTokenUsed, domain.ErrTokenSuperseded, domain.ErrTokenRevoked} {
 		if errors.Is(err, e) {
 			return &Error{Status: http.StatusBadRequest, Code: domain.ErrInvalidToken.Code, Message: e.Message}
 		}
-	}
-	if errors.Is(err, domain.ErrUnknownAccount) || errors.Is(err, domain.ErrNoActiveToken) {
-		return errInvalidToken
 	}
 	return err
 }
@@ -214,9 +247,10 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 
 // CompleteReset is the Change Password page's submission. It returns nil when the
 // password changed (every session of the user then ends), or an error for WriteError /
-// ErrorFor: ErrResetNotFound, password_mismatch, invalid_token (used, superseded, revoked
-// or wrong, said plainly), token_expired, too_many_attempts, password_rejected (with
-// reasons), or a store failure.
+// ErrorFor: ErrResetNotFound, password_mismatch, invalid_token (wrong, or, to the right
+// value only, used, superseded or revoked, said plainly), token_expired, password_rejected
+// (with reasons), or a store failure. A wrong value gets the same answer whether or not
+// the request matched (see unmatchedAnswer): never too_many_attempts or busy.
 func (s *Server) CompleteReset(ctx context.Context, resetID, token, newPassword, confirmPassword string) error {
 	ref, ok := openResetID(s.cfg.Keyring, resetID)
 	if !ok {
@@ -232,16 +266,16 @@ func (s *Server) CompleteReset(ctx context.Context, resetID, token, newPassword,
 	if err != nil {
 		return err
 	}
-	if !tokenForRequest(u, ref) {
-		// Answer as for a request that matched nothing.
-		if !s.clock.Now().Before(ref.IssuedAt.Add(s.tokenTTL())) {
-			return errTokenExpired
-		}
-		return errInvalidToken
+	if !tokenForRequest(s.cfg.Keyring, u, ref) {
+		return s.unmatchedAnswer(ref) // as for a request that matched nothing
 	}
 	err = s.cmds.ResetPassword(ctx, commands.ResetPassword{Provider: ref.Provider, Login: ref.Login, Token: token, NewPassword: newPassword})
 	if err != nil {
-		return tokenError(err)
+		if errors.Is(err, commands.ErrTooMuchContention) {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "password token check lost every race; answered as a wrong token",
+				slog.String("request_id", RequestID(ctx)))
+		}
+		return s.tokenError(ref, err)
 	}
 	// Authenticate already ends sessions from before the password change; mark the rows too.
 	if _, err := s.cfg.Sessions.RevokeUser(ctx, u.Provider, u.Login, s.clock.Now()); err != nil {

@@ -250,11 +250,24 @@ const (
 // reports false and how long to wait.
 func (s *Server) Allow(r *http.Request, class, account string) (bool, time.Duration) {
 	now := s.clock.Now()
-	ok, wait := s.ipLimit.allow(class+"|ip|"+ClientIP(r.Context()).String(), now)
+	ok, wait := s.ipLimit.allow(class+"|ip|"+ipLimitKey(ClientIP(r.Context())), now)
 	if ok && account != "" {
 		ok, wait = s.accountLimit.allow(class+"|acct|"+account, now)
 	}
 	return ok, wait
+}
+
+// ipLimitKey is the per-IP budget a client address spends: its own for IPv4, its /64 for
+// IPv6, since every IPv6 client holds at least a /64 (2^64 addresses) and could otherwise
+// take a fresh budget per request. An IPv4-mapped address counts as the IPv4 one.
+func ipLimitKey(ip netip.Addr) string {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
 }
 
 // limit is Allow that answers 429 rate_limited with Retry-After when a budget is spent.

@@ -186,13 +186,13 @@ func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
 		s.resetNotFound(w, r)
 		return
 	}
+	// CompleteReset answers a wrong token alike whether or not the request matched
+	// (invalid_token, or token_expired once the reset id has expired; never
+	// too_many_attempts or busy), so the page does too: it words the answer, and
+	// renderChange decides the rest from the reset id alone.
 	e := s.pageError(r, err)
-	switch e.Code {
-	case domain.ErrTokenExpired.Code:
+	if e.Code == domain.ErrTokenExpired.Code {
 		e = &Error{Status: e.Status, Code: e.Code, Message: domain.ErrResendAfterExpiry.Message}
-	case domain.ErrTooManyAttempts.Code:
-		e = &Error{Status: e.Status, Code: e.Code,
-			Message: "too many wrong Password Tokens, so the token no longer works; go back to the login page and click Forgot Password? again"}
 	}
 	fail(e)
 }

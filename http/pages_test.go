@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -459,6 +460,62 @@ func TestChangePasswordResendAndExpiry(t *testing.T) {
 	e.clock.Add(6 * time.Minute)
 	isPage(t, b.post("/change-password/"+u1+"/resend"), http.StatusGone, expired)
 	e.srv.Wait()
+}
+
+// The Change Password page answers wrong tokens alike whether or not the request matched:
+// the fifth wrong token (which revokes a live one) and a wrong token after the reset id's
+// lifetime give the same page as for a request made with a wrong email.
+func TestChangePasswordPageAnswersWrongTokensAlike(t *testing.T) {
+	e := pageEnv(t, nil)
+	e.enableAndConfigure("jane", janePW, "jane@example.org")
+	hdr := map[string]string{"X-Request-Id": "same-request-id"}
+	type answer struct {
+		status int
+		body   string
+		header map[string]string
+	}
+	tries := func(email string) []answer {
+		t.Helper()
+		e.clock.Add(6 * time.Minute) // past the earlier token and the throttling
+		b := e.browser()
+		id := resetIDOf(t, b.post("/forgot-password", "login_name", "jane", "provider_code", "ACME", "email", email))
+		e.srv.Wait()
+		var got []answer
+		submit := func() {
+			r := b.do(http.MethodPost, "/change-password/"+id, url.Values{"token": {"ZZZZZZZZZZ"},
+				"new_password": {"Fresh-start-2030"}, "confirm_password": {"Fresh-start-2030"}}, hdr)
+			a := answer{status: r.status, body: strings.ReplaceAll(string(r.body), id, "RESET-ID"), header: map[string]string{}}
+			for k, v := range r.header {
+				if k != "Date" {
+					a.header[k] = strings.ReplaceAll(strings.Join(v, "\n"), id, "RESET-ID")
+				}
+			}
+			got = append(got, a)
+		}
+		for range 5 {
+			submit()
+		}
+		e.clock.Add(5 * time.Minute)
+		submit()
+		return got
+	}
+	wrong := tries("someone@example.org")
+	right := tries("jane@example.org")
+	if u := e.user("ACME", "jane"); u.Token == nil || u.Token.State != domain.TokenRevoked {
+		t.Fatal("the matched request's token was not revoked by five wrong tokens")
+	}
+	for i := range wrong {
+		if !reflect.DeepEqual(wrong[i], right[i]) {
+			t.Errorf("try %d: wrong email %d %v\n%s\n----\nright email %d %v\n%s", i+1,
+				wrong[i].status, wrong[i].header, wrong[i].body, right[i].status, right[i].header, right[i].body)
+		}
+	}
+	if right[4].status != http.StatusBadRequest || !strings.Contains(right[4].body, html.EscapeString(sentence(domain.ErrInvalidToken.Message))) {
+		t.Errorf("fifth wrong token: %d\n%s", right[4].status, right[4].body)
+	}
+	if !strings.Contains(right[5].body, html.EscapeString(sentence(domain.ErrResendAfterExpiry.Message))) {
+		t.Errorf("after the lifetime:\n%s", right[5].body)
+	}
 }
 
 func TestChangePasswordEmailLink(t *testing.T) {

@@ -5,46 +5,85 @@ import (
 	"encoding/binary"
 	"time"
 
+	"selfreset/domain"
 	"selfreset/secret"
 )
 
 // A reset id is handed back by POST /api/v1/password-resets and names the request in the
-// later Resend and Change Password calls. It is (provider, login, issued-at) sealed with
-// the server key, so it needs no lookup, cannot be forged, and is minted the same way
-// whether or not the request matched an account.
+// later Resend and Change Password calls. It is (provider, login, issued-at, a keyed hash
+// of the email) sealed with the server key, so it needs no lookup, cannot be forged, and
+// is minted the same way whether or not the request matched an account. The email never
+// appears in it, only secret.Keyring.Seal over the normalized address (the email tag),
+// which a later call checks against the account's recovery email: a reset id made with a
+// wrong email never reaches the owner's token.
 //
 // Layout (then base64url without padding):
 //
-//	version(1) | len(keyID)(1) keyID | issuedAt unix ms (8) | len(code)(1) code | len(login)(1) login | tag(32)
+//	version(1) | len(keyID)(1) keyID | issuedAt unix ms (8) |
+//	len(code)(1) code pad | len(login)(1) login pad |
+//	len(emailKeyID)(1) emailKeyID | emailTag(32) | tag(32)
 //
+// The code is zero-padded to resetIDCodeWidth bytes and the login to resetIDLoginWidth
+// (the longest ones the domain accepts), so the id's length does not depend on the
+// request; only inputs that cannot name an account at all are longer. The email tag is
+// made under the key emailKeyID names, which is the sealing key when the request was made
+// and is carried unchanged into the ids Resend hands out, so a key rotation does not
+// break a request in flight (the old key stays in the keyring while its ids may be used).
 // The tag is secret.Keyring.Seal over everything before it.
 const (
-	resetIDLabel   = "http.reset-id"
-	resetIDVersion = 1
-	resetIDTagLen  = 32
-	maxResetIDLen  = 512 // characters; anything longer is not one of ours
-	maxIdentLen    = 254 // bytes of a provider code, login or email accepted from a client
+	resetIDLabel      = "http.reset-id"
+	resetEmailLabel   = "http.reset-id.email"
+	resetIDVersion    = 2 // 1 had no email tag; such ids no longer open
+	resetIDTagLen     = 32
+	resetIDCodeWidth  = 32   // domain.ValidProviderCode: at most 32 characters
+	resetIDLoginWidth = 64   // domain.ValidLogin: at most 64 characters
+	maxResetIDLen     = 1024 // characters; anything longer is not one of ours
+	maxIdentLen       = 254  // bytes of a provider code, login or email accepted from a client
 )
 
 // resetRef is what a reset id carries.
 type resetRef struct {
-	Provider string    // normalized, as requested
-	Login    string    // normalized, as requested
-	IssuedAt time.Time // millisecond precision
+	Provider   string    // normalized, as requested
+	Login      string    // normalized, as requested
+	IssuedAt   time.Time // millisecond precision
+	EmailKeyID string    // the key EmailTag was made under
+	EmailTag   [resetIDTagLen]byte
+}
+
+// newResetRef is the reference for a Forgot Password request made at now.
+func newResetRef(k *secret.Keyring, code, login, email string, now time.Time) resetRef {
+	ref := resetRef{Provider: code, Login: login, IssuedAt: now.Truncate(time.Millisecond), EmailKeyID: k.CurrentKeyID()}
+	copy(ref.EmailTag[:], k.Seal(resetEmailLabel, []byte(domain.NormalizeEmail(email))))
+	return ref
+}
+
+// emailMatches reports, in constant time, whether the request ref names was made with
+// email (normalized as the domain compares it). An empty email never matches.
+func (ref resetRef) emailMatches(k *secret.Keyring, email string) bool {
+	email = domain.NormalizeEmail(email)
+	return email != "" && ref.EmailKeyID != "" && k.CheckSeal(ref.EmailKeyID, resetEmailLabel, []byte(email), ref.EmailTag[:])
 }
 
 func sealResetID(k *secret.Keyring, ref resetRef) string {
 	keyID := k.CurrentKeyID()
-	data := make([]byte, 0, 3+len(keyID)+8+len(ref.Provider)+len(ref.Login)+resetIDTagLen)
+	data := make([]byte, 0, 6+len(keyID)+8+resetIDCodeWidth+resetIDLoginWidth+len(ref.EmailKeyID)+2*resetIDTagLen)
 	data = append(data, resetIDVersion, byte(len(keyID)))
 	data = append(data, keyID...)
 	data = binary.BigEndian.AppendUint64(data, uint64(ref.IssuedAt.UnixMilli()))
-	data = append(data, byte(len(ref.Provider)))
-	data = append(data, ref.Provider...)
-	data = append(data, byte(len(ref.Login)))
-	data = append(data, ref.Login...)
+	data = appendPadded(data, ref.Provider, resetIDCodeWidth)
+	data = appendPadded(data, ref.Login, resetIDLoginWidth)
+	data = append(data, byte(len(ref.EmailKeyID)))
+	data = append(data, ref.EmailKeyID...)
+	data = append(data, ref.EmailTag[:]...)
 	tag := k.Seal(resetIDLabel, data)
 	return base64.RawURLEncoding.EncodeToString(append(data, tag...))
+}
+
+// appendPadded appends len(s), s, and zeros up to width bytes of s.
+func appendPadded(b []byte, s string, width int) []byte {
+	b = append(b, byte(len(s)))
+	b = append(b, s...)
+	return append(b, make([]byte, max(width-len(s), 0))...)
 }
 
 // openResetID checks and unpacks a reset id; ok is false for anything we did not seal.
@@ -53,7 +92,7 @@ func openResetID(k *secret.Keyring, s string) (ref resetRef, ok bool) {
 		return resetRef{}, false
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(raw) < 2+8+2+resetIDTagLen {
+	if err != nil || len(raw) < 2+8+2+resetIDCodeWidth+resetIDLoginWidth+1+2*resetIDTagLen {
 		return resetRef{}, false
 	}
 	data, tag := raw[:len(raw)-resetIDTagLen], raw[len(raw)-resetIDTagLen:]
@@ -63,15 +102,19 @@ func openResetID(k *secret.Keyring, s string) (ref resetRef, ok bool) {
 	}
 	keyID, ok1 := rd.str()
 	ms, ok2 := rd.uint64()
-	code, ok3 := rd.str()
-	login, ok4 := rd.str()
-	if !ok1 || !ok2 || !ok3 || !ok4 || len(rd.b) != 0 {
+	code, ok3 := rd.padded(resetIDCodeWidth)
+	login, ok4 := rd.padded(resetIDLoginWidth)
+	emailKeyID, ok5 := rd.str()
+	emailTag, ok6 := rd.bytes(resetIDTagLen)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || len(rd.b) != 0 {
 		return resetRef{}, false
 	}
 	if !k.CheckSeal(keyID, resetIDLabel, data, tag) {
 		return resetRef{}, false
 	}
-	return resetRef{Provider: code, Login: login, IssuedAt: time.UnixMilli(int64(ms)).UTC()}, true
+	ref = resetRef{Provider: code, Login: login, IssuedAt: time.UnixMilli(int64(ms)).UTC(), EmailKeyID: emailKeyID}
+	copy(ref.EmailTag[:], emailTag)
+	return ref, true
 }
 
 type reader struct{ b []byte }
@@ -85,13 +128,39 @@ func (r *reader) byte() (byte, bool) {
 	return v, true
 }
 
+func (r *reader) bytes(n int) ([]byte, bool) {
+	if len(r.b) < n {
+		return nil, false
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v, true
+}
+
 func (r *reader) str() (string, bool) {
 	n, ok := r.byte()
-	if !ok || len(r.b) < int(n) {
+	if !ok {
 		return "", false
 	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
+	v, ok := r.bytes(int(n))
+	return string(v), ok
+}
+
+// padded reads what appendPadded wrote; the padding must be zeros.
+func (r *reader) padded(width int) (string, bool) {
+	s, ok := r.str()
+	if !ok {
+		return "", false
+	}
+	pad, ok := r.bytes(max(width-len(s), 0))
+	if !ok {
+		return "", false
+	}
+	for _, c := range pad {
+		if c != 0 {
+			return "", false
+		}
+	}
 	return s, true
 }
 

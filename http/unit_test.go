@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -30,16 +31,44 @@ func testKeyring(t *testing.T, current string, ids ...string) *secret.Keyring {
 func TestResetIDRoundTrip(t *testing.T) {
 	k := testKeyring(t, "k1", "k1")
 	at := time.Date(2030, 1, 2, 9, 0, 0, 123_000_000, time.UTC)
-	ref := resetRef{Provider: "ACME", Login: "jane.doe@x", IssuedAt: at}
+	ref := newResetRef(k, "ACME", "jane.doe@x", " Jane@Example.org", at.Add(456*time.Microsecond))
 	id := sealResetID(k, ref)
 	got, ok := openResetID(k, id)
-	if !ok || got != ref {
+	if !ok || got != ref || !got.IssuedAt.Equal(at) {
 		t.Fatalf("open: %+v %v; want %+v", got, ok, ref)
 	}
-	// Key rotation: a reset id sealed under k1 still opens once k2 is current.
+	if raw, err := base64.RawURLEncoding.DecodeString(id); err != nil || bytes.Contains(bytes.ToLower(raw), []byte("example")) {
+		t.Errorf("the email is visible in the reset id (%v)", err)
+	}
+	if !got.emailMatches(k, "jane@example.org") || got.emailMatches(k, "jane@example.com") || got.emailMatches(k, "") {
+		t.Error("the email tag does not tell the request's email from another")
+	}
+	// Key rotation: a reset id sealed under k1 still opens once k2 is current, its email
+	// still matches, and so does the id Resend seals from it under k2.
 	rotated := testKeyring(t, "k2", "k1", "k2")
-	if _, ok := openResetID(rotated, id); !ok {
-		t.Error("reset id from the previous key no longer opens")
+	got, ok = openResetID(rotated, id)
+	if !ok || !got.emailMatches(rotated, "jane@example.org") {
+		t.Error("reset id from the previous key no longer opens or matches")
+	}
+	resent := got
+	resent.IssuedAt = at.Add(time.Minute)
+	if again, ok := openResetID(rotated, sealResetID(rotated, resent)); !ok || again != resent || !again.emailMatches(rotated, "jane@example.org") {
+		t.Error("a reset id resealed under the new key lost its email")
+	}
+	// Without the key the email tag was made under, nothing matches.
+	if got.emailMatches(testKeyring(t, "k2", "k2"), "jane@example.org") {
+		t.Error("matched under a key that is gone")
+	}
+	// The length does not depend on the request, for any identifiers an account can have.
+	for _, in := range [][3]string{{"AB", "j", "a@b.c"}, {strings.Repeat("Z", 32), strings.Repeat("x", 64), strings.Repeat("e", 240) + "@x.org"}} {
+		if other := sealResetID(k, newResetRef(k, in[0], in[1], in[2], at)); len(other) != len(id) {
+			t.Errorf("reset id for %q is %d characters, not %d", in, len(other), len(id))
+		}
+	}
+	// Inputs that cannot name an account still make ids that open.
+	long := newResetRef(k, strings.Repeat("Z", maxIdentLen), strings.Repeat("x", maxIdentLen), "a@b.c", at)
+	if got, ok := openResetID(k, sealResetID(k, long)); !ok || got != long {
+		t.Error("a reset id for the longest inputs does not open")
 	}
 	// Another server's key, tampering, truncation, garbage.
 	if _, ok := openResetID(testKeyring(t, "k1", "k9", "k1"), id); ok {
@@ -57,7 +86,7 @@ func TestResetIDRoundTrip(t *testing.T) {
 		}
 		raw[i] = c
 	}
-	for _, bad := range []string{"", "x", id[:len(id)-1], id + "A", strings.Repeat("A", 600), "!!!!"} {
+	for _, bad := range []string{"", "x", id[:len(id)-1], id + "A", strings.Repeat("A", maxResetIDLen+1), "!!!!"} {
 		if _, ok := openResetID(k, bad); ok {
 			t.Errorf("%q opens", bad)
 		}
@@ -92,6 +121,26 @@ func TestClientIP(t *testing.T) {
 		if got := clientIP(r, trusted).String(); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
+	}
+}
+
+func TestIPLimitKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.5":            "203.0.113.5",
+		"2001:db8:1:2::1":        "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::9":   "2001:db8:1:2::/64",
+		"2001:db8:1:3::1":        "2001:db8:1:3::/64",
+		"::1":                    "::/64",
+		"fe80::1%eth0":           "fe80::/64",
+		"::ffff:198.51.100.7":    "198.51.100.7",
+		"2001:db8::abcd:ef01:23": "2001:db8::/64",
+	} {
+		if got := ipLimitKey(netip.MustParseAddr(in)); got != want {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
+	}
+	if got := ipLimitKey(netip.Addr{}); got != "invalid IP" {
+		t.Errorf("no address: %q", got)
 	}
 }
 
