@@ -319,10 +319,13 @@ func TestConcurrentWrongLoginsAllCountAndLookAlike(t *testing.T) {
 	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "LoginFailed"); n != racers {
 		t.Fatalf("%d LoginFailed events, want %d", n, racers)
 	}
+	// Each attempt was refused for a wrong password or, once the count was seen at the
+	// limit, for the lock: together they are every racer.
 	u, _, err := f.h.LoadUser(ctx, f.code, "jane")
 	must(t, err)
-	if u.FailedLogins != racers {
-		t.Fatalf("failed logins folded to %d, want %d", u.FailedLogins, racers)
+	if locked := countReason(t, f, "locked"); u.FailedLogins+locked != racers || u.FailedLogins < domain.DefaultPolicy().MaxFailedLogins {
+		t.Fatalf("failed logins folded to %d plus %d refused as locked, want %d in all and at least %d wrong passwords",
+			u.FailedLogins, locked, racers, domain.DefaultPolicy().MaxFailedLogins)
 	}
 	// The right password is refused now: the account is locked.
 	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
@@ -331,4 +334,19 @@ func TestConcurrentWrongLoginsAllCountAndLookAlike(t *testing.T) {
 	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n < 1 {
 		t.Fatal("no AccountLocked recorded")
 	}
+}
+
+// countReason counts jane's LoginFailed events with the given reason.
+func countReason(t *testing.T, f *fixture, reason string) int {
+	t.Helper()
+	recs, err := f.store.ReadStream(context.Background(), domain.UserStream(f.code, "jane"), 0)
+	must(t, err)
+	n := 0
+	for _, r := range recs {
+		var e domain.LoginFailed
+		if r.Type == "LoginFailed" && json.Unmarshal(r.Data, &e) == nil && e.Reason == reason {
+			n++
+		}
+	}
+	return n
 }
