@@ -198,6 +198,15 @@ func TestUserAdministration(t *testing.T) {
 					t.Errorf("still locked: %+v", u)
 				}
 			}},
+		{name: "admin unlock clears failed logins that raced past the limit without a lock event",
+			given: concat(registered(), wrongPasswords(5)),
+			when:  func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.AdminUnlock(acmeAdmin) },
+			then:  []domain.Event{domain.AccountUnlocked{Reason: "admin", By: adminBy}},
+			check: func(t *testing.T, u domain.User) {
+				if u.FailedLogins != 0 || u.Locked {
+					t.Errorf("after unlock: failed logins %d, locked %v", u.FailedLogins, u.Locked)
+				}
+			}},
 		{name: "admin unlock of an unlocked account changes nothing", given: registered(),
 			when: func(u domain.User, _ domain.Provider) ([]domain.Event, error) { return u.AdminUnlock(acmeAdmin) }},
 

@@ -335,7 +335,9 @@ func (u User) AdminUnlock(actor Actor) ([]Event, error) {
 	if u.AdminLocked {
 		events = append(events, AccountAdminUnlocked{By: actor.ID()})
 	}
-	if u.Locked {
+	// Failed logins count even where racing attempts crossed the limit before an
+	// AccountLocked was recorded: an unlock clears them too.
+	if u.Locked || u.FailedLogins > 0 {
 		events = append(events, AccountUnlocked{Reason: "admin", By: actor.ID()})
 	}
 	return events, nil
