@@ -215,9 +215,14 @@ func (s *Server) handleSelfResetPage(w http.ResponseWriter, r *http.Request) {
 	s.renderConfigure(w, r, http.StatusOK, pg)
 }
 
-// steppedUp sends the browser back to step 1 unless the password was re-entered on this
-// session recently enough.
-func (s *Server) steppedUp(w http.ResponseWriter, r *http.Request) bool {
+// steppedUpForm parses a configure step's form and sends the browser back to step 1
+// unless the password was re-entered on this session recently enough. When either fails
+// it has answered, and it returns false.
+func (s *Server) steppedUpForm(w http.ResponseWriter, r *http.Request) bool {
+	if e := parsePageForm(r); e != nil {
+		s.configureFailed(w, r, e, nil)
+		return false
+	}
 	if PrincipalFrom(r.Context()).Session.SteppedUp(s.clock.Now()) {
 		return true
 	}
@@ -261,11 +266,7 @@ func (s *Server) handleSelfResetVerifyPassword(w http.ResponseWriter, r *http.Re
 // POST /settings/self-reset/email (step 2: Email and Verify, which sends the 6-digit code)
 func (s *Server) handleSelfResetEmail(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	if e := parsePageForm(r); e != nil {
-		s.configureFailed(w, r, e, nil)
-		return
-	}
-	if !s.steppedUp(w, r) {
+	if !s.steppedUpForm(w, r) {
 		return
 	}
 	email := formValue(r, "email")
@@ -290,11 +291,7 @@ func (s *Server) handleSelfResetEmail(w http.ResponseWriter, r *http.Request) {
 // POST /settings/self-reset/email/verify (step 3: the 6-digit code and Submit)
 func (s *Server) handleSelfResetCode(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	if e := parsePageForm(r); e != nil {
-		s.configureFailed(w, r, e, nil)
-		return
-	}
-	if !s.steppedUp(w, r) {
+	if !s.steppedUpForm(w, r) {
 		return
 	}
 	code := formValue(r, "code")
@@ -321,11 +318,7 @@ func (s *Server) handleSelfResetCode(w http.ResponseWriter, r *http.Request) {
 // POST /settings/self-reset/configure (step 4: Update)
 func (s *Server) handleSelfResetConfigure(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	if e := parsePageForm(r); e != nil {
-		s.configureFailed(w, r, e, nil)
-		return
-	}
-	if !s.steppedUp(w, r) {
+	if !s.steppedUpForm(w, r) {
 		return
 	}
 	if err := s.cmds.ConfigureSelfReset(r.Context(), commands.ConfigureSelfReset{SelfUser: self(p)}); err != nil {

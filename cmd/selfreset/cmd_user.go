@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -59,8 +60,7 @@ func (r *roleList) Set(v string) error {
 func runUserAdd(ctx context.Context, c *cli, args []string) error {
 	const cmd = "user add"
 	fs := newFlagSet(cmd, "selfreset user add --provider C --login L --name N [--role user-admin] --password-stdin < password-file")
-	provider := fs.String("provider", "", "provider code (required)")
-	login := fs.String("login", "", "login name, stored lower-cased (required)")
+	account := accountFlags(fs)
 	name := fs.String("name", "", "the user's display name (required)")
 	var roles roleList
 	fs.Var(&roles, "role", "grant a `role` (repeatable; known: "+domain.RoleUserAdmin+")")
@@ -68,11 +68,7 @@ func runUserAdd(ctx context.Context, c *cli, args []string) error {
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	code, err := providerCode(cmd, "provider", *provider)
-	if err != nil {
-		return err
-	}
-	l, err := loginName(cmd, *login)
+	code, l, err := account(cmd)
 	if err != nil {
 		return err
 	}
@@ -125,16 +121,11 @@ func statusCommand(verb, summary, done string, do func(*commands.Handler, contex
 		run: func(ctx context.Context, c *cli, args []string) error {
 			cmd := "user " + verb
 			fs := newFlagSet(cmd, "selfreset "+cmd+" --provider C --login L")
-			provider := fs.String("provider", "", "provider code (required)")
-			login := fs.String("login", "", "login name (required)")
+			account := accountFlags(fs)
 			if err := c.parseAll(fs, args); err != nil {
 				return err
 			}
-			code, err := providerCode(cmd, "provider", *provider)
-			if err != nil {
-				return err
-			}
-			l, err := loginName(cmd, *login)
+			code, l, err := account(cmd)
 			if err != nil {
 				return err
 			}
@@ -146,4 +137,19 @@ func statusCommand(verb, summary, done string, do func(*commands.Handler, contex
 				return nil
 			})
 		}}
+}
+
+// accountFlags adds the required --provider and --login flags to fs and returns the check
+// to run once fs is parsed: it gives the normalized code and login, or a usage error.
+func accountFlags(fs *flag.FlagSet) func(cmd string) (code, login string, err error) {
+	provider := fs.String("provider", "", "provider code (required)")
+	login := fs.String("login", "", "login name, stored lower-cased (required)")
+	return func(cmd string) (string, string, error) {
+		code, err := providerCode(cmd, "provider", *provider)
+		if err != nil {
+			return "", "", err
+		}
+		l, err := loginName(cmd, *login)
+		return code, l, err
+	}
 }
