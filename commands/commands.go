@@ -28,12 +28,14 @@ type SystemClock struct{}
 // Now returns the current time in UTC.
 func (SystemClock) Now() time.Time { return time.Now().UTC() }
 
-// PasswordHasher hashes and verifies passwords (argon2id in production).
+// PasswordHasher hashes and verifies passwords (argon2id through password.Bounded in
+// production). Both may wait for a free slot; when ctx ends first they return an error
+// wrapping ctx.Err().
 type PasswordHasher interface {
-	Hash(password string) (string, error)
+	Hash(ctx context.Context, password string) (string, error)
 	// Verify reports whether password matches hash; an empty hash must still cost a
 	// full verification so that unknown accounts are not faster to reject.
-	Verify(password, hash string) (bool, error)
+	Verify(ctx context.Context, password, hash string) (bool, error)
 }
 
 // Secrets derives tokens and codes (secret.Keyring in production).

@@ -73,7 +73,7 @@ func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) error {
 	if err := h.policy.CheckPassword(domain.PasswordCandidate{Password: c.Password, Login: login, IsCommon: h.common.IsCommon(c.Password)}); err != nil {
 		return err
 	}
-	hash, err := h.hasher.Hash(c.Password)
+	hash, err := h.hasher.Hash(ctx, c.Password)
 	if err != nil {
 		return err
 	}
@@ -208,7 +208,7 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 		// Verify once (again only if the hash changed meanwhile), and even without an
 		// account, against a dummy hash, so that timing tells nothing.
 		if !checked || u.PasswordHash != verifiedHash {
-			if verified, err = h.hasher.Verify(password, u.PasswordHash); err != nil {
+			if verified, err = h.hasher.Verify(ctx, password, u.PasswordHash); err != nil {
 				return domain.User{}, err
 			}
 			checked, verifiedHash = true, u.PasswordHash

@@ -149,14 +149,14 @@ func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) error {
 		if err := h.policy.CheckPassword(cand); err != nil {
 			return nil, err
 		}
-		same, err := h.hasher.Verify(c.NewPassword, u.PasswordHash)
+		same, err := h.hasher.Verify(ctx, c.NewPassword, u.PasswordHash)
 		if err != nil {
 			return nil, err
 		}
 		cand.SameAsCurrent = same
 		hash := ""
 		if !same {
-			if hash, err = h.hasher.Hash(c.NewPassword); err != nil {
+			if hash, err = h.hasher.Hash(ctx, c.NewPassword); err != nil {
 				return nil, err
 			}
 		}

@@ -40,7 +40,14 @@ const (
 	// their 202 has gone.
 	EnvResetWorkers   = "SELFRESET_RESET_WORKERS"
 	EnvTrustedProxies = "SELFRESET_TRUSTED_PROXIES"
+	// EnvHashConcurrency is how many argon2id computations (each holding 19 MiB) run at
+	// once in a process; more wait in line. Unset or 0: one per CPU (GOMAXPROCS).
+	EnvHashConcurrency = "SELFRESET_HASH_CONCURRENCY"
 )
+
+// MaxHashConcurrency bounds SELFRESET_HASH_CONCURRENCY: beyond it the setting stops
+// bounding memory (256 × 19 MiB is already ~5 GiB).
+const MaxHashConcurrency = 256
 
 // Defaults of the HTTP settings.
 const (
@@ -96,6 +103,8 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// ResetWorkers run forgot-password and resend commands after the answer (default 8).
 	ResetWorkers int
+	// HashConcurrency is how many argon2id computations run at once; 0 means one per CPU.
+	HashConcurrency int
 }
 
 // Option changes how FromEnv reads the environment.
@@ -207,6 +216,12 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	}
 	if c.ResetWorkers < 1 || c.ResetWorkers > 256 {
 		return Config{}, &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 256", c.ResetWorkers)}
+	}
+	if c.HashConcurrency, err = nonNegativeInt(getenv, EnvHashConcurrency, 0); err != nil {
+		return Config{}, err
+	}
+	if c.HashConcurrency > MaxHashConcurrency {
+		return Config{}, &Error{EnvHashConcurrency, fmt.Sprintf("%d must be from 0 (one per CPU) to %d", c.HashConcurrency, MaxHashConcurrency)}
 	}
 	return c, nil
 }

@@ -96,6 +96,18 @@ func TestFromEnv(t *testing.T) {
 			}
 		}},
 		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 256"},
+		{name: "hash concurrency defaults to one per CPU", getenv: with(), check: func(t *testing.T, c Config) {
+			if c.HashConcurrency != 0 {
+				t.Errorf("hash concurrency %d, want 0 (one per CPU)", c.HashConcurrency)
+			}
+		}},
+		{name: "hash concurrency", getenv: with(EnvHashConcurrency, " 3 "), check: func(t *testing.T, c Config) {
+			if c.HashConcurrency != 3 {
+				t.Errorf("hash concurrency %d", c.HashConcurrency)
+			}
+		}},
+		{name: "negative hash concurrency", getenv: with(EnvHashConcurrency, "-2"), wantVar: EnvHashConcurrency, wantMsg: "0 or more"},
+		{name: "huge hash concurrency", getenv: with(EnvHashConcurrency, "1000"), wantVar: EnvHashConcurrency, wantMsg: "0 (one per CPU) to 256"},
 		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
 		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
 		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},

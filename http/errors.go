@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -104,8 +105,18 @@ func ErrorFor(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeBusy,
 			Message: "the account is busy; try again", RetryAfter: time.Second}
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// Work that could not finish in time (e.g. waiting in line for password hashing):
+		// nothing was decided, so the client may simply try again.
+		return errUnavailable
+	}
 	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "something went wrong; try again later"}
 }
+
+// errUnavailable answers a request the service could not handle right now: a store it
+// needs is unreachable, or the request ran out of time waiting for its turn.
+var errUnavailable = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+	Message: "the service is temporarily unavailable; try again shortly", RetryAfter: 5 * time.Second}
 
 type errorBody struct {
 	Error errorDetail `json:"error"`

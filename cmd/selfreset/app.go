@@ -95,8 +95,9 @@ func (c *cli) openPostgres(ctx context.Context, url string) (*postgres.Store, er
 // Close releases the store.
 func (a *app) Close() { a.store.Close() }
 
-// commands builds the command handler: argon2id hashing with the documented parameters,
-// the common-password list, the keyring from the configured secret and the configured policy.
+// commands builds the command handler: argon2id hashing with the documented parameters
+// (at most SELFRESET_HASH_CONCURRENCY at once), the common-password list, the keyring
+// from the configured secret and the configured policy.
 func (a *app) commands() (*commands.Handler, error) {
 	if a.handler != nil {
 		return a.handler, nil
@@ -112,7 +113,7 @@ func (a *app) commands() (*commands.Handler, error) {
 	a.handler = commands.New(commands.Config{
 		Store:   a.store,
 		Clock:   commands.SystemClock{},
-		Hasher:  hasher,
+		Hasher:  password.NewBounded(hasher, a.cfg.HashConcurrency),
 		Secrets: keys,
 		Common:  password.NewCommonList(),
 		Policy:  a.cfg.Policy(),

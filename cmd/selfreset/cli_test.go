@@ -306,7 +306,7 @@ func requests(t *testing.T, e cliEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := commands.New(commands.Config{Store: store, Hasher: hasher, Secrets: keys, Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
+	h := commands.New(commands.Config{Store: store, Hasher: password.NewBounded(hasher, 0), Secrets: keys, Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
 
 	expect := func(err, want error) {
 		t.Helper()

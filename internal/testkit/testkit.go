@@ -22,14 +22,14 @@ import (
 // TinyArgon2 are argon2id parameters that make hashing nearly free: for tests only.
 var TinyArgon2 = password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 
-// Hasher is a password hasher with TinyArgon2.
-func Hasher(t testing.TB) *password.Hasher {
+// Hasher is a password hasher with TinyArgon2, one slot per CPU as in production.
+func Hasher(t testing.TB) *password.Bounded {
 	t.Helper()
 	h, err := password.NewHasher(TinyArgon2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h
+	return password.NewBounded(h, 0)
 }
 
 // Keyring is a keyring whose current (and only) key is keyID, a fixed 32-byte key.

@@ -1,0 +1,66 @@
+package password
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// Computer is the CPU- and memory-heavy part Bounded queues: *Hasher.
+type Computer interface {
+	Hash(password string) (string, error)
+	Verify(password, hash string) (bool, error)
+}
+
+// Bounded runs at most n computations of its Computer at once. Each argon2id run holds
+// its memory parameter (19 MiB by default) for its whole duration, so without a bound a
+// burst of 50 logins or password changes would hold 50 × 19 MiB at once; with one, the
+// extra callers wait in line (first come, first served) holding nothing but a goroutine.
+// Running more at once than there are CPUs would not finish any sooner anyway.
+//
+// A caller whose context ends while it waits gets an error that wraps the context's
+// (context.Canceled or context.DeadlineExceeded); the HTTP side answers it 503.
+type Bounded struct {
+	inner Computer
+	slots *semaphore.Weighted
+	n     int
+}
+
+// NewBounded queues inner's computations through n slots; n ≤ 0 means one per CPU the
+// Go scheduler uses (runtime.GOMAXPROCS).
+func NewBounded(inner Computer, n int) *Bounded {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return &Bounded{inner: inner, slots: semaphore.NewWeighted(int64(n)), n: n}
+}
+
+// Slots is how many computations may run at once.
+func (b *Bounded) Slots() int { return b.n }
+
+// Hash waits for a slot, then hashes password.
+func (b *Bounded) Hash(ctx context.Context, password string) (string, error) {
+	if err := b.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer b.slots.Release(1)
+	return b.inner.Hash(password)
+}
+
+// Verify waits for a slot, then checks password against hash (see Hasher.Verify).
+func (b *Bounded) Verify(ctx context.Context, password, hash string) (bool, error) {
+	if err := b.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer b.slots.Release(1)
+	return b.inner.Verify(password, hash)
+}
+
+func (b *Bounded) acquire(ctx context.Context) error {
+	if err := b.slots.Acquire(ctx, 1); err != nil {
+		return fmt.Errorf("password: waiting for a hashing slot: %w", err)
+	}
+	return nil
+}
