@@ -1,0 +1,252 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
+	"selfreset/ratelimit"
+)
+
+var t0 = time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC)
+
+// newDB is a migrated database of the test's own; each call to pool opens another pool
+// on it, as another replica would.
+func newDB(t *testing.T) (pool func() *pgxpool.Pool) {
+	t.Helper()
+	url := testdb.New(t)
+	pool = func() *pgxpool.Pool {
+		p, err := pgxpool.New(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	if err := ratelimit.Migrate(context.Background(), pool()); err != nil {
+		t.Fatal(err)
+	}
+	// Migrating again is a no-op.
+	if err := ratelimit.Migrate(context.Background(), pool()); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+type step struct {
+	advance time.Duration // move the clock first
+	key     string
+	allowed bool
+	retry   time.Duration // for refusals
+}
+
+func TestGCRA(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)()
+	clock := testkit.NewClock(t0)
+	lim := ratelimit.New(pool, clock)
+	five := ratelimit.PerMinute(5) // a token every 12 s, bursts of 5
+	ok := func(key string) step { return step{key: key, allowed: true} }
+
+	steps := []step{
+		// A new key has a full bucket: five at once, then refusals until a token is back.
+		ok("a"), ok("a"), ok("a"), ok("a"), ok("a"),
+		{key: "a", retry: 12 * time.Second},
+		{advance: 5 * time.Second, key: "a", retry: 7 * time.Second},
+		// Another key has a budget of its own.
+		ok("b"),
+		// Steady rate: one token every 12 s.
+		{advance: 7 * time.Second, key: "a", allowed: true},
+		{key: "a", retry: 12 * time.Second},
+		{advance: 12*time.Second - time.Millisecond, key: "a", retry: time.Millisecond},
+		{advance: time.Millisecond, key: "a", allowed: true},
+		// Refusals spend nothing: after 12 s exactly one token is back.
+		{key: "a", retry: 12 * time.Second},
+		{key: "a", retry: 12 * time.Second},
+		{advance: 12 * time.Second, key: "a", allowed: true},
+		{key: "a", retry: 12 * time.Second},
+		// Idle for a whole period: the bucket is full again, five at once.
+		{advance: time.Minute, key: "a", allowed: true}, ok("a"), ok("a"), ok("a"), ok("a"),
+		{key: "a", retry: 12 * time.Second},
+		// Idle for a long time: still only five (the bucket does not overfill).
+		{advance: time.Hour, key: "a", allowed: true}, ok("a"), ok("a"), ok("a"), ok("a"),
+		{key: "a", retry: 12 * time.Second},
+	}
+	for i, s := range steps {
+		clock.Add(s.advance)
+		d, err := lim.Allow(t.Context(), s.key, five)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if d.Allowed != s.allowed || (!s.allowed && d.RetryAfter != s.retry) {
+			t.Fatalf("step %d (%s at +%v): got allowed=%v retry=%v, want allowed=%v retry=%v",
+				i, s.key, clock.Now().Sub(t0), d.Allowed, d.RetryAfter, s.allowed, s.retry)
+		}
+	}
+}
+
+func TestRateOfThirtyAMinute(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)()
+	clock := testkit.NewClock(t0)
+	lim := ratelimit.New(pool, clock)
+	// A client asking every 500 ms for five minutes: the first minute also drains the
+	// full bucket it started with, every later minute gets the rate.
+	perMinute := make([]int, 5)
+	for i := range 5 * 120 {
+		d, err := lim.Allow(t.Context(), "k", ratelimit.PerMinute(30))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			perMinute[i/120]++
+		}
+		clock.Add(500 * time.Millisecond)
+	}
+	t.Logf("allowed per minute: %v", perMinute)
+	if perMinute[0] != 30+29 {
+		t.Errorf("first minute %d, want 30 (the bucket) + 29 (one every 2 s after it)", perMinute[0])
+	}
+	for m, n := range perMinute[1:] {
+		if n != 30 {
+			t.Errorf("minute %d: %d allowed, want 30", m+2, n)
+		}
+	}
+}
+
+func TestZeroRateAllowsWithoutTheDatabase(t *testing.T) {
+	t.Parallel()
+	lim := ratelimit.New(nil, testkit.NewClock(t0)) // a nil DB would panic if used
+	for _, l := range []ratelimit.Limit{{}, ratelimit.PerMinute(0), ratelimit.PerMinute(-3), {Rate: 5}} {
+		if d, err := lim.Allow(t.Context(), "k", l); err != nil || !d.Allowed {
+			t.Errorf("%+v: %+v, %v", l, d, err)
+		}
+	}
+}
+
+// TestRacersNeverExceedTheBudget: many goroutines over several pools (replicas) spend one
+// key at the same instant; exactly the budget gets through.
+func TestRacersNeverExceedTheBudget(t *testing.T) {
+	t.Parallel()
+	open := newDB(t)
+	clock := testkit.NewClock(t0)
+	replicas := []*ratelimit.Limiter{ratelimit.New(open(), clock), ratelimit.New(open(), clock), ratelimit.New(open(), clock)}
+	const budget, racers = 10, 60
+	var allowed, refused atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range racers {
+		wg.Go(func() {
+			<-start
+			d, err := replicas[i%len(replicas)].Allow(context.Background(), "hot", ratelimit.PerMinute(budget))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if d.Allowed {
+				allowed.Add(1)
+			} else {
+				refused.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if allowed.Load() != budget || refused.Load() != racers-budget {
+		t.Errorf("%d allowed, %d refused; want %d and %d", allowed.Load(), refused.Load(), budget, racers-budget)
+	}
+}
+
+func TestKeysAreHashedAndFullBucketsCleanedUp(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)()
+	clock := testkit.NewClock(t0)
+	lim := ratelimit.New(pool, clock)
+	ctx := t.Context()
+	spend := func(key string, n int) {
+		t.Helper()
+		for range n {
+			if _, err := lim.Allow(ctx, key, ratelimit.PerMinute(5)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	spend("login|acct|ACME/jane@example.org", 1) // full again at +12 s
+	spend("login|ip|192.0.2.7", 5)               // full again at +60 s
+	var plain int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM rate_limits WHERE position('jane' in encode(key, 'escape')) > 0
+		OR position('192.0.2.7' in encode(key, 'escape')) > 0 OR length(key) <> 32`).Scan(&plain); err != nil {
+		t.Fatal(err)
+	}
+	if plain != 0 {
+		t.Errorf("%d keys stored in clear or not as a 32-byte hash", plain)
+	}
+
+	count := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM rate_limits`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	clock.Add(30 * time.Second)
+	if n, err := lim.Cleanup(ctx); err != nil || n != 1 || count() != 1 {
+		t.Fatalf("cleanup at +30 s: deleted %d (%v), %d left; want 1 deleted, 1 left", n, err, count())
+	}
+	// The IP's bucket is still half empty: cleanup must not have refilled it.
+	for i := range 3 {
+		d, err := lim.Allow(ctx, "login|ip|192.0.2.7", ratelimit.PerMinute(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i < 2; d.Allowed != want {
+			t.Fatalf("request %d at +30 s: allowed=%v, want %v", i, d.Allowed, want)
+		}
+	}
+	clock.Add(time.Hour)
+	if n, err := lim.Cleanup(ctx); err != nil || n != 1 || count() != 0 {
+		t.Fatalf("cleanup an hour later: deleted %d (%v), %d left", n, err, count())
+	}
+}
+
+func TestCleanupIsBatched(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)()
+	ctx := t.Context()
+	// 2,500 stale rows: more than two batches.
+	if _, err := pool.Exec(ctx, `INSERT INTO rate_limits (key, full_at, last_allowed)
+		SELECT sha256(i::text::bytea), $1, true FROM generate_series(1, 2500) i`, t0); err != nil {
+		t.Fatal(err)
+	}
+	lim := ratelimit.New(pool, testkit.NewClock(t0.Add(time.Second)))
+	if n, err := lim.Cleanup(ctx); err != nil || n != 2500 {
+		t.Fatalf("deleted %d, %v; want 2500", n, err)
+	}
+}
+
+// TestUnreachableDatabase: no answer means no decision, reported as ErrUnavailable (the
+// HTTP side answers 503), and promptly.
+func TestUnreachableDatabase(t *testing.T) {
+	t.Parallel()
+	// Port 1 on loopback: nothing listens there, so connecting fails at once.
+	pool, err := pgxpool.New(context.Background(), "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	lim := ratelimit.New(pool, testkit.NewClock(t0))
+	d, err := lim.Allow(t.Context(), "k", ratelimit.PerMinute(5))
+	if !errors.Is(err, ratelimit.ErrUnavailable) || d.Allowed {
+		t.Errorf("got %+v, %v; want a refusal to decide wrapping ErrUnavailable", d, err)
+	}
+	if _, err := lim.Cleanup(t.Context()); !errors.Is(err, ratelimit.ErrUnavailable) {
+		t.Errorf("cleanup: %v", err)
+	}
+}
