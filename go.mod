@@ -16,7 +16,6 @@ require (
 	github.com/mailgun/mailgun-go/v4 v4.23.0
 	github.com/trustelem/zxcvbn v1.0.1
 	golang.org/x/sync v0.25.0
-	golang.org/x/time v0.16.0
 	gopkg.in/yaml.v3 v3.0.1
 )
 

@@ -17,6 +17,7 @@ import (
 	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
+	"selfreset/ratelimit"
 	"selfreset/secret"
 )
 
@@ -57,6 +58,9 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	if err := Migrate(ctx, store.Pool()); err != nil {
 		t.Fatal(err)
 	}
+	if err := ratelimit.Migrate(ctx, store.Pool()); err != nil {
+		t.Fatal(err)
+	}
 	clock := testkit.NewClock(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
 	keyring := testkit.Keyring(t, "k1")
 	logs := &testkit.Buffer{}
@@ -67,7 +71,8 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	e.seed()
 
 	cfg := Config{Commands: cmds, Users: NewPGUserLister(store.Pool()), Sessions: NewPGSessions(store.Pool()),
-		Keyring: keyring, Clock: clock, Logger: logger, Ready: PingAll(store.Pool())}
+		Keyring: keyring, Clock: clock, Logger: logger, Ready: PingAll(store.Pool()),
+		RateLimiter: ratelimit.New(store.Pool(), clock)}
 	if mod != nil {
 		mod(&cfg)
 	}

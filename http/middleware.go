@@ -13,6 +13,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/eventstore"
+	"selfreset/ratelimit"
 )
 
 // ContentSecurityPolicy allows no inline script, no framing, and forms only to this origin.
@@ -247,14 +248,27 @@ const (
 
 // Allow spends one request of class from the client IP's budget and, when account is
 // not "", from the account's ("CODE/login", see AccountKey). When a budget is spent it
-// reports false and how long to wait.
-func (s *Server) Allow(r *http.Request, class, account string) (bool, time.Duration) {
-	now := s.clock.Now()
-	ok, wait := s.ipLimit.allow(class+"|ip|"+ipLimitKey(ClientIP(r.Context())), now)
-	if ok && account != "" {
-		ok, wait = s.accountLimit.allow(class+"|acct|"+account, now)
+// reports false and how long to wait. When the budgets cannot be reached it returns the
+// error (logged here); callers answer 503 unavailable.
+func (s *Server) Allow(r *http.Request, class, account string) (bool, time.Duration, error) {
+	ctx := r.Context()
+	d, err := s.spend(ctx, class+"|ip|"+ipLimitKey(ClientIP(ctx)), s.ipLimit)
+	if err == nil && d.Allowed && account != "" {
+		d, err = s.spend(ctx, class+"|acct|"+account, s.accountLimit)
 	}
-	return ok, wait
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "rate limit unavailable",
+			slog.String("request_id", RequestID(ctx)), slog.String("error", err.Error()))
+		return false, 0, err
+	}
+	return d.Allowed, d.RetryAfter, nil
+}
+
+func (s *Server) spend(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error) {
+	if l.Rate <= 0 {
+		return ratelimit.Decision{Allowed: true}, nil
+	}
+	return s.limiter.Allow(ctx, key, l)
 }
 
 // ipLimitKey is the per-IP budget a client address spends: its own for IPv4, its /64 for
@@ -270,15 +284,18 @@ func ipLimitKey(ip netip.Addr) string {
 	return ip.String()
 }
 
-// limit is Allow that answers 429 rate_limited with Retry-After when a budget is spent.
+// limit is Allow that answers 429 rate_limited with Retry-After when a budget is spent,
+// and 503 unavailable when the budgets cannot be reached.
 func (s *Server) limit(w http.ResponseWriter, r *http.Request, class, account string) bool {
-	ok, wait := s.Allow(r, class, account)
-	if ok {
-		return true
+	ok, wait, err := s.Allow(r, class, account)
+	switch {
+	case err != nil:
+		writeAPIError(w, errUnavailable)
+	case !ok:
+		writeAPIError(w, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+			Message: "too many requests; try again later", RetryAfter: wait})
 	}
-	writeAPIError(w, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
-		Message: "too many requests; try again later", RetryAfter: wait})
-	return false
+	return ok
 }
 
 func clipString(s string, n int) string {

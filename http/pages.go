@@ -283,10 +283,14 @@ func humanWait(d time.Duration) string {
 	return strconv.Itoa((n+59)/60) + " minutes"
 }
 
-// pageLimit spends one request of class (see Allow); when the budget is spent it returns
-// the refusal to show.
+// pageLimit spends one request of class (see Allow); when the budget is spent, or cannot
+// be reached, it returns the refusal to show.
 func (s *Server) pageLimit(r *http.Request, class, account string) *Error {
-	if ok, wait := s.Allow(r, class, account); !ok {
+	ok, wait, err := s.Allow(r, class, account)
+	switch {
+	case err != nil:
+		return errUnavailable
+	case !ok:
 		return rateLimited(wait)
 	}
 	return nil

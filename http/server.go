@@ -11,7 +11,8 @@
 //	srv := httpapi.NewServer(httpapi.Config{
 //		Commands: handler, Users: httpapi.NewPGUserLister(pool), Sessions: httpapi.NewPGSessions(pool),
 //		Keyring: keyring, Clock: commands.SystemClock{}, Logger: log,
-//		RateLimitPerIP: n, TrustedProxies: prefixes, Ready: httpapi.PingAll(pool),
+//		RateLimiter: ratelimit.New(pool, clock), RateLimitPerIP: n,
+//		TrustedProxies: prefixes, Ready: httpapi.PingAll(pool),
 //	})
 //	hs := &http.Server{Addr: addr, Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 //	… hs.Shutdown(ctx); srv.Close(ctx) // drain the forgot-password work
@@ -29,6 +30,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
+	"selfreset/ratelimit"
 	"selfreset/secret"
 )
 
@@ -50,6 +52,13 @@ type Commands interface {
 
 var _ Commands = (*commands.Handler)(nil)
 
+// RateLimiter spends one request of key's budget (*ratelimit.Limiter). An error means
+// nothing could be counted; the request is then answered 503, neither let through
+// uncounted nor refused as if over budget.
+type RateLimiter interface {
+	Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error)
+}
+
 // Clock tells the time (commands.SystemClock in production; tests move a fake one).
 type Clock interface {
 	Now() time.Time
@@ -64,6 +73,9 @@ type Config struct {
 	Clock    Clock           // defaults to commands.SystemClock; must be the commands' clock
 	Logger   *slog.Logger
 
+	// RateLimiter keeps the budgets below, shared by every replica (*ratelimit.Limiter
+	// over PostgreSQL). Required when a limit is on.
+	RateLimiter RateLimiter
 	// RateLimitPerIP is how many requests a minute one client IP may make to each of
 	// login, forgot password, resend, password re-entry, code entry and token entry
 	// (SELFRESET_RATE_LIMIT_PER_IP); 0 turns the IP limits off.
@@ -71,8 +83,6 @@ type Config struct {
 	// RateLimitPerAccount is the same budget per account (provider+login, or the account
 	// a reset id names); 0 means the same as RateLimitPerIP, negative turns it off.
 	RateLimitPerAccount int
-	// RateLimitKeys bounds how many buckets each limiter keeps (default 10000).
-	RateLimitKeys int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// TrustedOrigins are other origins allowed to make state-changing browser requests
@@ -103,8 +113,9 @@ type Server struct {
 	clock  Clock
 	router *mux.Router
 
-	ipLimit      *rateLimiter
-	accountLimit *rateLimiter
+	limiter      RateLimiter
+	ipLimit      ratelimit.Limit
+	accountLimit ratelimit.Limit
 
 	jobs    chan job
 	pending sync.WaitGroup // queued and running jobs
@@ -139,9 +150,6 @@ func NewServer(c Config) *Server {
 	if c.StepUpTTL <= 0 {
 		c.StepUpTTL = 10 * time.Minute
 	}
-	if c.RateLimitKeys <= 0 {
-		c.RateLimitKeys = 10000
-	}
 	if c.ResetWorkers <= 0 {
 		c.ResetWorkers = 8
 	}
@@ -152,14 +160,18 @@ func NewServer(c Config) *Server {
 	if perAccount == 0 {
 		perAccount = c.RateLimitPerIP
 	}
+	if (c.RateLimitPerIP > 0 || perAccount > 0) && c.RateLimiter == nil {
+		panic("http: NewServer needs a RateLimiter when a rate limit is on")
+	}
 	s := &Server{
 		cfg:          c,
 		cmds:         c.Commands,
 		log:          c.Logger,
 		clock:        c.Clock,
 		router:       mux.NewRouter(),
-		ipLimit:      newRateLimiter(c.RateLimitPerIP, c.RateLimitKeys),
-		accountLimit: newRateLimiter(perAccount, c.RateLimitKeys),
+		limiter:      c.RateLimiter,
+		ipLimit:      ratelimit.PerMinute(c.RateLimitPerIP),
+		accountLimit: ratelimit.PerMinute(perAccount),
 		jobs:         make(chan job, c.ResetQueue),
 	}
 	for range c.ResetWorkers {

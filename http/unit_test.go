@@ -144,47 +144,6 @@ func TestIPLimitKey(t *testing.T) {
 	}
 }
 
-func TestRateLimiterIsBoundedAndUsesTheGivenTime(t *testing.T) {
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newRateLimiter(2, 100)
-	if ok, _ := l.allow("a", now); !ok {
-		t.Fatal("first refused")
-	}
-	if ok, _ := l.allow("a", now); !ok {
-		t.Fatal("second refused")
-	}
-	ok, wait := l.allow("a", now)
-	if ok || wait != 30*time.Second {
-		t.Fatalf("third: %v %v", ok, wait)
-	}
-	// A refused request costs nothing: after the wait exactly one more goes through.
-	if ok, _ := l.allow("a", now.Add(30*time.Second)); !ok {
-		t.Fatal("refused after the wait")
-	}
-	if ok, _ := l.allow("a", now.Add(30*time.Second)); ok {
-		t.Fatal("allowed twice after one wait")
-	}
-	for i := range 1000 {
-		l.allow(strings.Repeat("k", i%7)+string(rune(i)), now.Add(time.Duration(i)*time.Millisecond))
-	}
-	if n := l.size(); n > 100 {
-		t.Errorf("%d buckets kept, limit 100", n)
-	}
-	// Idle buckets go first.
-	l2 := newRateLimiter(1, 10)
-	for i := range 10 {
-		l2.allow(string(rune('a'+i)), now)
-	}
-	l2.allow("fresh", now.Add(2*time.Minute))
-	if n := l2.size(); n != 1 {
-		t.Errorf("%d buckets after idle eviction, want 1", n)
-	}
-	var off *rateLimiter
-	if ok, _ := off.allow("x", now); !ok || newRateLimiter(0, 10) != nil {
-		t.Error("a zero budget must turn limiting off")
-	}
-}
-
 func TestRedactPath(t *testing.T) {
 	if got := redactPath("/api/v1/password-resets/" + strings.Repeat("A", 60) + "/x"); got != "/api/v1/password-resets/<redacted>/x" {
 		t.Errorf("got %s", got)

@@ -17,6 +17,7 @@ import (
 	httpapi "selfreset/http"
 	"selfreset/mailer"
 	"selfreset/projections"
+	"selfreset/ratelimit"
 )
 
 var serveGroup = group{
@@ -129,9 +130,12 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 
 	if *role != roleWorker {
 		sessions := httpapi.NewPGSessions(pool)
+		// Budgets live in PostgreSQL so that every web replica spends the same ones.
+		limiter := ratelimit.New(pool, h)
 		srv := httpapi.NewServer(httpapi.Config{
 			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
-			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
+			Clock: h, Logger: c.log, RateLimiter: limiter,
+			RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
 			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
 			// Cookies lose Secure only for a plain-http address someone chose (or --dev):
 			// behind a TLS proxy with no public URL set, they stay Secure.
@@ -171,6 +175,22 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 				case <-t.C:
 					if _, err := sessions.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
 						c.log.Warn("deleting expired sessions failed", "err", err)
+					}
+				}
+			}
+		})
+		start("rate-limit cleanup", func(ctx context.Context) error {
+			// Full buckets carry no information; every web replica deletes them (in
+			// bounded batches; concurrent runs are harmless).
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					if _, err := limiter.Cleanup(ctx); err != nil && ctx.Err() == nil {
+						c.log.Warn("deleting full rate-limit buckets failed", "err", err)
 					}
 				}
 			}
