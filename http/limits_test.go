@@ -120,3 +120,11 @@ func TestContextErrorsAreUnavailable(t *testing.T) {
 		t.Errorf("other errors: %d", e.Status)
 	}
 }
+
+// TestRequestTimeoutAnswers503: work that outlives the request's deadline (here: a
+// deadline already past when the handler starts) ends in 503 unavailable, not 500.
+func TestRequestTimeoutAnswers503(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RequestTimeout = time.Nanosecond })
+	r := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": "jane", "password": janePW}})
+	expect(t, r, http.StatusServiceUnavailable, CodeUnavailable)
+}

@@ -63,7 +63,8 @@ func acceptRequestID(id string) bool {
 }
 
 // requestContext gives every request an id, decides the client IP, and puts both (with
-// the user agent) into the command metadata so that events carry them.
+// the user agent) into the command metadata so that events carry them; it also sets the
+// request's deadline (Config.RequestTimeout).
 func (s *Server) requestContext(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
@@ -78,6 +79,11 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 		}
 		ctx := context.WithValue(r.Context(), infoKey{}, ri)
 		ctx = commands.WithMetadata(ctx, eventstore.Metadata{CorrelationID: id, ClientIP: ip, UserAgent: clipString(r.UserAgent(), 256)})
+		if s.cfg.RequestTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			defer cancel()
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

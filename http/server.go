@@ -89,6 +89,12 @@ type Config struct {
 	// (e.g. "https://admin.example.org"); same-origin requests need no entry.
 	TrustedOrigins []string
 
+	// RequestTimeout, when positive, is each request's deadline: work still waiting then
+	// (in line for password hashing, on a database) gives up and the answer is 503
+	// unavailable. Set it below net/http.Server's WriteTimeout, after which no answer can
+	// reach the client however the work ends.
+	RequestTimeout time.Duration
+
 	SessionTTL time.Duration // default 8h
 	StepUpTTL  time.Duration // how long a password re-entry lasts; default 10m
 	// InsecureCookies drops the Secure flag from the session cookie (plain-HTTP development).

@@ -37,6 +37,15 @@ const (
 // shutdownGrace bounds how long in-flight requests may take once SIGTERM arrives.
 const shutdownGrace = 20 * time.Second
 
+// writeTimeout is how long a request may take before net/http gives up on answering it;
+// requestTimeout, a little shorter, is the deadline of its work, so that a request still
+// waiting (e.g. in line for password hashing under a burst) answers 503 rather than
+// carrying on after its answer can no longer be written.
+const (
+	writeTimeout   = 30 * time.Second
+	requestTimeout = 25 * time.Second
+)
+
 func runServe(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("serve", "selfreset serve [--role all|web|worker] [--migrate=true]")
 	role := fs.String("role", roleAll, "what this process runs: all, web (HTTP only) or worker (projections and mailer only)")
@@ -134,7 +143,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		limiter := ratelimit.New(pool, h)
 		srv := httpapi.NewServer(httpapi.Config{
 			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
-			Clock: h, Logger: c.log, RateLimiter: limiter,
+			Clock: h, Logger: c.log, RateLimiter: limiter, RequestTimeout: requestTimeout,
 			RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
 			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
 			// Cookies lose Secure only for a plain-http address someone chose (or --dev):
@@ -148,7 +157,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			return &config.Error{Var: config.EnvAddr, Msg: err.Error()}
 		}
 		hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+			WriteTimeout: writeTimeout, IdleTimeout: 2 * time.Minute}
 		c.log.Info("listening", "addr", ln.Addr().String(), "public_url", mcfg.PublicURL, "role", *role)
 		start("http", func(ctx context.Context) error {
 			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
