@@ -13,8 +13,9 @@ const MaxBodyBytes = 64 << 10
 var errTooLarge = &Error{Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
 	Message: "the request body is larger than 64 KiB"}
 
-// DecodeJSON reads one JSON object from r's body into dst. Unknown fields, trailing data
-// and malformed JSON are 400 bad_request; a body over MaxBodyBytes is 413.
+// DecodeJSON reads one JSON object from r's body into dst. Unknown fields, trailing data,
+// malformed JSON and string fields that are not acceptable text (checkText) are
+// 400 bad_request; a body over MaxBodyBytes is 413.
 func DecodeJSON(r *http.Request, dst any) *Error {
 	return decodeJSON(r, dst, false)
 }
@@ -47,7 +48,7 @@ func decodeJSON(r *http.Request, dst any, optional bool) *Error {
 		}
 	}
 	if err == nil {
-		return nil
+		return checkJSONFields(dst)
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
