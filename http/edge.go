@@ -99,12 +99,19 @@ func (s *Server) checkRequestText(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if strings.HasPrefix(r.URL.Path, APIPrefix+"/") {
+		if !isPageRequest(r) {
 			writeAPIError(w, e)
 			return
 		}
 		s.renderMessage(w, r, e.Status, "Request refused", sentence(e.Message), "", link{URL: PathLogin, Text: "Back to the login page"})
 	})
+}
+
+// isPageRequest reports whether r is for an HTML page rather than the JSON API or the health
+// checks (which answer JSON).
+func isPageRequest(r *http.Request) bool {
+	p := r.URL.Path
+	return !strings.HasPrefix(p, APIPrefix+"/") && p != "/healthz" && p != "/readyz"
 }
 
 // The admin user list pages by keyset: a cursor is the last login of the page before,
