@@ -5,6 +5,7 @@ package domain
 
 import (
 	"fmt"
+	"net/mail"
 	"regexp"
 	"strings"
 )
@@ -99,5 +100,14 @@ func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSp
 
 var emailRe = regexp.MustCompile(`^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$`)
 
-// ValidEmail is a deliberately loose syntax check; the verification code proves the rest.
-func ValidEmail(email string) bool { return len(email) <= 254 && emailRe.MatchString(email) }
+// ValidEmail reports whether email can be a recovery address: a bare address (no display
+// name, comment or angle brackets) that net/mail, the parser the mailer sends with,
+// reads back unchanged, with a dot in its domain. Anything it accepts the mailer can
+// address; the verification code proves the rest.
+func ValidEmail(email string) bool {
+	if len(email) > MaxIdentLen || !ValidText(email) || !emailRe.MatchString(email) {
+		return false
+	}
+	a, err := mail.ParseAddress(email)
+	return err == nil && a.Name == "" && a.Address == email
+}

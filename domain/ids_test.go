@@ -3,6 +3,7 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"net/mail"
 	"strings"
 	"testing"
 
@@ -52,10 +53,27 @@ func TestNormalizeAndValidEmail(t *testing.T) {
 		{strings.Repeat("a", 65) + "@example.org", false},
 		{strings.Repeat("a", 64) + "@example.org", true},
 		{"a@" + strings.Repeat("b", 250) + ".org", false}, // over 254
+		// What the regular expression let through and the mailer then could not address:
+		{"<a>@b.c", false},
+		{"Jane <jane@example.org>", false},
+		{"<jane@example.org>", false},
+		{"jane@example.org (home)", false},
+		{`"ja ne"@example.org`, false},
+		{"ja,ne@example.org", false},
+		{"jane.@example.org", false},
+		{"ja\x00ne@example.org", false},
+		{"ja\xffne@example.org", false},
 	}
 	for _, tc := range cases {
-		if got := domain.ValidEmail(tc.in); got != tc.want {
+		got := domain.ValidEmail(tc.in)
+		if got != tc.want {
 			t.Errorf("ValidEmail(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+		// Whatever it accepts, net/mail (the mailer's parser) reads back as the same address.
+		if got {
+			if a, err := mail.ParseAddress(tc.in); err != nil || a.Address != tc.in {
+				t.Errorf("ValidEmail accepted %q, which net/mail reads as %v, %v", tc.in, a, err)
+			}
 		}
 	}
 }

@@ -232,3 +232,51 @@ func TestBadTextInEveryFieldIs4xx(t *testing.T) {
 		t.Fatalf("boss's page session ended: %d", r.status)
 	}
 }
+
+// An address the mailer could not send to is refused when it is entered, and a code that
+// is missing, empty or null is a malformed request rather than a wrong try: neither
+// appends an event.
+func TestEmailAndCodeRefusedBeforeAnyEvent(t *testing.T) {
+	e := newEnv(t, nil)
+	boss := e.login("ACME", "boss", bossPW)
+	expect(t, e.do(req{Method: "PUT", Path: "/api/v1/providers/ACME/users/jane/self-reset", Token: boss}), http.StatusNoContent, "")
+	tok := e.login("ACME", "jane", janePW)
+	e.stepUp(tok, janePW)
+	revision := func() uint64 {
+		t.Helper()
+		_, rev, err := e.cmds.LoadUser(e.ctx, "ACME", "jane")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+
+	before := revision()
+	for _, email := range []string{"<a>@b.c", "Jane <jane@example.org>", "jane@example.org (home)"} {
+		r := e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email", Token: tok, Body: map[string]string{"email": email}})
+		expect(t, r, http.StatusBadRequest, "invalid_input")
+	}
+	if got := revision(); got != before {
+		t.Fatalf("refused addresses appended events: revision %d → %d", before, got)
+	}
+
+	expect(t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email", Token: tok, Body: map[string]string{"email": "jane@example.org"}}), http.StatusAccepted, "")
+	before = revision()
+	for _, body := range []string{`{}`, `{"code":""}`, `{"code":null}`} {
+		r := e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email/verify", Token: tok, Body: body})
+		expect(t, r, http.StatusBadRequest, CodeBadRequest)
+	}
+	if got := revision(); got != before {
+		t.Fatalf("missing codes were counted as tries: revision %d → %d", before, got)
+	}
+	// A wrong code is still a wrong try, recorded as one.
+	wrong := "000000"
+	if e.emailCode("ACME", "jane") == wrong {
+		wrong = "111111"
+	}
+	expect(t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email/verify", Token: tok, Body: map[string]string{"code": wrong}}), http.StatusBadRequest, "invalid_code")
+	if got := revision(); got != before+1 {
+		t.Fatalf("a wrong code: revision %d → %d, want one event", before, got)
+	}
+	expect(t, e.do(req{Method: "POST", Path: "/api/v1/me/self-reset/email/verify", Token: tok, Body: map[string]string{"code": e.emailCode("ACME", "jane")}}), http.StatusOK, "")
+}
