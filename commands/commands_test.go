@@ -198,10 +198,10 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 			t.Fatalf("%+v: %v", r, err)
 		}
 	}
-	all, err := f.store.ReadStream(ctx, domain.UnmatchedStream, 0)
+	all, err := teststore.ReadUnmatched(ctx, f.store)
 	must(t, err)
-	// On EventStoreDB the stream is shared by every test and run: keep the requests for the
-	// codes attempted here. On Postgres it holds nothing else.
+	// On EventStoreDB the streams are shared by every test and run: keep the requests for
+	// the codes attempted here. On Postgres they hold nothing else.
 	var recs []eventstore.RecordedEvent
 	for _, r := range all {
 		if p := teststore.EventProvider(r); p == nope || p == f.code {
@@ -209,7 +209,7 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 		}
 	}
 	if len(recs) != 2 || (!teststore.Shared() && len(all) != 2) {
-		t.Fatalf("%d unmatched events for %s and %s (%d in the stream), want 2", len(recs), nope, f.code, len(all))
+		t.Fatalf("%d unmatched events for %s and %s (%d in the streams), want 2", len(recs), nope, f.code, len(all))
 	}
 	for _, r := range recs {
 		if bytes.Contains(r.Data, []byte("stranger@example.net")) {
