@@ -220,6 +220,11 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 		if e.Reason != domain.ErrUnknownAccount.Code || e.EmailMasked != "s***r@e***e.net" || e.EmailHash == "" {
 			t.Fatalf("unmatched request recorded as %+v", e)
 		}
+		// New requests go to a shard, the one the keyed hash of the attempt names; the
+		// legacy stream only keeps older history.
+		if r.Stream == domain.UnmatchedStream || r.Stream != domain.UnmatchedShard(f.keys.HashEmail(e.Provider+"/"+e.Login)) {
+			t.Fatalf("%s/%s recorded on %s", e.Provider, e.Login, r.Stream)
+		}
 	}
 }
 
