@@ -277,9 +277,13 @@ func (h *Handler) updateProvider(ctx context.Context, actor, code string, decide
 	return ErrTooMuchContention
 }
 
-// recordUnmatched writes a request that matched no account to its own stream.
-func (h *Handler) recordUnmatched(ctx context.Context, e domain.Event) error {
-	return h.append(ctx, domain.UnmatchedStream, eventstore.Any, "anonymous", []domain.Event{e})
+// recordUnmatched writes a request that matched no account (code and login, as
+// attempted) to its shard of the unmatched-requests streams, chosen by a keyed hash of
+// the attempt (the keyring's email hash over "code/login": any keyed hash serves), so that
+// unmatched requests do not all wait for one stream's lock.
+func (h *Handler) recordUnmatched(ctx context.Context, code, login string, e domain.Event) error {
+	stream := domain.UnmatchedShard(h.secrets.HashEmail(code + "/" + login))
+	return h.append(ctx, stream, eventstore.Any, "anonymous", []domain.Event{e})
 }
 
 // clip keeps attacker-supplied identifiers short before they are recorded.

@@ -198,10 +198,10 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 			t.Fatalf("%+v: %v", r, err)
 		}
 	}
-	all, err := f.store.ReadStream(ctx, domain.UnmatchedStream, 0)
+	all, err := teststore.ReadUnmatched(ctx, f.store)
 	must(t, err)
-	// On EventStoreDB the stream is shared by every test and run: keep the requests for the
-	// codes attempted here. On Postgres it holds nothing else.
+	// On EventStoreDB the streams are shared by every test and run: keep the requests for
+	// the codes attempted here. On Postgres they hold nothing else.
 	var recs []eventstore.RecordedEvent
 	for _, r := range all {
 		if p := teststore.EventProvider(r); p == nope || p == f.code {
@@ -209,7 +209,7 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 		}
 	}
 	if len(recs) != 2 || (!teststore.Shared() && len(all) != 2) {
-		t.Fatalf("%d unmatched events for %s and %s (%d in the stream), want 2", len(recs), nope, f.code, len(all))
+		t.Fatalf("%d unmatched events for %s and %s (%d in the streams), want 2", len(recs), nope, f.code, len(all))
 	}
 	for _, r := range recs {
 		if bytes.Contains(r.Data, []byte("stranger@example.net")) {
@@ -219,6 +219,11 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 		must(t, json.Unmarshal(r.Data, &e))
 		if e.Reason != domain.ErrUnknownAccount.Code || e.EmailMasked != "s***r@e***e.net" || e.EmailHash == "" {
 			t.Fatalf("unmatched request recorded as %+v", e)
+		}
+		// New requests go to a shard, the one the keyed hash of the attempt names; the
+		// legacy stream only keeps older history.
+		if r.Stream == domain.UnmatchedStream || r.Stream != domain.UnmatchedShard(f.keys.HashEmail(e.Provider+"/"+e.Login)) {
+			t.Fatalf("%s/%s recorded on %s", e.Provider, e.Login, r.Stream)
 		}
 	}
 }
@@ -331,8 +336,65 @@ func TestConcurrentWrongLoginsAllCountAndLookAlike(t *testing.T) {
 	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
 		t.Fatalf("locked account signed in: %v", err)
 	}
-	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n < 1 {
-		t.Fatal("no AccountLocked recorded")
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n != 1 {
+		t.Fatalf("%d AccountLocked recorded, want exactly 1", n)
+	}
+}
+
+// Twenty wrong passwords at once, each refusal appended without an expected revision,
+// lock the account with exactly one AccountLocked event, recorded before the last answer,
+// and counting the wrong passwords it saw.
+func TestConcurrentWrongLoginsRecordExactlyOneLock(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	const racers = 20
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			var err error
+			if i%4 == 0 { // step-up failures count toward the same lock
+				err = f.h.VerifyPasswordForSettings(ctx, commands.VerifyPasswordForSettings{Provider: f.code, Login: "jane", Password: "wrong"})
+			} else {
+				_, err = f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"})
+			}
+			if !errors.Is(err, domain.ErrInvalidCredentials) {
+				t.Errorf("racer %d: %v, want invalid credentials", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	recs, err := f.store.ReadStream(ctx, domain.UserStream(f.code, "jane"), 0)
+	must(t, err)
+	var locks []domain.AccountLocked
+	failed := 0
+	for _, r := range recs {
+		switch r.Type {
+		case "AccountLocked":
+			var e domain.AccountLocked
+			must(t, json.Unmarshal(r.Data, &e))
+			locks = append(locks, e)
+		case "LoginFailed":
+			failed++
+		}
+	}
+	if failed != racers || len(locks) != 1 {
+		t.Fatalf("%d LoginFailed and %d AccountLocked; want %d and exactly 1", failed, len(locks), racers)
+	}
+	if max := domain.DefaultPolicy().MaxFailedLogins; locks[0].FailedAttempts < max {
+		t.Fatalf("the lock counted %d failed attempts, want at least %d", locks[0].FailedAttempts, max)
+	}
+	u, _, err := f.h.LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	if !u.Locked {
+		t.Fatal("the folded account is not locked")
+	}
+	// A later attempt adds a refusal and no second lock.
+	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: oldPass}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("locked account signed in: %v", err)
+	}
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n != 1 {
+		t.Fatalf("%d AccountLocked after a further attempt, want 1", n)
 	}
 }
 

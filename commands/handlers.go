@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -214,7 +215,7 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			checked, verifiedHash = true, u.PasswordHash
 		}
 		if !u.Registered {
-			err := h.recordUnmatched(ctx, domain.LoginFailed{Reason: domain.ErrUnknownAccount.Code, Provider: clip(code, 64), Login: clip(login, 64)})
+			err := h.recordUnmatched(ctx, code, login, domain.LoginFailed{Reason: domain.ErrUnknownAccount.Code, Provider: clip(code, 64), Login: clip(login, 64)})
 			if err != nil {
 				return domain.User{}, err
 			}
@@ -226,6 +227,9 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			// neither escape the count nor answer differently from an unknown account
 			// (which never conflicts). The fold counts them, so stale numbers are harmless.
 			if err := h.append(ctx, stream, eventstore.Any, actor, events); err != nil {
+				return domain.User{}, err
+			}
+			if err := h.lockIfDue(ctx, code, login, stream, actor); err != nil {
 				return domain.User{}, err
 			}
 			return domain.User{}, derr
@@ -245,3 +249,32 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 	// Only a caller holding the right password gets here.
 	return domain.User{}, ErrTooMuchContention
 }
+
+// lockIfDue appends the failed-login lock when the folded count calls for it
+// (domain.User.LockDue), with an expected revision: of racing attempts exactly one lock
+// lands, and the others reload, see it and append nothing. Should the races outlast the
+// retries, the count itself still refuses every sign-in, and the next attempt records
+// the lock.
+func (h *Handler) lockIfDue(ctx context.Context, code, login, stream, actor string) error {
+	for range lockTries * h.tries {
+		u, l, err := h.loadUser(ctx, code, login)
+		if err != nil {
+			return err
+		}
+		events := u.LockDue(h.policy)
+		if len(events) == 0 {
+			return nil
+		}
+		err = h.append(ctx, stream, l.expected(), actor, events)
+		if !errors.Is(err, eventstore.ErrConflict) {
+			return err
+		}
+	}
+	h.log.LogAttrs(ctx, slog.LevelWarn, "failed-login lock not recorded under contention; the next attempt records it",
+		slog.String("stream", stream))
+	return nil
+}
+
+// lockTries multiplies the handler's retries for the lock: a burst of wrong passwords
+// conflicts with it once per racing refusal, and each retry is one stream read.
+const lockTries = 4

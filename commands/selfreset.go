@@ -78,7 +78,7 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 		return "", err
 	}
 	if !exists {
-		err := h.recordUnmatched(ctx, domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code,
+		err := h.recordUnmatched(ctx, code, login, domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code,
 			Provider: clip(code, 64), Login: clip(login, 64), EmailMasked: domain.MaskEmail(clip(domain.NormalizeEmail(c.Email), 254)), EmailHash: emailHash})
 		if err != nil {
 			return "", err

@@ -5,7 +5,10 @@ package domain
 
 import (
 	"fmt"
+	"hash/fnv"
+	"net/mail"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -14,9 +17,51 @@ import (
 const (
 	ProviderStreamPrefix = "provider-"
 	UserStreamPrefix     = "user-"
-	// UnmatchedStream records requests that matched no account (auditors ask who tried what).
+	// UnmatchedStream records requests that matched no account (auditors ask who tried
+	// what). New requests go to its shards (UnmatchedShard); the stream itself holds the
+	// history from before the shards, and still names the family (every shard's name
+	// starts with it).
 	UnmatchedStream = "unmatched-requests"
+	// UnmatchedShards is how many streams unmatched requests spread over, so that their
+	// appends do not all queue for one stream's lock.
+	UnmatchedShards = 16
 )
+
+// UnmatchedShard names the shard for an unmatched request: "unmatched-requests-<0..f>",
+// chosen from key, which must be a keyed hash (made with the server key) of what was
+// attempted, so the same attempt always lands in the same shard and nobody without the
+// key can aim at one.
+func UnmatchedShard(key string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return unmatchedShardName(int(h.Sum32() % UnmatchedShards))
+}
+
+func unmatchedShardName(i int) string { return UnmatchedStream + "-" + strconv.FormatInt(int64(i), 16) }
+
+// UnmatchedStreams lists every stream that holds unmatched requests: the legacy stream
+// first, then the shards in order.
+func UnmatchedStreams() []string {
+	out := make([]string, 0, UnmatchedShards+1)
+	out = append(out, UnmatchedStream)
+	for i := range UnmatchedShards {
+		out = append(out, unmatchedShardName(i))
+	}
+	return out
+}
+
+// IsUnmatchedStream reports whether stream holds unmatched requests (legacy or a shard).
+func IsUnmatchedStream(stream string) bool {
+	if stream == UnmatchedStream {
+		return true
+	}
+	n, ok := strings.CutPrefix(stream, UnmatchedStream+"-")
+	if !ok || len(n) != 1 {
+		return false
+	}
+	i, err := strconv.ParseInt(n, 16, 8)
+	return err == nil && i < UnmatchedShards && unmatchedShardName(int(i)) == stream
+}
 
 // StreamPrefixes lists every stream family this service writes; the read side subscribes to these.
 var StreamPrefixes = []string{ProviderStreamPrefix, UserStreamPrefix, UnmatchedStream}
@@ -99,5 +144,14 @@ func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSp
 
 var emailRe = regexp.MustCompile(`^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$`)
 
-// ValidEmail is a deliberately loose syntax check; the verification code proves the rest.
-func ValidEmail(email string) bool { return len(email) <= 254 && emailRe.MatchString(email) }
+// ValidEmail reports whether email can be a recovery address: a bare address (no display
+// name, comment or angle brackets) that net/mail, the parser the mailer sends with,
+// reads back unchanged, with a dot in its domain. Anything it accepts the mailer can
+// address; the verification code proves the rest.
+func ValidEmail(email string) bool {
+	if len(email) > MaxIdentLen || !ValidText(email) || !emailRe.MatchString(email) {
+		return false
+	}
+	a, err := mail.ParseAddress(email)
+	return err == nil && a.Name == "" && a.Address == email
+}

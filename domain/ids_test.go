@@ -3,6 +3,8 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"net/mail"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -52,10 +54,27 @@ func TestNormalizeAndValidEmail(t *testing.T) {
 		{strings.Repeat("a", 65) + "@example.org", false},
 		{strings.Repeat("a", 64) + "@example.org", true},
 		{"a@" + strings.Repeat("b", 250) + ".org", false}, // over 254
+		// What the regular expression let through and the mailer then could not address:
+		{"<a>@b.c", false},
+		{"Jane <jane@example.org>", false},
+		{"<jane@example.org>", false},
+		{"jane@example.org (home)", false},
+		{`"ja ne"@example.org`, false},
+		{"ja,ne@example.org", false},
+		{"jane.@example.org", false},
+		{"ja\x00ne@example.org", false},
+		{"ja\xffne@example.org", false},
 	}
 	for _, tc := range cases {
-		if got := domain.ValidEmail(tc.in); got != tc.want {
+		got := domain.ValidEmail(tc.in)
+		if got != tc.want {
 			t.Errorf("ValidEmail(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+		// Whatever it accepts, net/mail (the mailer's parser) reads back as the same address.
+		if got {
+			if a, err := mail.ParseAddress(tc.in); err != nil || a.Address != tc.in {
+				t.Errorf("ValidEmail accepted %q, which net/mail reads as %v, %v", tc.in, a, err)
+			}
 		}
 	}
 }
@@ -218,5 +237,38 @@ func TestEventTypesAreDistinct(t *testing.T) {
 	}
 	if len(seen) != 27 {
 		t.Errorf("AllEvents lists %d types", len(seen))
+	}
+}
+
+func TestUnmatchedShards(t *testing.T) {
+	streams := domain.UnmatchedStreams()
+	if len(streams) != domain.UnmatchedShards+1 || streams[0] != domain.UnmatchedStream {
+		t.Fatalf("UnmatchedStreams = %v", streams)
+	}
+	listed := map[string]bool{}
+	for _, s := range streams {
+		if listed[s] || !domain.IsUnmatchedStream(s) || !strings.HasPrefix(s, domain.UnmatchedStream) {
+			t.Errorf("stream %q: listed twice, not recognised, or outside the family prefix", s)
+		}
+		listed[s] = true
+	}
+	// Keys spread over every shard, each always to the same one, and only to listed ones.
+	hit := map[string]int{}
+	for i := range 1000 {
+		key := "k1:" + strconv.Itoa(i)
+		s := domain.UnmatchedShard(key)
+		if s != domain.UnmatchedShard(key) || !listed[s] || s == domain.UnmatchedStream {
+			t.Fatalf("UnmatchedShard(%q) = %q", key, s)
+		}
+		hit[s]++
+	}
+	if len(hit) != domain.UnmatchedShards {
+		t.Fatalf("1000 keys reached %d of %d shards: %v", len(hit), domain.UnmatchedShards, hit)
+	}
+	for _, s := range []string{"unmatched-requests-", "unmatched-requests-g", "unmatched-requests-10",
+		"unmatched-requests-A", "unmatched-requestsx", "user-ACME-jane", ""} {
+		if domain.IsUnmatchedStream(s) {
+			t.Errorf("IsUnmatchedStream(%q) = true", s)
+		}
 	}
 }

@@ -71,6 +71,7 @@ func TestSeedWalkthrough(t *testing.T) {
 	day := t0.Add(72 * time.Hour)
 	for range 5 {
 		apply(refused(domain.ErrInvalidCredentials)(u.SignIn(pol, false, "")))
+		apply(u.LockDue(pol))
 	}
 	if !u.Locked {
 		t.Fatal("not locked after five wrong passwords")

@@ -22,6 +22,22 @@ func TestSignIn(t *testing.T) {
 			}
 		}
 	}
+	// lockDue checks the state after the refusal: the count at n, not yet locked, and
+	// LockDue deciding the one AccountLocked, which, once applied, is due no more.
+	lockDue := func(n int) func(*testing.T, domain.User) {
+		return func(t *testing.T, u domain.User) {
+			t.Helper()
+			if u.Locked || u.FailedLogins != n || !u.Active() {
+				t.Fatalf("state %+v (a failed-login lock is not an admin status)", u)
+			}
+			events := u.LockDue(pol)
+			assertEvents(t, events, []domain.Event{domain.AccountLocked{FailedAttempts: n}})
+			play(&u, events)
+			if !u.Locked || u.LockDue(pol) != nil {
+				t.Errorf("after the lock: Locked %v, still due %v", u.Locked, u.LockDue(pol))
+			}
+		}
+	}
 	runUserCases(t, []userCase{
 		{name: "success", given: registered(), when: signIn(true),
 			then: []domain.Event{domain.LoginSucceeded{SessionID: "sess-1"}}},
@@ -33,22 +49,17 @@ func TestSignIn(t *testing.T) {
 		{name: "fourth wrong password does not lock", given: concat(registered(), wrongPasswords(3)), when: signIn(false),
 			then: []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 4}},
 			err:  domain.ErrInvalidCredentials},
-		{name: "fifth wrong password locks", given: concat(registered(), wrongPasswords(4)), when: signIn(false),
-			then: []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 5}, domain.AccountLocked{FailedAttempts: 5}},
-			err:  domain.ErrInvalidCredentials,
-			check: func(t *testing.T, u domain.User) {
-				if !u.Locked || u.FailedLogins != 5 || !u.Active() {
-					t.Errorf("state %+v (a failed-login lock is not an admin status)", u)
-				}
-			}},
-		{name: "racing failures crossed the limit unseen: locked now, and the lock recorded",
+		{name: "fifth wrong password: refused, and the lock is due", given: concat(registered(), wrongPasswords(4)), when: signIn(false),
+			then: []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 5}},
+			err:  domain.ErrInvalidCredentials, check: lockDue(5)},
+		{name: "racing failures crossed the limit unseen: refused as locked, and the lock is due",
 			given: concat(registered(), []domain.Event{
 				domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 1}, domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 1},
 				domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 2}, domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 2},
 				domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 3}}),
 			when: signIn(true),
-			then: []domain.Event{domain.LoginFailed{Reason: "locked", FailedAttempts: 5}, domain.AccountLocked{FailedAttempts: 5}},
-			err:  domain.ErrInvalidCredentials},
+			then: []domain.Event{domain.LoginFailed{Reason: "locked", FailedAttempts: 5}},
+			err:  domain.ErrInvalidCredentials, check: lockDue(5)},
 		{name: "locked: the right password is refused", given: concat(registered(), lockedOut()), when: signIn(true),
 			then: []domain.Event{domain.LoginFailed{Reason: "locked", FailedAttempts: 5}},
 			err:  domain.ErrInvalidCredentials, check: failedLogins(5)},
@@ -77,8 +88,8 @@ func TestSignIn(t *testing.T) {
 			then: []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 1, StepUp: true}},
 			err:  domain.ErrInvalidCredentials, check: failedLogins(1)},
 		{name: "reconfirm failures count toward the lock", given: concat(enabled(), wrongPasswords(4)), when: reconfirm(false),
-			then: []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 5, StepUp: true}, domain.AccountLocked{FailedAttempts: 5}},
-			err:  domain.ErrInvalidCredentials},
+			then: []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 5, StepUp: true}},
+			err:  domain.ErrInvalidCredentials, check: lockDue(5)},
 		{name: "reconfirm on a locked account", given: concat(enabled(), lockedOut()), when: reconfirm(true),
 			then: []domain.Event{domain.LoginFailed{Reason: "locked", FailedAttempts: 5, StepUp: true}},
 			err:  domain.ErrInvalidCredentials},
@@ -93,12 +104,13 @@ func TestSignInFiveWrongPasswords(t *testing.T) {
 		if !errors.Is(err, domain.ErrInvalidCredentials) {
 			t.Fatalf("attempt %d: err = %v", i, err)
 		}
-		want := []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: i}}
-		if i == 5 {
-			want = append(want, domain.AccountLocked{FailedAttempts: 5})
-		}
-		assertEvents(t, events, want)
+		assertEvents(t, events, []domain.Event{domain.LoginFailed{Reason: "wrong_password", FailedAttempts: i}})
 		play(&u, events)
+		lock := u.LockDue(pol)
+		if (i == 5) != (len(lock) == 1) {
+			t.Fatalf("attempt %d: lock due %v", i, lock)
+		}
+		play(&u, lock)
 	}
 	events, err := u.SignIn(pol, true, "")
 	assertErr(t, err, domain.ErrInvalidCredentials)
@@ -114,6 +126,7 @@ func TestSignInFiveWrongPasswords(t *testing.T) {
 			events, _ = u.SignIn(pol, false, "")
 		}
 		play(&u, events)
+		play(&u, u.LockDue(pol))
 	}
 	if !u.Locked || u.FailedLogins != 5 {
 		t.Errorf("mixed failures: Locked %v, FailedLogins %d", u.Locked, u.FailedLogins)

@@ -402,22 +402,25 @@ func (u User) authenticate(p Policy, passwordOK, stepUp bool, success Event) ([]
 		reason = "locked"
 	}
 	if reason != "" {
-		events := []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}
-		if reason == "locked" && !u.Locked {
-			// Racing failures crossed the limit without any of them seeing it: lock now.
-			events = append(events, AccountLocked{FailedAttempts: u.FailedLogins})
-		}
-		return events, ErrInvalidCredentials
+		return []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}, ErrInvalidCredentials
 	}
 	if !passwordOK {
-		n := u.FailedLogins + 1
-		events := []Event{LoginFailed{Reason: "wrong_password", FailedAttempts: n, StepUp: stepUp}}
-		if n >= p.MaxFailedLogins {
-			events = append(events, AccountLocked{FailedAttempts: n})
-		}
-		return events, ErrInvalidCredentials
+		return []Event{LoginFailed{Reason: "wrong_password", FailedAttempts: u.FailedLogins + 1, StepUp: stepUp}}, ErrInvalidCredentials
 	}
 	return []Event{success}, nil
+}
+
+// LockDue decides the failed-login lock on the folded count: AccountLocked once the
+// wrong passwords reached the limit and no lock is recorded, else nothing (already
+// locked, or an unlock cleared the count). It is a decision of its own, taken after a
+// refusal is recorded: refusals are appended without an expected revision so that racing
+// attempts all count, and may cross the limit without any of them seeing it; the lock is
+// appended with one, so however many attempts race, exactly one AccountLocked lands.
+func (u User) LockDue(p Policy) []Event {
+	if !u.Registered || u.Locked || u.FailedLogins < p.MaxFailedLogins {
+		return nil
+	}
+	return []Event{AccountLocked{FailedAttempts: u.FailedLogins}}
 }
 
 // ---- configuring Self Password Reset ----

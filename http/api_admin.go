@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"encoding/base64"
 	"net/http"
 	"strconv"
 
@@ -66,12 +65,12 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	}
 	after := ""
 	if v := q.Get("cursor"); v != "" {
-		b, err := base64.RawURLEncoding.DecodeString(v)
-		if err != nil || len(b) == 0 || len(b) > maxIdentLen {
+		login, ok := decodeCursor(v)
+		if !ok {
 			writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "cursor is not one this server gave out"))
 			return
 		}
-		after = string(b)
+		after = login
 	}
 	if s.cfg.Users == nil {
 		s.WriteError(w, r, errNotConfigured)
@@ -85,7 +84,7 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	resp := userListResponse{Users: make([]userListItem, 0, min(len(rows), limit))}
 	if len(rows) > limit {
 		rows = rows[:limit]
-		c := base64.RawURLEncoding.EncodeToString([]byte(rows[limit-1].Login))
+		c := encodeCursor(rows[limit-1].Login)
 		resp.NextCursor = &c
 	}
 	for _, u := range rows {

@@ -114,6 +114,11 @@ func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
+	// A missing, empty or null code is a malformed request, not a wrong try.
+	if req.Code == "" {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "code is required"))
+		return
+	}
 	if !s.limit(w, r, LimitCode, AccountKey(p.Session.Provider, p.Session.Login)) {
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
+	"selfreset/internal/teststore"
 	"selfreset/projections"
 )
 
@@ -542,8 +543,8 @@ func TestForgotPasswordAnswersAlike(t *testing.T) {
 	if a.ExpiresInSeconds != 300 {
 		t.Errorf("expires_in_seconds %d", a.ExpiresInSeconds)
 	}
-	// Every decision was recorded: unknown accounts on the unmatched stream.
-	recs, err := e.store.ReadStream(e.ctx, domain.UnmatchedStream, 0)
+	// Every decision was recorded: unknown accounts on the unmatched streams.
+	recs, err := teststore.ReadUnmatched(e.ctx, e.store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -834,7 +835,7 @@ func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {
 		t.Error("429 without Retry-After")
 	}
 	e.srv.Wait()
-	recs, err := e.store.ReadStream(e.ctx, domain.UnmatchedStream, 0)
+	recs, err := teststore.ReadUnmatched(e.ctx, e.store)
 	if err != nil {
 		t.Fatal(err)
 	}

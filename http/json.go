@@ -1,10 +1,12 @@
 package http
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"unicode/utf8"
 )
 
 // MaxBodyBytes is the largest request body accepted; larger ones get 413.
@@ -13,8 +15,9 @@ const MaxBodyBytes = 64 << 10
 var errTooLarge = &Error{Status: http.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
 	Message: "the request body is larger than 64 KiB"}
 
-// DecodeJSON reads one JSON object from r's body into dst. Unknown fields, trailing data
-// and malformed JSON are 400 bad_request; a body over MaxBodyBytes is 413.
+// DecodeJSON reads one JSON object from r's body into dst. Unknown fields, trailing data,
+// malformed JSON, invalid UTF-8 and string fields that are not acceptable text (checkText) are
+// 400 bad_request; a body over MaxBodyBytes is 413.
 func DecodeJSON(r *http.Request, dst any) *Error {
 	return decodeJSON(r, dst, false)
 }
@@ -28,10 +31,25 @@ func decodeJSON(r *http.Request, dst any, optional bool) *Error {
 	if r.ContentLength > MaxBodyBytes {
 		return errTooLarge
 	}
-	body := http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errTooLarge
+	}
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "the request body could not be read"}
+	}
+	if len(raw) == 0 && optional {
+		return nil
+	}
+	// JSON text is UTF-8 (RFC 8259); encoding/json would quietly turn bad bytes into
+	// U+FFFD, so a login with them would travel on as a different name.
+	if !utf8.Valid(raw) {
+		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "the request body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
+	err = dec.Decode(dst)
 	if errors.Is(err, io.EOF) && optional {
 		return nil
 	}
@@ -40,18 +58,10 @@ func decodeJSON(r *http.Request, dst any, optional bool) *Error {
 		var extra json.RawMessage
 		if err2 := dec.Decode(&extra); !errors.Is(err2, io.EOF) {
 			err = errors.New("trailing data after the JSON object")
-			var mbe *http.MaxBytesError
-			if errors.As(err2, &mbe) {
-				err = err2
-			}
 		}
 	}
 	if err == nil {
-		return nil
-	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return errTooLarge
+		return checkJSONFields(dst)
 	}
 	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: badRequestMessage(err)}
 }

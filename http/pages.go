@@ -332,11 +332,12 @@ func humanDuration(d time.Duration) string {
 
 // ---- requests ----
 
-// parsePageForm reads a form body. A body over MaxBodyBytes is 413, anything unreadable 400.
+// parsePageForm reads a form body. A body over MaxBodyBytes is 413, anything unreadable
+// or not acceptable text (checkValues) 400.
 func parsePageForm(r *http.Request) *Error {
 	err := r.ParseForm()
 	if err == nil {
-		return nil
+		return checkValues(r.PostForm)
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

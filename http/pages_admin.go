@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -91,11 +90,11 @@ func parseUserListQuery(vals url.Values) (userListQuery, *Error) {
 		lq.limit = n
 	}
 	if lq.cursor != "" {
-		b, err := base64.RawURLEncoding.DecodeString(lq.cursor)
-		if err != nil || len(b) == 0 || len(b) > maxIdentLen {
+		login, ok := decodeCursor(lq.cursor)
+		if !ok {
 			return lq, NewError(http.StatusBadRequest, CodeBadRequest, "this page of the list is not one this server gave out")
 		}
-		lq.after = string(b)
+		lq.after = login
 	}
 	return lq, nil
 }
@@ -138,7 +137,7 @@ func (s *Server) renderUserList(w http.ResponseWriter, r *http.Request, p *Princ
 	d := userListData{Provider: code, ProviderAllowed: allowed, Query: lq.q, Cursor: lq.cursor, FirstURL: lq.url("")}
 	if len(rows) > lq.limit {
 		rows = rows[:lq.limit]
-		d.NextURL = lq.url(base64.RawURLEncoding.EncodeToString([]byte(rows[lq.limit-1].Login)))
+		d.NextURL = lq.url(encodeCursor(rows[lq.limit-1].Login))
 	}
 	pg := page{Title: "User List", Tab: "admin", Error: errText}
 	for _, u := range rows {

@@ -38,7 +38,7 @@ const (
 	resetIDCodeWidth  = 32   // domain.ValidProviderCode: at most 32 characters
 	resetIDLoginWidth = 64   // domain.ValidLogin: at most 64 characters
 	maxResetIDLen     = 1024 // characters; anything longer is not one of ours
-	maxIdentLen       = 254  // bytes of a provider code, login or email accepted from a client
+	maxIdentLen       = domain.MaxIdentLen
 )
 
 // resetRef is what a reset id carries.

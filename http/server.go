@@ -351,7 +351,7 @@ func (s *Server) routes() {
 		writeAPIError(w, NewError(http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed on this resource"))
 	})
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
-	r.Use(recordRoute)
+	r.Use(recordRoute, s.checkRequestText)
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)

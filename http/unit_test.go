@@ -15,7 +15,7 @@ import (
 	"selfreset/secret"
 )
 
-func testKeyring(t *testing.T, current string, ids ...string) *secret.Keyring {
+func testKeyring(t testing.TB, current string, ids ...string) *secret.Keyring {
 	t.Helper()
 	keys := map[string][]byte{}
 	for i, id := range ids {

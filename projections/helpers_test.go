@@ -430,7 +430,7 @@ func (e *env) ownParked() []parkedRow {
 	var out []parkedRow
 	for _, r := range rows {
 		own := e.isOwn(teststore.StreamProvider(r.Stream))
-		if !own && r.Stream == domain.UnmatchedStream {
+		if !own && domain.IsUnmatchedStream(r.Stream) {
 			if ownIDs == nil {
 				ownIDs = map[string]bool{}
 				for _, rec := range e.ownEvents() {

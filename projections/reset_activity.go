@@ -58,7 +58,7 @@ type fact struct {
 func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	var provider, login string
 	var facts []fact
-	if e.Record.Stream == domain.UnmatchedStream {
+	if domain.IsUnmatchedStream(e.Record.Stream) {
 		ev, ok := e.Event.(domain.ResetRequestRejected)
 		if !ok {
 			return nil // unmatched logins are not reset activity

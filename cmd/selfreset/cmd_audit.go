@@ -126,7 +126,8 @@ type auditMetadata struct {
 
 // audit hands emit every event the query selects, in feed order, and returns how many.
 // It reads the event store itself, never a read model: the streams it can name (the
-// provider's, the user's, unmatched-requests) are read directly, and a provider's user
+// provider's, the user's, and every unmatched-requests stream: the legacy one and its
+// shards, domain.UnmatchedStreams) are read directly, and a provider's user
 // streams are found by scanning the global feed for "user-<CODE>-" streams and then read
 // in full. (On PostgreSQL the feed holds back events while an older append is still open;
 // reading the streams themselves keeps those moments from hiding events of streams
@@ -143,7 +144,7 @@ func audit(ctx context.Context, store eventstore.Store, codec *eventstore.Codec,
 		streams = append([]string{domain.ProviderStream(q.Provider)}, users...)
 	}
 	var records []auditRecord
-	for _, stream := range append(streams, domain.UnmatchedStream) {
+	for _, stream := range append(streams, domain.UnmatchedStreams()...) {
 		events, err := store.ReadStream(ctx, stream, 0)
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			continue
@@ -156,7 +157,7 @@ func audit(ctx context.Context, store eventstore.Store, codec *eventstore.Codec,
 				continue
 			}
 			r := newAuditRecord(codec, e)
-			if stream == domain.UnmatchedStream && !r.names(q) {
+			if domain.IsUnmatchedStream(stream) && !r.names(q) {
 				continue
 			}
 			records = append(records, r)

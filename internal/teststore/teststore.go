@@ -24,7 +24,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -119,11 +121,11 @@ func StreamProvider(stream string) string {
 }
 
 // EventProvider is the provider an event belongs to: the one its stream is named after,
-// or, for a request on the unmatched-requests stream, the (normalized) code it attempted.
+// or, for a request on an unmatched-requests stream, the (normalized) code it attempted.
 // It is "" when there is none. A test on the shared EventStoreDB keeps the events whose
 // provider is one of its own codes.
 func EventProvider(r eventstore.RecordedEvent) string {
-	if r.Stream == domain.UnmatchedStream {
+	if domain.IsUnmatchedStream(r.Stream) {
 		// ResetRequestRejected and LoginFailed both say what was attempted in "provider".
 		var d struct {
 			Provider string `json:"provider"`
@@ -162,4 +164,22 @@ func testLogger(t *testing.T) func(level, format string, args ...any) {
 			t.Logf("esdb client [%s] "+format, append([]any{level}, args...)...)
 		}
 	}
+}
+
+// ReadUnmatched reads every stream that holds unmatched requests (domain.UnmatchedStreams:
+// the legacy stream and its shards), merged in feed order.
+func ReadUnmatched(ctx context.Context, store eventstore.Store) ([]eventstore.RecordedEvent, error) {
+	var out []eventstore.RecordedEvent
+	for _, stream := range domain.UnmatchedStreams() {
+		recs, err := store.ReadStream(ctx, stream, 0)
+		if errors.Is(err, eventstore.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Position.Less(out[j].Position) })
+	return out, nil
 }
