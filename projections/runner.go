@@ -204,9 +204,9 @@ func (r *Runner) checkTables(ctx context.Context) error {
 		}
 	}
 	for _, t := range tables {
-		var exists bool
-		if err := r.cfg.Pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t).Scan(&exists); err != nil {
-			return fmt.Errorf("projections: %w", err)
+		_, exists, err := tableSchema(ctx, r.cfg.Pool, t)
+		if err != nil {
+			return err
 		}
 		if !exists {
 			return fmt.Errorf("projections: table %s does not exist; run 'selfreset migrate' first", t)
@@ -297,12 +297,26 @@ func (r *Runner) process(ctx context.Context, p Projection, e Envelope) (applied
 }
 
 // begin starts a consumer's transaction on the connection holding its lock (from the
-// message's context), or on the pool when the feed takes no locks.
+// message's context), or on the pool when the feed takes no locks, with Schema first on
+// its search_path (UseSchema).
 func (r *Runner) begin(ctx context.Context) (pgx.Tx, error) {
+	var (
+		tx  pgx.Tx
+		err error
+	)
 	if conn := connFrom(ctx); conn != nil {
-		return conn.Begin(ctx)
+		tx, err = conn.Begin(ctx)
+	} else {
+		tx, err = r.cfg.Pool.Begin(ctx)
 	}
-	return r.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := UseSchema(ctx, tx); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return tx, nil
 }
 
 func commit(ctx context.Context, tx pgx.Tx, name string) error {
