@@ -300,23 +300,11 @@ func (r *Runner) process(ctx context.Context, p Projection, e Envelope) (applied
 // message's context), or on the pool when the feed takes no locks, with Schema first on
 // its search_path (UseSchema).
 func (r *Runner) begin(ctx context.Context) (pgx.Tx, error) {
-	var (
-		tx  pgx.Tx
-		err error
-	)
+	opts := pgx.TxOptions{BeginQuery: sqlBeginInSchema}
 	if conn := connFrom(ctx); conn != nil {
-		tx, err = conn.Begin(ctx)
-	} else {
-		tx, err = r.cfg.Pool.Begin(ctx)
+		return conn.BeginTx(ctx, opts)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := UseSchema(ctx, tx); err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	return tx, nil
+	return r.cfg.Pool.BeginTx(ctx, opts)
 }
 
 func commit(ctx context.Context, tx pgx.Tx, name string) error {

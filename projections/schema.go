@@ -20,12 +20,19 @@ const Schema = "readmodels"
 // docs/read-models.md says how an operator gives a person a login with it.
 const AnalystRole = "selfreset_analyst"
 
+// sqlUseSchema puts Schema in front of the transaction's search_path until it ends.
+const sqlUseSchema = `SELECT set_config('search_path', '"` + Schema + `", ' || current_setting('search_path'), true)`
+
+// sqlBeginInSchema begins a consumer transaction and runs sqlUseSchema in the same round
+// trip: pgx sends a query without arguments over the simple protocol, which takes several
+// statements.
+const sqlBeginInSchema = "BEGIN; " + sqlUseSchema
+
 // UseSchema puts Schema in front of tx's search_path until tx ends, so that a ReadModel's
 // unqualified table names reach its live tables. The Runner does it for every consumer
 // transaction; code that calls a ReadModel's Apply itself must do it too.
 func UseSchema(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)`,
-		pgx.Identifier{Schema}.Sanitize()); err != nil {
+	if _, err := tx.Exec(ctx, sqlUseSchema); err != nil {
 		return fmt.Errorf("projections: set search_path: %w", err)
 	}
 	return nil
