@@ -225,6 +225,9 @@ func (e *env) projectAdminUsers(streams ...string) {
 		e.t.Fatal(err)
 	}
 	defer tx.Rollback(e.ctx)
+	if err := projections.UseSchema(e.ctx, tx); err != nil {
+		e.t.Fatal(err)
+	}
 	for _, stream := range streams {
 		recs, err := e.store.ReadStream(e.ctx, stream, 0)
 		if err != nil {

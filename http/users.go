@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"selfreset/projections"
 )
 
 // UserQuery asks for one page of a provider's admin user list.
@@ -32,7 +34,8 @@ type UserLister interface {
 	ListUsers(ctx context.Context, q UserQuery) ([]UserSummary, error)
 }
 
-// PGUserLister reads the projections' admin_users table (projections.AdminUsers;
+// PGUserLister reads the projections' admin_users table (projections.AdminUsers, in
+// projections.Schema;
 // columns provider, login, display_name, roles as comma-separated text, status,
 // self_reset_enabled, self_reset_configured, recovery_email_masked).
 type PGUserLister struct {
@@ -50,14 +53,7 @@ func (l *PGUserLister) ListUsers(ctx context.Context, q UserQuery) ([]UserSummar
 	if q.Search != "" {
 		pattern = "%" + escapeLike(q.Search) + "%"
 	}
-	rows, err := l.db.Query(ctx, `SELECT login, display_name, status, roles,
-			self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
-		FROM admin_users
-		WHERE provider = $1
-		  AND ($2::text = '' OR login > $2::text)
-		  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')
-		ORDER BY login
-		LIMIT $4`, q.Provider, q.After, pattern, q.Limit)
+	rows, err := l.db.Query(ctx, sqlListUsers, q.Provider, q.After, pattern, q.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("http: list users: %w", err)
 	}
@@ -76,6 +72,15 @@ func (l *PGUserLister) ListUsers(ctx context.Context, q UserQuery) ([]UserSummar
 	}
 	return out, nil
 }
+
+const sqlListUsers = `SELECT login, display_name, status, roles,
+		self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
+	FROM ` + projections.Schema + `.admin_users
+	WHERE provider = $1
+	  AND ($2::text = '' OR login > $2::text)
+	  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')
+	ORDER BY login
+	LIMIT $4`
 
 // splitRoles reads the read model's roles column (comma-separated, sorted).
 func splitRoles(s string) []string {

@@ -21,7 +21,7 @@ var migrationFiles embed.FS
 const migrationsTable = "mailer_migrations"
 
 // Migrate creates or upgrades the mailer's tables (mail_deliveries) in the database of
-// pool. It records the version applied in its own table, mailer_migrations; golang-migrate
+// pool, and the analysts' view of them (mail_outcomes_daily, in projections.Schema). It records the version applied in its own table, mailer_migrations; golang-migrate
 // takes an advisory lock for it so that replicas starting together do not race, and it is
 // safe to run at every start.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {

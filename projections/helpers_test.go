@@ -267,16 +267,43 @@ func (e *env) dumpTable(table string) []string {
 	return out
 }
 
-// dumps returns the dumps of every live table of models, by table name.
+// dumps returns the dumps of every live table of models, by table name. models must own
+// every table of Schema, whatever the tables: the test fails on one they do not, since
+// nothing would show that a rebuild reproduces it.
 func (e *env) dumps(models []ReadModel) map[string][]string {
 	e.t.Helper()
 	out := map[string][]string{}
 	for _, m := range models {
 		for _, table := range m.Tables() {
-			out[table] = e.dumpTable(pgx.Identifier{table}.Sanitize())
+			schema, ok, err := tableSchema(e.ctx, e.pool, table)
+			e.must(err)
+			if !ok {
+				e.t.Fatalf("read model %s: no table %s", m.Name(), table)
+			}
+			out[table] = e.dumpTable(pgx.Identifier{schema, table}.Sanitize())
+		}
+	}
+	for _, table := range e.schemaTables() {
+		if _, ok := out[table]; !ok {
+			e.t.Fatalf("table %s.%s belongs to none of the read models compared", Schema, table)
 		}
 	}
 	return out
+}
+
+// schemaTables lists every table in Schema (views left out: they are computed from the
+// tables).
+func (e *env) schemaTables() []string {
+	e.t.Helper()
+	rows, err := e.pool.Query(e.ctx, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`, Schema)
+	e.must(err)
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	e.must(err)
+	if len(tables) == 0 {
+		e.t.Fatalf("schema %s has no tables", Schema)
+	}
+	return tables
 }
 
 // freshRebuild replays the whole history into shadow tables (without touching the live

@@ -3,8 +3,11 @@ package projections
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/internal/pgmigrate"
@@ -22,13 +25,82 @@ var migrationFiles embed.FS
 const migrationsTable = "projections_migrations"
 
 // Migrate creates or upgrades the runner's tables (checkpoints, parked events) and the
-// built-in read models' tables and views in pool's database. The version applied is
+// built-in read models' tables and views (in Schema) in pool's database, then makes sure
+// AnalystRole exists and may read Schema and nothing else. The version applied is
 // recorded in projections_migrations. It is idempotent and safe to run from several
 // processes at once: golang-migrate takes an advisory lock for projections_migrations,
-// and each file is applied in one transaction.
+// each file is applied in one transaction, and the grants run under a lock of their own.
+//
+// Creating the role needs CREATEROLE (or a superuser); where the database user lacks it,
+// an administrator creates the role once (CREATE ROLE selfreset_analyst NOLOGIN) and
+// migrate grants to it.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := pgmigrate.Up(ctx, pool, migrationFiles, "migrations", migrationsTable); err != nil {
 		return fmt.Errorf("projections: migrate: %w", err)
 	}
+	if err := grantReadOnly(ctx, pool, AnalystRole); err != nil {
+		return fmt.Errorf("projections: migrate: %w", err)
+	}
 	return nil
+}
+
+// grantReadOnly creates role (NOLOGIN) unless it exists and gives it USAGE on Schema and
+// SELECT on every table and view in it, including those created later by the migrating
+// user (default privileges), and takes away any direct grant it has in public (the event
+// store, sessions, mail log, command queue and rate limits live there; PUBLIC gets
+// nothing on them either, so the role cannot read them). It runs on every migrate, so a
+// role dropped or changed by hand is put right, in one transaction serialised by an
+// advisory lock: concurrent GRANTs on one object may fail with "tuple concurrently updated".
+func grantReadOnly(ctx context.Context, pool *pgxpool.Pool, role string) error {
+	id := pgx.Identifier{role}.Sanitize()
+	schema := pgx.Identifier{Schema}.Sanitize()
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('selfreset.projections.grants', 0))`); err != nil {
+			return fmt.Errorf("lock grants: %w", err)
+		}
+		if err := createRole(ctx, tx, role); err != nil {
+			return err
+		}
+		for _, stmt := range []string{
+			"GRANT USAGE ON SCHEMA " + schema + " TO " + id,
+			"GRANT SELECT ON ALL TABLES IN SCHEMA " + schema + " TO " + id,
+			"ALTER DEFAULT PRIVILEGES IN SCHEMA " + schema + " GRANT SELECT ON TABLES TO " + id,
+			"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM " + id,
+			"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM " + id,
+		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("role %s: %s: %w", role, stmt, err)
+			}
+		}
+		return nil
+	})
+}
+
+// createRole creates role NOLOGIN unless it exists. Roles belong to the whole server, so
+// another database's migrate may create it at the same moment: the loser's duplicate_object
+// (or unique_violation, when both passed the check) means it exists, which is all we want.
+// The savepoint keeps tx usable after that error.
+func createRole(ctx context.Context, tx pgx.Tx, role string) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil {
+		return fmt.Errorf("role %s: %w", role, err)
+	}
+	if exists {
+		return nil
+	}
+	err := savepoint(ctx, tx, func() error {
+		_, err := tx.Exec(ctx, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" NOLOGIN")
+		return err
+	})
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505"): // duplicate_object, unique_violation
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42501": // insufficient_privilege
+		return fmt.Errorf("role %s does not exist and this database user may not create it: "+
+			"run CREATE ROLE %s NOLOGIN as a superuser (or grant CREATEROLE), then migrate again: %w", role, role, err)
+	}
+	return fmt.Errorf("create role %s: %w", role, err)
 }

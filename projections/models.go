@@ -11,11 +11,12 @@ const (
 	AdminUsersName    = "admin_users"
 	ResetTokensName   = "reset_tokens"
 	ResetActivityName = "reset_activity"
+	AnalyticsName     = "analytics"
 )
 
 // ReadModels returns the built-in read models, in the order Run starts them.
 func ReadModels() []ReadModel {
-	return []ReadModel{AdminUsers{}, ResetTokens{}, ResetActivity{}}
+	return []ReadModel{AdminUsers{}, ResetTokens{}, ResetActivity{}, Analytics{}}
 }
 
 // eventTime is the domain time of an event: when the decision was made (from the command

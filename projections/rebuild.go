@@ -175,16 +175,14 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 	}
 	for _, m := range models {
 		for _, table := range m.Tables() {
-			var liveSchema string
-			err := r.cfg.Pool.QueryRow(ctx, `SELECT n.nspname FROM pg_class c
-				JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`, table).Scan(&liveSchema)
-			if errors.Is(err, pgx.ErrNoRows) {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: table %s does not exist; run 'selfreset migrate' first", m.Name(), table)
-			}
+			liveSchema, ok, err := tableSchema(ctx, r.cfg.Pool, table)
 			if err != nil {
 				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: find table %s: %w", m.Name(), table, err)
+				return nil, fmt.Errorf("projections: rebuild %s: %w", m.Name(), err)
+			}
+			if !ok {
+				sh.drop(r)
+				return nil, fmt.Errorf("projections: rebuild %s: table %s does not exist; run 'selfreset migrate' first", m.Name(), table)
 			}
 			t := shadowTable{
 				live:   pgx.Identifier{liveSchema, table}.Sanitize(),

@@ -32,7 +32,7 @@ func TestRebuildWhileLive(t *testing.T) {
 	e.waitCaughtUp(r.names()...)
 
 	// Damage a row behind the runner's back: only a rebuild repairs it.
-	_, err := e.pool.Exec(e.ctx, `UPDATE admin_users SET display_name = 'corrupted' WHERE provider = $1 AND login = 'alice'`, e.acme)
+	_, err := e.pool.Exec(e.ctx, `UPDATE readmodels.admin_users SET display_name = 'corrupted' WHERE provider = $1 AND login = 'alice'`, e.acme)
 	e.must(err)
 
 	// Commands keep coming while the rebuilds run.
@@ -70,7 +70,7 @@ func TestRebuildWhileLive(t *testing.T) {
 			t.Errorf("report %+v", rep)
 		}
 	}
-	if got := e.count(`SELECT count(*) FROM admin_users WHERE display_name = 'corrupted'`); got != 0 {
+	if got := e.count(`SELECT count(*) FROM readmodels.admin_users WHERE display_name = 'corrupted'`); got != 0 {
 		t.Error("the rebuild did not replace the corrupted row")
 	}
 	_, err = r.Rebuild(e.ctx, ResetTokensName, "strict_log")
@@ -140,7 +140,7 @@ func TestRebuildRefusals(t *testing.T) {
 	for _, rep := range reports {
 		names = append(names, rep.Name)
 	}
-	if got := strings.Join(names, ","); got != "admin_users,reset_tokens,reset_activity" {
+	if got := strings.Join(names, ","); got != "admin_users,reset_tokens,reset_activity,analytics" {
 		t.Errorf("rebuilt %s", got)
 	}
 }

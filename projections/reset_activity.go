@@ -17,7 +17,7 @@ import (
 //
 //   - request: a Forgot Password submission (Resend excluded); reason is why it was
 //     refused, NULL when a token was issued. Requests that matched no account are counted
-//     for the provider code attempted (reason unknown_account).
+//     for the provider code attempted (reason unknown_account), with no login.
 //   - token_issued: a token was issued (resend tells a Resend).
 //   - rejected: a request or Resend was refused; reason says why.
 //   - token_rejected: a token presented on the Change Password page was refused.
@@ -63,7 +63,9 @@ func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 		if !ok {
 			return nil // unmatched logins are not reset activity
 		}
-		provider, login = ev.Provider, ev.Login
+		// The login typed for an account that does not exist may be anything (an email
+		// address, a password): analysts get the provider code only.
+		provider = ev.Provider
 		facts = requestFacts(ev)
 	} else {
 		var err error
@@ -88,7 +90,7 @@ func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	}
 	at := eventTime(e.Record)
 	for _, f := range facts {
-		if _, err := tx.Exec(ctx, sqlInsertFact, e.Record.ID, f.kind, provider, login, utcDay(at), at,
+		if _, err := tx.Exec(ctx, sqlInsertFact, e.Record.ID, f.kind, provider, nullString(login), utcDay(at), at,
 			nullString(f.reason), f.resend, nullString(f.tokenID)); err != nil {
 			return err
 		}

@@ -204,9 +204,9 @@ func (r *Runner) checkTables(ctx context.Context) error {
 		}
 	}
 	for _, t := range tables {
-		var exists bool
-		if err := r.cfg.Pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t).Scan(&exists); err != nil {
-			return fmt.Errorf("projections: %w", err)
+		_, exists, err := tableSchema(ctx, r.cfg.Pool, t)
+		if err != nil {
+			return err
 		}
 		if !exists {
 			return fmt.Errorf("projections: table %s does not exist; run 'selfreset migrate' first", t)
@@ -297,12 +297,14 @@ func (r *Runner) process(ctx context.Context, p Projection, e Envelope) (applied
 }
 
 // begin starts a consumer's transaction on the connection holding its lock (from the
-// message's context), or on the pool when the feed takes no locks.
+// message's context), or on the pool when the feed takes no locks, with Schema first on
+// its search_path (UseSchema).
 func (r *Runner) begin(ctx context.Context) (pgx.Tx, error) {
+	opts := pgx.TxOptions{BeginQuery: sqlBeginInSchema}
 	if conn := connFrom(ctx); conn != nil {
-		return conn.Begin(ctx)
+		return conn.BeginTx(ctx, opts)
 	}
-	return r.cfg.Pool.Begin(ctx)
+	return r.cfg.Pool.BeginTx(ctx, opts)
 }
 
 func commit(ctx context.Context, tx pgx.Tx, name string) error {

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/config"
@@ -322,6 +323,9 @@ func repDumpReadModels(ctx context.Context, pool *pgxpool.Pool) (map[string][]st
 		"admin_users":          "provider, login",
 		"reset_tokens":         "token_id",
 		"reset_activity_facts": "event_id, kind",
+		"login_activity_facts": "event_id",
+		"configuration_facts":  "event_id",
+		"enablement_history":   "enabled_event_id",
 	}
 	out := map[string][]string{}
 	for _, m := range projections.ReadModels() {
@@ -330,7 +334,7 @@ func repDumpReadModels(ctx context.Context, pool *pgxpool.Pool) (map[string][]st
 			if !ok {
 				return nil, fmt.Errorf("read model %s has a table %s this test does not know how to order", m.Name(), table)
 			}
-			rows, err := pool.Query(ctx, `SELECT t::text FROM `+table+` t ORDER BY `+by)
+			rows, err := pool.Query(ctx, `SELECT t::text FROM `+pgx.Identifier{projections.Schema, table}.Sanitize()+` t ORDER BY `+by)
 			if err != nil {
 				return nil, err
 			}
