@@ -42,7 +42,7 @@ func TestAuditReadsEveryUnmatchedShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := commands.New(commands.Config{Store: store, Hasher: hasher, Secrets: keys, Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
+	h := commands.New(commands.Config{Store: store, Hasher: password.NewBounded(hasher, 0), Secrets: keys, Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
 
 	// History from before the shards, on the legacy stream.
 	_, ver, data, err := h.Codec().Encode(domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code, Provider: "ACME", Login: "oldghost"})
