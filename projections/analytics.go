@@ -68,7 +68,7 @@ const (
 // Apply implements Projection.
 func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	at := eventTime(e.Record)
-	if e.Record.Stream == domain.UnmatchedStream {
+	if domain.IsUnmatchedStream(e.Record.Stream) {
 		if ev, ok := e.Event.(domain.LoginFailed); ok && ev.Provider != "" {
 			return insertLoginFact(ctx, tx, e, ev.Provider, "", LoginFailedFact, ev.Reason, ev.StepUp, &ev.FailedAttempts)
 		}

@@ -65,15 +65,38 @@ func grantReadOnly(ctx context.Context, pool *pgxpool.Pool, role string) error {
 			"GRANT USAGE ON SCHEMA " + schema + " TO " + id,
 			"GRANT SELECT ON ALL TABLES IN SCHEMA " + schema + " TO " + id,
 			"ALTER DEFAULT PRIVILEGES IN SCHEMA " + schema + " GRANT SELECT ON TABLES TO " + id,
-			"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM " + id,
-			"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM " + id,
 		} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("role %s: %s: %w", role, stmt, err)
 			}
 		}
-		return nil
+		return revokePublicGrants(ctx, tx, role)
 	})
+}
+
+// revokePublicGrants takes away the direct grants role holds on relations in public. It
+// revokes only where a grant exists: a blanket REVOKE ON ALL TABLES rewrites every table's
+// catalog row and fails with "tuple concurrently updated" while another schema owner's
+// migration (in another process) creates an index on one of them.
+func revokePublicGrants(ctx context.Context, tx pgx.Tx, role string) error {
+	rows, err := tx.Query(ctx, `SELECT DISTINCT c.oid::regclass::text
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+		     aclexplode(c.relacl) a
+		WHERE n.nspname = 'public' AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)`, role)
+	if err != nil {
+		return fmt.Errorf("role %s: list grants in public: %w", role, err)
+	}
+	rels, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("role %s: list grants in public: %w", role, err)
+	}
+	for _, rel := range rels {
+		// rel is regclass text, already quoted where needed.
+		if _, err := tx.Exec(ctx, "REVOKE ALL ON "+rel+" FROM "+pgx.Identifier{role}.Sanitize()); err != nil {
+			return fmt.Errorf("role %s: revoke on %s: %w", role, rel, err)
+		}
+	}
+	return nil
 }
 
 // createRole creates role NOLOGIN unless it exists. Roles belong to the whole server, so

@@ -57,6 +57,13 @@ func TestGrantReadOnlyRace(t *testing.T) {
 	_, err := e.pool.Exec(e.ctx, `CREATE TABLE readmodels.later (x int)`)
 	e.must(err)
 	check(`SELECT has_table_privilege($1, 'readmodels.later', 'SELECT')`, true)
+
+	// A grant in public made by hand is taken back by the next migrate.
+	_, err = e.pool.Exec(e.ctx, "GRANT SELECT ON public.projection_checkpoints TO "+pgx.Identifier{role}.Sanitize())
+	e.must(err)
+	check(`SELECT has_table_privilege($1, 'public.projection_checkpoints', 'SELECT')`, true)
+	e.must(grantReadOnly(e.ctx, e.pool, role))
+	check(`SELECT has_table_privilege($1, 'public.projection_checkpoints', 'SELECT')`, false)
 }
 
 // TestUpgradeMovesReadModels: a database migrated before the read models had a schema of
