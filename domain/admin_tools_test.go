@@ -14,7 +14,9 @@ func TestTemporaryPassword(t *testing.T) {
 	reg := domain.RegisterUserCommand{Login: "newbie", DisplayName: "New Bie", PasswordHash: oldHash, MustChangePassword: true}
 	runUserCases(t, []userCase{
 		{name: "register with a temporary password",
-			when: func(u domain.User, p domain.Provider) ([]domain.Event, error) { return u.RegisterUser(p, acmeAdmin, reg) },
+			when: func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+				return u.RegisterUser(p, acmeAdmin, reg)
+			},
 			then: []domain.Event{domain.UserRegistered{Provider: acme, Login: "newbie", DisplayName: "New Bie", PasswordHash: oldHash, MustChangePassword: true}},
 			check: func(t *testing.T, u domain.User) {
 				if !u.MustChangePassword {
