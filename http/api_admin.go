@@ -2,9 +2,9 @@ package http
 
 import (
 	"context"
-	"encoding/base64"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -64,20 +64,24 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	after := ""
-	if v := q.Get("cursor"); v != "" {
-		b, err := base64.RawURLEncoding.DecodeString(v)
-		if err != nil || len(b) == 0 || len(b) > maxIdentLen {
-			writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "cursor is not one this server gave out"))
-			return
-		}
-		after = string(b)
+	uq := UserQuery{Provider: code, Search: search, Limit: limit + 1, Status: q.Get("status"), Sort: q.Get("sort")}
+	if !validStatus(uq.Status) {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "status must be one of "+strings.Join(userStatuses, ", ")))
+		return
+	}
+	if uq.Sort != "" && uq.Sort != SortByLogin && uq.Sort != SortByName {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "sort must be login or name"))
+		return
+	}
+	if v := q.Get("cursor"); v != "" && !parseListCursor(uq.Sort, v, &uq) {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "cursor is not one this server gave out"))
+		return
 	}
 	if s.cfg.Users == nil {
 		s.WriteError(w, r, errNotConfigured)
 		return
 	}
-	rows, err := s.cfg.Users.ListUsers(r.Context(), UserQuery{Provider: code, Search: search, After: after, Limit: limit + 1})
+	rows, err := s.cfg.Users.ListUsers(r.Context(), uq)
 	if err != nil {
 		s.WriteError(w, r, err)
 		return
@@ -85,7 +89,7 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	resp := userListResponse{Users: make([]userListItem, 0, min(len(rows), limit))}
 	if len(rows) > limit {
 		rows = rows[:limit]
-		c := base64.RawURLEncoding.EncodeToString([]byte(rows[limit-1].Login))
+		c := listCursor(uq.Sort, rows[limit-1])
 		resp.NextCursor = &c
 	}
 	for _, u := range rows {

@@ -2,7 +2,10 @@ package http
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +17,26 @@ type UserQuery struct {
 	Search   string // filters login or display name (case-insensitive substring); "" for all
 	After    string // keyset cursor: only logins after this one; "" from the start
 	Limit    int    // at most this many rows
+	// Status keeps only accounts in this status (see UserStatuses); "" for all.
+	Status string
+	// Sort is SortByLogin (the default when "") or SortByName (display name, then login;
+	// the cursor is then AfterName plus After).
+	Sort      string
+	AfterName string
+}
+
+// Sort orders of the admin user list.
+const (
+	SortByLogin = "login"
+	SortByName  = "name"
+)
+
+// UserStatuses are the statuses the list can be filtered by (the read model's).
+var userStatuses = []string{"active", "locked", "admin_locked", "deactivated", "deleted"}
+
+// validStatus reports whether s is "" or one of userStatuses.
+func validStatus(s string) bool {
+	return s == "" || slices.Contains(userStatuses, s)
 }
 
 // UserSummary is one row of the admin user list. RecoveryEmailMasked is already masked.
@@ -44,20 +67,51 @@ var _ UserLister = (*PGUserLister)(nil)
 // NewPGUserLister returns a lister on db.
 func NewPGUserLister(db DB) *PGUserLister { return &PGUserLister{db: db} }
 
-// ListUsers implements UserLister with keyset pagination on (provider, login).
+// The list's queries: keyset pagination on (provider, login) or (provider, display_name,
+// login), with the status filter as an equality so the indexes of
+// projections/migrations/0005 serve every combination (docs/read-models.md has the plans).
+const (
+	sqlListColumns = `SELECT login, display_name, status, roles,
+			self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
+		FROM admin_users`
+	sqlListFilter = `
+		  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')`
+	sqlListByLogin = sqlListColumns + `
+		WHERE provider = $1 AND ($2::text = '' OR login > $2::text)` + sqlListFilter + `
+		ORDER BY login
+		LIMIT $4`
+	sqlListByLoginStatus = sqlListColumns + `
+		WHERE provider = $1 AND status = $5 AND ($2::text = '' OR login > $2::text)` + sqlListFilter + `
+		ORDER BY login
+		LIMIT $4`
+	sqlListByName = sqlListColumns + `
+		WHERE provider = $1 AND ($2::text = '' OR (display_name, login) > ($5::text, $2::text))` + sqlListFilter + `
+		ORDER BY display_name, login
+		LIMIT $4`
+	sqlListByNameStatus = sqlListColumns + `
+		WHERE provider = $1 AND status = $5 AND ($2::text = '' OR (display_name, login) > ($6::text, $2::text))` + sqlListFilter + `
+		ORDER BY display_name, login
+		LIMIT $4`
+)
+
+// ListUsers implements UserLister with keyset pagination.
 func (l *PGUserLister) ListUsers(ctx context.Context, q UserQuery) ([]UserSummary, error) {
 	pattern := ""
 	if q.Search != "" {
 		pattern = "%" + escapeLike(q.Search) + "%"
 	}
-	rows, err := l.db.Query(ctx, `SELECT login, display_name, status, roles,
-			self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
-		FROM admin_users
-		WHERE provider = $1
-		  AND ($2::text = '' OR login > $2::text)
-		  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')
-		ORDER BY login
-		LIMIT $4`, q.Provider, q.After, pattern, q.Limit)
+	sql := map[[2]bool]string{
+		{false, false}: sqlListByLogin, {false, true}: sqlListByLoginStatus,
+		{true, false}: sqlListByName, {true, true}: sqlListByNameStatus,
+	}[[2]bool{q.Sort == SortByName, q.Status != ""}]
+	args := []any{q.Provider, q.After, pattern, q.Limit}
+	if q.Status != "" {
+		args = append(args, q.Status)
+	}
+	if q.Sort == SortByName {
+		args = append(args, q.AfterName)
+	}
+	rows, err := l.db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("http: list users: %w", err)
 	}
@@ -91,4 +145,36 @@ func splitRoles(s string) []string {
 // escapeLike makes s match literally inside a LIKE pattern with ESCAPE '\'.
 func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// listCursor is where the next page starts: the last row's login, and its display name
+// when the list is sorted by name. By login it is the login in base64url (as before
+// sorting existed); by name a JSON pair in base64url.
+func listCursor(sort string, last UserSummary) string {
+	if sort != SortByName {
+		return base64.RawURLEncoding.EncodeToString([]byte(last.Login))
+	}
+	b, _ := json.Marshal([2]string{last.DisplayName, last.Login}) // strings always marshal
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseListCursor reads a cursor listCursor gave out for sort into q.
+func parseListCursor(sort, cursor string, q *UserQuery) bool {
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || len(b) == 0 || len(b) > 2*maxIdentLen+512 {
+		return false
+	}
+	if sort != SortByName {
+		if len(b) > maxIdentLen {
+			return false
+		}
+		q.After = string(b)
+		return true
+	}
+	var pair [2]string
+	if err := json.Unmarshal(b, &pair); err != nil || pair[1] == "" {
+		return false
+	}
+	q.AfterName, q.After = pair[0], pair[1]
+	return true
 }
