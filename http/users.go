@@ -70,6 +70,8 @@ func NewPGUserLister(db DB) *PGUserLister { return &PGUserLister{db: db} }
 // The list's queries: keyset pagination on (provider, login) or (provider, display_name,
 // login), with the status filter as an equality so the indexes of
 // projections/migrations/0005 serve every combination (docs/read-models.md has the plans).
+// The first page passes "" as the cursor: every login is greater, and no "$2 = ” OR"
+// keeps a cached generic plan from using the cursor as an index condition.
 const (
 	sqlListColumns = `SELECT login, display_name, status, roles,
 			self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
@@ -77,19 +79,19 @@ const (
 	sqlListFilter = `
 		  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')`
 	sqlListByLogin = sqlListColumns + `
-		WHERE provider = $1 AND ($2::text = '' OR login > $2::text)` + sqlListFilter + `
+		WHERE provider = $1 AND login > $2::text` + sqlListFilter + `
 		ORDER BY login
 		LIMIT $4`
 	sqlListByLoginStatus = sqlListColumns + `
-		WHERE provider = $1 AND status = $5 AND ($2::text = '' OR login > $2::text)` + sqlListFilter + `
+		WHERE provider = $1 AND status = $5 AND login > $2::text` + sqlListFilter + `
 		ORDER BY login
 		LIMIT $4`
 	sqlListByName = sqlListColumns + `
-		WHERE provider = $1 AND ($2::text = '' OR (display_name, login) > ($5::text, $2::text))` + sqlListFilter + `
+		WHERE provider = $1 AND (display_name, login) > ($5::text, $2::text)` + sqlListFilter + `
 		ORDER BY display_name, login
 		LIMIT $4`
 	sqlListByNameStatus = sqlListColumns + `
-		WHERE provider = $1 AND status = $5 AND ($2::text = '' OR (display_name, login) > ($6::text, $2::text))` + sqlListFilter + `
+		WHERE provider = $1 AND status = $5 AND (display_name, login) > ($6::text, $2::text)` + sqlListFilter + `
 		ORDER BY display_name, login
 		LIMIT $4`
 )
