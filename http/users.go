@@ -70,8 +70,9 @@ func NewPGUserLister(db DB) *PGUserLister { return &PGUserLister{db: db} }
 // The list's queries: keyset pagination on (provider, login) or (provider, display_name,
 // login), with the status filter as an equality so the indexes of
 // projections/migrations/0005 serve every combination (docs/read-models.md has the plans).
-// The first page passes "" as the cursor: every login is greater, and no "$2 = ” OR"
-// keeps a cached generic plan from using the cursor as an index condition.
+// The first page passes "" as the cursor (every login is greater) rather than skipping
+// the condition with an OR, which would keep a cached generic plan from using the cursor
+// as an index condition.
 const (
 	sqlListColumns = `SELECT login, display_name, status, roles,
 			self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
