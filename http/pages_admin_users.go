@@ -275,7 +275,7 @@ func (s *Server) handleNewUserSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pg.Form, pg.Data = nil, newUserData{Created: &createdUser{Login: norm, Password: pw}}
-	s.render(w, r, http.StatusCreated, "user_new", pg)
+	s.render(w, r, http.StatusOK, "user_new", pg)
 }
 
 // ---- Settings: Change Password ----
