@@ -47,10 +47,10 @@ func (s *Server) adminRoutes(api apiRoutes, auth func(http.Handler) http.Handler
 	api.Handle(user, h(s.handleDeleteUser)).Methods(http.MethodDelete)
 	api.Handle(user+"/roles/{role}", h(s.handleGrantRole)).Methods(http.MethodPut)
 	api.Handle(user+"/roles/{role}", h(s.handleRevokeRole)).Methods(http.MethodDelete)
-	api.Handle(user+"/lock", h(s.adminAction((*Server).cmdLock))).Methods(http.MethodPost)
-	api.Handle(user+"/unlock", h(s.adminAction((*Server).cmdUnlock))).Methods(http.MethodPost)
-	api.Handle(user+"/deactivate", h(s.adminAction((*Server).cmdDeactivate))).Methods(http.MethodPost)
-	api.Handle(user+"/reactivate", h(s.adminAction((*Server).cmdReactivate))).Methods(http.MethodPost)
+	api.Handle(user+"/lock", h(s.adminAction(AdminCommands.AdminLock))).Methods(http.MethodPost)
+	api.Handle(user+"/unlock", h(s.adminAction(AdminCommands.AdminUnlock))).Methods(http.MethodPost)
+	api.Handle(user+"/deactivate", h(s.adminAction(AdminCommands.Deactivate))).Methods(http.MethodPost)
+	api.Handle(user+"/reactivate", h(s.adminAction(AdminCommands.Reactivate))).Methods(http.MethodPost)
 	api.Handle(user+"/password-reset", h(s.handleSendPasswordReset)).Methods(http.MethodPost)
 	api.Handle("/me/password", h(s.handleChangeMyPassword)).Methods(http.MethodPost)
 }
@@ -59,19 +59,6 @@ func (s *Server) adminRoutes(api apiRoutes, auth func(http.Handler) http.Handler
 func (s *Server) adminCmds() AdminCommands {
 	a, _ := s.cmds.(AdminCommands)
 	return a
-}
-
-func (s *Server) cmdLock(ctx context.Context, c commands.UserCommand) error {
-	return s.adminCmds().AdminLock(ctx, c)
-}
-func (s *Server) cmdUnlock(ctx context.Context, c commands.UserCommand) error {
-	return s.adminCmds().AdminUnlock(ctx, c)
-}
-func (s *Server) cmdDeactivate(ctx context.Context, c commands.UserCommand) error {
-	return s.adminCmds().Deactivate(ctx, c)
-}
-func (s *Server) cmdReactivate(ctx context.Context, c commands.UserCommand) error {
-	return s.adminCmds().Reactivate(ctx, c)
 }
 
 // adminTarget reads {code} and {login} and checks, before the target is looked at, that
@@ -102,7 +89,7 @@ func noContent(w http.ResponseWriter) {
 }
 
 // adminAction serves POST …/{login}/lock, unlock, deactivate and reactivate: 204, or the refusal.
-func (s *Server) adminAction(run func(s *Server, ctx context.Context, c commands.UserCommand) error) http.HandlerFunc {
+func (s *Server) adminAction(run func(a AdminCommands, ctx context.Context, c commands.UserCommand) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, ok := s.adminTarget(w, r)
 		if !ok {
@@ -113,7 +100,7 @@ func (s *Server) adminAction(run func(s *Server, ctx context.Context, c commands
 			writeAPIError(w, e)
 			return
 		}
-		if err := run(s, r.Context(), c); err != nil {
+		if err := run(s.adminCmds(), r.Context(), c); err != nil {
 			s.WriteError(w, r, err)
 			return
 		}

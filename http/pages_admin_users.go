@@ -10,6 +10,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
+	"selfreset/projections"
 )
 
 // The User Administrator's pages beyond the User List (issue 9): one page per user with
@@ -41,19 +42,19 @@ type userPageData struct {
 	WhyNoReset                        string
 }
 
-// statusText is the admin list's status of u (as the read model names them).
+// statusText is the admin list's status of u, as the read model names it.
 func statusText(u domain.User) string {
 	switch {
 	case u.Deleted:
-		return "deleted"
+		return projections.StatusDeleted
 	case u.Deactivated:
-		return "deactivated"
+		return projections.StatusDeactivated
 	case u.AdminLocked:
-		return "admin_locked"
+		return projections.StatusAdminLocked
 	case u.Locked:
-		return "locked"
+		return projections.StatusLocked
 	}
-	return "active"
+	return projections.StatusActive
 }
 
 // userPageLink is the way back from a refusal on a user's page.

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"selfreset/projections"
 )
 
 // UserQuery asks for one page of a provider's admin user list.
@@ -31,8 +33,9 @@ const (
 	SortByName  = "name"
 )
 
-// UserStatuses are the statuses the list can be filtered by (the read model's).
-var userStatuses = []string{"active", "locked", "admin_locked", "deactivated", "deleted"}
+// userStatuses are the statuses the list can be filtered by: the read model's.
+var userStatuses = []string{projections.StatusActive, projections.StatusLocked, projections.StatusAdminLocked,
+	projections.StatusDeactivated, projections.StatusDeleted}
 
 // validStatus reports whether s is "" or one of userStatuses.
 func validStatus(s string) bool {
