@@ -153,3 +153,53 @@ func TestSignInToAnAdminLockedAccount(t *testing.T) {
 		t.Fatalf("wrong password on an admin-locked account: %v", err)
 	}
 }
+
+// Two user administrators revoking each other at once: the provider's stream decides,
+// under optimistic concurrency, and exactly one of them keeps the role.
+func TestRacingRevokesKeepOneUserAdmin(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	a := domain.Actor{Provider: f.code, Login: "admin"}
+	must(t, f.h.GrantRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: a, Provider: f.code, Login: "jane"}, Role: domain.RoleUserAdmin}))
+	for round := range 5 {
+		pair := [2]string{"admin", "jane"}
+		errs := make(chan error, 2)
+		for i := range 2 {
+			actor, target := pair[i], pair[1-i]
+			go func() {
+				errs <- f.h.RevokeRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{
+					Actor: domain.Actor{Provider: f.code, Login: actor}, Provider: f.code, Login: target}, Role: domain.RoleUserAdmin})
+			}()
+		}
+		var refused int
+		for range 2 {
+			if err := <-errs; err != nil {
+				if !errors.Is(err, domain.ErrLastUserAdmin) && !errors.Is(err, domain.ErrForbidden) {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				refused++
+			}
+		}
+		var holders []string
+		for _, login := range pair {
+			u, _, err := f.h.LoadUser(ctx, f.code, login)
+			must(t, err)
+			if u.Roles[domain.RoleUserAdmin] {
+				holders = append(holders, login)
+			}
+		}
+		p, err := f.h.LoadProvider(ctx, f.code)
+		must(t, err)
+		if refused != 1 || len(holders) != 1 || len(p.UserAdmins) != 1 || !p.UserAdmins[holders[0]] {
+			t.Fatalf("round %d: %d refused, holders %v, counted %v", round, refused, holders, p.UserAdmins)
+		}
+		// The survivor grants the role back for the next round.
+		survivor := domain.Actor{Provider: f.code, Login: holders[0]}
+		other := pair[0]
+		if other == holders[0] {
+			other = pair[1]
+		}
+		must(t, f.h.GrantRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: survivor, Provider: f.code, Login: other}, Role: domain.RoleUserAdmin}))
+	}
+}
