@@ -2,12 +2,14 @@ package http
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"selfreset/domain"
+	"selfreset/eventstore"
 )
 
 // lastEvent is the newest event of a user's stream: its type, data and actor.
@@ -287,4 +289,56 @@ func TestUserListFiltersAndSort(t *testing.T) {
 	expect(t, e.do(req{Method: "GET", Path: adminUsers + "?status=gone", Token: boss}), http.StatusBadRequest, CodeBadRequest)
 	expect(t, e.do(req{Method: "GET", Path: adminUsers + "?sort=email", Token: boss}), http.StatusBadRequest, CodeBadRequest)
 	expect(t, e.do(req{Method: "GET", Path: adminUsers + "?sort=name&cursor=Ym9zcw", Token: boss}), http.StatusBadRequest, CodeBadRequest) // a by-login cursor
+}
+
+// Every administration route answers 403 to a user who is not a user administrator of
+// that provider, before looking at the target, and changes nothing.
+func TestAdminRoutesNeedTheProvidersAdmin(t *testing.T) {
+	e := newEnv(t, nil)
+	callers := map[string]string{
+		"plain user":               e.login("ACME", "jane", janePW),
+		"another provider's admin": e.login("NOPE", "nadmin", nadmPW),
+	}
+	routes := []req{
+		{Method: "POST", Path: adminUsers, Body: map[string]any{"login_name": "x1", "display_name": "X"}},
+		{Method: "DELETE", Path: adminUsers + "/joe", Body: map[string]string{"confirm_login": "joe"}},
+		{Method: "PUT", Path: adminUsers + "/joe/roles/user-admin"},
+		{Method: "DELETE", Path: adminUsers + "/boss/roles/user-admin"},
+		{Method: "POST", Path: adminUsers + "/joe/lock"},
+		{Method: "POST", Path: adminUsers + "/joe/unlock"},
+		{Method: "POST", Path: adminUsers + "/joe/deactivate"},
+		{Method: "POST", Path: adminUsers + "/joe/reactivate"},
+		{Method: "POST", Path: adminUsers + "/joe/password-reset"},
+	}
+	before := e.adminEvents(t)
+	for who, tok := range callers {
+		for _, q := range routes {
+			q.Token = tok
+			r := e.do(q)
+			if r.status != http.StatusForbidden || r.errCode() != CodeForbidden {
+				t.Errorf("%s: %s %s: %d %s", who, q.Method, q.Path, r.status, r.body)
+			}
+			q.Token = ""
+			if r := e.do(q); r.status != http.StatusUnauthorized {
+				t.Errorf("no session: %s %s: %d", q.Method, q.Path, r.status)
+			}
+		}
+	}
+	if after := e.adminEvents(t); after != before {
+		t.Errorf("refused calls appended %d events", after-before)
+	}
+}
+
+// adminEvents is how many events ACME's user streams and provider stream hold (logins aside).
+func (e *env) adminEvents(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for _, s := range []string{domain.ProviderStream("ACME"), domain.UserStream("ACME", "joe"), domain.UserStream("ACME", "boss"), domain.UserStream("ACME", "x1")} {
+		recs, err := e.store.ReadStream(e.ctx, s, 0)
+		if err != nil && !errors.Is(err, eventstore.ErrStreamNotFound) {
+			t.Fatal(err)
+		}
+		n += len(recs)
+	}
+	return n
 }
