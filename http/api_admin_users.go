@@ -297,7 +297,9 @@ func (s *Server) ChangeOwnPassword(ctx context.Context, p *Principal, current, n
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Sessions.SetEpoch(ctx, p.Session.ID, u.SessionEpoch); err != nil {
+	// A request racing on this session between the change and here found it stale and
+	// ended it: the password is changed all the same, and this session is over too.
+	if err := s.cfg.Sessions.SetEpoch(ctx, p.Session.ID, u.SessionEpoch); err != nil && !errors.Is(err, ErrSessionNotFound) {
 		return err
 	}
 	p.Session.Epoch, p.User = u.SessionEpoch, u
