@@ -281,7 +281,9 @@ func TestAdminRightsComeFromTheAdminsOwnStream(t *testing.T) {
 	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: claimed, Provider: f.code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
 		t.Fatalf("non-admin enabled a user: %v", err)
 	}
-	// An admin whose role is revoked loses the right at once.
+	// An admin whose role is revoked loses the right at once (bob keeps the provider
+	// administered: the last user administrator's role cannot be revoked).
+	must(t, f.h.GrantRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: operator, Provider: f.code, Login: "bob"}, Role: domain.RoleUserAdmin}))
 	must(t, f.h.RevokeRole(ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: operator, Provider: f.code, Login: "admin"}, Role: domain.RoleUserAdmin}))
 	if err := f.h.EnableSelfReset(ctx, commands.UserCommand{Actor: domain.Actor{Provider: f.code, Login: "admin"}, Provider: f.code, Login: "bob"}); !errors.Is(err, domain.ErrForbidden) {
 		t.Fatalf("revoked admin enabled a user: %v", err)

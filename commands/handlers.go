@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -67,6 +68,17 @@ type RegisterUser struct {
 }
 
 func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) error {
+	actor, err := h.refreshActor(ctx, c.Actor)
+	if err != nil {
+		return err
+	}
+	c.Actor = actor
+	return h.registerUser(ctx, c, false)
+}
+
+// registerUser registers the account and, when it holds the User Administrative role,
+// counts it on the provider's stream. temporary marks the password as one to change.
+func (h *Handler) registerUser(ctx context.Context, c RegisterUser, temporary bool) error {
 	login := domain.NormalizeLogin(c.Login)
 	if !domain.ValidLogin(login) || !domain.ValidProviderCode(domain.NormalizeProviderCode(c.Provider)) {
 		return domain.ErrInvalidInput
@@ -78,9 +90,14 @@ func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) error {
 	if err != nil {
 		return err
 	}
-	return h.updateUser(ctx, c.Actor.ID(), c.Provider, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
-		return u.RegisterUser(p, c.Actor, domain.RegisterUserCommand{Login: login, DisplayName: c.DisplayName, PasswordHash: hash, Roles: c.Roles})
+	err = h.updateUser(ctx, c.Actor.ID(), c.Provider, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		return u.RegisterUser(p, c.Actor, domain.RegisterUserCommand{Login: login, DisplayName: c.DisplayName, PasswordHash: hash,
+			Roles: c.Roles, MustChangePassword: temporary})
 	})
+	if err != nil || !slices.Contains(c.Roles, domain.RoleUserAdmin) {
+		return err
+	}
+	return h.countUserAdmin(ctx, c.Actor, c.Provider, login)
 }
 
 // UserCommand names a user and who acts on them.
@@ -96,16 +113,32 @@ type RoleCommand struct {
 	Role string
 }
 
+// GrantRole gives the role on the user's stream, then counts a user administrator on the
+// provider's (again when the role was already held, which repairs an interrupted grant).
 func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) error {
-	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
-		return u.GrantRole(a, c.Role)
+	actor, err := h.refreshActor(ctx, c.Actor)
+	if err != nil {
+		return err
+	}
+	err = h.updateUser(ctx, actor.ID(), c.Provider, c.Login, func(u domain.User, _ domain.Provider) ([]domain.Event, error) {
+		return u.GrantRole(actor, c.Role)
 	})
+	if err != nil || c.Role != domain.RoleUserAdmin {
+		return err
+	}
+	return h.countUserAdmin(ctx, actor, c.Provider, c.Login)
 }
 
+// RevokeRole takes the role away; the User Administrative role never from the provider's
+// last user administrator (see uncountUserAdmin).
 func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) error {
-	return h.admin(ctx, c.UserCommand, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+	decide := func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.RevokeRole(a, c.Role)
-	})
+	}
+	if c.Role != domain.RoleUserAdmin {
+		return h.admin(ctx, c.UserCommand, decide)
+	}
+	return h.withoutUserAdmin(ctx, c.UserCommand, decide)
 }
 
 func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) error {
@@ -138,8 +171,9 @@ func (h *Handler) Reactivate(ctx context.Context, c UserCommand) error {
 	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Reactivate(a) })
 }
 
+// Delete ends the account; a user administrator's only when another remains.
 func (h *Handler) Delete(ctx context.Context, c UserCommand) error {
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
+	return h.withoutUserAdmin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
 }
 
 // admin runs an administrative decision after refreshing a signed-in actor from their own
@@ -177,7 +211,9 @@ type Login struct {
 }
 
 // Login returns the signed-in user, or domain.ErrInvalidCredentials for every kind of
-// refusal (unknown user, wrong password, any lock) so callers cannot tell them apart.
+// refusal (unknown user, wrong password, any lock) so callers cannot tell them apart;
+// only the right password on an admin-locked or deactivated account learns
+// domain.ErrAccountAdminLocked (see User.SignInRefusal).
 func (h *Handler) Login(ctx context.Context, c Login) (domain.User, error) {
 	return h.authenticate(ctx, c.Provider, c.Login, c.Password, func(u domain.User, ok bool) ([]domain.Event, error) {
 		return u.SignIn(h.policy, ok, c.SessionID)
@@ -222,6 +258,9 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			return domain.User{}, domain.ErrInvalidCredentials
 		}
 		events, derr := decide(u, verified)
+		if refined := u.SignInRefusal(verified); derr != nil && refined != nil {
+			derr = refined
+		}
 		if derr != nil {
 			// A refusal is recorded without an expected revision: racing failures must
 			// neither escape the count nor answer differently from an unknown account

@@ -34,6 +34,8 @@ type UserRegistered struct {
 	DisplayName  string   `json:"display_name"`
 	PasswordHash string   `json:"password_hash"`
 	Roles        []string `json:"roles,omitempty"`
+	// MustChangePassword: PasswordHash is a temporary password to change at first sign-in.
+	MustChangePassword bool `json:"must_change_password,omitempty"`
 }
 
 // RoleGranted gives the user a role.
@@ -101,6 +103,9 @@ type ResetTokenIssued struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 	Supersedes string    `json:"supersedes,omitempty"`
 	Resend     bool      `json:"resend,omitempty"`
+	// By names the user administrator who sent it ("Send password reset"); empty for
+	// the user's own Forgot Password.
+	By string `json:"by,omitempty"`
 }
 
 // ResetTokenRejected: a token was presented and refused.
@@ -229,5 +234,6 @@ func AllEvents() []Event {
 		ResetRequestRejected{}, PasswordChanged{}, LoginSucceeded{}, LoginFailed{}, AccountLocked{},
 		AccountUnlocked{}, AccountAdminLocked{}, AccountAdminUnlocked{}, AccountDeactivated{},
 		AccountReactivated{}, AccountDeleted{},
+		ProviderUserAdminAdded{}, ProviderUserAdminRemoved{},
 	}
 }

@@ -219,7 +219,8 @@ func TestCode(t *testing.T) {
 		domain.ErrDeleted, domain.ErrThrottled, domain.ErrUnknownAccount, domain.ErrNoActiveToken, domain.ErrInvalidToken, domain.ErrTokenExpired,
 		domain.ErrTokenUsed, domain.ErrTokenSuperseded, domain.ErrTokenRevoked, domain.ErrTooManyAttempts, domain.ErrInvalidCode,
 		domain.ErrNoPendingCode, domain.ErrCodeExpired, domain.ErrEmailNotVerified, domain.ErrReauthRequired, domain.ErrPasswordRejected,
-		domain.ErrUnknownRole, domain.ErrAccountNotActive} {
+		domain.ErrUnknownRole, domain.ErrAccountNotActive, domain.ErrLastUserAdmin, domain.ErrSelfAction,
+		domain.ErrAccountAdminLocked, domain.ErrPasswordChangeRequired} {
 		if e.Code == "" || e.Message == "" || seen[e.Code] {
 			t.Errorf("error %q: empty or duplicate code", e.Code)
 		}
@@ -235,7 +236,7 @@ func TestEventTypesAreDistinct(t *testing.T) {
 		}
 		seen[e.EventType()] = true
 	}
-	if len(seen) != 27 {
+	if len(seen) != 29 {
 		t.Errorf("AllEvents lists %d types", len(seen))
 	}
 }

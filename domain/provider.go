@@ -6,6 +6,8 @@ type Provider struct {
 	Name             string
 	Registered       bool
 	SelfResetAllowed bool
+	// UserAdmins are the logins counted as user administrators (see CountUserAdmin).
+	UserAdmins map[string]bool
 }
 
 // Apply folds one event into the state. Replay and new decisions both go through it.
@@ -17,6 +19,8 @@ func (p *Provider) Apply(e Event) {
 		p.SelfResetAllowed = true
 	case ProviderSelfResetRevoked:
 		p.SelfResetAllowed = false
+	default:
+		p.applyAdmin(e)
 	}
 }
 

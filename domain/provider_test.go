@@ -1,6 +1,7 @@
 package domain_test
 
 import (
+	"reflect"
 	"testing"
 
 	"selfreset/domain"
@@ -60,7 +61,7 @@ func TestProviderCommands(t *testing.T) {
 			assertEvents(t, got, tc.then)
 			if tc.state.Code != "" {
 				after := givenProvider(with(tc.given, got...)...)
-				if after != tc.state {
+				if !reflect.DeepEqual(after, tc.state) {
 					t.Errorf("state = %+v, want %+v", after, tc.state)
 				}
 			}

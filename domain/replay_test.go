@@ -104,7 +104,7 @@ func TestSeedWalkthrough(t *testing.T) {
 	if !reflect.DeepEqual(first, u) {
 		t.Fatalf("replay differs from the live state:\nreplay %+v\nlive   %+v", first, u)
 	}
-	if pp := givenProvider(providerLog...); pp != p {
+	if pp := givenProvider(providerLog...); !reflect.DeepEqual(pp, p) {
 		t.Fatalf("provider replay %+v, live %+v", pp, p)
 	}
 }

@@ -79,6 +79,9 @@ type User struct {
 	Deleted         bool
 	LastResetAt     time.Time
 	PasswordVersion int // bumps on every password change
+	// MustChangePassword: the password is a temporary one an administrator was shown;
+	// the user must change it (signed in) before doing anything else.
+	MustChangePassword bool
 	// SessionEpoch bumps whenever every open session must end: a password change, an
 	// admin lock, a deactivation or a deletion. A session remembers the epoch it was opened
 	// in, so a lock followed by an unlock still ends the sessions from before.
@@ -94,6 +97,7 @@ func (u *User) Apply(e Event) {
 	case UserRegistered:
 		u.Provider, u.Login, u.Registered = e.Provider, e.Login, true
 		u.DisplayName, u.PasswordHash = e.DisplayName, e.PasswordHash
+		u.MustChangePassword = e.MustChangePassword
 		u.Roles = map[string]bool{}
 		for _, r := range e.Roles {
 			u.Roles[r] = true
@@ -150,6 +154,7 @@ func (u *User) Apply(e Event) {
 		u.PasswordVersion++
 		u.SessionEpoch++
 		u.FailedLogins = 0
+		u.MustChangePassword = false
 		if e.TokenID != "" && u.Token != nil && u.Token.ID == e.TokenID {
 			u.Token.State = TokenUsed
 		}
@@ -226,6 +231,8 @@ type RegisterUserCommand struct {
 	DisplayName  string
 	PasswordHash string
 	Roles        []string
+	// MustChangePassword marks PasswordHash as a temporary password.
+	MustChangePassword bool
 }
 
 // RegisterUser opens an account at provider.
@@ -249,7 +256,7 @@ func (u User) RegisterUser(provider Provider, actor Actor, c RegisterUserCommand
 		return nil, ErrUserExists
 	}
 	return []Event{UserRegistered{Provider: provider.Code, Login: login, DisplayName: c.DisplayName,
-		PasswordHash: c.PasswordHash, Roles: c.Roles}}, nil
+		PasswordHash: c.PasswordHash, Roles: c.Roles, MustChangePassword: c.MustChangePassword}}, nil
 }
 
 func (u User) administer(actor Actor) error {
@@ -323,6 +330,9 @@ func (u User) AdminLock(actor Actor) ([]Event, error) {
 	if err := u.administer(actor); err != nil || u.AdminLocked {
 		return nil, err
 	}
+	if err := u.notSelf(actor); err != nil {
+		return nil, err
+	}
 	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken("admin_locked")...), nil
 }
 
@@ -348,6 +358,9 @@ func (u User) Deactivate(actor Actor) ([]Event, error) {
 	if err := u.administer(actor); err != nil || u.Deactivated {
 		return nil, err
 	}
+	if err := u.notSelf(actor); err != nil {
+		return nil, err
+	}
 	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken("deactivated")...), nil
 }
 
@@ -365,6 +378,9 @@ func (u User) Delete(actor Actor) ([]Event, error) {
 		if err == ErrDeleted {
 			return nil, nil
 		}
+		return nil, err
+	}
+	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
 	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken("deleted")...), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -63,20 +64,24 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	after := ""
-	if v := q.Get("cursor"); v != "" {
-		login, ok := decodeCursor(v)
-		if !ok {
-			writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "cursor is not one this server gave out"))
-			return
-		}
-		after = login
+	uq := UserQuery{Provider: code, Search: search, Limit: limit + 1, Status: q.Get("status"), Sort: q.Get("sort")}
+	if !validStatus(uq.Status) {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "status must be one of "+strings.Join(userStatuses, ", ")))
+		return
+	}
+	if uq.Sort != "" && uq.Sort != SortByLogin && uq.Sort != SortByName {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "sort must be login or name"))
+		return
+	}
+	if v := q.Get("cursor"); v != "" && !parseListCursor(uq.Sort, v, &uq) {
+		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "cursor is not one this server gave out"))
+		return
 	}
 	if s.cfg.Users == nil {
 		s.WriteError(w, r, errNotConfigured)
 		return
 	}
-	rows, err := s.cfg.Users.ListUsers(r.Context(), UserQuery{Provider: code, Search: search, After: after, Limit: limit + 1})
+	rows, err := s.cfg.Users.ListUsers(r.Context(), uq)
 	if err != nil {
 		s.WriteError(w, r, err)
 		return
@@ -84,7 +89,7 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	resp := userListResponse{Users: make([]userListItem, 0, min(len(rows), limit))}
 	if len(rows) > limit {
 		rows = rows[:limit]
-		c := encodeCursor(rows[limit-1].Login)
+		c := listCursor(uq.Sort, rows[limit-1])
 		resp.NextCursor = &c
 	}
 	for _, u := range rows {

@@ -111,11 +111,18 @@ func TestLoginRefusalsLookAlike(t *testing.T) {
 	if err := e.cmds.AdminLock(e.ctx, commands.UserCommand{Actor: domain.SystemActor("test"), Provider: "ACME", Login: "jane"}); err != nil {
 		t.Fatal(err)
 	}
-	adminLocked := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: body("ACME", "jane", janePW)})
-	for name, r := range map[string]resp{"unknown": unknown, "no provider": noProvider, "locked": locked, "admin locked": adminLocked} {
+	adminLocked := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: body("ACME", "jane", "not-her-password")})
+	for name, r := range map[string]resp{"unknown": unknown, "no provider": noProvider, "locked": locked, "admin locked, wrong password": adminLocked} {
 		if r.status != wrong.status || !bytes.Equal(r.body, wrong.body) {
 			t.Errorf("%s: %d %s; want the same as a wrong password: %d %s", name, r.status, r.body, wrong.status, wrong.body)
 		}
+	}
+	// Only the right password on an admin-locked account learns that Forgot Password?
+	// cannot help and whom to ask instead.
+	r := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: body("ACME", "jane", janePW)})
+	expect(t, r, http.StatusForbidden, domain.ErrAccountAdminLocked.Code)
+	if msg := r.errMessage(); !strings.Contains(msg, "contact your user administrator") {
+		t.Errorf("admin-locked message: %s", msg)
 	}
 	expect(t, e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": "jane"}}), http.StatusBadRequest, CodeBadRequest)
 }
@@ -355,7 +362,11 @@ func TestAdminUserList(t *testing.T) {
 	}
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/providers/ACME/users"}), http.StatusUnauthorized, CodeUnauthorized)
 	// Decided on the caller's own aggregate: a revoked role takes effect at once, although
-	// the read model still says otherwise.
+	// the read model still says otherwise. (Jane gets the role first: the provider's last
+	// user administrator cannot lose it.)
+	if err := e.cmds.GrantRole(e.ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: sys, Provider: "ACME", Login: "jane"}, Role: domain.RoleUserAdmin}); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.cmds.RevokeRole(e.ctx, commands.RoleCommand{UserCommand: commands.UserCommand{Actor: sys, Provider: "ACME", Login: "boss"}, Role: domain.RoleUserAdmin}); err != nil {
 		t.Fatal(err)
 	}

@@ -110,6 +110,10 @@ func (s *Server) RequireSession(next http.Handler) http.Handler {
 			s.WriteError(w, r, err)
 			return
 		}
+		if p.User.MustChangePassword && !passwordChangeAllowed(r) {
+			writeAPIError(w, errPasswordChangeRequired)
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 	})
 }

@@ -123,14 +123,17 @@ func encodeCursor(login string) string { return base64.RawURLEncoding.EncodeToSt
 
 // decodeCursor reads a cursor; ok is false for anything encodeCursor could not have made
 // from a login the list shows.
-func decodeCursor(c string) (login string, ok bool) {
-	if c == "" || len(c) > base64.RawURLEncoding.EncodedLen(maxIdentLen) {
+func decodeCursor(c string) (login string, ok bool) { return decodeCursorText(c, maxIdentLen) }
+
+// decodeCursorText reads a cursor that encodes at most max bytes of valid text.
+func decodeCursorText(c string, max int) (string, bool) {
+	if c == "" || len(c) > base64.RawURLEncoding.EncodedLen(max) {
 		return "", false
 	}
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	// Only the canonical spelling: the decoder also skips line breaks and ignores
 	// stray low bits, so several strings would otherwise name one cursor.
-	if err != nil || len(b) == 0 || len(b) > maxIdentLen || !domain.ValidText(string(b)) || encodeCursor(string(b)) != c {
+	if err != nil || len(b) == 0 || len(b) > max || !domain.ValidText(string(b)) || encodeCursor(string(b)) != c {
 		return "", false
 	}
 	return string(b), true

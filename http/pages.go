@@ -42,7 +42,7 @@ var staticFiles embed.FS
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
 var pageNames = []string{"login", "forgot", "change", "change_landing", "reset_done", "settings",
-	"configure", "admin", "users", "message"}
+	"configure", "admin", "users", "message", "user", "user_new", "password"}
 
 // pageTemplates holds one parsed template set per page (each defines "content").
 var pageTemplates = func() map[string]*template.Template {
@@ -95,8 +95,10 @@ const (
 	PathChangePassword = "/change-password"
 	PathSettings       = "/settings"
 	PathSelfReset      = "/settings/self-reset"
-	PathAdmin          = "/admin"
-	PathAdminUsers     = "/admin/users"
+	// PathSettingsPassword is the signed-in Change Password (issue 9).
+	PathSettingsPassword = "/settings/password"
+	PathAdmin            = "/admin"
+	PathAdminUsers       = "/admin/users"
 )
 
 // resetCookieName keeps the latest reset id of this browser, so that the link in the
@@ -136,6 +138,7 @@ func (s *Server) MountPages() {
 	r.Handle(PathAdminUsers, page(s.handleUserListPage)).Methods(get)
 	r.Handle(PathAdminUsers+"/{login}/self-reset/enable", page(s.handleUserEnableSubmit)).Methods(post)
 	r.Handle(PathAdminUsers+"/{login}/self-reset/disable", page(s.handleUserDisableSubmit)).Methods(post)
+	s.mountAdminPages(page)
 }
 
 // ---- rendering ----
@@ -369,6 +372,10 @@ func (s *Server) pageSession(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			s.renderError(w, r, err)
+			return
+		}
+		if p.User.MustChangePassword && !passwordChangeAllowed(r) {
+			redirect(w, r, PathSettingsPassword+"?required=1")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))

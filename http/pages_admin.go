@@ -47,22 +47,32 @@ type userListData struct {
 	ProviderAllowed bool
 	Query           string
 	Cursor          string
+	Status          string
+	Sort            string
+	Statuses        []string
 	Users           []userRow
 	FirstURL        string
 	NextURL         string
 }
 
-// userListQuery is where a list page is: search, cursor and page size.
+// userListQuery is where a list page is: search, status filter, sort, cursor and page size.
 type userListQuery struct {
-	q, cursor string
-	limit     int
-	after     string // decoded cursor
+	q, cursor    string
+	status, sort string
+	limit        int
+	uq           UserQuery // decoded cursor, filter and sort
 }
 
 func (lq userListQuery) url(cursor string) string {
 	v := url.Values{}
 	if lq.q != "" {
 		v.Set("q", lq.q)
+	}
+	if lq.status != "" {
+		v.Set("status", lq.status)
+	}
+	if lq.sort != "" && lq.sort != SortByLogin {
+		v.Set("sort", lq.sort)
 	}
 	if cursor != "" {
 		v.Set("cursor", cursor)
@@ -78,7 +88,14 @@ func (lq userListQuery) url(cursor string) string {
 
 // parseUserListQuery reads q, cursor and limit (as the API's list does) from vals.
 func parseUserListQuery(vals url.Values) (userListQuery, *Error) {
-	lq := userListQuery{q: vals.Get("q"), cursor: vals.Get("cursor"), limit: defaultPageSize}
+	lq := userListQuery{q: vals.Get("q"), cursor: vals.Get("cursor"), status: vals.Get("status"), sort: vals.Get("sort"), limit: defaultPageSize}
+	if !validStatus(lq.status) {
+		return lq, NewError(http.StatusBadRequest, CodeBadRequest, "choose a status from the list")
+	}
+	if lq.sort != "" && lq.sort != SortByLogin && lq.sort != SortByName {
+		return lq, NewError(http.StatusBadRequest, CodeBadRequest, "choose a sort order from the list")
+	}
+	lq.uq = UserQuery{Status: lq.status, Sort: lq.sort}
 	if len(lq.q) > maxSearchLen {
 		return lq, NewError(http.StatusBadRequest, CodeBadRequest, "the search is too long (at most 100 characters)")
 	}
@@ -89,12 +106,8 @@ func parseUserListQuery(vals url.Values) (userListQuery, *Error) {
 		}
 		lq.limit = n
 	}
-	if lq.cursor != "" {
-		login, ok := decodeCursor(lq.cursor)
-		if !ok {
-			return lq, NewError(http.StatusBadRequest, CodeBadRequest, "this page of the list is not one this server gave out")
-		}
-		lq.after = login
+	if lq.cursor != "" && !parseListCursor(lq.sort, lq.cursor, &lq.uq) {
+		return lq, NewError(http.StatusBadRequest, CodeBadRequest, "this page of the list is not one this server gave out")
 	}
 	return lq, nil
 }
@@ -129,15 +142,18 @@ func (s *Server) renderUserList(w http.ResponseWriter, r *http.Request, p *Princ
 		s.renderError(w, r, err, settingsLink)
 		return
 	}
-	rows, err := s.cfg.Users.ListUsers(ctx, UserQuery{Provider: code, Search: lq.q, After: lq.after, Limit: lq.limit + 1})
+	uq := lq.uq
+	uq.Provider, uq.Search, uq.Limit = code, lq.q, lq.limit+1
+	rows, err := s.cfg.Users.ListUsers(ctx, uq)
 	if err != nil {
 		s.renderError(w, r, err, settingsLink)
 		return
 	}
-	d := userListData{Provider: code, ProviderAllowed: allowed, Query: lq.q, Cursor: lq.cursor, FirstURL: lq.url("")}
+	d := userListData{Provider: code, ProviderAllowed: allowed, Query: lq.q, Cursor: lq.cursor, FirstURL: lq.url(""),
+		Status: lq.status, Sort: lq.sort, Statuses: userStatuses}
 	if len(rows) > lq.limit {
 		rows = rows[:lq.limit]
-		d.NextURL = lq.url(encodeCursor(rows[lq.limit-1].Login))
+		d.NextURL = lq.url(listCursor(lq.sort, rows[lq.limit-1]))
 	}
 	pg := page{Title: "User List", Tab: "admin", Error: errText}
 	for _, u := range rows {

@@ -129,6 +129,9 @@ func (s *Server) handleSettingsPage(w http.ResponseWriter, r *http.Request) {
 		d.State, d.CanConfigure = "Enabled, not configured yet", true
 	}
 	pg := page{Title: "Settings", Tab: "settings", Data: d}
+	if r.URL.Query().Get("password_changed") != "" {
+		pg.Notice = "Your password was changed. Every other session has been signed out."
+	}
 	if r.URL.Query().Get("configured") != "" && u.Configured && d.CanConfigure {
 		pg.Notice = "Self Password Reset is configured. A Password token for Forgot Password? will be sent to " +
 			domain.MaskEmail(u.RecoveryEmail) + "."

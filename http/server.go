@@ -367,6 +367,7 @@ func (s *Server) routes() {
 	api.Handle("/providers/{code}/users", auth(http.HandlerFunc(s.handleListUsers))).Methods(http.MethodGet)
 	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleEnableSelfReset))).Methods(http.MethodPut)
 	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleDisableSelfReset))).Methods(http.MethodDelete)
+	s.adminRoutes(api, auth)
 
 	api.Handle("/me/self-reset", auth(http.HandlerFunc(s.handleMySelfReset))).Methods(http.MethodGet)
 	api.Handle("/me/self-reset/verify-password", auth(http.HandlerFunc(s.handleVerifyPassword))).Methods(http.MethodPost)

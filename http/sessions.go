@@ -54,6 +54,9 @@ type Sessions interface {
 	Get(ctx context.Context, id []byte, now time.Time) (Session, error)
 	// SetStepUp records a password re-entry valid until until.
 	SetStepUp(ctx context.Context, id []byte, until time.Time) error
+	// SetEpoch carries a live session over to the user's new SessionEpoch (the session
+	// that changed the password survives the change; the others end).
+	SetEpoch(ctx context.Context, id []byte, epoch int) error
 	// Revoke ends one session.
 	Revoke(ctx context.Context, id []byte, at time.Time) error
 	// RevokeUser ends every session of a user and says how many were live.
@@ -142,6 +145,18 @@ func (p *PGSessions) SetStepUp(ctx context.Context, id []byte, until time.Time) 
 	tag, err := p.db.Exec(ctx, `UPDATE http_sessions SET step_up_until = $2 WHERE id = $1 AND revoked_at IS NULL`, id, until)
 	if err != nil {
 		return fmt.Errorf("http: step up session: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrSessionNotFound
+	}
+	return nil
+}
+
+// SetEpoch implements Sessions.
+func (p *PGSessions) SetEpoch(ctx context.Context, id []byte, epoch int) error {
+	tag, err := p.db.Exec(ctx, `UPDATE http_sessions SET session_epoch = $2 WHERE id = $1 AND revoked_at IS NULL`, id, epoch)
+	if err != nil {
+		return fmt.Errorf("http: set session epoch: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrSessionNotFound

@@ -139,8 +139,11 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 	case MailResetError:
 		data.Reason, data.Hint = reasonText(d.Reason)
 	case MailPasswordChanged:
-		if d.Reason == domain.PasswordChangedBySelfReset {
+		switch d.Reason {
+		case domain.PasswordChangedBySelfReset:
 			data.Method = "using Self Password Reset"
+		case domain.PasswordChangedBySelf:
+			data.Method = "in Settings, while signed in"
 		}
 	}
 	var tb, hb bytes.Buffer

@@ -70,6 +70,11 @@ func TestRenderer(t *testing.T) {
 		!strings.Contains(text, "https://reset.example.org/base/login") {
 		t.Errorf("%q\n%s", subject, text)
 	}
+	// The same email follows a signed-in Change Password, saying so.
+	plain.Reason = domain.PasswordChangedBySelf
+	if _, text, _, err = r.Render(plain, ""); err != nil || !strings.Contains(text, "09:00 UTC in Settings, while signed in.") {
+		t.Errorf("signed-in change: %v\n%s", err, text)
+	}
 }
 
 func TestResetErrorUsesTheSeedsWords(t *testing.T) {

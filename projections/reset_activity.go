@@ -74,7 +74,8 @@ func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 		}
 		switch ev := e.Event.(type) {
 		case domain.ResetTokenIssued:
-			if !ev.Resend {
+			// A token an administrator sent (By) is issued, but nobody asked Forgot Password.
+			if !ev.Resend && ev.By == "" {
 				facts = append(facts, fact{kind: FactRequest, tokenID: ev.TokenID})
 			}
 			facts = append(facts, fact{kind: FactTokenIssued, resend: ev.Resend, tokenID: ev.TokenID})

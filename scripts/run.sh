@@ -34,9 +34,13 @@ go build -o "$bin_dir/selfreset" ./cmd/selfreset
 selfreset() { "$bin_dir/selfreset" --dev "$@"; }
 
 # once runs a registration and accepts "already exists" (this script runs again and again).
+# It sets created=1 when the registration happened now, 0 when it had been done before.
+created=0
 once() {
 	local out
+	created=0
 	if out=$(selfreset "$@" 2>&1); then
+		created=1
 		printf '%s\n' "$out" | grep -v 'DEVELOPMENT MODE' || true
 	elif grep -q 'already exists' <<<"$out"; then
 		printf '%s\n' "$out" | grep 'already exists' | sed 's/^selfreset: /(ok) /'
@@ -53,12 +57,27 @@ demo_user_password='demo-Jane-passphrase-42'
 selfreset migrate
 once provider add --code DEMO --name "Demo Agency" --allow-self-reset
 once user add --provider DEMO --login admin --name "Demo Admin" --role user-admin --password-stdin <<<"$demo_admin_password"
+admin_new=$created
 once user add --provider DEMO --login jane --name "Jane Doe" --password-stdin <<<"$demo_user_password"
+jane_new=$created
+
+# A demo password is printed only on the run that set it: afterwards it may have been
+# changed (Change Password, a reset), and printing it would mislead.
+demo_login() { # login password new
+	if [[ $3 == 1 ]]; then
+		printf '%s / %s' "$1" "$2"
+	else
+		printf '%s (password as last set)' "$1"
+	fi
+}
 
 addr=${SELFRESET_ADDR:-127.0.0.1:8080}
 cat <<MSG
 
-Demo provider DEMO: admin (user-admin) / $demo_admin_password, jane / $demo_user_password
+Demo provider DEMO: $(demo_login admin "$demo_admin_password" "$admin_new") (user-admin), $(demo_login jane "$demo_user_password" "$jane_new")
+Locked out? $bin_dir/selfreset --dev user unlock --provider DEMO --login jane   (lifts admin and failed-login locks)
+Forgot a demo password? Use Forgot Password? (once Self Password Reset is configured), ask the admin
+to "Send password reset" from Admin › User List, or start over: drop the database below, then make run.
 Database: $SELFRESET_DATABASE_URL
 Open http://$addr/login . Emails (codes, tokens) are printed below by the console mail driver.
 Auditors: SELFRESET_DATABASE_URL='$SELFRESET_DATABASE_URL' go run ./cmd/selfreset audit --provider DEMO

@@ -123,6 +123,9 @@ func TestBrowserWalk(t *testing.T) {
 	w.shot("15-settings-after-reset")
 	w.click(`form[action="/logout"] button`)
 
+	// ---- The User Administrator's tools (browser_admin_test.go) ----
+	adminWalk(t, ctx, w, inbox)
+
 	// ---- The same pages on a phone (390 CSS pixels wide) ----
 	w.do("narrow the viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulatePortrait, chromedp.EmulateMobile))
 	w.open("/login")

@@ -158,7 +158,9 @@ func TestCLIEndToEnd(t *testing.T) {
 	requests(t, e)
 
 	want := []string{
-		"ProviderRegistered", "ProviderSelfResetAllowed", "UserRegistered", "UserRegistered", "AccountAdminLocked",
+		"ProviderRegistered", "ProviderSelfResetAllowed", "UserRegistered",
+		"ProviderUserAdminAdded", // alice, a user administrator, is counted on the provider's stream
+		"UserRegistered", "AccountAdminLocked",
 		"ResetRequestRejected", // unmatched: ACME/ghost
 		"ResetRequestRejected", // bob is admin locked
 		"SelfResetEnabled", "RecoveryEmailCodeSent", "RecoveryEmailVerified", "SelfResetConfigured",
@@ -177,7 +179,7 @@ func TestCLIEndToEnd(t *testing.T) {
 			t.Errorf("line %d: incomplete record %+v", i, l)
 		}
 	}
-	for _, i := range []int{0, 1, 2, 3, 4, 7} {
+	for _, i := range []int{0, 1, 2, 3, 4, 5, 8} {
 		if lines[i].Metadata.Actor != "system:cli" {
 			t.Errorf("%s: actor %q, want system:cli", lines[i].Type, lines[i].Metadata.Actor)
 		}
@@ -188,10 +190,13 @@ func TestCLIEndToEnd(t *testing.T) {
 	if l := lines[2]; l.Stream != "user-ACME-alice" || l.Data["login"] != "alice" || !slices.Equal(l.Data["roles"].([]any), []any{"user-admin"}) {
 		t.Errorf("alice's UserRegistered: %s %v", l.Stream, l.Data)
 	}
-	if l := lines[5]; !domain.IsUnmatchedStream(l.Stream) || l.Data["login"] != "ghost" || l.Data["reason"] != "unknown_account" || l.Metadata.Actor != "anonymous" {
+	if l := lines[3]; l.Stream != "provider-ACME" || l.Data["login"] != "alice" {
+		t.Errorf("alice counted: %s %v", l.Stream, l.Data)
+	}
+	if l := lines[6]; !domain.IsUnmatchedStream(l.Stream) || l.Data["login"] != "ghost" || l.Data["reason"] != "unknown_account" || l.Metadata.Actor != "anonymous" {
 		t.Errorf("unmatched request: %s %v %+v", l.Stream, l.Data, l.Metadata)
 	}
-	if l := lines[6]; l.Stream != "user-ACME-bob" || l.Data["reason"] != "admin_locked" ||
+	if l := lines[7]; l.Stream != "user-ACME-bob" || l.Data["reason"] != "admin_locked" ||
 		l.Metadata.ClientIP != "203.0.113.7" || l.Metadata.UserAgent != "curl/8.5.0" {
 		t.Errorf("bob's refused request: %s %v %+v", l.Stream, l.Data, l.Metadata)
 	}
@@ -202,9 +207,9 @@ func TestCLIEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if lines[2].Data["password_hash"] != "[redacted]" || lines[8].Data["code_hash"] != "[redacted]" ||
-		lines[11].Data["token_hash"] != "[redacted]" || lines[12].Data["password_hash"] != "[redacted]" {
-		t.Errorf("hashes not redacted: %v / %v / %v / %v", lines[2].Data, lines[8].Data, lines[11].Data, lines[12].Data)
+	if lines[2].Data["password_hash"] != "[redacted]" || lines[9].Data["code_hash"] != "[redacted]" ||
+		lines[12].Data["token_hash"] != "[redacted]" || lines[13].Data["password_hash"] != "[redacted]" {
+		t.Errorf("hashes not redacted: %v / %v / %v / %v", lines[2].Data, lines[9].Data, lines[12].Data, lines[13].Data)
 	}
 	assertNoHashes(t, e, r.stdout)
 
@@ -257,8 +262,8 @@ func TestCLIEndToEnd(t *testing.T) {
 			t.Errorf("text audit lacks %q:\n%s", frag, r.stdout)
 		}
 	}
-	if !strings.Contains(text[6], `ip=203.0.113.7 ua=curl/8.5.0`) || !strings.Contains(text[6], "reason=admin_locked") {
-		t.Errorf("text line for bob's refused request: %q", text[6])
+	if !strings.Contains(text[7], `ip=203.0.113.7 ua=curl/8.5.0`) || !strings.Contains(text[7], "reason=admin_locked") {
+		t.Errorf("text line for bob's refused request: %q", text[7])
 	}
 	assertNoHashes(t, e, r.stdout)
 
