@@ -95,7 +95,7 @@ func TestFromEnv(t *testing.T) {
 				t.Errorf("per ip %d per account %d workers %d", c.RateLimitPerIP, c.RateLimitPerAccount, c.ResetWorkers)
 			}
 		}},
-		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 256"},
+		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 64"},
 		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
 		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
 		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},

@@ -929,6 +929,7 @@ func TestForgotPasswordUnavailableWithoutTheQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(bus.Close)
 	down, err := reset.New(reset.Config{Commands: e.cmds, Keyring: e.keyring, Clock: e.clock, Intake: bus})
 	if err != nil {
 		t.Fatal(err)

@@ -82,6 +82,7 @@ func newEnvWorker(t *testing.T, mod func(*Config), wrap func(reset.Commands) res
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(bus.Close)
 	e.resets, err = reset.New(reset.Config{Commands: cmds, Keyring: keyring, Clock: clock, Intake: bus, Logger: logger})
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ type Config struct {
 	Resets   Resets     // the Forgot Password protocol (*reset.Service)
 	Users    UserLister // the admin user list read model
 	Sessions Sessions
-	Clock    Clock           // defaults to commands.SystemClock; must be the commands' clock
+	Clock    Clock // defaults to commands.SystemClock; must be the commands' clock
 	Logger   *slog.Logger
 
 	// RateLimitPerIP is how many requests a minute one client IP may make to each of

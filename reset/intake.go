@@ -144,16 +144,30 @@ func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
 
 // Bus publishes the asynchronous commands: Send returns once the row is committed.
 type Bus struct {
-	bus *cqrs.CommandBus
+	bus  *cqrs.CommandBus
+	pool *pgxpool.Pool
 }
 
-// NewBus publishes on pool (the read-model database).
+// publishConns is the size of the Bus's own pool. Publishing is one short INSERT; a pool
+// of its own keeps the answers from waiting behind the command side, which shares the
+// read-model pool with the projections and the mailer.
+const publishConns = 8
+
+// NewBus publishes to the database of pool (the read-model database), on a pool of its
+// own with pool's settings. Close it when done.
 func NewBus(pool *pgxpool.Pool, logger *slog.Logger) (*Bus, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	pub, err := wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{SchemaAdapter: newQueueSchema()}, watermillLogger(logger))
+	pcfg := pool.Config()
+	pcfg.MaxConns = publishConns
+	own, err := pgxpool.NewWithConfig(context.Background(), pcfg) // connects lazily
 	if err != nil {
+		return nil, fmt.Errorf("reset: intake publish pool: %w", err)
+	}
+	pub, err := wsql.NewPublisher(wsql.BeginnerFromPgx(own), wsql.PublisherConfig{SchemaAdapter: newQueueSchema()}, watermillLogger(logger))
+	if err != nil {
+		own.Close()
 		return nil, fmt.Errorf("reset: intake publisher: %w", err)
 	}
 	bus, err := cqrs.NewCommandBusWithConfig(pub, cqrs.CommandBusConfig{
@@ -168,10 +182,14 @@ func NewBus(pool *pgxpool.Pool, logger *slog.Logger) (*Bus, error) {
 		Marshaler: marshaler(),
 	})
 	if err != nil {
+		own.Close()
 		return nil, fmt.Errorf("reset: command bus: %w", err)
 	}
-	return &Bus{bus: bus}, nil
+	return &Bus{bus: bus, pool: own}, nil
 }
+
+// Close releases the Bus's connections; Send fails afterwards.
+func (b *Bus) Close() { b.pool.Close() }
 
 // Send queues cmd (a *RequestToken or *ResendToken); ctx bounds the insert and carries
 // the request metadata.

@@ -87,4 +87,3 @@ func TestResetIDRoundTrip(t *testing.T) {
 		}
 	}
 }
-

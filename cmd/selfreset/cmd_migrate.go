@@ -10,6 +10,7 @@ import (
 	httpapi "selfreset/http"
 	"selfreset/mailer"
 	"selfreset/projections"
+	"selfreset/reset"
 )
 
 var migrateGroup = group{
@@ -31,6 +32,7 @@ var migrations = []migration{
 	{name: "read models", run: migrateReadSide("read models", projections.Migrate)},
 	{name: "mail log", run: migrateReadSide("mail log", mailer.Migrate)},
 	{name: "http sessions", run: migrateReadSide("http sessions", func(ctx context.Context, p *pgxpool.Pool) error { return httpapi.Migrate(ctx, p) })},
+	{name: "reset intake", run: migrateReadSide("reset intake", reset.Migrate)},
 }
 
 // migrateReadSide migrates tables that live in SELFRESET_DATABASE_URL.
