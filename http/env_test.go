@@ -136,7 +136,7 @@ func (e *env) startWorker(cmds reset.Commands, logger *slog.Logger) {
 // drain waits until every queued Forgot Password and Resend command was decided.
 func (e *env) drain() {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		n, err := reset.Pending(e.ctx, e.store.Pool())
 		if err != nil {
