@@ -151,7 +151,7 @@ type Bus struct {
 // publishConns is the size of the Bus's own pool. Publishing is one short INSERT; a pool
 // of its own keeps the answers from waiting behind the command side, which shares the
 // read-model pool with the projections and the mailer.
-const publishConns = 8
+const publishConns = 4
 
 // NewBus publishes to the database of pool (the read-model database), on a pool of its
 // own with pool's settings. Close it when done.
@@ -241,7 +241,7 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 	// connections of their own (event store, read models): a pool of its own keeps the
 	// queue from starving them.
 	pcfg := c.Pool.Config()
-	pcfg.MaxConns = int32(c.Concurrency + resenders + 1)
+	pcfg.MaxConns = int32(c.Concurrency + resenders)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("reset: intake pool: %w", err)

@@ -35,9 +35,9 @@ const repSecret = "replicas-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 // Shape of the load.
 const (
-	repAccounts  = 600  // seeded accounts, each enabled and configured
-	repRequests  = 2000 // POST /api/v1/password-resets in all
-	repKillAfter = 1000 // the lock holder is SIGKILLed once this many were dispatched
+	repAccounts  = 200 // seeded accounts, each enabled and configured
+	repRequests  = 600 // POST /api/v1/password-resets in all
+	repKillAfter = 300 // the lock holder is SIGKILLed once this many were dispatched
 	repWorkers   = 16   // concurrent clients
 	// repMaxBacklog bounds, per live replica, the requests answered 202 whose event has not
 	// appeared yet, so that the load stays near what the command side decides (this test
@@ -108,6 +108,7 @@ func TestReplicasSurviveAKilledLockHolder(t *testing.T) {
 		return repEnv(t, dbURL, name,
 			config.EnvAddr+"=127.0.0.1:0",
 			config.EnvRateLimitPerIP+"=0", // 0 also turns the per-account limit off (it defaults to the IP limit)
+			config.EnvResetWorkers+"=4",   // three replicas share one PostgreSQL's connections
 			mailer.EnvDriver+"=smtp",
 			mailer.EnvSMTPAddr+"="+smtpSink.Addr,
 			mailer.EnvSMTPTLS+"=none",
