@@ -38,7 +38,7 @@ const (
 	repAccounts  = 200 // seeded accounts, each enabled and configured
 	repRequests  = 600 // POST /api/v1/password-resets in all
 	repKillAfter = 300 // the lock holder is SIGKILLed once this many were dispatched
-	repWorkers   = 16   // concurrent clients
+	repWorkers   = 16  // concurrent clients
 	// repMaxBacklog bounds, per live replica, the requests answered 202 whose event has not
 	// appeared yet, so that the load stays near what the command side decides (this test
 	// is about the consumers' takeover; intake_test.go bursts without pacing).
