@@ -25,7 +25,8 @@ import (
 )
 
 // TestIntakeUnderOverload is the documented measurement behind docs/benchmarks.md's
-// "Forgot Password under overload": one `serve` (mail to an SMTP sink in the test),
+// "Forgot Password under overload": `serve --role web` answering and one
+// `serve --role worker` deciding (mail to an SMTP sink in the test),
 // Forgot Password offered at SELFRESET_LOAD_RATE a second (default 1000) for
 // SELFRESET_LOAD_SECONDS (default 5) while the command side decides with
 // SELFRESET_RESET_WORKERS workers (default 2), well below the offered rate. It prints
@@ -69,7 +70,17 @@ func TestIntakeUnderOverload(t *testing.T) {
 		config.EnvResetWorkers+"="+strconv.Itoa(workers), mailer.EnvDriver+"=smtp", mailer.EnvSMTPAddr+"="+sink.Addr,
 		mailer.EnvSMTPTLS+"=none", mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
 		mailer.EnvPublicURL+"=http://reset.example.org")
-	srv := repStartReplica(t, bin, dir, "load", env, "--migrate=false")
+	// A web process answers; a worker process decides (the production split, so the
+	// answers' latency is the publish path's, not the command side's).
+	srv := repStartReplica(t, bin, dir, "load", env, "--migrate=false", "--role=web")
+	worker := exec.Command(bin, "serve", "--migrate=false", "--role=worker")
+	worker.Env = repEnv(t, dbURL, "load-worker", config.EnvResetWorkers+"="+strconv.Itoa(workers), mailer.EnvDriver+"=smtp",
+		mailer.EnvSMTPAddr+"="+sink.Addr, mailer.EnvSMTPTLS+"=none", mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
+		mailer.EnvPublicURL+"=http://reset.example.org")
+	if err := worker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = worker.Process.Kill(); _ = worker.Wait() })
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
 	defer client.CloseIdleConnections()
 	srv.waitReady(t, client, 20*time.Second)
