@@ -40,7 +40,7 @@ func TestIntakeUnderOverload(t *testing.T) {
 	}
 	rate := envInt(t, "SELFRESET_LOAD_RATE", 1000)
 	seconds := envInt(t, "SELFRESET_LOAD_SECONDS", 5)
-	workers := envInt(t, "SELFRESET_RESET_WORKERS", 2)
+	workers := envInt(t, config.EnvResetWorkers, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
