@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -129,6 +130,12 @@ func WithMetadata(ctx context.Context, md eventstore.Metadata) context.Context {
 	return context.WithValue(ctx, metaKey{}, md)
 }
 
+// RequestMetadata is the metadata WithMetadata attached to ctx (zero if none).
+func RequestMetadata(ctx context.Context) eventstore.Metadata {
+	md, _ := ctx.Value(metaKey{}).(eventstore.Metadata)
+	return md
+}
+
 func metadataFrom(ctx context.Context, actor string) eventstore.Metadata {
 	md, _ := ctx.Value(metaKey{}).(eventstore.Metadata)
 	md.Actor = actor
@@ -141,12 +148,39 @@ func metadataFrom(ctx context.Context, actor string) eventstore.Metadata {
 	return md
 }
 
+// ---- command ids (redelivered intake messages) ----
+
+type commandIDKey struct{}
+
+// WithCommandID makes the events appended under ctx take ids derived from id (an intake
+// message's id) instead of random ones. A redelivered command then finds its decision
+// already on the user stream and stops (ErrAlreadyDecided), and an append it repeats
+// elsewhere carries the same ids, which the store's idempotent append drops.
+func WithCommandID(ctx context.Context, id uuid.UUID) context.Context {
+	return context.WithValue(ctx, commandIDKey{}, id)
+}
+
+func commandID(ctx context.Context) (uuid.UUID, bool) {
+	id, ok := ctx.Value(commandIDKey{}).(uuid.UUID)
+	return id, ok
+}
+
+// EventID is the id of the i-th event a command with id cmd appends to stream.
+func EventID(cmd uuid.UUID, stream string, i int) uuid.UUID {
+	return uuid.NewSHA1(cmd, []byte(stream+"/"+strconv.Itoa(i)))
+}
+
+// ErrAlreadyDecided means the command under WithCommandID was decided before: its first
+// event is on the stream already. Nothing was appended; the delivery is a duplicate.
+var ErrAlreadyDecided = errors.New("commands: this command was already decided")
+
 // ---- loading and appending ----
 
 // loaded is an aggregate's state plus the revision it was folded up to.
 type loaded struct {
 	exists   bool
 	revision uint64
+	decided  bool // the stream holds the first event of ctx's command id
 }
 
 func (l loaded) expected() eventstore.ExpectedRevision {
@@ -165,14 +199,18 @@ func (h *Handler) fold(ctx context.Context, stream string, apply func(domain.Eve
 	if err != nil {
 		return loaded{}, fmt.Errorf("read %s: %w", stream, err)
 	}
+	cmd, hasCmd := commandID(ctx)
+	first := EventID(cmd, stream, 0)
+	decided := false
 	for _, r := range recs {
+		decided = decided || (hasCmd && r.ID == first)
 		v, err := h.codec.DecodeRecorded(r)
 		if err != nil {
 			return loaded{}, fmt.Errorf("read %s at revision %d: %w", stream, r.Revision, err)
 		}
 		apply(v.(domain.Event))
 	}
-	return loaded{exists: len(recs) > 0, revision: recs[len(recs)-1].Revision}, nil
+	return loaded{exists: len(recs) > 0, revision: recs[len(recs)-1].Revision, decided: decided}, nil
 }
 
 // LoadProvider folds a provider's stream.
@@ -215,12 +253,17 @@ func (h *Handler) append(ctx context.Context, stream string, expected eventstore
 	md := metadataFrom(ctx, actor)
 	now := h.clock.Now()
 	data := make([]eventstore.EventData, 0, len(events))
-	for _, e := range events {
+	cmd, hasCmd := commandID(ctx)
+	for i, e := range events {
 		typ, ver, raw, err := h.codec.Encode(e)
 		if err != nil {
 			return err
 		}
-		data = append(data, eventstore.EventData{ID: uuid.New(), Type: typ, SchemaVersion: ver, OccurredAt: now, Data: raw, Metadata: md})
+		id := uuid.New()
+		if hasCmd {
+			id = EventID(cmd, stream, i)
+		}
+		data = append(data, eventstore.EventData{ID: id, Type: typ, SchemaVersion: ver, OccurredAt: now, Data: raw, Metadata: md})
 	}
 	if _, err := h.store.Append(ctx, stream, expected, data...); err != nil {
 		return fmt.Errorf("append to %s: %w", stream, err)
@@ -243,6 +286,9 @@ func (h *Handler) updateUser(ctx context.Context, actor, code, login string, dec
 		u, l, err := h.loadUser(ctx, code, login)
 		if err != nil {
 			return err
+		}
+		if l.decided {
+			return ErrAlreadyDecided
 		}
 		events, derr := decide(u, p)
 		err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -413,4 +415,35 @@ func countReason(t *testing.T, f *fixture, reason string) int {
 		}
 	}
 	return n
+}
+
+// A command run again under the same command id (an intake message delivered twice) is
+// decided once, with event ids derived from the command id; another id is a new decision.
+func TestCommandIDMakesARedeliveryANoOp(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.configuredUser(t)
+	stream := domain.UserStream(f.code, "jane")
+	id := uuid.New()
+	req := commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery}
+	if _, err := f.h.RequestResetToken(commands.WithCommandID(ctx, id), req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.h.RequestResetToken(commands.WithCommandID(ctx, id), req); !errors.Is(err, commands.ErrAlreadyDecided) {
+		t.Fatalf("second delivery: %v, want ErrAlreadyDecided", err)
+	}
+	if n := countEvents(t, f, stream, "ResetTokenIssued"); n != 1 {
+		t.Fatalf("%d tokens issued, want 1", n)
+	}
+	recs, err := f.store.ReadStream(ctx, stream, 0)
+	must(t, err)
+	if last := recs[len(recs)-1]; last.ID != commands.EventID(id, stream, 0) {
+		t.Errorf("event id %s, want the one derived from the command id", last.ID)
+	}
+	if _, err := f.h.RequestResetToken(commands.WithCommandID(ctx, uuid.New()), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := countEvents(t, f, stream, "ResetTokenIssued"); n != 2 {
+		t.Errorf("%d tokens issued after a second request, want 2", n)
+	}
 }

@@ -99,6 +99,26 @@ func (h *Handler) userExists(ctx context.Context, code, login string) (bool, err
 	return u.Registered, err
 }
 
+// RecordUnmatchedToken records a Password token typed on the Change Password page of a
+// request that reached no token (see the reset package). It does the work a wrong token
+// on a matched request does (load the provider and the account, append one event), so
+// the answer's timing does not tell the two apart.
+type RecordUnmatchedToken struct {
+	Provider, Login string
+}
+
+func (h *Handler) RecordUnmatchedToken(ctx context.Context, c RecordUnmatchedToken) error {
+	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
+	if _, _, err := h.loadProvider(ctx, code); err != nil {
+		return err
+	}
+	if _, _, err := h.loadUser(ctx, code, login); err != nil {
+		return err
+	}
+	return h.recordUnmatched(ctx, code, login, domain.ResetTokenRejected{Reason: domain.ReasonNoTokenForRequest,
+		Provider: clip(code, 64), Login: clip(login, 64)})
+}
+
 // ResendResetToken is the Change Password page's Resend.
 type ResendResetToken struct {
 	Provider, Login string

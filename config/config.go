@@ -36,8 +36,9 @@ const (
 	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
 	// EnvRateLimitPerAccount is the same budget per account; unset means the per-IP figure.
 	EnvRateLimitPerAccount = "SELFRESET_RATE_LIMIT_PER_ACCOUNT"
-	// EnvResetWorkers is how many forgot-password and resend commands run at once after
-	// their 202 has gone.
+	// EnvResetWorkers is how many queued Forgot Password commands one worker process
+	// (serve --role all or worker) decides at once, each on a PostgreSQL connection of
+	// its own; Resend gets a quarter of it. Replicas add up.
 	EnvResetWorkers   = "SELFRESET_RESET_WORKERS"
 	EnvTrustedProxies = "SELFRESET_TRUSTED_PROXIES"
 	// EnvHashConcurrency is how many argon2id computations (each holding 19 MiB) run at
@@ -101,7 +102,7 @@ type Config struct {
 	RateLimitPerAccount int
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
-	// ResetWorkers run forgot-password and resend commands after the answer (default 8).
+	// ResetWorkers is the intake worker concurrency per process (default 8, 1 to 64).
 	ResetWorkers int
 	// HashConcurrency is how many argon2id computations run at once; 0 means one per CPU.
 	HashConcurrency int
@@ -214,8 +215,8 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.ResetWorkers, err = nonNegativeInt(getenv, EnvResetWorkers, DefaultResetWorkers); err != nil {
 		return Config{}, err
 	}
-	if c.ResetWorkers < 1 || c.ResetWorkers > 256 {
-		return Config{}, &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 256", c.ResetWorkers)}
+	if c.ResetWorkers < 1 || c.ResetWorkers > 64 {
+		return Config{}, &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 64", c.ResetWorkers)}
 	}
 	if c.HashConcurrency, err = nonNegativeInt(getenv, EnvHashConcurrency, 0); err != nil {
 		return Config{}, err

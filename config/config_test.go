@@ -95,7 +95,7 @@ func TestFromEnv(t *testing.T) {
 				t.Errorf("per ip %d per account %d workers %d", c.RateLimitPerIP, c.RateLimitPerAccount, c.ResetWorkers)
 			}
 		}},
-		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 256"},
+		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 64"},
 		{name: "hash concurrency defaults to one per CPU", getenv: with(), check: func(t *testing.T, c Config) {
 			if c.HashConcurrency != 0 {
 				t.Errorf("hash concurrency %d, want 0 (one per CPU)", c.HashConcurrency)

@@ -109,11 +109,20 @@ type ResetTokenIssued struct {
 }
 
 // ResetTokenRejected: a token was presented and refused.
+//
+// On UnmatchedStream (Reason no_token_for_request) it records a token typed for a
+// request that reached no token (unknown account, wrong email, or an older request), and
+// Provider and Login say what was attempted.
 type ResetTokenRejected struct {
 	TokenID  string `json:"token_id,omitempty"`
-	Reason   string `json:"reason"` // wrong_token, token_expired, token_used, token_superseded, token_revoked, no_active_token
+	Reason   string `json:"reason"` // wrong_token, token_expired, token_used, token_superseded, token_revoked, no_active_token, no_token_for_request
 	Attempts int    `json:"attempts"`
+	Provider string `json:"provider,omitempty"`
+	Login    string `json:"login,omitempty"`
 }
+
+// ReasonNoTokenForRequest is ResetTokenRejected's reason on UnmatchedStream.
+const ReasonNoTokenForRequest = "no_token_for_request"
 
 // ResetTokenRevoked: the token died before use (too many wrong tries, account change).
 type ResetTokenRevoked struct {

@@ -3,20 +3,27 @@ package http
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/internal/teststore"
 	"selfreset/projections"
+	"selfreset/reset"
 )
 
 func TestHealthAndReadiness(t *testing.T) {
@@ -571,9 +578,9 @@ func TestForgotPasswordAnswersAlike(t *testing.T) {
 	expect(t, e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: map[string]string{"login_name": "jane", "provider_code": "ACME"}}), http.StatusBadRequest, CodeBadRequest)
 }
 
-// gatedCommands holds RequestResetToken until the gate opens.
+// gatedCommands holds RequestResetToken (on the intake worker) until the gate opens.
 type gatedCommands struct {
-	*commands.Handler
+	reset.Commands
 	entered chan struct{}
 	gate    chan struct{}
 }
@@ -581,15 +588,12 @@ type gatedCommands struct {
 func (g gatedCommands) RequestResetToken(ctx context.Context, c commands.RequestResetToken) (string, error) {
 	g.entered <- struct{}{}
 	<-g.gate
-	return g.Handler.RequestResetToken(ctx, c)
+	return g.Commands.RequestResetToken(ctx, c)
 }
 
 func TestForgotPasswordDoesNotWaitForTheCommand(t *testing.T) {
-	var g gatedCommands
-	e := newEnv(t, func(c *Config) {
-		g = gatedCommands{Handler: c.Commands.(*commands.Handler), entered: make(chan struct{}, 10), gate: make(chan struct{})}
-		c.Commands = g
-	})
+	g := gatedCommands{entered: make(chan struct{}, 10), gate: make(chan struct{})}
+	e := newEnvWorker(t, nil, func(c reset.Commands) reset.Commands { g.Commands = c; return g })
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	r := e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: map[string]string{"login_name": "jane", "provider_code": "ACME", "email": "jane@example.org"}})
 	expect(t, r, http.StatusAccepted, "")
@@ -603,7 +607,7 @@ func TestForgotPasswordDoesNotWaitForTheCommand(t *testing.T) {
 		t.Fatal("token issued before the gate opened")
 	}
 	close(g.gate)
-	e.srv.Wait()
+	e.drain()
 	if e.user("ACME", "jane").Token == nil {
 		t.Fatal("no token after the gate opened")
 	}
@@ -708,7 +712,7 @@ func TestResendAndExpiry(t *testing.T) {
 	if a2.ResetID == a1.ResetID || a2.ExpiresInSeconds != 300 {
 		t.Fatalf("resend answer %s", r.body)
 	}
-	e.srv.Wait()
+	e.drain()
 	tok2 := e.resetToken("ACME", "jane")
 	if tok2 == tok1 {
 		t.Fatal("resend issued no new token")
@@ -723,7 +727,7 @@ func TestResendAndExpiry(t *testing.T) {
 	e.clock.Add(5 * time.Minute)
 	r = resend(a2.ResetID)
 	expect(t, r, http.StatusGone, domain.ErrTokenExpired.Code)
-	e.srv.Wait()
+	e.drain()
 	recs, err := e.store.ReadStream(e.ctx, domain.UserStream("ACME", "jane"), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -793,7 +797,7 @@ func TestResetIDBindsToItsRequest(t *testing.T) {
 		Body: map[string]string{"token": token, "new_password": "Attacker-owns-it-1", "confirm_password": "Attacker-owns-it-1"}})
 	expect(t, r, http.StatusBadRequest, domain.ErrInvalidToken.Code)
 	expect(t, e.do(req{Method: "POST", Path: "/api/v1/password-resets/" + forged.ResetID + "/resend"}), http.StatusAccepted, "")
-	e.srv.Wait()
+	e.drain()
 	if got := e.resetToken("ACME", "jane"); got != token {
 		t.Error("a resend through another request's reset id replaced the token")
 	}
@@ -848,7 +852,7 @@ func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {
 	if r.header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
 	}
-	e.srv.Wait()
+	e.drain()
 	recs, err := teststore.ReadUnmatched(e.ctx, e.store)
 	if err != nil {
 		t.Fatal(err)
@@ -918,25 +922,79 @@ func TestCookieSessionLogout(t *testing.T) {
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: tok}), http.StatusOK, "")
 }
 
-func TestForgotPasswordQueueFull(t *testing.T) {
-	var g gatedCommands
-	e := newEnv(t, func(c *Config) {
-		g = gatedCommands{Handler: c.Commands.(*commands.Handler), entered: make(chan struct{}, 10), gate: make(chan struct{})}
-		c.Commands = g
-		c.ResetWorkers, c.ResetQueue = 1, 1
-	})
+// With the queue's database unreachable, Forgot Password and Resend answer 503 and
+// nothing is acknowledged; what was answered 202 before is still decided.
+func TestForgotPasswordUnavailableWithoutTheQueue(t *testing.T) {
+	e := newEnv(t, nil)
+	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	body := map[string]string{"login_name": "jane", "provider_code": "ACME", "email": "jane@example.org"}
-	first := e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: body})
-	<-g.entered                                                            // the worker holds the first
-	e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: body}) // queued
-	third := e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: body})
-	expect(t, third, http.StatusAccepted, "")
-	if !bytes.Equal(blankResetID(t, third.body), blankResetID(t, first.body)) {
-		t.Errorf("a dropped request answers differently: %s vs %s", third.body, first.body)
+	before := e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: body})
+	expect(t, before, http.StatusAccepted, "")
+	var a accepted
+	before.decode(t, &a)
+
+	// A server whose intake publishes to a PostgreSQL that is not there (nothing
+	// listens on port 1 of loopback).
+	dead, err := pgxpool.New(e.ctx, "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(e.logs.String(), "background queue full") {
-		t.Error("the dropped work was not logged")
+	t.Cleanup(dead.Close)
+	bus, err := reset.NewBus(dead, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	close(g.gate)
-	e.srv.Wait()
+	t.Cleanup(bus.Close)
+	down, err := reset.New(reset.Config{Commands: e.cmds, Keyring: e.keyring, Clock: e.clock, Intake: bus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(Config{Commands: e.cmds, Resets: down, Sessions: NewPGSessions(e.store.Pool()), Clock: e.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv.MountPages()
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	post := func(path string, b any) resp {
+		t.Helper()
+		raw, _ := json.Marshal(b)
+		res, err := ts.Client().Post(ts.URL+path, "application/json", bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		out, _ := io.ReadAll(res.Body)
+		return resp{status: res.StatusCode, header: res.Header, body: out}
+	}
+	for path, b := range map[string]any{"/api/v1/password-resets": body, "/api/v1/password-resets/" + a.ResetID + "/resend": struct{}{}} {
+		r := post(path, b)
+		expect(t, r, http.StatusServiceUnavailable, CodeUnavailable)
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("%s: no Retry-After", path)
+		}
+	}
+	// The page says so too, and keeps what was typed.
+	form := url.Values{"login_name": {"jane"}, "provider_code": {"ACME"}, "email": {"jane@example.org"}}
+	res, err := ts.Client().PostForm(ts.URL+PathForgotPassword, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(page), "could not be stored") {
+		t.Errorf("page: %d %s", res.StatusCode, page)
+	}
+	// The request answered 202 before reached its decision.
+	e.drain()
+	if e.user("ACME", "jane").Token == nil {
+		t.Error("the request accepted before the outage was not decided")
+	}
+}
+
+// With the event store unreachable, login and signed-in routes answer 503, not 500.
+func TestStoreDownIsUnavailable(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.login("ACME", "jane", janePW)
+	e.store.Pool().Close() // sever this test's own pool
+	r := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": "jane", "password": janePW}})
+	expect(t, r, http.StatusServiceUnavailable, CodeUnavailable)
+	expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: tok}), http.StatusServiceUnavailable, CodeUnavailable)
 }

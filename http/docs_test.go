@@ -11,7 +11,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"selfreset/commands"
-	"selfreset/internal/testkit"
+	"selfreset/reset"
 )
 
 // docsPath is the API reference, relative to this package.
@@ -71,7 +71,7 @@ func readAPIDoc(t *testing.T) apiDoc {
 // TestRoutesAreDocumented walks the router and checks every route against docs/api.md's
 // Routes table, both ways.
 func TestRoutesAreDocumented(t *testing.T) {
-	srv := NewServer(Config{Commands: &commands.Handler{}, Sessions: NewPGSessions(nil), Keyring: testkit.Keyring(t, "k1")})
+	srv := NewServer(Config{Commands: &commands.Handler{}, Resets: &reset.Service{}, Sessions: NewPGSessions(nil)})
 	defer srv.Close(t.Context())
 	doc := readAPIDoc(t)
 

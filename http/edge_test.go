@@ -35,7 +35,11 @@ type edgeRoute struct {
 // A route missing from the table fails the test, so new routes join it.
 func TestBadTextInEveryFieldIs4xx(t *testing.T) {
 	e := pageEnv(t, nil)
-	refID := sealResetID(e.keyring, newResetRef(e.keyring, "ACME", "jane", "jane@example.org", e.clock.Now()))
+	accepted, err := e.resets.RequestReset(e.ctx, "ACME", "jane", "jane@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refID := accepted.ResetID
 	jane := map[string]string{"provider_code": "ACME", "login_name": "jane", "password": janePW}
 	routes := map[string]edgeRoute{
 		"GET /healthz":                    {},
@@ -220,7 +224,7 @@ func TestBadTextInEveryFieldIs4xx(t *testing.T) {
 				t.Errorf("%s with %s in %s %s: 400 without the error envelope: %.200s", p.key, bad.name, p.where, p.field, r.body)
 			}
 		}
-		e.srv.Wait()
+		e.drain()
 	}
 	if n < 150 {
 		t.Fatalf("only %d probes", n)

@@ -18,6 +18,7 @@ import (
 	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
 	"selfreset/ratelimit"
+	"selfreset/reset"
 	"selfreset/secret"
 )
 
@@ -28,6 +29,7 @@ type env struct {
 	store   *postgres.Store
 	cmds    *commands.Handler
 	keyring *secret.Keyring
+	resets  *reset.Service
 	srv     *Server
 	ts      *httptest.Server
 	logs    *testkit.Buffer
@@ -43,8 +45,15 @@ const (
 )
 
 // newEnv starts a server on loopback over a fresh database with two providers and a few
-// users. mod may change the server's Config (and replace Commands) before it is built.
+// users, and a worker of the reset intake. mod may change the server's Config (and
+// replace Commands or Resets) before it is built.
 func newEnv(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	return newEnvWorker(t, mod, nil)
+}
+
+// newEnvWorker is newEnv whose intake worker runs the commands wrap returns.
+func newEnvWorker(t *testing.T, mod func(*Config), wrap func(reset.Commands) reset.Commands) *env {
 	t.Helper()
 	ctx := context.Background()
 	store, err := postgres.Open(ctx, testdb.New(t))
@@ -61,6 +70,9 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	if err := ratelimit.Migrate(ctx, store.Pool()); err != nil {
 		t.Fatal(err)
 	}
+	if err := reset.Migrate(ctx, store.Pool()); err != nil {
+		t.Fatal(err)
+	}
 	clock := testkit.NewClock(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
 	keyring := testkit.Keyring(t, "k1")
 	logs := &testkit.Buffer{}
@@ -70,8 +82,23 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	e := &env{t: t, ctx: ctx, clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs}
 	e.seed()
 
-	cfg := Config{Commands: cmds, Users: NewPGUserLister(store.Pool()), Sessions: NewPGSessions(store.Pool()),
-		Keyring: keyring, Clock: clock, Logger: logger, Ready: PingAll(store.Pool()),
+	bus, err := reset.NewBus(store.Pool(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Close)
+	e.resets, err = reset.New(reset.Config{Commands: cmds, Keyring: keyring, Clock: clock, Intake: bus, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var workerCmds reset.Commands = cmds
+	if wrap != nil {
+		workerCmds = wrap(cmds)
+	}
+	e.startWorker(workerCmds, logger)
+
+	cfg := Config{Commands: cmds, Resets: e.resets, Users: NewPGUserLister(store.Pool()), Sessions: NewPGSessions(store.Pool()),
+		Clock: clock, Logger: logger, Ready: PingAll(store.Pool()),
 		RateLimiter: ratelimit.New(store.Pool(), clock)}
 	if mod != nil {
 		mod(&cfg)
@@ -85,6 +112,49 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 		}
 	})
 	return e
+}
+
+// startWorker runs an intake worker until the test ends.
+func (e *env) startWorker(cmds reset.Commands, logger *slog.Logger) {
+	e.t.Helper()
+	w, err := reset.NewWorker(e.ctx, reset.WorkerConfig{Pool: e.store.Pool(), Commands: cmds, Keyring: e.keyring,
+		Logger: logger, Concurrency: 4, PollInterval: 5 * time.Millisecond})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	e.t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			e.t.Error(err)
+		}
+	})
+	select {
+	case <-w.Running():
+	case <-time.After(10 * time.Second):
+		e.t.Fatal("the intake worker did not start")
+	}
+}
+
+// drain waits until every queued Forgot Password and Resend command was decided.
+func (e *env) drain() {
+	e.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		n, err := reset.Pending(e.ctx, e.store.Pool())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d intake commands still pending", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (e *env) seed() {
@@ -286,6 +356,6 @@ func (e *env) forgot(code, login, email string) (accepted, resp) {
 	expect(e.t, r, http.StatusAccepted, "")
 	var a accepted
 	r.decode(e.t, &a)
-	e.srv.Wait()
+	e.drain()
 	return a, r
 }

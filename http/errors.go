@@ -4,10 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 
 	"selfreset/commands"
 	"selfreset/domain"
@@ -109,9 +115,9 @@ func ErrorFor(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeBusy,
 			Message: "the account is busy; try again", RetryAfter: time.Second}
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		// Work that could not finish in time (e.g. waiting in line for password hashing):
-		// nothing was decided, so the client may simply try again.
+	if Unreachable(err) || errors.Is(err, context.Canceled) {
+		// A store out of reach, or work that could not finish in time (e.g. waiting in
+		// line for password hashing): nothing was decided, so the client may try again.
 		return errUnavailable
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "something went wrong; try again later"}
@@ -121,6 +127,25 @@ func ErrorFor(err error) *Error {
 // needs is unreachable, or the request ran out of time waiting for its turn.
 var errUnavailable = &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 	Message: "the service is temporarily unavailable; try again shortly", RetryAfter: 5 * time.Second}
+
+// Unreachable reports whether err says a store could not be reached, rather than that
+// something is wrong with the request or the code: no connection (refused, lost, the
+// pool closed), a timeout, or PostgreSQL refusing work while it starts or stops. Such
+// failures answer 503 unavailable (try again), not 500 internal.
+func Unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, puddle.ErrClosedPool):
+		return true
+	case errors.As(err, &pe):
+		// Class 08: connection exception; 57P01–57P03: shutting down, cannot connect now.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	return false
+}
 
 type errorBody struct {
 	Error errorDetail `json:"error"`

@@ -33,7 +33,7 @@ func TestReplicasShareOnePerIPBudget(t *testing.T) {
 		}
 		t.Cleanup(pool.Close)
 		srv := NewServer(Config{Commands: e.cmds, Users: NewPGUserLister(pool), Sessions: NewPGSessions(pool),
-			Keyring: e.keyring, Clock: e.clock, Logger: e.srv.Logger(),
+			Resets: e.resets, Clock: e.clock, Logger: e.srv.Logger(),
 			RateLimiter: ratelimit.New(pool, e.clock), RateLimitPerIP: perMinute, RateLimitPerAccount: -1})
 		ts := httptest.NewServer(srv.Handler())
 		t.Cleanup(func() { ts.Close(); _ = srv.Close(context.Background()) })

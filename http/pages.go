@@ -4,7 +4,7 @@ package http
 // (the CSP allows no inline script, and nothing needs one), a small embedded stylesheet,
 // in the seed's words. They sit on the API's router and middleware, use the same
 // sessions (in the selfreset_session cookie), the same rate-limit classes and the same
-// Forgot Password helpers (RequestReset, ResendReset, CompleteReset), so that a browser
+// reset service (reset.Service: RequestReset, ResendReset, CompleteReset), so that a browser
 // and an API client get the same answers to the same questions.
 //
 // Wiring, for `selfreset serve`, once, after NewServer:

@@ -9,10 +9,11 @@ import (
 	"github.com/gorilla/mux"
 
 	"selfreset/domain"
+	"selfreset/reset"
 )
 
-// The Forgot Password pages. Like the API (see api_resets.go) they never tell whether an
-// account matched: the Reset Password page answers every submission with the same
+// The Forgot Password pages. Like the API (both call the reset package) they never tell
+// whether an account matched: the Reset Password page answers every submission with the same
 // redirect to the Change Password page of that request (only the reset id differs), and
 // Resend decides from the reset id alone.
 
@@ -65,9 +66,16 @@ func (s *Server) handleForgotSubmit(w http.ResponseWriter, r *http.Request) {
 		s.renderForgot(w, r, e.Status, pg)
 		return
 	}
-	id, ttl := s.RequestReset(r.Context(), code, login, email)
-	s.setResetCookie(w, id, ttl)
-	redirect(w, r, PathChangePassword+"/"+id+"?sent=1")
+	a, err := s.resets.RequestReset(r.Context(), code, login, email)
+	if err != nil {
+		e := s.pageError(r, resetError(err))
+		s.setRetryAfter(w, e)
+		pg.Error = sentence(e.Message)
+		s.renderForgot(w, r, e.Status, pg)
+		return
+	}
+	s.setResetCookie(w, a.ResetID, a.ExpiresIn)
+	redirect(w, r, PathChangePassword+"/"+a.ResetID+"?sent=1")
 }
 
 // setResetCookie remembers this browser's latest reset id for the email link. Max-Age
@@ -89,7 +97,7 @@ func (s *Server) clearResetCookie(w http.ResponseWriter) {
 // says where to go.
 func (s *Server) handleChangeLanding(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(resetCookieName); err == nil {
-		if ref, ok := openResetID(s.cfg.Keyring, c.Value); ok {
+		if ref, ok := s.resets.Open(c.Value); ok {
 			q := r.URL.Query()
 			code, login := q.Get("provider"), q.Get("login")
 			if (code == "" || domain.NormalizeProviderCode(code) == ref.Provider) &&
@@ -112,11 +120,11 @@ type changeData struct {
 }
 
 // renderChange shows the Change Password page of the request ref names.
-func (s *Server) renderChange(w http.ResponseWriter, r *http.Request, status int, resetID string, ref resetRef, pg page) {
+func (s *Server) renderChange(w http.ResponseWriter, r *http.Request, status int, resetID string, ref reset.Ref, pg page) {
 	pol := s.cmds.Policy()
 	d := changeData{ResetID: resetID, ValidFor: humanDuration(s.tokenTTL()),
 		MinLength: pol.MinPasswordLength, MaxLength: pol.MaxPasswordLength}
-	if !s.clock.Now().Before(ref.IssuedAt.Add(s.tokenTTL())) {
+	if s.resets.Expired(ref) {
 		d.Expired, d.ExpiredMessage = true, sentence(domain.ErrResendAfterExpiry.Message)
 		pg.Notice = ""
 	}
@@ -135,7 +143,7 @@ func (s *Server) resetNotFound(w http.ResponseWriter, r *http.Request) {
 // GET /change-password/{reset_id}
 func (s *Server) handleChangePage(w http.ResponseWriter, r *http.Request) {
 	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := openResetID(s.cfg.Keyring, resetID)
+	ref, ok := s.resets.Open(resetID)
 	if !ok {
 		s.resetNotFound(w, r)
 		return
@@ -153,7 +161,7 @@ func (s *Server) handleChangePage(w http.ResponseWriter, r *http.Request) {
 // POST /change-password/{reset_id}
 func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
 	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := openResetID(s.cfg.Keyring, resetID)
+	ref, ok := s.resets.Open(resetID)
 	if !ok {
 		s.resetNotFound(w, r)
 		return
@@ -176,7 +184,7 @@ func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
 		fail(e)
 		return
 	}
-	err := s.CompleteReset(r.Context(), resetID, token, newPassword, confirm)
+	err := s.completeReset(r.Context(), resetID, token, newPassword, confirm)
 	if err == nil {
 		s.clearResetCookie(w)
 		s.render(w, r, http.StatusOK, "reset_done", page{Title: "Password Reset"})
@@ -186,7 +194,7 @@ func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
 		s.resetNotFound(w, r)
 		return
 	}
-	// CompleteReset answers a wrong token alike whether or not the request matched
+	// The reset service answers a wrong token alike whether or not the request matched
 	// (invalid_token, or token_expired once the reset id has expired; never
 	// too_many_attempts or busy), so the page does too: it words the answer, and
 	// renderChange decides the rest from the reset id alone.
@@ -200,7 +208,7 @@ func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
 // POST /change-password/{reset_id}/resend
 func (s *Server) handleResendSubmit(w http.ResponseWriter, r *http.Request) {
 	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := openResetID(s.cfg.Keyring, resetID)
+	ref, ok := s.resets.Open(resetID)
 	if !ok {
 		s.resetNotFound(w, r)
 		return
@@ -217,7 +225,8 @@ func (s *Server) handleResendSubmit(w http.ResponseWriter, r *http.Request) {
 		fail(e)
 		return
 	}
-	newID, ttl, err := s.ResendReset(r.Context(), resetID)
+	a, err := s.resets.ResendReset(r.Context(), resetID)
+	err = resetError(err)
 	switch {
 	case errors.Is(err, ErrResetNotFound):
 		s.resetNotFound(w, r)
@@ -227,6 +236,6 @@ func (s *Server) handleResendSubmit(w http.ResponseWriter, r *http.Request) {
 		fail(s.pageError(r, err))
 		return
 	}
-	s.setResetCookie(w, newID, ttl)
-	redirect(w, r, PathChangePassword+"/"+newID+"?resent=1")
+	s.setResetCookie(w, a.ResetID, a.ExpiresIn)
+	redirect(w, r, PathChangePassword+"/"+a.ResetID+"?resent=1")
 }

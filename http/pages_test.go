@@ -19,7 +19,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
-	"selfreset/internal/testkit"
+	"selfreset/reset"
 )
 
 // pageEnv is newEnv with the HTML pages mounted. Cookies are not Secure (the test server
@@ -315,7 +315,7 @@ func TestForgotPasswordPageAnswersAlike(t *testing.T) {
 	}
 	// The same login name throughout, so that only the reset id differs.
 	matched, matchedPage, matchedID := submit("jane", "ACME", "jane@example.org")
-	e.srv.Wait()
+	e.drain()
 	if e.resetToken("ACME", "jane") == "" {
 		t.Fatal("the matched request issued no token")
 	}
@@ -362,7 +362,7 @@ func TestForgotPasswordPageAnswersAlike(t *testing.T) {
 	m2, m2Page, m2ID := submit("jack", "ACME", "jack@example.org")
 	same("user not enabled (answer)", matched, matchedID, m2, m2ID)
 	same("user not enabled (Change Password page)", matchedPage, matchedID, m2Page, m2ID)
-	e.srv.Wait()
+	e.drain()
 
 	isPage(t, e.browser().post("/forgot-password", "login_name", "jane", "provider_code", "ACME"),
 		http.StatusBadRequest, "Enter your Login Name, Provider Code and Email.", `value="jane"`)
@@ -381,7 +381,7 @@ func TestChangePasswordPage(t *testing.T) {
 		t.Errorf("reset cookie %q", c)
 	}
 	b.follow(r)
-	e.srv.Wait()
+	e.drain()
 	token := e.resetToken("ACME", "jane")
 	path := "/change-password/" + id
 	submit := func(tok, pw, confirm string) resp {
@@ -428,7 +428,7 @@ func TestChangePasswordResendAndExpiry(t *testing.T) {
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	b := e.browser()
 	id1 := resetIDOf(t, b.post("/forgot-password", "login_name", "jane", "provider_code", "ACME", "email", "jane@example.org"))
-	e.srv.Wait()
+	e.drain()
 	tok1 := e.resetToken("ACME", "jane")
 
 	e.clock.Add(2 * time.Minute)
@@ -438,7 +438,7 @@ func TestChangePasswordResendAndExpiry(t *testing.T) {
 		t.Fatalf("resend went to %q", r.header.Get("Location"))
 	}
 	isPage(t, b.follow(r), http.StatusOK, "a new Password token was sent (use the latest one) to the email; it is valid for 5 minutes.")
-	e.srv.Wait()
+	e.drain()
 	tok2 := e.resetToken("ACME", "jane")
 	if tok2 == tok1 {
 		t.Fatal("resend issued no new token")
@@ -459,7 +459,7 @@ func TestChangePasswordResendAndExpiry(t *testing.T) {
 	seeOther(t, b.post("/change-password/"+u1+"/resend"), "")
 	e.clock.Add(6 * time.Minute)
 	isPage(t, b.post("/change-password/"+u1+"/resend"), http.StatusGone, expired)
-	e.srv.Wait()
+	e.drain()
 }
 
 // The Change Password page answers wrong tokens alike whether or not the request matched:
@@ -479,7 +479,7 @@ func TestChangePasswordPageAnswersWrongTokensAlike(t *testing.T) {
 		e.clock.Add(6 * time.Minute) // past the earlier token and the throttling
 		b := e.browser()
 		id := resetIDOf(t, b.post("/forgot-password", "login_name", "jane", "provider_code", "ACME", "email", email))
-		e.srv.Wait()
+		e.drain()
 		var got []answer
 		submit := func() {
 			r := b.do(http.MethodPost, "/change-password/"+id, url.Values{"token": {"ZZZZZZZZZZ"},
@@ -526,7 +526,7 @@ func TestChangePasswordEmailLink(t *testing.T) {
 	seeOther(t, b.get("/change-password"), "/change-password/"+id)
 	isPage(t, b.get("/change-password?provider=ACME&login=joe"), http.StatusOK, "in the browser where you submitted the Reset Password page")
 	isPage(t, e.browser().get("/change-password?provider=ACME&login=jane"), http.StatusOK, "Forgot Password?")
-	e.srv.Wait()
+	e.drain()
 }
 
 func TestConfigurePages(t *testing.T) {
@@ -710,7 +710,7 @@ func TestPagesRateLimits(t *testing.T) {
 	}
 	isPage(t, b.post("/forgot-password", "login_name", "jane", "provider_code", "ACME", "email", "x@example.org"),
 		http.StatusTooManyRequests, "Too many attempts")
-	e.srv.Wait()
+	e.drain()
 }
 
 func TestPageFormLimits(t *testing.T) {
@@ -731,7 +731,7 @@ var pageRow = regexp.MustCompile("^\\|[^|]+\\|\\s*(GET|HEAD|POST|PUT|PATCH|DELET
 // TestPageRoutesAreDocumented checks the routes MountPages adds against docs/api.md's
 // "HTML pages" table, both ways (TestRoutesAreDocumented checks the API's).
 func TestPageRoutesAreDocumented(t *testing.T) {
-	srv := NewServer(Config{Commands: &commands.Handler{}, Sessions: NewPGSessions(nil), Keyring: testkit.Keyring(t, "k1")})
+	srv := NewServer(Config{Commands: &commands.Handler{}, Resets: &reset.Service{}, Sessions: NewPGSessions(nil)})
 	defer srv.Close(t.Context())
 	walk := func() map[string]bool {
 		routes := map[string]bool{}

@@ -94,7 +94,7 @@ func TestWrongEmailResetIDDoesNotReachOwnersToken(t *testing.T) {
 		t.Error("token changed")
 	}
 	expect(t, e.do(req{Method: "POST", Path: "/api/v1/password-resets/" + attacker.ResetID + "/resend"}), http.StatusAccepted, "")
-	e.srv.Wait()
+	e.drain()
 	if u := e.user("ACME", "jane"); u.Token.State != domain.TokenActive || e.resetToken("ACME", "jane") != token {
 		t.Errorf("Resend through a wrong-email reset id replaced the owner's token (state %s)", u.Token.State)
 	}
@@ -139,7 +139,7 @@ func TestResendAfterExpiryMailIsCapped(t *testing.T) {
 	e.clock.Add(6 * time.Minute)
 	for range 10 {
 		expect(t, e.do(req{Method: "POST", Path: "/api/v1/password-resets/" + a.ResetID + "/resend"}), http.StatusGone, "")
-		e.srv.Wait()
+		e.drain()
 	}
 	recs, err := e.store.ReadStream(e.ctx, domain.UserStream("ACME", "jane"), 0)
 	if err != nil {

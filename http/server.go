@@ -9,13 +9,13 @@
 //
 //	if err := httpapi.Migrate(ctx, pool); err != nil { … }
 //	srv := httpapi.NewServer(httpapi.Config{
-//		Commands: handler, Users: httpapi.NewPGUserLister(pool), Sessions: httpapi.NewPGSessions(pool),
-//		Keyring: keyring, Clock: commands.SystemClock{}, Logger: log,
+//		Commands: handler, Resets: resetService, Users: httpapi.NewPGUserLister(pool), Sessions: httpapi.NewPGSessions(pool),
+//		Clock: commands.SystemClock{}, Logger: log,
 //		RateLimiter: ratelimit.New(pool, clock), RateLimitPerIP: n,
 //		TrustedProxies: prefixes, Ready: httpapi.PingAll(pool),
 //	})
 //	hs := &http.Server{Addr: addr, Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-//	… hs.Shutdown(ctx); srv.Close(ctx) // drain the forgot-password work
+//	… srv.Close(ctx); hs.Shutdown(ctx) // /readyz says 503 while the last requests finish
 package http
 
 import (
@@ -23,7 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -31,7 +31,6 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/ratelimit"
-	"selfreset/secret"
 )
 
 // Commands is the part of *commands.Handler the HTTP side uses.
@@ -44,9 +43,6 @@ type Commands interface {
 	StartEmailVerification(ctx context.Context, c commands.StartEmailVerification) (string, error)
 	VerifyEmailCode(ctx context.Context, c commands.VerifyEmailCode) error
 	ConfigureSelfReset(ctx context.Context, c commands.ConfigureSelfReset) error
-	RequestResetToken(ctx context.Context, c commands.RequestResetToken) (string, error)
-	ResendResetToken(ctx context.Context, c commands.ResendResetToken) (string, error)
-	ResetPassword(ctx context.Context, c commands.ResetPassword) error
 	Policy() domain.Policy
 }
 
@@ -64,13 +60,13 @@ type Clock interface {
 	Now() time.Time
 }
 
-// Config wires a Server. Commands, Sessions and Keyring are required.
+// Config wires a Server. Commands, Resets and Sessions are required.
 type Config struct {
 	Commands Commands
+	Resets   Resets     // the Forgot Password protocol (*reset.Service)
 	Users    UserLister // the admin user list read model
 	Sessions Sessions
-	Keyring  *secret.Keyring // seals reset ids
-	Clock    Clock           // defaults to commands.SystemClock; must be the commands' clock
+	Clock    Clock // defaults to commands.SystemClock; must be the commands' clock
 	Logger   *slog.Logger
 
 	// RateLimiter keeps the budgets below, shared by every replica (*ratelimit.Limiter
@@ -102,19 +98,13 @@ type Config struct {
 
 	// Ready reports whether the stores are reachable (GET /readyz); nil means always ready.
 	Ready func(ctx context.Context) error
-
-	// ResetWorkers run forgot-password and resend commands after the answer has gone
-	// (default 8); ResetQueue bounds the work waiting for them (default 1024). Work that
-	// finds the queue still full after a short wait is dropped and logged; the client's
-	// answer is the same.
-	ResetWorkers int
-	ResetQueue   int
 }
 
 // Server is the HTTP side. Build it with NewServer, serve Handler(), Close on shutdown.
 type Server struct {
 	cfg    Config
 	cmds   Commands
+	resets Resets
 	log    *slog.Logger
 	clock  Clock
 	router *mux.Router
@@ -123,26 +113,16 @@ type Server struct {
 	ipLimit      ratelimit.Limit
 	accountLimit ratelimit.Limit
 
-	jobs    chan job
-	pending sync.WaitGroup // queued and running jobs
-	workers sync.WaitGroup
-	mu      sync.RWMutex
-	closed  bool
+	closed atomic.Bool
 }
 
-type job struct {
-	name string
-	ctx  context.Context
-	run  func(ctx context.Context)
-}
+// maxIdentLen is how many bytes of an identifier or email a client may send.
+const maxIdentLen = domain.MaxIdentLen
 
-// jobTimeout bounds one piece of background work.
-const jobTimeout = 30 * time.Second
-
-// NewServer builds the server and starts its background workers.
+// NewServer builds the server.
 func NewServer(c Config) *Server {
-	if c.Commands == nil || c.Sessions == nil || c.Keyring == nil {
-		panic("http: NewServer needs Commands, Sessions and Keyring")
+	if c.Commands == nil || c.Resets == nil || c.Sessions == nil {
+		panic("http: NewServer needs Commands, Resets and Sessions")
 	}
 	if c.Clock == nil {
 		c.Clock = commands.SystemClock{}
@@ -156,12 +136,6 @@ func NewServer(c Config) *Server {
 	if c.StepUpTTL <= 0 {
 		c.StepUpTTL = 10 * time.Minute
 	}
-	if c.ResetWorkers <= 0 {
-		c.ResetWorkers = 8
-	}
-	if c.ResetQueue <= 0 {
-		c.ResetQueue = 1024
-	}
 	perAccount := c.RateLimitPerAccount
 	if perAccount == 0 {
 		perAccount = c.RateLimitPerIP
@@ -172,17 +146,13 @@ func NewServer(c Config) *Server {
 	s := &Server{
 		cfg:          c,
 		cmds:         c.Commands,
+		resets:       c.Resets,
 		log:          c.Logger,
 		clock:        c.Clock,
 		router:       mux.NewRouter(),
 		limiter:      c.RateLimiter,
 		ipLimit:      ratelimit.PerMinute(c.RateLimitPerIP),
 		accountLimit: ratelimit.PerMinute(perAccount),
-		jobs:         make(chan job, c.ResetQueue),
-	}
-	for range c.ResetWorkers {
-		s.workers.Add(1)
-		go s.work()
 	}
 	s.routes()
 	return s
@@ -215,89 +185,15 @@ func (s *Server) Now() time.Time { return s.clock.Now() }
 // Logger is the server's logger.
 func (s *Server) Logger() *slog.Logger { return s.log }
 
-// ---- background work ----
-
-// enqueue runs fn after the answer has gone, on a bounded pool of workers. ctx's values
-// (request metadata) are kept; its cancellation is not. It reports whether the work was
-// accepted.
-func (s *Server) enqueue(ctx context.Context, name string, fn func(ctx context.Context)) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return false
-	}
-	s.pending.Add(1)
-	j := job{name: name, ctx: context.WithoutCancel(ctx), run: fn}
-	select {
-	case s.jobs <- j:
-		return true
-	default:
-	}
-	// Full: wait a little for room rather than drop at once. The wait depends on load,
-	// never on the account, so it tells a client nothing it could not see anyway.
-	t := time.NewTimer(enqueueWait)
-	defer t.Stop()
-	select {
-	case s.jobs <- j:
-		return true
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	s.pending.Done()
-	s.log.LogAttrs(ctx, slog.LevelWarn, "background queue full; work dropped",
-		slog.String("work", name), slog.String("request_id", RequestID(ctx)))
-	return false
+// Close marks the server as shutting down: /readyz answers 503 from now on. Call it
+// before net/http.Server.Shutdown. Nothing is left to drain here: Forgot Password work
+// is in the durable intake queue once answered.
+func (s *Server) Close(context.Context) error {
+	s.closed.Store(true)
+	return nil
 }
 
-// enqueueWait bounds how long a request waits for room in a full background queue.
-const enqueueWait = 2 * time.Second
-
-func (s *Server) work() {
-	defer s.workers.Done()
-	for j := range s.jobs {
-		s.runJob(j)
-	}
-}
-
-func (s *Server) runJob(j job) {
-	defer s.pending.Done()
-	defer func() {
-		if v := recover(); v != nil {
-			s.log.Error("background work panicked", "work", j.name, "panic", v)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(j.ctx, jobTimeout)
-	defer cancel()
-	j.run(ctx)
-}
-
-// Wait blocks until all background work queued so far has finished (for tests).
-func (s *Server) Wait() { s.pending.Wait() }
-
-// Close stops taking background work and waits for what is queued to finish, or for ctx.
-// Call it after net/http.Server.Shutdown. /readyz answers 503 from now on.
-func (s *Server) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.jobs)
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.workers.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.closed
-}
+func (s *Server) isClosed() bool { return s.closed.Load() }
 
 // ---- health ----
 

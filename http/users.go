@@ -59,8 +59,7 @@ type UserLister interface {
 }
 
 // PGUserLister reads the projections' admin_users table (projections.AdminUsers, in
-// projections.Schema;
-// columns provider, login, display_name, roles as comma-separated text, status,
+// projections.Schema; columns provider, login, display_name, roles as comma-separated text, status,
 // self_reset_enabled, self_reset_configured, recovery_email_masked).
 type PGUserLister struct {
 	db DB
@@ -73,14 +72,14 @@ func NewPGUserLister(db DB) *PGUserLister { return &PGUserLister{db: db} }
 
 // The list's queries: keyset pagination on (provider, login) or (provider, display_name,
 // login), with the status filter as an equality so the indexes of
-// projections/migrations/0005 serve every combination (docs/read-models.md has the plans).
+// projections/migrations/0007 serve every combination (docs/read-models.md has the plans).
 // The first page passes "" as the cursor (every login is greater) rather than skipping
 // the condition with an OR, which would keep a cached generic plan from using the cursor
 // as an index condition.
 const (
 	sqlListColumns = `SELECT login, display_name, status, roles,
 			self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
-		FROM admin_users`
+		FROM ` + projections.Schema + `.admin_users`
 	sqlListFilter = `
 		  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')`
 	sqlListByLogin = sqlListColumns + `
@@ -137,15 +136,6 @@ func (l *PGUserLister) ListUsers(ctx context.Context, q UserQuery) ([]UserSummar
 	}
 	return out, nil
 }
-
-const sqlListUsers = `SELECT login, display_name, status, roles,
-		self_reset_enabled, self_reset_configured, COALESCE(recovery_email_masked, '')
-	FROM ` + projections.Schema + `.admin_users
-	WHERE provider = $1
-	  AND ($2::text = '' OR login > $2::text)
-	  AND ($3::text = '' OR login ILIKE $3::text ESCAPE '\' OR display_name ILIKE $3::text ESCAPE '\')
-	ORDER BY login
-	LIMIT $4`
 
 // splitRoles reads the read model's roles column (comma-separated, sorted).
 func splitRoles(s string) []string {

@@ -32,14 +32,14 @@ func TestUserListPlans(t *testing.T) {
 	}
 	statuses := `(ARRAY['active','active','active','locked','admin_locked','deactivated','deleted'])[1 + i % 7]`
 	for _, code := range []string{"BIG", "OTHER"} {
-		_, err := pool.Exec(ctx, `INSERT INTO admin_users (provider, login, display_name, roles, status, updated_at)
+		_, err := pool.Exec(ctx, `INSERT INTO `+projections.Schema+`.admin_users (provider, login, display_name, roles, status, updated_at)
 			SELECT $1, 'user' || lpad(i::text, 5, '0'), 'Name ' || md5(i::text), '', `+statuses+`, now()
 			FROM generate_series(1, 10000) AS i`, code)
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := pool.Exec(ctx, `ANALYZE admin_users`); err != nil {
+	if _, err := pool.Exec(ctx, `ANALYZE `+projections.Schema+`.admin_users`); err != nil {
 		t.Fatal(err)
 	}
 	const limit = 51 // a page of 50 and one to tell whether there is a next

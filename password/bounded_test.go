@@ -61,15 +61,18 @@ func TestBoundedNeverRunsMoreThanItsSlots(t *testing.T) {
 			errs <- err
 		})
 	}
-	// Let the computations finish one at a time: each finish admits one waiter. After
-	// each start, the number running must still be at most 2.
-	for range n {
+	// Both slots fill before anything finishes; from then on each finish admits one waiter.
+	// After each start, the number running must still be at most 2.
+	for i := range n {
 		<-g.started
 		if now := g.now.Load(); now > 2 {
 			t.Errorf("%d computations at once, slots 2", now)
 		}
-		g.release <- struct{}{}
+		if i > 0 {
+			g.release <- struct{}{}
+		}
 	}
+	g.release <- struct{}{}
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -5,6 +5,8 @@
 package secret
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -174,4 +176,63 @@ func (k *Keyring) Seal(label string, data []byte) []byte {
 func (k *Keyring) CheckSeal(keyID, label string, data, tag []byte) bool {
 	sum, err := k.mac(keyID, "seal", label, string(data))
 	return err == nil && hmac.Equal(sum, tag)
+}
+
+// Encrypt hides data under the current key with AES-256-GCM (for values that must wait
+// somewhere durable, such as a typed email in the reset intake queue, and be read back
+// later by this service only). label separates uses: data encrypted for one label does
+// not open under another. The result names the key, so Decrypt works across rotations
+// for as long as the old key stays in the keyring.
+func (k *Keyring) Encrypt(label string, data []byte) ([]byte, error) {
+	aead, err := k.aead(k.current, label)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, 1+len(k.current)+aead.NonceSize()+len(data)+aead.Overhead())
+	out = append(out, byte(len(k.current)))
+	out = append(out, k.current...)
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("secret: random nonce: %w", err)
+	}
+	out = append(out, nonce...)
+	return aead.Seal(out, nonce, data, []byte(label)), nil
+}
+
+// ErrNotOpened means Decrypt was given something Encrypt did not make under a key this
+// keyring has (or it was changed since).
+var ErrNotOpened = errors.New("secret: cannot decrypt")
+
+// Decrypt reverses Encrypt for the same label.
+func (k *Keyring) Decrypt(label string, sealed []byte) ([]byte, error) {
+	if len(sealed) < 1 || len(sealed) < 1+int(sealed[0]) {
+		return nil, ErrNotOpened
+	}
+	keyID, rest := string(sealed[1:1+int(sealed[0])]), sealed[1+int(sealed[0]):]
+	aead, err := k.aead(keyID, label)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotOpened, err)
+	}
+	if len(rest) < aead.NonceSize() {
+		return nil, ErrNotOpened
+	}
+	out, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], []byte(label))
+	if err != nil {
+		return nil, ErrNotOpened
+	}
+	return out, nil
+}
+
+// aead is AES-256-GCM under a key derived from server key keyID for label, so the
+// encryption key is never the raw server key the MACs use.
+func (k *Keyring) aead(keyID, label string) (cipher.AEAD, error) {
+	key, err := k.mac(keyID, "encrypt", label)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }

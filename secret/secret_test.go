@@ -362,3 +362,41 @@ func BenchmarkMatcher(b *testing.B) {
 		}
 	}
 }
+
+func TestEncrypt(t *testing.T) {
+	k := ring1(t)
+	plain := []byte("jane@example.org")
+	sealed, err := k.Encrypt("intake", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, plain) {
+		t.Fatal("the plain text shows in the sealed value")
+	}
+	again, err := k.Encrypt("intake", plain)
+	if err != nil || bytes.Equal(again, sealed) {
+		t.Errorf("two encryptions of one value are equal (nonce reused?): %v", err)
+	}
+	// A rotated keyring that still holds k1 opens it; one without k1 does not.
+	rotated := ring(t, "k2", map[string][]byte{"k1": key1, "k2": key2})
+	if got, err := rotated.Decrypt("intake", sealed); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("Decrypt after rotation = %q, %v", got, err)
+	}
+	flipped := bytes.Clone(sealed)
+	flipped[len(flipped)-1] ^= 1
+	for name, tc := range map[string]struct {
+		k     *secret.Keyring
+		label string
+		in    []byte
+	}{
+		"other label":  {k, "mail", sealed},
+		"tampered":     {k, "intake", flipped},
+		"truncated":    {k, "intake", sealed[:10]},
+		"empty":        {k, "intake", nil},
+		"key not held": {ring(t, "k2", map[string][]byte{"k2": key2}), "intake", sealed},
+	} {
+		if _, err := tc.k.Decrypt(tc.label, tc.in); !errors.Is(err, secret.ErrNotOpened) {
+			t.Errorf("%s: err = %v, want ErrNotOpened", name, err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"selfreset/mailer"
 	"selfreset/projections"
 	"selfreset/ratelimit"
+	"selfreset/reset"
 )
 
 var migrateGroup = group{
@@ -33,6 +34,7 @@ var migrations = []migration{
 	{name: "mail log", run: migrateReadSide("mail log", mailer.Migrate)},
 	{name: "http sessions", run: migrateReadSide("http sessions", func(ctx context.Context, p *pgxpool.Pool) error { return httpapi.Migrate(ctx, p) })},
 	{name: "rate limits", run: migrateReadSide("rate limits", ratelimit.Migrate)},
+	{name: "reset intake", run: migrateReadSide("reset intake", reset.Migrate)},
 }
 
 // migrateReadSide migrates tables that live in SELFRESET_DATABASE_URL.

@@ -18,16 +18,19 @@ import (
 	"selfreset/mailer"
 	"selfreset/projections"
 	"selfreset/ratelimit"
+	"selfreset/reset"
 )
 
 var serveGroup = group{
 	name:    "serve",
-	summary: "run the service: HTTP pages and API, read-model projections and the mailer",
+	summary: "run the service: HTTP pages and API, the reset intake worker, read-model projections and the mailer",
 	run:     runServe,
 }
 
-// Roles split one binary across machines (DESIGN §6): stateless web replicas and the
-// consumers, which hold a Postgres advisory lock each so exactly one replica feeds each.
+// Roles split one binary across machines (DESIGN §6): stateless web replicas, which
+// publish Forgot Password and Resend to the durable intake queue, and workers, which
+// decide them (any number share the queue) and run the consumers, which hold a Postgres
+// advisory lock each so exactly one replica feeds each.
 const (
 	roleAll    = "all"
 	roleWeb    = "web"
@@ -48,7 +51,7 @@ const (
 
 func runServe(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("serve", "selfreset serve [--role all|web|worker] [--migrate=true]")
-	role := fs.String("role", roleAll, "what this process runs: all, web (HTTP only) or worker (projections and mailer only)")
+	role := fs.String("role", roleAll, "what this process runs: all, web (HTTP only) or worker (reset intake, projections and mailer only)")
 	migrate := fs.Bool("migrate", true, "bring the schema up to date before serving (idempotent, safe with several replicas)")
 	if err := c.parseAll(fs, args); err != nil {
 		return err
@@ -132,6 +135,13 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		if err != nil {
 			return err
 		}
+		worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: pool, Commands: h, Keyring: keys,
+			Logger: c.log, Concurrency: cfg.ResetWorkers})
+		if err != nil {
+			return err
+		}
+		// The intake drains its running commands itself when ctx ends (Router.Close).
+		start("reset intake", worker.Run)
 		start("projections", runner.Run)
 		start("mailer", sender.Run)
 		c.log.Info("consumers started", "projections", len(consumers()), "mail driver", mcfg.Driver)
@@ -139,13 +149,21 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 
 	if *role != roleWorker {
 		sessions := httpapi.NewPGSessions(pool)
+		bus, err := reset.NewBus(pool, c.log)
+		if err != nil {
+			return err
+		}
+		defer bus.Close()
+		resets, err := reset.New(reset.Config{Commands: h, Keyring: keys, Clock: h, Intake: bus, Logger: c.log})
+		if err != nil {
+			return err
+		}
 		// Budgets live in PostgreSQL so that every web replica spends the same ones.
 		limiter := ratelimit.New(pool, h)
 		srv := httpapi.NewServer(httpapi.Config{
-			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
-			Clock: h, Logger: c.log, RateLimiter: limiter, RequestTimeout: requestTimeout,
-			RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
-			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
+			Commands: h, Resets: resets, Users: httpapi.NewPGUserLister(pool), Sessions: sessions,
+			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
+			RateLimiter: limiter, RequestTimeout: requestTimeout, TrustedProxies: cfg.TrustedProxies,
 			// Cookies lose Secure only for a plain-http address someone chose (or --dev):
 			// behind a TLS proxy with no public URL set, they stay Secure.
 			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://") && (explicitURL || c.dev),
@@ -167,12 +185,12 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		})
 		start("http shutdown", func(ctx context.Context) error {
 			<-ctx.Done()
-			// Drain in-flight requests, then the queued forgot-password work.
+			// /readyz turns 503, then in-flight requests finish. Answered Forgot Password
+			// work is already in the intake queue.
 			sctx, done := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 			defer done()
-			err := hs.Shutdown(sctx)
-			srv.Close(sctx)
-			return err
+			_ = srv.Close(sctx)
+			return hs.Shutdown(sctx)
 		})
 		start("session cleanup", func(ctx context.Context) error {
 			t := time.NewTicker(time.Hour)

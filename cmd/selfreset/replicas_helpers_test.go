@@ -134,8 +134,9 @@ type repReplica struct {
 
 var repListening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
-// repStartReplica starts `selfreset serve` and returns once it listens (not yet ready).
-func repStartReplica(t *testing.T, bin, dir, name string, env []string) *repReplica {
+// repStartReplica starts `selfreset serve` (with args) and returns once it listens (not
+// yet ready).
+func repStartReplica(t *testing.T, bin, dir, name string, env []string, args ...string) *repReplica {
 	t.Helper()
 	r := &repReplica{Name: name, Logs: filepath.Join(dir, name+".stderr"), done: make(chan struct{})}
 	stderr, err := os.Create(r.Logs)
@@ -146,7 +147,7 @@ func repStartReplica(t *testing.T, bin, dir, name string, env []string) *repRepl
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.cmd = exec.Command(bin, "serve")
+	r.cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
 	r.cmd.Env = env
 	r.cmd.Stdout, r.cmd.Stderr = stdout, stderr
 	if err := r.cmd.Start(); err != nil {

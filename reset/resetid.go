@@ -1,4 +1,4 @@
-package http
+package reset
 
 import (
 	"encoding/base64"
@@ -30,6 +30,9 @@ import (
 // and is carried unchanged into the ids Resend hands out, so a key rotation does not
 // break a request in flight (the old key stays in the keyring while its ids may be used).
 // The tag is secret.Keyring.Seal over everything before it.
+//
+// The labels keep their old "http." names: ids handed out before the protocol moved out
+// of the http package must still open.
 const (
 	resetIDLabel      = "http.reset-id"
 	resetEmailLabel   = "http.reset-id.email"
@@ -38,11 +41,10 @@ const (
 	resetIDCodeWidth  = 32   // domain.ValidProviderCode: at most 32 characters
 	resetIDLoginWidth = 64   // domain.ValidLogin: at most 64 characters
 	maxResetIDLen     = 1024 // characters; anything longer is not one of ours
-	maxIdentLen       = domain.MaxIdentLen
 )
 
-// resetRef is what a reset id carries.
-type resetRef struct {
+// Ref is what a reset id carries.
+type Ref struct {
 	Provider   string    // normalized, as requested
 	Login      string    // normalized, as requested
 	IssuedAt   time.Time // millisecond precision
@@ -51,20 +53,20 @@ type resetRef struct {
 }
 
 // newResetRef is the reference for a Forgot Password request made at now.
-func newResetRef(k *secret.Keyring, code, login, email string, now time.Time) resetRef {
-	ref := resetRef{Provider: code, Login: login, IssuedAt: now.Truncate(time.Millisecond), EmailKeyID: k.CurrentKeyID()}
+func newResetRef(k *secret.Keyring, code, login, email string, now time.Time) Ref {
+	ref := Ref{Provider: code, Login: login, IssuedAt: now.Truncate(time.Millisecond), EmailKeyID: k.CurrentKeyID()}
 	copy(ref.EmailTag[:], k.Seal(resetEmailLabel, []byte(domain.NormalizeEmail(email))))
 	return ref
 }
 
 // emailMatches reports, in constant time, whether the request ref names was made with
 // email (normalized as the domain compares it). An empty email never matches.
-func (ref resetRef) emailMatches(k *secret.Keyring, email string) bool {
+func (ref Ref) emailMatches(k *secret.Keyring, email string) bool {
 	email = domain.NormalizeEmail(email)
 	return email != "" && ref.EmailKeyID != "" && k.CheckSeal(ref.EmailKeyID, resetEmailLabel, []byte(email), ref.EmailTag[:])
 }
 
-func sealResetID(k *secret.Keyring, ref resetRef) string {
+func sealResetID(k *secret.Keyring, ref Ref) string {
 	keyID := k.CurrentKeyID()
 	data := make([]byte, 0, 6+len(keyID)+8+resetIDCodeWidth+resetIDLoginWidth+len(ref.EmailKeyID)+2*resetIDTagLen)
 	data = append(data, resetIDVersion, byte(len(keyID)))
@@ -87,18 +89,18 @@ func appendPadded(b []byte, s string, width int) []byte {
 }
 
 // openResetID checks and unpacks a reset id; ok is false for anything we did not seal.
-func openResetID(k *secret.Keyring, s string) (ref resetRef, ok bool) {
+func openResetID(k *secret.Keyring, s string) (ref Ref, ok bool) {
 	if len(s) == 0 || len(s) > maxResetIDLen {
-		return resetRef{}, false
+		return Ref{}, false
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(raw) < 2+8+2+resetIDCodeWidth+resetIDLoginWidth+1+2*resetIDTagLen {
-		return resetRef{}, false
+		return Ref{}, false
 	}
 	data, tag := raw[:len(raw)-resetIDTagLen], raw[len(raw)-resetIDTagLen:]
 	rd := reader{b: data}
 	if v, _ := rd.byte(); v != resetIDVersion {
-		return resetRef{}, false
+		return Ref{}, false
 	}
 	keyID, ok1 := rd.str()
 	ms, ok2 := rd.uint64()
@@ -107,12 +109,12 @@ func openResetID(k *secret.Keyring, s string) (ref resetRef, ok bool) {
 	emailKeyID, ok5 := rd.str()
 	emailTag, ok6 := rd.bytes(resetIDTagLen)
 	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || len(rd.b) != 0 {
-		return resetRef{}, false
+		return Ref{}, false
 	}
 	if !k.CheckSeal(keyID, resetIDLabel, data, tag) {
-		return resetRef{}, false
+		return Ref{}, false
 	}
-	ref = resetRef{Provider: code, Login: login, IssuedAt: time.UnixMilli(int64(ms)).UTC(), EmailKeyID: emailKeyID}
+	ref = Ref{Provider: code, Login: login, IssuedAt: time.UnixMilli(int64(ms)).UTC(), EmailKeyID: emailKeyID}
 	copy(ref.EmailTag[:], emailTag)
 	return ref, true
 }
