@@ -191,6 +191,38 @@ type AccountDeleted struct {
 	By string `json:"by"`
 }
 
+// Audit trail events.
+
+// FeedPosition is a place in the global feed (eventstore.Position; the domain does no I/O
+// and so does not import the store).
+type FeedPosition struct {
+	Commit  uint64 `json:"commit"`
+	Prepare uint64 `json:"prepare"`
+}
+
+// AuditSealed closes a range of the global feed: the Count events after After up to and
+// including Through (seal events not counted), with Digest the running hash over their
+// (stream, revision, chain hash) in feed order, started from the previous seal's digest.
+// Signature is the HMAC-SHA256, under the seal key named KeyID, of all the other fields
+// (package audit defines the encoding).
+type AuditSealed struct {
+	After     FeedPosition `json:"after"`
+	Through   FeedPosition `json:"through"`
+	Count     int64        `json:"count"`
+	Digest    string       `json:"digest"`
+	KeyID     string       `json:"key_id"`
+	Signature string       `json:"signature"`
+}
+
+// AuditLogRead records one read of a provider's history through the audit API: who
+// (the metadata actor), what (the filters, as given) and how many events were returned.
+type AuditLogRead struct {
+	Provider string            `json:"provider"`
+	What     string            `json:"what"` // "events" or "state"
+	Filters  map[string]string `json:"filters"`
+	Returned int               `json:"returned"`
+}
+
 func (ProviderRegistered) EventType() string        { return "ProviderRegistered" }
 func (ProviderSelfResetAllowed) EventType() string  { return "ProviderSelfResetAllowed" }
 func (ProviderSelfResetRevoked) EventType() string  { return "ProviderSelfResetRevoked" }
@@ -218,6 +250,8 @@ func (AccountAdminUnlocked) EventType() string      { return "AccountAdminUnlock
 func (AccountDeactivated) EventType() string        { return "AccountDeactivated" }
 func (AccountReactivated) EventType() string        { return "AccountReactivated" }
 func (AccountDeleted) EventType() string            { return "AccountDeleted" }
+func (AuditSealed) EventType() string               { return "AuditSealed" }
+func (AuditLogRead) EventType() string              { return "AuditLogRead" }
 
 // AllEvents lists one value of every event type at its current schema version, for codecs.
 func AllEvents() []Event {
@@ -228,6 +262,6 @@ func AllEvents() []Event {
 		SelfResetConfigured{}, ResetTokenIssued{}, ResetTokenRejected{}, ResetTokenRevoked{},
 		ResetRequestRejected{}, PasswordChanged{}, LoginSucceeded{}, LoginFailed{}, AccountLocked{},
 		AccountUnlocked{}, AccountAdminLocked{}, AccountAdminUnlocked{}, AccountDeactivated{},
-		AccountReactivated{}, AccountDeleted{},
+		AccountReactivated{}, AccountDeleted{}, AuditSealed{}, AuditLogRead{},
 	}
 }

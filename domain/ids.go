@@ -16,10 +16,19 @@ const (
 	UserStreamPrefix     = "user-"
 	// UnmatchedStream records requests that matched no account (auditors ask who tried what).
 	UnmatchedStream = "unmatched-requests"
+	// AuditStreamPrefix opens the streams of the audit trail itself: the seals over the
+	// global feed (SealStream) and each provider's record of audit reads (AuditLogStream).
+	AuditStreamPrefix = "audit-"
+	// SealStream holds the signed seals over the global feed (AuditSealed).
+	SealStream     = AuditStreamPrefix + "seals"
+	auditLogPrefix = AuditStreamPrefix + "log-"
 )
 
 // StreamPrefixes lists every stream family this service writes; the read side subscribes to these.
-var StreamPrefixes = []string{ProviderStreamPrefix, UserStreamPrefix, UnmatchedStream}
+var StreamPrefixes = []string{ProviderStreamPrefix, UserStreamPrefix, UnmatchedStream, AuditStreamPrefix}
+
+// AuditLogStream names the stream recording who read provider code's history (AuditLogRead).
+func AuditLogStream(code string) string { return auditLogPrefix + NormalizeProviderCode(code) }
 
 var (
 	providerCodeRe = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)

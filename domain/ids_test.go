@@ -216,7 +216,7 @@ func TestEventTypesAreDistinct(t *testing.T) {
 		}
 		seen[e.EventType()] = true
 	}
-	if len(seen) != 27 {
+	if len(seen) != 29 {
 		t.Errorf("AllEvents lists %d types", len(seen))
 	}
 }
