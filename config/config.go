@@ -40,6 +40,16 @@ const (
 	// their 202 has gone.
 	EnvResetWorkers   = "SELFRESET_RESET_WORKERS"
 	EnvTrustedProxies = "SELFRESET_TRUSTED_PROXIES"
+
+	// EnvAuditSealKey is the key the audit seals over the event feed are signed with; it
+	// must differ from SELFRESET_SECRET (an auditor may hold one without the other).
+	// Unset, serve appends no seals.
+	EnvAuditSealKey = "SELFRESET_AUDIT_SEAL_KEY"
+	// EnvAuditSealKeyPrevious lists earlier seal keys, comma-separated, so that seals
+	// signed before a rotation still verify.
+	EnvAuditSealKeyPrevious = "SELFRESET_AUDIT_SEAL_KEY_PREVIOUS"
+	// EnvAuditSealInterval is how often serve seals the feed (a Go duration; default 1m).
+	EnvAuditSealInterval = "SELFRESET_AUDIT_SEAL_INTERVAL"
 )
 
 // Defaults of the HTTP settings.
@@ -96,6 +106,13 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// ResetWorkers run forgot-password and resend commands after the answer (default 8).
 	ResetWorkers int
+
+	// AuditSealKey signs the audit seals (nil: no seals are appended), AuditSealKeyID
+	// names it in them; PreviousAuditSealKeys still verify older seals.
+	AuditSealKey          []byte
+	AuditSealKeyID        string
+	PreviousAuditSealKeys [][]byte
+	AuditSealInterval     time.Duration
 }
 
 // Option changes how FromEnv reads the environment.
@@ -182,6 +199,10 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 		c.PreviousSecrets = append(c.PreviousSecrets, []byte(old))
 	}
 
+	if err := c.auditSealKeys(getenv); err != nil {
+		return Config{}, err
+	}
+
 	def := domain.DefaultPolicy()
 	var err error
 	if c.ResetTokenTTL, err = duration(getenv, EnvResetTokenTTL, def.ResetTokenTTL); err != nil {
@@ -208,7 +229,62 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.ResetWorkers < 1 || c.ResetWorkers > 256 {
 		return Config{}, &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 256", c.ResetWorkers)}
 	}
+	if c.AuditSealInterval, err = duration(getenv, EnvAuditSealInterval, DefaultAuditSealInterval); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// DefaultAuditSealInterval is how often serve seals the feed.
+const DefaultAuditSealInterval = time.Minute
+
+// auditSealKeys reads the seal key and its predecessors. None may be the server secret:
+// whoever can forge tokens must not be able to forge seals too, and the other way round.
+func (c *Config) auditSealKeys(getenv func(string) string) error {
+	serverKeys := map[string]bool{string(c.Secret): c.Secret != nil}
+	for _, k := range c.PreviousSecrets {
+		serverKeys[string(k)] = true
+	}
+	check := func(name, k string) error {
+		switch {
+		case len(k) < secret.MinKeyLength:
+			return &Error{name, fmt.Sprintf("is %d bytes; at least %d are required (e.g. openssl rand -base64 48)", len(k), secret.MinKeyLength)}
+		case serverKeys[k] || k == DevSecret:
+			return &Error{name, "is a server secret (" + EnvSecret + "); the seal key must be a key of its own"}
+		}
+		return nil
+	}
+	if k := strings.TrimSpace(getenv(EnvAuditSealKey)); k != "" {
+		if err := check(EnvAuditSealKey, k); err != nil {
+			return err
+		}
+		c.AuditSealKey, c.AuditSealKeyID = []byte(k), KeyID([]byte(k))
+	}
+	for i, old := range strings.Split(getenv(EnvAuditSealKeyPrevious), ",") {
+		old = strings.TrimSpace(old)
+		if old == "" {
+			continue
+		}
+		if err := check(EnvAuditSealKeyPrevious, old); err != nil {
+			err.(*Error).Msg = fmt.Sprintf("entry %d %s", i+1, err.(*Error).Msg)
+			return err
+		}
+		c.PreviousAuditSealKeys = append(c.PreviousAuditSealKeys, []byte(old))
+	}
+	return nil
+}
+
+// AuditSealKeys are the seal keys by id, the current one and the previous ones, for
+// verifying seals.
+func (c Config) AuditSealKeys() map[string][]byte {
+	keys := map[string][]byte{}
+	for _, k := range c.PreviousAuditSealKeys {
+		keys[KeyID(k)] = k
+	}
+	if c.AuditSealKey != nil {
+		keys[c.AuditSealKeyID] = c.AuditSealKey
+	}
+	return keys
 }
 
 func listenAddr(s string) (string, error) {

@@ -124,6 +124,9 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		}
 		start("projections", runner.Run)
 		start("mailer", sender.Run)
+		if sealer := newSealer(a, cfg, h, c.log); sealer != nil {
+			start("audit sealer", sealer.Run)
+		}
 		c.log.Info("consumers started", "projections", len(consumers()), "mail driver", mcfg.Driver)
 	}
 
