@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"selfreset/audit"
+	"selfreset/commands"
 	"selfreset/config"
 	"selfreset/eventstore"
 )
@@ -32,6 +33,8 @@ func runAuditGroup(ctx context.Context, c *cli, args []string) error {
 			return runAuditVerify(ctx, c, args[1:])
 		case "state":
 			return runAuditState(ctx, c, args[1:])
+		case "seal":
+			return runAuditSeal(ctx, c, args[1:])
 		}
 	}
 	return runAudit(ctx, c, args)
@@ -248,6 +251,38 @@ func runAuditState(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%s\n", b)
+	return nil
+}
+
+// runAuditSeal seals the feed up to now at once, as serve's sealer does at intervals (for
+// a deployment that runs no worker, or before a verification).
+func runAuditSeal(ctx context.Context, c *cli, args []string) error {
+	const cmd = "audit seal"
+	fs := newFlagSet(cmd, "selfreset audit seal")
+	if err := c.parseAll(fs, args); err != nil {
+		return err
+	}
+	a, err := c.open(ctx, config.SecretOptional())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if a.cfg.AuditSealKey == nil {
+		return &config.Error{Var: config.EnvAuditSealKey, Msg: "not set; seals are signed with it"}
+	}
+	s := newSealer(a, a.cfg, commands.SystemClock{}, c.log)
+	n := 0
+	for {
+		sealed, err := s.SealOnce(ctx)
+		if err != nil {
+			return err
+		}
+		if !sealed {
+			break
+		}
+		n++
+	}
+	fmt.Fprintf(c.stdout, "%d seals appended\n", n)
 	return nil
 }
 
