@@ -122,6 +122,20 @@ func (o Object) MarshalJSON() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// UnmarshalJSON reads an object, keeping its members' order.
+func (o *Object) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*o = nil
+		return nil
+	}
+	obj, err := ParseObject(b)
+	if err != nil {
+		return err
+	}
+	*o = obj
+	return nil
+}
+
 // ParseObject splits a JSON object into its top-level members, in order.
 func ParseObject(data []byte) (Object, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))

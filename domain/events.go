@@ -214,13 +214,13 @@ type AuditSealed struct {
 	Signature string       `json:"signature"`
 }
 
-// AuditLogRead records one read of a provider's history through the audit API: who
-// (the metadata actor), what (the filters, as given) and how many events were returned.
+// AuditLogRead records one read of a provider's history through the audit API, before
+// anything is returned: who (the metadata actor, client IP and user agent) and what (the
+// filters as understood).
 type AuditLogRead struct {
 	Provider string            `json:"provider"`
 	What     string            `json:"what"` // "events" or "state"
 	Filters  map[string]string `json:"filters"`
-	Returned int               `json:"returned"`
 }
 
 func (ProviderRegistered) EventType() string        { return "ProviderRegistered" }

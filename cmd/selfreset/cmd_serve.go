@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"selfreset/audit"
 	"selfreset/config"
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
@@ -134,6 +135,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		sessions := httpapi.NewPGSessions(pool)
 		srv := httpapi.NewServer(httpapi.Config{
 			Commands: h, Users: httpapi.NewPGUserLister(pool), Sessions: sessions, Keyring: keys,
+			Audit: &audit.Service{Store: a.store, Codec: a.codec, Clock: h},
 			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
 			TrustedProxies: cfg.TrustedProxies, ResetWorkers: cfg.ResetWorkers,
 			// Cookies lose Secure only for a plain-http address someone chose (or --dev):
