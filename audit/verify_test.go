@@ -25,7 +25,7 @@ var (
 
 // world is a PostgreSQL event store on a database of its own, with a clock and a sealer.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	store  *postgres.Store
 	pool   *pgxpool.Pool
@@ -34,7 +34,7 @@ type world struct {
 	sealer *Sealer
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
