@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +119,79 @@ func TestAuditListingFilters(t *testing.T) {
 		if got := types(parseJSONL(t, r.stdout)); strings.Join(got, ",") != strings.Join(tc.want, ",") {
 			t.Errorf("audit %v: %v, want %v", tc.args, got, tc.want)
 		}
+	}
+}
+
+// TestServeSealsAndServesTheAuditAPI runs serve in process with a seal key: its workers
+// seal the feed, and an auditor reads the history over HTTP.
+func TestServeSealsAndServesTheAuditAPI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addr := freeAddr(t)
+	e[config.EnvAuditSealKey] = testSealKey
+	e[config.EnvAuditSealInterval] = "100ms"
+	e[config.EnvAddr] = addr
+	e.ok(t, "", "migrate")
+	e.ok(t, "", "provider", "add", "--code", "ACME", "--name", "Acme Agency")
+	e.ok(t, "Ann-has-a-long-passphrase\n", "user", "add", "--provider", "ACME", "--login", "ann", "--name", "Ann Auditor", "--role", "auditor", "--password-stdin")
+
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	var out bytes.Buffer
+	go func() { done <- run(ctx, []string{"--dev", "serve"}, strings.NewReader(""), &out, &out, e.getenv) }()
+	defer func() {
+		stop()
+		if code := <-done; code != exitOK {
+			t.Errorf("serve exited %d:\n%s", code, out.String())
+		}
+	}()
+
+	// The workers seal the two events written before serve started.
+	var rep audit.Report
+	for deadline := time.Now().Add(60 * time.Second); rep.Seals == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no seal within 60s: %+v", rep)
+		}
+		r := e.run(t, "", "audit", "verify", "--format", "json")
+		if r.code != exitOK {
+			t.Fatalf("audit verify while serving: %d %s %s", r.code, r.stdout, r.stderr)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !rep.SignaturesChecked || rep.SealedEvents < 2 {
+		t.Errorf("report %+v", rep)
+	}
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	var res *http.Response
+	var err error
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		res, err = client.Post("http://"+addr+"/api/v1/sessions", "application/json",
+			strings.NewReader(`{"provider_code":"ACME","login_name":"ann","password":"Ann-has-a-long-passphrase"}`))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not answering: %v", err)
+		}
+	}
+	var session struct{ Token string }
+	err = json.NewDecoder(res.Body).Decode(&session)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusCreated {
+		t.Fatalf("sign in: %d %v", res.StatusCode, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/v1/audit/events?provider=ACME&type=UserRegistered", nil)
+	req.Header.Set("Authorization", "Bearer "+session.Token)
+	res, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var page struct{ Events []audit.Record }
+	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || res.StatusCode != http.StatusOK || len(page.Events) != 1 {
+		t.Errorf("audit events: %d %v %+v", res.StatusCode, err, page)
 	}
 }
