@@ -250,5 +250,3 @@ func (s *Sealer) SealOnce(ctx context.Context) (bool, error) {
 	}
 	return true, nil
 }
-
-func subtleEqual(a, b []byte) bool { return hmac.Equal(a, b) }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"crypto/hmac"
 	"fmt"
 	"strings"
 	"time"
@@ -225,5 +226,5 @@ func short(h string) string {
 
 // equalHex compares two hex strings in constant time.
 func equalHex(a, b string) bool {
-	return len(a) == len(b) && subtleEqual([]byte(a), []byte(b))
+	return hmac.Equal([]byte(a), []byte(b))
 }
