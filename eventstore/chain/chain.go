@@ -13,9 +13,10 @@
 //	whole microseconds), canonical JSON of data, canonical JSON of metadata without the
 //	chain field, previous hash (hex; empty for revision 0)
 //
-// Canonical JSON has object keys sorted, no insignificant white space, no HTML escaping,
-// and numbers as exact fractions in lowest terms (an integer as itself, 2.50 as 5/2), so the same event
-// hashes the same whether its JSON comes back from PostgreSQL's jsonb or from EventStoreDB.
+// Canonical JSON is RFC 8785's JSON Canonicalization Scheme (object keys sorted, no
+// insignificant white space, minimal string escapes, numbers in their shortest IEEE 754
+// double form), so the same event hashes the same whether its JSON comes back from
+// PostgreSQL's jsonb (which reorders keys and rewrites numbers) or from EventStoreDB.
 package chain
 
 import (
@@ -26,11 +27,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
-	"math/big"
-	"sort"
 	"strconv"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
 	"selfreset/eventstore"
@@ -78,7 +78,10 @@ func Hash(f Fields, prev string) (string, error) {
 	}
 	m := f.Metadata
 	m.Chain = ""
-	meta, err := json.Marshal(m) // a struct: fields in declaration order
+	meta, err := json.Marshal(m)
+	if err == nil {
+		meta, err = Canonical(meta)
+	}
 	if err != nil {
 		return "", fmt.Errorf("chain: %s@%d: metadata: %w", f.Stream, f.Revision, err)
 	}
@@ -123,77 +126,14 @@ func Link(stream string, first uint64, prev string, events []eventstore.EventDat
 	return prev, nil
 }
 
-// Canonical returns the canonical JSON of data (empty data is null).
+// Canonical returns the canonical JSON of data (RFC 8785; empty data is null).
 func Canonical(data json.RawMessage) ([]byte, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return []byte("null"), nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v := jsontext.Value(bytes.Clone(data))
+	if err := v.Canonicalize(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	if err := writeCanonical(&b, v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-func writeCanonical(b *bytes.Buffer, v any) error {
-	switch v := v.(type) {
-	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b.WriteByte('{')
-		for i, k := range keys {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			writeString(b, k)
-			b.WriteByte(':')
-			if err := writeCanonical(b, v[k]); err != nil {
-				return err
-			}
-		}
-		b.WriteByte('}')
-	case []any:
-		b.WriteByte('[')
-		for i, x := range v {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			if err := writeCanonical(b, x); err != nil {
-				return err
-			}
-		}
-		b.WriteByte(']')
-	case string:
-		writeString(b, v)
-	case json.Number:
-		// The exact value, whatever the notation: jsonb rewrites 1e+21 and keeps 2.50.
-		r, ok := new(big.Rat).SetString(string(v))
-		if !ok {
-			return fmt.Errorf("bad number %q", v)
-		}
-		b.WriteString(r.RatString())
-	case bool:
-		b.WriteString(strconv.FormatBool(v))
-	case nil:
-		b.WriteString("null")
-	default:
-		return fmt.Errorf("unexpected JSON value %T", v)
-	}
-	return nil
-}
-
-func writeString(b *bytes.Buffer, s string) {
-	enc := json.NewEncoder(b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)       // a string always encodes
-	b.Truncate(b.Len() - 1) // Encode adds a newline
+	return v, nil
 }

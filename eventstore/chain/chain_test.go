@@ -105,8 +105,8 @@ func BenchmarkHash(b *testing.B) {
 	f := Fields{
 		Stream: "user-ACME-bob", Revision: 3, ID: uuid.New(), Type: "ResetRequestRejected", SchemaVersion: 1,
 		OccurredAt: time.Now(),
-		Data: json.RawMessage(`{"reason":"admin_locked","provider":"ACME","login":"bob","email_masked":"b***b@e***e.org","email_hash":"3eb1bd43:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}`),
-		Metadata: eventstore.Metadata{Actor: "anonymous", CorrelationID: uuid.NewString(), CausationID: uuid.NewString(), ClientIP: "203.0.113.7", UserAgent: "Mozilla/5.0"},
+		Data:       json.RawMessage(`{"reason":"admin_locked","provider":"ACME","login":"bob","email_masked":"b***b@e***e.org","email_hash":"3eb1bd43:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}`),
+		Metadata:   eventstore.Metadata{Actor: "anonymous", CorrelationID: uuid.NewString(), CausationID: uuid.NewString(), ClientIP: "203.0.113.7", UserAgent: "Mozilla/5.0"},
 	}
 	for b.Loop() {
 		if _, err := Hash(f, "prev"); err != nil {
