@@ -186,10 +186,15 @@ func (s *Server) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, resp)
 }
 
+// streamWindow is how long a stream may go between flushes (the server's write timeout is
+// shorter: a sparse filter over a long feed can read for a while before the next match).
+const streamWindow = 5 * time.Minute
+
 // streamAuditEvents writes every matching event as one line, flushing as it goes; the
 // write deadline moves on with each flush so that a long history is not cut off.
 func (s *Server) streamAuditEvents(w http.ResponseWriter, r *http.Request, f audit.Filter, after eventstore.Position) {
 	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWindow))
 	w.Header().Set("Content-Type", NDJSON)
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
@@ -199,7 +204,7 @@ func (s *Server) streamAuditEvents(w http.ResponseWriter, r *http.Request, f aud
 		if err := bw.Flush(); err != nil {
 			return err
 		}
-		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWindow))
 		return rc.Flush()
 	}
 	_, _, err := s.cfg.Audit.Events(r.Context(), f, after, 0, func(rec audit.Record) error {
