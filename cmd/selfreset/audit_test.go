@@ -28,11 +28,12 @@ func TestAuditVerifyAndState(t *testing.T) {
 	beforeLock := time.Now().UTC()
 	e.ok(t, "", "user", "lock", "--provider", "ACME", "--login", "bob")
 
-	if r := e.ok(t, "", "audit", "seal"); r.stdout != "1 seals appended\n" {
+	// One seal, or two when the feed trailed the last append for a moment.
+	if r := e.ok(t, "", "audit", "seal"); r.stdout != "1 seals appended\n" && r.stdout != "2 seals appended\n" {
 		t.Errorf("audit seal said %q", r.stdout)
 	}
 	r := e.ok(t, "", "audit", "verify")
-	if !strings.Contains(r.stdout, "OK: no break found") || !strings.Contains(r.stdout, "1 checked, covering 4 events") {
+	if !strings.Contains(r.stdout, "OK: no break found") || !strings.Contains(r.stdout, "covering 4 events; 0 events after the last seal") {
 		t.Errorf("audit verify of an untouched history:\n%s", r.stdout)
 	}
 	// An auditor without the seal key still checks chains, counts and digests.
@@ -50,7 +51,7 @@ func TestAuditVerifyAndState(t *testing.T) {
 	if len(st.Users) != 1 || !st.Users[0].Exists || st.Users[0].AdminLocked || !st.SelfResetAllowed {
 		t.Errorf("state before the lock: %s", r.stdout)
 	}
-	r = e.ok(t, "", "audit", "state", "--provider", "ACME", "--as-of", time.Now().UTC().Format(time.RFC3339))
+	r = e.ok(t, "", "audit", "state", "--provider", "ACME", "--as-of", time.Now().UTC().Format(time.RFC3339Nano))
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Users) != 1 || !st.Users[0].AdminLocked {
 		t.Errorf("state now: %v\n%s", err, r.stdout)
 	}
@@ -148,7 +149,7 @@ func TestServeSealsAndServesTheAuditAPI(t *testing.T) {
 
 	// The workers seal the two events written before serve started.
 	var rep audit.Report
-	for deadline := time.Now().Add(60 * time.Second); rep.Seals == 0; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); rep.SealedEvents < 2; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no seal within 60s: %+v", rep)
 		}
@@ -160,7 +161,7 @@ func TestServeSealsAndServesTheAuditAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !rep.SignaturesChecked || rep.SealedEvents < 2 {
+	if !rep.SignaturesChecked || rep.Seals == 0 {
 		t.Errorf("report %+v", rep)
 	}
 
