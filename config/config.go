@@ -44,6 +44,16 @@ const (
 	// EnvHashConcurrency is how many argon2id computations (each holding 19 MiB) run at
 	// once in a process; more wait in line. Unset or 0: one per CPU (GOMAXPROCS).
 	EnvHashConcurrency = "SELFRESET_HASH_CONCURRENCY"
+
+	// EnvAuditSealKey is the key the audit seals over the event feed are signed with; it
+	// must differ from SELFRESET_SECRET (an auditor may hold one without the other).
+	// Unset, serve appends no seals.
+	EnvAuditSealKey = "SELFRESET_AUDIT_SEAL_KEY"
+	// EnvAuditSealKeyPrevious lists earlier seal keys, comma-separated, so that seals
+	// signed before a rotation still verify.
+	EnvAuditSealKeyPrevious = "SELFRESET_AUDIT_SEAL_KEY_PREVIOUS"
+	// EnvAuditSealInterval is how often serve seals the feed (a Go duration; default 1m).
+	EnvAuditSealInterval = "SELFRESET_AUDIT_SEAL_INTERVAL"
 )
 
 // MaxHashConcurrency bounds SELFRESET_HASH_CONCURRENCY: beyond it the setting stops
@@ -106,6 +116,13 @@ type Config struct {
 	ResetWorkers int
 	// HashConcurrency is how many argon2id computations run at once; 0 means one per CPU.
 	HashConcurrency int
+
+	// AuditSealKey signs the audit seals (nil: no seals are appended), AuditSealKeyID
+	// names it in them; PreviousAuditSealKeys still verify older seals.
+	AuditSealKey          []byte
+	AuditSealKeyID        string
+	PreviousAuditSealKeys [][]byte
+	AuditSealInterval     time.Duration
 }
 
 // Option changes how FromEnv reads the environment.
@@ -192,6 +209,10 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 		c.PreviousSecrets = append(c.PreviousSecrets, []byte(old))
 	}
 
+	if err := c.auditSealKeys(getenv); err != nil {
+		return Config{}, err
+	}
+
 	def := domain.DefaultPolicy()
 	var err error
 	if c.ResetTokenTTL, err = duration(getenv, EnvResetTokenTTL, def.ResetTokenTTL); err != nil {
@@ -224,7 +245,62 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.HashConcurrency > MaxHashConcurrency {
 		return Config{}, &Error{EnvHashConcurrency, fmt.Sprintf("%d must be from 0 (one per CPU) to %d", c.HashConcurrency, MaxHashConcurrency)}
 	}
+	if c.AuditSealInterval, err = duration(getenv, EnvAuditSealInterval, DefaultAuditSealInterval); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// DefaultAuditSealInterval is how often serve seals the feed.
+const DefaultAuditSealInterval = time.Minute
+
+// auditSealKeys reads the seal key and its predecessors. None may be the server secret:
+// whoever can forge tokens must not be able to forge seals too, and the other way round.
+func (c *Config) auditSealKeys(getenv func(string) string) error {
+	serverKeys := map[string]bool{string(c.Secret): c.Secret != nil}
+	for _, k := range c.PreviousSecrets {
+		serverKeys[string(k)] = true
+	}
+	check := func(name, k string) error {
+		switch {
+		case len(k) < secret.MinKeyLength:
+			return &Error{name, fmt.Sprintf("is %d bytes; at least %d are required (e.g. openssl rand -base64 48)", len(k), secret.MinKeyLength)}
+		case serverKeys[k] || k == DevSecret:
+			return &Error{name, "is a server secret (" + EnvSecret + "); the seal key must be a key of its own"}
+		}
+		return nil
+	}
+	if k := strings.TrimSpace(getenv(EnvAuditSealKey)); k != "" {
+		if err := check(EnvAuditSealKey, k); err != nil {
+			return err
+		}
+		c.AuditSealKey, c.AuditSealKeyID = []byte(k), KeyID([]byte(k))
+	}
+	for i, old := range strings.Split(getenv(EnvAuditSealKeyPrevious), ",") {
+		old = strings.TrimSpace(old)
+		if old == "" {
+			continue
+		}
+		if err := check(EnvAuditSealKeyPrevious, old); err != nil {
+			err.(*Error).Msg = fmt.Sprintf("entry %d %s", i+1, err.(*Error).Msg)
+			return err
+		}
+		c.PreviousAuditSealKeys = append(c.PreviousAuditSealKeys, []byte(old))
+	}
+	return nil
+}
+
+// AuditSealKeys are the seal keys by id, the current one and the previous ones, for
+// verifying seals.
+func (c Config) AuditSealKeys() map[string][]byte {
+	keys := map[string][]byte{}
+	for _, k := range c.PreviousAuditSealKeys {
+		keys[KeyID(k)] = k
+	}
+	if c.AuditSealKey != nil {
+		keys[c.AuditSealKeyID] = c.AuditSealKey
+	}
+	return keys
 }
 
 func listenAddr(s string) (string, error) {

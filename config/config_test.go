@@ -108,6 +108,23 @@ func TestFromEnv(t *testing.T) {
 		}},
 		{name: "negative hash concurrency", getenv: with(EnvHashConcurrency, "-2"), wantVar: EnvHashConcurrency, wantMsg: "0 or more"},
 		{name: "huge hash concurrency", getenv: with(EnvHashConcurrency, "1000"), wantVar: EnvHashConcurrency, wantMsg: "0 (one per CPU) to 256"},
+		{name: "audit seal keys", getenv: with(EnvAuditSealKey, strings.Repeat("s", 32), EnvAuditSealKeyPrevious, strings.Repeat("q", 33), EnvAuditSealInterval, "30s"),
+			check: func(t *testing.T, c Config) {
+				keys := c.AuditSealKeys()
+				if c.AuditSealKeyID != KeyID([]byte(strings.Repeat("s", 32))) || len(keys) != 2 || c.AuditSealInterval != 30*time.Second {
+					t.Errorf("seal keys: id %q, %d keys, interval %v", c.AuditSealKeyID, len(keys), c.AuditSealInterval)
+				}
+			}},
+		{name: "no seal key: no seals", getenv: with(), check: func(t *testing.T, c Config) {
+			if c.AuditSealKey != nil || len(c.AuditSealKeys()) != 0 || c.AuditSealInterval != time.Minute {
+				t.Errorf("seal key set without %s", EnvAuditSealKey)
+			}
+		}},
+		{name: "short seal key", getenv: with(EnvAuditSealKey, "short"), wantVar: EnvAuditSealKey, wantMsg: "at least 32"},
+		{name: "seal key is the server secret", getenv: with(EnvAuditSealKey, testSecret), wantVar: EnvAuditSealKey, wantMsg: "key of its own"},
+		{name: "previous seal key is a previous server secret", getenv: with(EnvSecretPrevious, strings.Repeat("o", 32), EnvAuditSealKeyPrevious, strings.Repeat("o", 32)),
+			wantVar: EnvAuditSealKeyPrevious, wantMsg: "entry 1"},
+		{name: "bad seal interval", getenv: with(EnvAuditSealInterval, "often"), wantVar: EnvAuditSealInterval},
 		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
 		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
 		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},

@@ -255,3 +255,37 @@ func TestUserAdministration(t *testing.T) {
 			err:  domain.ErrDeleted},
 	})
 }
+
+func TestAuditorRole(t *testing.T) {
+	aud := func(roles map[string]bool, locked bool) domain.Actor {
+		return domain.UserActor(domain.User{Provider: acme, Login: "ann", Registered: true, Roles: roles, AdminLocked: locked})
+	}
+	cases := []struct {
+		name           string
+		actor          domain.Actor
+		audits, others bool
+		administers    bool
+	}{
+		{"auditor", aud(map[string]bool{domain.RoleAuditor: true}, false), true, false, false},
+		{"admin-locked auditor", aud(map[string]bool{domain.RoleAuditor: true}, true), false, false, false},
+		{"user-admin", aud(map[string]bool{domain.RoleUserAdmin: true}, false), false, false, true},
+		{"plain user", aud(map[string]bool{}, false), false, false, false},
+		{"operator", domain.SystemActor("cli"), true, true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.actor.CanAudit(acme); got != tc.audits {
+				t.Errorf("CanAudit(own) = %v", got)
+			}
+			if got := tc.actor.CanAudit("OTHER"); got != tc.others {
+				t.Errorf("CanAudit(other) = %v", got)
+			}
+			if got := tc.actor.CanAdminister(acme); got != tc.administers {
+				t.Errorf("CanAdminister = %v", got)
+			}
+		})
+	}
+	if !domain.KnownRole(domain.RoleAuditor) {
+		t.Error("auditor is not a known role")
+	}
+}

@@ -205,6 +205,38 @@ type AccountDeleted struct {
 	By string `json:"by"`
 }
 
+// Audit trail events.
+
+// FeedPosition is a place in the global feed (eventstore.Position; the domain does no I/O
+// and so does not import the store).
+type FeedPosition struct {
+	Commit  uint64 `json:"commit"`
+	Prepare uint64 `json:"prepare"`
+}
+
+// AuditSealed closes a range of the global feed: the Count events after After up to and
+// including Through (seal events not counted), with Digest the running hash over their
+// (stream, revision, chain hash) in feed order, started from the previous seal's digest.
+// Signature is the HMAC-SHA256, under the seal key named KeyID, of all the other fields
+// (package audit defines the encoding).
+type AuditSealed struct {
+	After     FeedPosition `json:"after"`
+	Through   FeedPosition `json:"through"`
+	Count     int64        `json:"count"`
+	Digest    string       `json:"digest"`
+	KeyID     string       `json:"key_id"`
+	Signature string       `json:"signature"`
+}
+
+// AuditLogRead records one read of a provider's history through the audit API, before
+// anything is returned: who (the metadata actor, client IP and user agent) and what (the
+// filters as understood).
+type AuditLogRead struct {
+	Provider string            `json:"provider"`
+	What     string            `json:"what"` // "events" or "state"
+	Filters  map[string]string `json:"filters"`
+}
+
 func (ProviderRegistered) EventType() string        { return "ProviderRegistered" }
 func (ProviderSelfResetAllowed) EventType() string  { return "ProviderSelfResetAllowed" }
 func (ProviderSelfResetRevoked) EventType() string  { return "ProviderSelfResetRevoked" }
@@ -232,6 +264,8 @@ func (AccountAdminUnlocked) EventType() string      { return "AccountAdminUnlock
 func (AccountDeactivated) EventType() string        { return "AccountDeactivated" }
 func (AccountReactivated) EventType() string        { return "AccountReactivated" }
 func (AccountDeleted) EventType() string            { return "AccountDeleted" }
+func (AuditSealed) EventType() string               { return "AuditSealed" }
+func (AuditLogRead) EventType() string              { return "AuditLogRead" }
 
 // AllEvents lists one value of every event type at its current schema version, for codecs.
 func AllEvents() []Event {
@@ -243,6 +277,6 @@ func AllEvents() []Event {
 		ResetRequestRejected{}, PasswordChanged{}, LoginSucceeded{}, LoginFailed{}, AccountLocked{},
 		AccountUnlocked{}, AccountAdminLocked{}, AccountAdminUnlocked{}, AccountDeactivated{},
 		AccountReactivated{}, AccountDeleted{},
-		ProviderUserAdminAdded{}, ProviderUserAdminRemoved{},
+		ProviderUserAdminAdded{}, ProviderUserAdminRemoved{}, AuditSealed{}, AuditLogRead{},
 	}
 }

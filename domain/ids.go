@@ -25,6 +25,12 @@ const (
 	// UnmatchedShards is how many streams unmatched requests spread over, so that their
 	// appends do not all queue for one stream's lock.
 	UnmatchedShards = 16
+	// AuditStreamPrefix opens the streams of the audit trail itself: the seals over the
+	// global feed (SealStream) and each provider's record of audit reads (AuditLogStream).
+	AuditStreamPrefix = "audit-"
+	// SealStream holds the signed seals over the global feed (AuditSealed).
+	SealStream     = AuditStreamPrefix + "seals"
+	auditLogPrefix = AuditStreamPrefix + "log-"
 )
 
 // UnmatchedShard names the shard for an unmatched request: "unmatched-requests-<0..f>",
@@ -64,7 +70,10 @@ func IsUnmatchedStream(stream string) bool {
 }
 
 // StreamPrefixes lists every stream family this service writes; the read side subscribes to these.
-var StreamPrefixes = []string{ProviderStreamPrefix, UserStreamPrefix, UnmatchedStream}
+var StreamPrefixes = []string{ProviderStreamPrefix, UserStreamPrefix, UnmatchedStream, AuditStreamPrefix}
+
+// AuditLogStream names the stream recording who read provider code's history (AuditLogRead).
+func AuditLogStream(code string) string { return auditLogPrefix + NormalizeProviderCode(code) }
 
 var (
 	providerCodeRe = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)

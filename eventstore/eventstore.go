@@ -116,6 +116,9 @@ type Metadata struct {
 	CausationID   string `json:"causation_id,omitempty"`
 	ClientIP      string `json:"client_ip,omitempty"`
 	UserAgent     string `json:"user_agent,omitempty"`
+	// Chain is the event's link in its stream's hash chain (eventstore/chain), set by the
+	// adapter's Append; whatever a caller puts here is replaced.
+	Chain string `json:"chain,omitempty"`
 }
 
 // EventData is an event on its way into the store.

@@ -88,6 +88,36 @@ func TestBadTextInEveryFieldIs4xx(t *testing.T) {
 			body: map[string]string{"q": "ja", "cursor": encodeCursor("a"), "limit": "5"}},
 		"POST /admin/users/{login}/self-reset/disable": {page: true, auth: true, vars: map[string]string{"login": "jane"},
 			body: map[string]string{"q": "ja", "cursor": encodeCursor("a"), "limit": "5"}},
+
+		// The administrator's tools and Change Password while signed in.
+		"POST /api/v1/providers/{code}/users": {auth: true, vars: map[string]string{"code": "ACME"},
+			body: map[string]string{"login_name": "kim", "display_name": "Kim Lee"}},
+		"DELETE /api/v1/providers/{code}/users/{login}": {auth: true, vars: map[string]string{"code": "ACME", "login": "jane"},
+			body: map[string]string{"confirm_login": "jane"}},
+		"PUT /api/v1/providers/{code}/users/{login}/roles/{role}":    {auth: true, vars: map[string]string{"code": "ACME", "login": "jane", "role": "user-admin"}},
+		"DELETE /api/v1/providers/{code}/users/{login}/roles/{role}": {auth: true, vars: map[string]string{"code": "ACME", "login": "jane", "role": "user-admin"}},
+		"POST /api/v1/providers/{code}/users/{login}/lock":           {auth: true, vars: map[string]string{"code": "ACME", "login": "jane"}},
+		"POST /api/v1/providers/{code}/users/{login}/unlock":         {auth: true, vars: map[string]string{"code": "ACME", "login": "jane"}},
+		"POST /api/v1/providers/{code}/users/{login}/deactivate":     {auth: true, vars: map[string]string{"code": "ACME", "login": "jane"}},
+		"POST /api/v1/providers/{code}/users/{login}/reactivate":     {auth: true, vars: map[string]string{"code": "ACME", "login": "jane"}},
+		"POST /api/v1/providers/{code}/users/{login}/password-reset": {auth: true, vars: map[string]string{"code": "ACME", "login": "jane"}},
+		"POST /api/v1/me/password": {auth: true,
+			body: map[string]string{"current_password": bossPW, "new_password": "Brand-new-pass-1", "confirm_password": "Brand-new-pass-1"}},
+		"GET /admin/new-user":  {page: true, auth: true},
+		"POST /admin/new-user": {page: true, auth: true, body: map[string]string{"login_name": "kim", "display_name": "Kim Lee", "user_admin": "1"}},
+		"GET /admin/users/{login}": {page: true, auth: true, vars: map[string]string{"login": "jane"},
+			query: map[string]string{"done": "locked"}},
+		"POST /admin/users/{login}/{action}": {page: true, auth: true, vars: map[string]string{"login": "jane", "action": "lock"},
+			body: map[string]string{"confirm_login": "jane"}},
+		"POST /admin/users/{login}/role/{change}": {page: true, auth: true, vars: map[string]string{"login": "jane", "change": "grant"}},
+		"GET /settings/password":                  {page: true, auth: true},
+		"POST /settings/password": {page: true, auth: true,
+			body: map[string]string{"current_password": bossPW, "new_password": "Brand-new-pass-1", "confirm_password": "Brand-new-pass-1"}},
+
+		// The audit API (boss is no auditor: the answers are 403 unless the text is refused first).
+		"GET /api/v1/audit/events": {auth: true, query: map[string]string{"provider": "ACME", "login": "jane", "type": "LoginFailed",
+			"actor": "anonymous", "client_ip": "127.0.0.1", "since": "2030-01-01T00:00:00Z", "until": "2030-01-03T00:00:00Z", "limit": "5"}},
+		"GET /api/v1/audit/state": {auth: true, query: map[string]string{"provider": "ACME", "login": "jane", "as_of": "2030-01-02T00:00:00Z"}},
 	}
 
 	// Every route on the router is in the table, and nothing else.

@@ -65,6 +65,7 @@ type Config struct {
 	Commands Commands
 	Resets   Resets     // the Forgot Password protocol (*reset.Service)
 	Users    UserLister // the admin user list read model
+	Audit    AuditLog   // the audit API's history (nil: the audit routes answer 503)
 	Sessions Sessions
 	Clock    Clock // defaults to commands.SystemClock; must be the commands' clock
 	Logger   *slog.Logger
@@ -274,6 +275,9 @@ func (s *Server) routes() {
 	api.HandleFunc("/password-resets", s.handleForgotPassword).Methods(http.MethodPost)
 	api.HandleFunc("/password-resets/{reset_id}/resend", s.handleResend).Methods(http.MethodPost)
 	api.HandleFunc("/password-resets/{reset_id}/complete", s.handleComplete).Methods(http.MethodPost)
+
+	api.Handle("/audit/events", auth(http.HandlerFunc(s.handleAuditEvents))).Methods(http.MethodGet)
+	api.Handle("/audit/state", auth(http.HandlerFunc(s.handleAuditState))).Methods(http.MethodGet)
 }
 
 // APIPrefix is where the JSON API lives.

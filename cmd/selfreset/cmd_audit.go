@@ -2,70 +2,113 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"sort"
+	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
+	"selfreset/audit"
+	"selfreset/commands"
 	"selfreset/config"
-	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
 var auditGroup = group{
 	name:    "audit",
-	summary: "print a provider's (or one user's) event history with its metadata, from the event store",
-	run:     runAudit,
+	summary: "print a provider's (or one user's) event history; audit verify checks it is untampered, audit state shows it at a past time",
+	run:     runAuditGroup,
 }
 
-// redactedFields print as "[redacted]": even hashes of passwords, tokens and codes stay
-// in the event store.
-var redactedFields = map[string]bool{"password_hash": true, "token_hash": true, "code_hash": true}
+// runAuditGroup keeps `selfreset audit --provider C` as it always was and adds the verbs.
+func runAuditGroup(ctx context.Context, c *cli, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "verify":
+			return runAuditVerify(ctx, c, args[1:])
+		case "state":
+			return runAuditState(ctx, c, args[1:])
+		case "seal":
+			return runAuditSeal(ctx, c, args[1:])
+		}
+	}
+	return runAudit(ctx, c, args)
+}
 
-const redacted = "[redacted]"
+// auditFlags are the filters shared by the listing (and, in their API form, by
+// GET /api/v1/audit/events).
+type auditFlags struct {
+	provider, login, typ, actor, clientIP, since, until *string
+}
 
-// auditPageSize is how many events of the global feed one read asks for.
-const auditPageSize = 1000
+func addAuditFlags(fs *flag.FlagSet) auditFlags {
+	return auditFlags{
+		provider: fs.String("provider", "", "provider code (required)"),
+		login:    fs.String("login", "", "only this user's history (and unmatched requests naming this login)"),
+		typ:      fs.String("type", "", "only events of this type, e.g. ResetRequestRejected"),
+		actor:    fs.String("actor", "", "only events by this actor, e.g. user:ACME/ada or system:cli"),
+		clientIP: fs.String("client-ip", "", "only events from this client IP address"),
+		since:    fs.String("since", "", "only events that occurred at or after this time, e.g. 2026-01-31T00:00:00Z"),
+		until:    fs.String("until", "", "only events that occurred at or before this time"),
+	}
+}
 
-// auditQuery selects events: a provider's streams, or one user's, plus the unmatched
-// requests that named them, from Since on.
-type auditQuery struct {
-	Provider string
-	Login    string // "" for the whole provider
-	Since    time.Time
+func (af auditFlags) filter(cmd string) (audit.Filter, error) {
+	var f audit.Filter
+	var err error
+	if f.Provider, err = providerCode(cmd, "provider", *af.provider); err != nil {
+		return f, err
+	}
+	if *af.login != "" {
+		if f.Login, err = loginName(cmd, *af.login); err != nil {
+			return f, err
+		}
+	}
+	f.Type, f.Actor = strings.TrimSpace(*af.typ), strings.TrimSpace(*af.actor)
+	if f.ClientIP = strings.TrimSpace(*af.clientIP); f.ClientIP != "" {
+		if _, err := netip.ParseAddr(f.ClientIP); err != nil {
+			return f, usagef("%s: --client-ip %q is not an IP address", cmd, *af.clientIP)
+		}
+	}
+	if f.Since, err = flagTime(cmd, "since", *af.since); err != nil {
+		return f, err
+	}
+	if f.Until, err = flagTime(cmd, "until", *af.until); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// flagTime parses an optional RFC 3339 flag value.
+func flagTime(cmd, name, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, usagef("%s: --%s %q is not an RFC 3339 time such as 2026-01-31T00:00:00Z", cmd, name, v)
+	}
+	return t, nil
 }
 
 func runAudit(ctx context.Context, c *cli, args []string) error {
 	const cmd = "audit"
-	fs := newFlagSet(cmd, "selfreset audit --provider C [--login L] [--since RFC3339] [--format text|jsonl]")
-	provider := fs.String("provider", "", "provider code (required)")
-	login := fs.String("login", "", "only this user's history (and unmatched requests naming this login)")
-	since := fs.String("since", "", "only events that occurred at or after this time, e.g. 2026-01-31T00:00:00Z")
+	fs := newFlagSet(cmd, "selfreset audit --provider C [--login L] [--type T] [--actor A] [--client-ip IP] [--since RFC3339] [--until RFC3339] [--format text|jsonl]\n       selfreset audit verify|state -h")
+	af := addAuditFlags(fs)
 	format := fs.String("format", "text", "text (one line per event) or jsonl (one JSON object per line)")
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	var q auditQuery
-	var err error
-	if q.Provider, err = providerCode(cmd, "provider", *provider); err != nil {
+	q, err := af.filter(cmd)
+	if err != nil {
 		return err
 	}
-	if *login != "" {
-		if q.Login, err = loginName(cmd, *login); err != nil {
-			return err
-		}
-	}
-	if *since != "" {
-		if q.Since, err = time.Parse(time.RFC3339, *since); err != nil {
-			return usagef("%s: --since %q is not an RFC 3339 time such as 2026-01-31T00:00:00Z", cmd, *since)
-		}
-	}
-	var write func(w io.Writer, r auditRecord) error
+	var write func(w io.Writer, r audit.Record) error
 	switch *format {
 	case "text":
 		write = writeAuditText
@@ -81,8 +124,13 @@ func runAudit(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	defer a.Close()
+	// Each record is written as it is found: the history is never held in memory.
 	out := bufio.NewWriter(c.stdout)
-	n, err := audit(ctx, a.store, a.codec, q, func(r auditRecord) error { return write(out, r) })
+	n := 0
+	_, _, err = audit.Query(ctx, a.store, a.codec, q, eventstore.Start, 0, func(r audit.Record) error {
+		n++
+		return write(out, r)
+	})
 	if ferr := out.Flush(); err == nil {
 		err = ferr
 	}
@@ -99,192 +147,158 @@ func runAudit(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-// auditRecord is one event as auditors see it. Every metadata field is always present,
-// so that tools reading jsonl need no defaults.
-type auditRecord struct {
-	Position      eventstore.Position `json:"position"`
-	Stream        string              `json:"stream"`
-	Revision      uint64              `json:"revision"`
-	EventID       string              `json:"event_id"`
-	Type          string              `json:"type"`
-	SchemaVersion int                 `json:"schema_version"`
-	OccurredAt    time.Time           `json:"occurred_at"`
-	Metadata      auditMetadata       `json:"metadata"`
-	Data          orderedObject       `json:"data"`
-	// DecodeError is set when this binary cannot decode the event (a newer schema);
-	// Data is then the stored JSON, still redacted.
-	DecodeError string `json:"decode_error,omitempty"`
-}
+// errHistoryBroken ends `audit verify` when it found a break (exit code 1).
+var errHistoryBroken = errors.New("the event history does not verify")
 
-type auditMetadata struct {
-	Actor         string `json:"actor"`
-	CorrelationID string `json:"correlation_id"`
-	CausationID   string `json:"causation_id"`
-	ClientIP      string `json:"client_ip"`
-	UserAgent     string `json:"user_agent"`
-}
-
-// audit hands emit every event the query selects, in feed order, and returns how many.
-// It reads the event store itself, never a read model: the streams it can name (the
-// provider's, the user's, and every unmatched-requests stream: the legacy one and its
-// shards, domain.UnmatchedStreams) are read directly, and a provider's user
-// streams are found by scanning the global feed for "user-<CODE>-" streams and then read
-// in full. (On PostgreSQL the feed holds back events while an older append is still open;
-// reading the streams themselves keeps those moments from hiding events of streams
-// already known.)
-func audit(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, q auditQuery, emit func(auditRecord) error) (int, error) {
-	var streams []string
-	if q.Login != "" {
-		streams = []string{domain.UserStream(q.Provider, q.Login)}
+func runAuditVerify(ctx context.Context, c *cli, args []string) error {
+	const cmd = "audit verify"
+	fs := newFlagSet(cmd, "selfreset audit verify [--provider C] [--since RFC3339] [--format text|json]")
+	provider := fs.String("provider", "", "check the chains of this provider's streams only (seals always cover the whole feed)")
+	since := fs.String("since", "", "check the chains of events that occurred at or after this time only")
+	format := fs.String("format", "text", "text or json (one object)")
+	if err := c.parseAll(fs, args); err != nil {
+		return err
+	}
+	var opts audit.VerifyOptions
+	var err error
+	if *provider != "" {
+		if opts.Provider, err = providerCode(cmd, "provider", *provider); err != nil {
+			return err
+		}
+	}
+	if opts.Since, err = flagTime(cmd, "since", *since); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return usagef("%s: --format %q: use text or json", cmd, *format)
+	}
+	a, err := c.open(ctx, config.SecretOptional())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	opts.Keys = a.cfg.AuditSealKeys()
+	rep, err := audit.Verify(ctx, a.store, a.codec, opts)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		b, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%s\n", b)
 	} else {
-		users, err := userStreams(ctx, store, q.Provider)
-		if err != nil {
-			return 0, err
-		}
-		streams = append([]string{domain.ProviderStream(q.Provider)}, users...)
+		writeVerifyText(c.stdout, rep)
 	}
-	var records []auditRecord
-	for _, stream := range append(streams, domain.UnmatchedStreams()...) {
-		events, err := store.ReadStream(ctx, stream, 0)
-		if errors.Is(err, eventstore.ErrStreamNotFound) {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("audit: read %s: %w", stream, err)
-		}
-		for _, e := range events {
-			if !q.Since.IsZero() && e.OccurredAt.Before(q.Since) {
-				continue
-			}
-			r := newAuditRecord(codec, e)
-			if domain.IsUnmatchedStream(stream) && !r.names(q) {
-				continue
-			}
-			records = append(records, r)
-		}
+	if rep.Break != nil {
+		return fmt.Errorf("%w: first break at %s", errHistoryBroken, rep.Break)
 	}
-	sortFeedOrder(records)
-	for i, r := range records {
-		if err := emit(r); err != nil {
-			return i, err
-		}
-	}
-	return len(records), nil
+	return nil
 }
 
-// userStreams scans the global feed for the user streams of provider, in order of creation.
-func userStreams(ctx context.Context, store eventstore.Store, provider string) ([]string, error) {
-	prefix := domain.UserStreamPrefix + provider + "-"
-	seen := map[string]bool{}
-	var out []string
-	after := eventstore.Start
+func writeVerifyText(w io.Writer, rep audit.Report) {
+	fmt.Fprintf(w, "events read:       %d\n", rep.Events)
+	fmt.Fprintf(w, "chain links:       %d checked, %d before chaining\n", rep.Checked, rep.BeforeChaining)
+	fmt.Fprintf(w, "seals:             %d checked, covering %d events; %d events after the last seal\n", rep.Seals, rep.SealedEvents, rep.Unsealed)
+	if !rep.SignaturesChecked {
+		fmt.Fprintf(w, "signatures:        not checked (%s not set)\n", config.EnvAuditSealKey)
+	}
+	if rep.Break != nil {
+		fmt.Fprintf(w, "BROKEN at %s\n", rep.Break)
+		return
+	}
+	fmt.Fprintln(w, "OK: no break found")
+}
+
+func runAuditState(ctx context.Context, c *cli, args []string) error {
+	const cmd = "audit state"
+	fs := newFlagSet(cmd, "selfreset audit state --provider C [--login L] --as-of RFC3339")
+	provider := fs.String("provider", "", "provider code (required)")
+	login := fs.String("login", "", "only this user")
+	asOf := fs.String("as-of", "", "the time to show the state at (required), e.g. 2026-03-01T00:00:00Z")
+	if err := c.parseAll(fs, args); err != nil {
+		return err
+	}
+	code, err := providerCode(cmd, "provider", *provider)
+	if err != nil {
+		return err
+	}
+	var l string
+	if *login != "" {
+		if l, err = loginName(cmd, *login); err != nil {
+			return err
+		}
+	}
+	if *asOf == "" {
+		return usagef("%s: --as-of is required", cmd)
+	}
+	at, err := flagTime(cmd, "as-of", *asOf)
+	if err != nil {
+		return err
+	}
+	a, err := c.open(ctx, config.SecretOptional())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	st, err := audit.StateAt(ctx, a.store, a.codec, code, l, at)
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s\n", b)
+	return nil
+}
+
+// runAuditSeal seals the feed up to now at once, as serve's sealer does at intervals (for
+// a deployment that runs no worker, or before a verification).
+func runAuditSeal(ctx context.Context, c *cli, args []string) error {
+	const cmd = "audit seal"
+	fs := newFlagSet(cmd, "selfreset audit seal")
+	if err := c.parseAll(fs, args); err != nil {
+		return err
+	}
+	a, err := c.open(ctx, config.SecretOptional())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if a.cfg.AuditSealKey == nil {
+		return &config.Error{Var: config.EnvAuditSealKey, Msg: "not set; seals are signed with it"}
+	}
+	s := newSealer(a, a.cfg, commands.SystemClock{}, c.log)
+	n := 0
 	for {
-		page, err := store.ReadAll(ctx, after, auditPageSize)
+		sealed, err := s.SealOnce(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("audit: read the event feed: %w", err)
+			return err
 		}
-		if len(page) == 0 {
-			return out, nil
-		}
-		for _, e := range page {
-			after = e.Position
-			if seen[e.Stream] || !strings.HasPrefix(e.Stream, prefix) {
-				continue
-			}
-			// Codes have no '-', so the prefix cannot match another provider's streams;
-			// the parse also drops names this service would never write.
-			if code, _, err := domain.ParseUserStream(e.Stream); err == nil && code == provider {
-				seen[e.Stream] = true
-				out = append(out, e.Stream)
-			}
-		}
-	}
-}
-
-// sortFeedOrder puts records from several streams into global-feed order. Servers that
-// report no feed position on stream reads (EventStoreDB before 22.x) fall back to the
-// time of the decision, then stream and revision.
-func sortFeedOrder(records []auditRecord) {
-	positioned := true
-	for _, r := range records {
-		if r.Position == eventstore.Start {
-			positioned = false
+		if !sealed {
 			break
 		}
+		n++
 	}
-	sort.SliceStable(records, func(i, j int) bool {
-		a, b := records[i], records[j]
-		if positioned {
-			return a.Position.Less(b.Position)
-		}
-		if !a.OccurredAt.Equal(b.OccurredAt) {
-			return a.OccurredAt.Before(b.OccurredAt)
-		}
-		if a.Stream != b.Stream {
-			return a.Stream < b.Stream
-		}
-		return a.Revision < b.Revision
-	})
+	fmt.Fprintf(c.stdout, "%d seals appended\n", n)
+	return nil
 }
 
-// names reports whether an unmatched request's data names the queried provider (and login).
-func (r auditRecord) names(q auditQuery) bool {
-	var who struct {
-		Provider string
-		Login    string
+// newSealer is serve's audit sealer, or nil (and a warning) without a seal key.
+func newSealer(a *app, cfg config.Config, clock audit.Clock, log *slog.Logger) *audit.Sealer {
+	if cfg.AuditSealKey == nil {
+		log.Warn(config.EnvAuditSealKey + " is not set: the event feed is not sealed; audit verify checks the hash chains only")
+		return nil
 	}
-	for _, f := range r.Data {
-		var s string
-		if json.Unmarshal(f.Value, &s) != nil {
-			continue
-		}
-		switch f.Key {
-		case "provider":
-			who.Provider = domain.NormalizeProviderCode(s)
-		case "login":
-			who.Login = domain.NormalizeLogin(s)
-		}
-	}
-	return who.Provider == q.Provider && (q.Login == "" || who.Login == q.Login)
-}
-
-// newAuditRecord decodes e (upcasting old schema versions, as every reader does) and
-// redacts its hashes. An event this binary cannot decode is shown as stored, flagged.
-func newAuditRecord(codec *eventstore.Codec, e eventstore.RecordedEvent) auditRecord {
-	r := auditRecord{
-		Position: e.Position, Stream: e.Stream, Revision: e.Revision, EventID: e.ID.String(),
-		Type: e.Type, SchemaVersion: e.SchemaVersion, OccurredAt: e.OccurredAt.UTC(),
-		Metadata: auditMetadata{Actor: e.Metadata.Actor, CorrelationID: e.Metadata.CorrelationID,
-			CausationID: e.Metadata.CausationID, ClientIP: e.Metadata.ClientIP, UserAgent: e.Metadata.UserAgent},
-	}
-	data := []byte(e.Data)
-	if v, err := codec.DecodeRecorded(e); err != nil {
-		r.DecodeError = err.Error()
-	} else if b, err := json.Marshal(v); err != nil {
-		r.DecodeError = err.Error()
-	} else {
-		data = b // the current shape, in declaration order
-	}
-	obj, err := parseObject(data)
-	if err != nil {
-		// Not an object: show nothing of it rather than risk showing a secret.
-		if r.DecodeError == "" {
-			r.DecodeError = "data is not a JSON object"
-		}
-		return r
-	}
-	for i, f := range obj {
-		if redactedFields[f.Key] {
-			obj[i].Value = json.RawMessage(`"` + redacted + `"`)
-		}
-	}
-	r.Data = obj
-	return r
+	return &audit.Sealer{Store: a.store, Codec: a.codec, Key: audit.Key{ID: cfg.AuditSealKeyID, Secret: cfg.AuditSealKey},
+		Clock: clock, Interval: cfg.AuditSealInterval, Log: log}
 }
 
 // ---- output ----
 
-func writeAuditJSON(w io.Writer, r auditRecord) error {
+func writeAuditJSON(w io.Writer, r audit.Record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -296,7 +310,7 @@ func writeAuditJSON(w io.Writer, r auditRecord) error {
 // writeAuditText writes one line: when, stream@revision, type, who/where, then the data.
 //
 //	2026-01-31T09:00:00.123Z user-ACME-bob@1 AccountAdminLocked actor=system:cli corr=… | by=system:cli
-func writeAuditText(w io.Writer, r auditRecord) error {
+func writeAuditText(w io.Writer, r audit.Record) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s@%d %s actor=%s", r.OccurredAt.Format(time.RFC3339Nano), r.Stream, r.Revision, r.Type, textValue(r.Metadata.Actor))
 	if r.Metadata.ClientIP != "" {
@@ -343,66 +357,4 @@ func textValue(s string) string {
 		}
 	}
 	return s
-}
-
-// ---- an ordered JSON object ----
-
-type field struct {
-	Key   string
-	Value json.RawMessage
-}
-
-// orderedObject is a JSON object that keeps its keys in the order given.
-type orderedObject []field
-
-func (o orderedObject) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, f := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, err := json.Marshal(f.Key)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(f.Value)
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
-}
-
-// parseObject splits a JSON object into its top-level fields, in order.
-func parseObject(data []byte) (orderedObject, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, fmt.Errorf("not a JSON object")
-	}
-	obj := orderedObject{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, fmt.Errorf("bad object key")
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, v); err != nil {
-			return nil, err
-		}
-		obj = append(obj, field{Key: key, Value: compact.Bytes()})
-	}
-	return obj, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"selfreset/audit"
 	"selfreset/config"
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
@@ -144,6 +145,9 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		start("reset intake", worker.Run)
 		start("projections", runner.Run)
 		start("mailer", sender.Run)
+		if sealer := newSealer(a, cfg, h, c.log); sealer != nil {
+			start("audit sealer", sealer.Run)
+		}
 		c.log.Info("consumers started", "projections", len(consumers()), "mail driver", mcfg.Driver)
 	}
 
@@ -162,6 +166,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		limiter := ratelimit.New(pool, h)
 		srv := httpapi.NewServer(httpapi.Config{
 			Commands: h, Resets: resets, Users: httpapi.NewPGUserLister(pool), Sessions: sessions,
+			Audit: &audit.Service{Store: a.store, Codec: a.codec, Clock: h},
 			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
 			RateLimiter: limiter, RequestTimeout: requestTimeout, TrustedProxies: cfg.TrustedProxies,
 			// Cookies lose Secure only for a plain-http address someone chose (or --dev):

@@ -22,7 +22,7 @@ var userGroup = group{
 }
 
 var userCommands = []subcommand{
-	{"add", "register a user: --provider C --login L --name N [--role user-admin] --password-stdin", runUserAdd},
+	{"add", "register a user: --provider C --login L --name N [--role user-admin|auditor] --password-stdin", runUserAdd},
 	statusCommand("lock", "admin-lock the account (only an admin unlock lifts it; no reset token is issued)", "admin-locked",
 		(*commands.Handler).AdminLock),
 	statusCommand("unlock", "lift the admin lock, and a failed-login lock with it", "unlocked",
@@ -46,7 +46,7 @@ func (r *roleList) String() string { return strings.Join(*r, ",") }
 func (r *roleList) Set(v string) error {
 	v = strings.TrimSpace(v)
 	if !domain.KnownRole(v) {
-		return fmt.Errorf("unknown role %q (known: %s)", v, domain.RoleUserAdmin)
+		return fmt.Errorf("unknown role %q (known: %s)", v, domain.RoleNames())
 	}
 	for _, have := range *r {
 		if have == v {
@@ -59,11 +59,11 @@ func (r *roleList) Set(v string) error {
 
 func runUserAdd(ctx context.Context, c *cli, args []string) error {
 	const cmd = "user add"
-	fs := newFlagSet(cmd, "selfreset user add --provider C --login L --name N [--role user-admin] --password-stdin < password-file")
+	fs := newFlagSet(cmd, "selfreset user add --provider C --login L --name N [--role user-admin|auditor] --password-stdin < password-file")
 	account := accountFlags(fs)
 	name := fs.String("name", "", "the user's display name (required)")
 	var roles roleList
-	fs.Var(&roles, "role", "grant a `role` (repeatable; known: "+domain.RoleUserAdmin+")")
+	fs.Var(&roles, "role", "grant a `role` (repeatable; known: "+domain.RoleNames()+")")
 	fromStdin := fs.Bool("password-stdin", false, "read the initial password from the first line of standard input (required)")
 	if err := c.parseAll(fs, args); err != nil {
 		return err

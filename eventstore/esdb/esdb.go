@@ -17,6 +17,7 @@ import (
 	esdbc "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 
 	"selfreset/eventstore"
+	"selfreset/eventstore/chain"
 )
 
 // DefaultPageSize is how many events one read request asks for.
@@ -166,33 +167,125 @@ func (s *Store) noteErr(c *esdbc.Client, err error) {
 	s.client = fresh
 }
 
-// Append implements eventstore.Store.
+// maxChainAttempts bounds how often an append with a loose expectation (Any, StreamExists)
+// re-reads the stream's last event after another writer got in first.
+const maxChainAttempts = 64
+
+// Append implements eventstore.Store. Each event is linked to the stream's hash chain
+// (eventstore/chain), which needs the hash of the stream's last event: it is read first and
+// the events are appended at exactly that revision, so a writer that got in between makes
+// the append fail rather than fork the chain. An append whose own expectation was loose
+// (Any, StreamExists) then reads again and retries; an exact one reports the conflict.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, events ...eventstore.EventData) (eventstore.AppendResult, error) {
 	if len(events) == 0 {
 		return s.appendNothing(ctx, stream, expected)
 	}
-	data := make([]esdbc.EventData, len(events))
-	for i, e := range events {
-		d, err := toEventData(e)
-		if err != nil {
+	for _, e := range events {
+		if _, err := toEventData(e); err != nil {
 			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %q: %w", stream, err)
 		}
-		data[i] = d
 	}
-	c := s.conn()
-	res, err := c.AppendToStream(ctx, stream, esdbc.AppendToStreamOptions{ExpectedRevision: expectedRevision(expected)}, data...)
-	if err != nil {
-		s.noteErr(c, err)
-		return eventstore.AppendResult{}, withCtx(ctx, mapAppendError(stream, expected, err))
+	for attempt := 1; ; attempt++ {
+		c := s.conn()
+		tail, err := s.tailOfStream(ctx, c, stream, len(events))
+		if err != nil {
+			return eventstore.AppendResult{}, withCtx(ctx, fmt.Errorf("esdb: append to %q: %w", stream, err))
+		}
+		if res, ok := retried(tail, events); ok {
+			return res, nil // a retry of an append that succeeded
+		}
+		send, first, prev := expected, uint64(0), ""
+		exists := len(tail) > 0
+		if exists {
+			first, prev = tail[0].Revision+1, tail[0].Metadata.Chain
+		}
+		if expected.Check(first-1, exists) {
+			send = eventstore.NoStream
+			if exists {
+				send = eventstore.Exact(first - 1)
+			}
+		} // else the server refuses it (or, for a retry, answers as the first time)
+		linked := append([]eventstore.EventData(nil), events...)
+		if _, err := chain.Link(stream, first, prev, linked); err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %q: %w", stream, err)
+		}
+		data := make([]esdbc.EventData, len(linked))
+		for i, e := range linked {
+			if data[i], err = toEventData(e); err != nil {
+				return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %q: %w", stream, err)
+			}
+		}
+		res, err := c.AppendToStream(ctx, stream, esdbc.AppendToStreamOptions{ExpectedRevision: expectedRevision(send)}, data...)
+		if err != nil {
+			s.noteErr(c, err)
+			if send != expected && attempt < maxChainAttempts && errors.Is(mapAppendError(stream, send, err), eventstore.ErrConflict) && ctx.Err() == nil {
+				continue // another writer appended first: link to its event instead
+			}
+			return eventstore.AppendResult{}, withCtx(ctx, mapAppendError(stream, expected, err))
+		}
+		out := appendResult(res)
+		if out.Position == eventstore.Start {
+			// The server reports no position for an idempotent retry; the stored event knows it.
+			if last, ok, err := s.lastOfStream(ctx, c, stream); err == nil && ok && last.Revision == out.NextRevision {
+				out.Position = last.Position
+			}
+		}
+		return out, nil
 	}
-	out := appendResult(res)
-	if out.Position == eventstore.Start {
-		// The server reports no position for an idempotent retry; the stored event knows it.
-		if last, ok, err := s.lastOfStream(ctx, c, stream); err == nil && ok && last.Revision == out.NextRevision {
-			out.Position = last.Position
+}
+
+// retried reports whether every event is among tail (the stream's last events, newest
+// first), and if so the result the first append gave.
+func retried(tail []eventstore.RecordedEvent, events []eventstore.EventData) (eventstore.AppendResult, bool) {
+	if len(tail) < len(events) {
+		return eventstore.AppendResult{}, false
+	}
+	var last *eventstore.RecordedEvent
+	for _, e := range events {
+		found := false
+		for i := range tail {
+			if tail[i].ID == e.ID {
+				found = true
+				if last == nil || tail[i].Revision > last.Revision {
+					last = &tail[i]
+				}
+				break
+			}
+		}
+		if !found {
+			return eventstore.AppendResult{}, false
 		}
 	}
-	return out, nil
+	return eventstore.AppendResult{NextRevision: last.Revision, Position: last.Position}, true
+}
+
+// tailOfStream reads the last n events of stream, newest first (none when it has no events).
+func (s *Store) tailOfStream(ctx context.Context, c *esdbc.Client, stream string, n int) ([]eventstore.RecordedEvent, error) {
+	rs, err := c.ReadStream(ctx, stream, esdbc.ReadStreamOptions{Direction: esdbc.Backwards, From: esdbc.End{}}, uint64(n))
+	if err != nil {
+		s.noteErr(c, err)
+		return nil, err
+	}
+	defer rs.Close()
+	var out []eventstore.RecordedEvent
+	for {
+		ev, err := rs.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			if errors.Is(mapReadError(stream, err), eventstore.ErrStreamNotFound) {
+				return nil, nil
+			}
+			s.noteErr(c, err)
+			return nil, err
+		}
+		rec, err := toRecorded(ev.OriginalEvent())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
 }
 
 // appendNothing answers an append of no events without writing: the client reports a

@@ -59,6 +59,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/eventstore"
+	"selfreset/eventstore/chain"
 )
 
 // notifyChannel is the channel appends notify on commit, so that subscribers wake up
@@ -229,9 +230,13 @@ func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore
 		return eventstore.AppendResult{}, wrapErr(what+": lock stream", err)
 	}
 	// Read under the lock, in a fresh statement snapshot: the previous writer has committed.
+	// The last event's chain value comes with it: new events link to it (eventstore/chain).
 	var current int64
+	var prevChain *string
 	exists := true
-	err := tx.QueryRow(ctx, `SELECT revision FROM streams WHERE stream = $1`, stream).Scan(&current)
+	err := tx.QueryRow(ctx, `SELECT s.revision, e.metadata->>'chain' FROM streams s
+		LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
+		WHERE s.stream = $1`, stream).Scan(&current, &prevChain)
 	if errors.Is(err, pgx.ErrNoRows) {
 		exists = false
 	} else if err != nil {
@@ -271,8 +276,17 @@ func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore
 	}
 
 	next := int64(-1)
+	prev := ""
 	if exists {
 		next = current
+		if prevChain != nil {
+			prev = *prevChain
+		}
+	}
+	// Link a copy: the caller's slice stays as given.
+	events = append([]eventstore.EventData(nil), events...)
+	if _, err := chain.Link(stream, uint64(next+1), prev, events); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: %s: %w", what, err)
 	}
 	// One statement per event so that seq follows revision order within the append.
 	batch := &pgx.Batch{}

@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"selfreset/eventstore"
+	"selfreset/eventstore/chain"
 )
 
 // timeout bounds every subtest, so that a broken adapter fails instead of hanging.
@@ -36,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	t.Run("ReadAll", func(t *testing.T) { testReadAll(t, newStore) })
 	t.Run("SubscribeAll", func(t *testing.T) { testSubscribeAll(t, newStore) })
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, newStore) })
+	t.Run("Chain", func(t *testing.T) { testChain(t, newStore) })
 }
 
 // fixture is one subtest's view of the store: a context with a deadline and a stream
@@ -332,10 +334,11 @@ func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) 
 			if !jsonEqual(g.Data, w.Data) {
 				t.Errorf("event %d: Data = %s, want %s", i, g.Data, w.Data)
 			}
-			if g.Metadata != w.Metadata {
-				t.Errorf("event %d: Metadata = %+v, want %+v", i, g.Metadata, w.Metadata)
+			if gm := withoutChain(g.Metadata); gm != w.Metadata {
+				t.Errorf("event %d: Metadata = %+v, want %+v (apart from the chain)", i, gm, w.Metadata)
 			}
 		}
+		checkChain(t, s, got)
 	})
 
 	t.Run("from skips earlier revisions", func(t *testing.T) {
@@ -981,4 +984,93 @@ func checkOneWinner(t *testing.T, what string, errs []error) {
 	if wins != 1 {
 		t.Fatalf("%s: %d racers won, want exactly 1", what, wins)
 	}
+}
+
+func withoutChain(m eventstore.Metadata) eventstore.Metadata {
+	m.Chain = ""
+	return m
+}
+
+// checkChain fails t unless events, the whole of stream in revision order, form an
+// unbroken hash chain.
+func checkChain(t *testing.T, stream string, events []eventstore.RecordedEvent) {
+	t.Helper()
+	prev := ""
+	for i, e := range events {
+		if e.Revision != uint64(i) {
+			t.Fatalf("%s: event %d has revision %d", stream, i, e.Revision)
+		}
+		want, err := chain.Hash(chain.OfRecorded(e), prev)
+		if err != nil {
+			t.Fatalf("%s@%d: %v", stream, e.Revision, err)
+		}
+		if e.Metadata.Chain != want {
+			t.Fatalf("%s@%d: chain = %q, want %q", stream, e.Revision, e.Metadata.Chain, want)
+		}
+		prev = want
+	}
+}
+
+func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	t.Run("each append links to the stream's last event", func(t *testing.T) {
+		f := setup(t, newStore)
+		s := f.stream("chained")
+		res := f.append(s, eventstore.NoStream, newEvents("A", 3)...)
+		res = f.append(s, eventstore.Exact(res.NextRevision), newEvents("B", 1)...)
+		f.append(s, eventstore.Any, newEvents("C", 2)...)
+		f.append(s, eventstore.StreamExists, newEvents("D", 1)...)
+		got := f.readStream(s, 0)
+		if len(got) != 7 {
+			t.Fatalf("read %d events, want 7", len(got))
+		}
+		checkChain(t, s, got)
+	})
+
+	t.Run("a chain value given by the caller is replaced", func(t *testing.T) {
+		f := setup(t, newStore)
+		s := f.stream("forged")
+		e := newEvent("Forged", 0)
+		e.Metadata.Chain = strings.Repeat("0", chain.HashLen)
+		f.append(s, eventstore.NoStream, e)
+		checkChain(t, s, f.readStream(s, 0))
+	})
+
+	t.Run("an idempotent retry leaves the chain as it was", func(t *testing.T) {
+		f := setup(t, newStore)
+		s := f.stream("retry")
+		events := newEvents("R", 2)
+		f.append(s, eventstore.NoStream, events...)
+		f.append(s, eventstore.Any, newEvents("S", 1)...)
+		f.append(s, eventstore.NoStream, events...)
+		got := f.readStream(s, 0)
+		if len(got) != 3 {
+			t.Fatalf("read %d events after the retry, want 3", len(got))
+		}
+		checkChain(t, s, got)
+	})
+
+	t.Run("concurrent Any appends chain without forks", func(t *testing.T) {
+		f := setup(t, newStore)
+		s := f.stream("any")
+		const writers, each = 6, 8
+		errs := race(f, writers, func() error {
+			for i := range each {
+				n := 1 + i%2
+				if _, err := f.store.Append(f.ctx, s, eventstore.Any, newEvents("Any", n)...); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("Any append: %v", err)
+			}
+		}
+		got := f.readStream(s, 0)
+		if want := writers * (each / 2) * 3; len(got) != want {
+			t.Fatalf("read %d events, want %d", len(got), want)
+		}
+		checkChain(t, s, got)
+	})
 }
