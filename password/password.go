@@ -17,6 +17,9 @@ type Params = argon2id.Params
 // DefaultParams is OWASP's recommended minimum.
 var DefaultParams = Params{Memory: 19 * 1024, Iterations: 2, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 
+// MemoryBytes is the memory one argon2id computation with p holds while it runs.
+func MemoryBytes(p Params) int64 { return int64(p.Memory) * 1024 }
+
 // Hasher hashes and verifies argon2id PHC strings.
 type Hasher struct {
 	params Params

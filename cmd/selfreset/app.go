@@ -28,7 +28,8 @@ type app struct {
 	store eventstore.Store
 	codec *eventstore.Codec
 
-	handler *commands.Handler
+	handler   *commands.Handler
+	hashSlots int // how many argon2id computations the handler runs at once
 }
 
 // config reads the configuration from the environment, honouring --dev.
@@ -110,10 +111,12 @@ func (a *app) commands() (*commands.Handler, error) {
 	if err != nil {
 		return nil, &config.Error{Var: config.EnvSecret, Msg: err.Error()}
 	}
+	bounded := password.NewBounded(hasher, a.cfg.HashConcurrency)
+	a.hashSlots = bounded.Slots()
 	a.handler = commands.New(commands.Config{
 		Store:   a.store,
 		Clock:   commands.SystemClock{},
-		Hasher:  password.NewBounded(hasher, a.cfg.HashConcurrency),
+		Hasher:  bounded,
 		Secrets: keys,
 		Common:  password.NewCommonList(),
 		Policy:  a.cfg.Policy(),
