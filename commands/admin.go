@@ -163,12 +163,8 @@ func (h *Handler) ChangePassword(ctx context.Context, c ChangePassword) (domain.
 		}
 		events, derr := u.ChangePassword(h.policy, domain.PasswordChange{CurrentOK: currentOK, Candidate: cand, Hash: newHash}, h.clock.Now())
 		if derr != nil {
-			// Refusals are recorded without an expected revision, as for sign-in, and a
-			// wrong current password counts toward the same lock.
-			if err := h.append(ctx, stream, eventstore.Any, c.actor(), events); err != nil {
-				return domain.User{}, err
-			}
-			if err := h.lockIfDue(ctx, code, login, stream, c.actor()); err != nil {
+			// Recorded as for sign-in: a wrong current password counts toward the same lock.
+			if err := h.recordFailedPassword(ctx, code, login, c.actor(), events); err != nil {
 				return domain.User{}, err
 			}
 			return domain.User{}, derr

@@ -262,13 +262,7 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			derr = refined
 		}
 		if derr != nil {
-			// A refusal is recorded without an expected revision: racing failures must
-			// neither escape the count nor answer differently from an unknown account
-			// (which never conflicts). The fold counts them, so stale numbers are harmless.
-			if err := h.append(ctx, stream, eventstore.Any, actor, events); err != nil {
-				return domain.User{}, err
-			}
-			if err := h.lockIfDue(ctx, code, login, stream, actor); err != nil {
+			if err := h.recordFailedPassword(ctx, code, login, actor, events); err != nil {
 				return domain.User{}, err
 			}
 			return domain.User{}, derr
@@ -287,6 +281,19 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 	}
 	// Only a caller holding the right password gets here.
 	return domain.User{}, ErrTooMuchContention
+}
+
+// recordFailedPassword records a refused password check (sign-in, step-up, the signed-in
+// Change Password) and then the failed-login lock if it is due. The refusal is appended
+// without an expected revision: racing failures must neither escape the count nor answer
+// differently from an unknown account (which never conflicts). The fold counts them, so
+// stale numbers are harmless.
+func (h *Handler) recordFailedPassword(ctx context.Context, code, login, actor string, events []domain.Event) error {
+	stream := domain.UserStream(code, login)
+	if err := h.append(ctx, stream, eventstore.Any, actor, events); err != nil {
+		return err
+	}
+	return h.lockIfDue(ctx, code, login, stream, actor)
 }
 
 // lockIfDue appends the failed-login lock when the folded count calls for it

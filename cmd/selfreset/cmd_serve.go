@@ -205,36 +205,19 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			_ = srv.Close(sctx)
 			return hs.Shutdown(sctx)
 		})
-		start("session cleanup", func(ctx context.Context) error {
-			t := time.NewTicker(time.Hour)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					if _, err := sessions.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
-						c.log.Warn("deleting expired sessions failed", "err", err)
-					}
-				}
+		start("session cleanup", every(time.Hour, func(ctx context.Context) {
+			if _, err := sessions.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
+				c.log.Warn("deleting expired sessions failed", "err", err)
 			}
-		})
-		start("rate-limit cleanup", func(ctx context.Context) error {
-			// Full buckets carry no information; every web replica deletes them (in
-			// bounded batches; concurrent runs are harmless).
-			t := time.NewTicker(time.Minute)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					if _, err := limiter.Cleanup(ctx); err != nil && ctx.Err() == nil {
-						c.log.Warn("deleting full rate-limit buckets failed", "err", err)
-					}
-				}
+		}))
+		// Full buckets carry no information; every web replica deletes them (in bounded
+		// batches; concurrent runs are harmless).
+		start("rate-limit cleanup", every(time.Minute, func(ctx context.Context) {
+			if _, err := limiter.Cleanup(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("deleting full rate-limit buckets failed", "err", err)
 			}
-		})
+		}))
+
 	}
 
 	<-ctx.Done()
@@ -244,6 +227,22 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	}
 	c.log.Info("stopped cleanly")
 	return nil
+}
+
+// every runs fn each period until ctx ends: housekeeping that may fail now and then.
+func every(period time.Duration, fn func(ctx context.Context)) func(context.Context) error {
+	return func(ctx context.Context) error {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				fn(ctx)
+			}
+		}
+	}
 }
 
 // serveBaseMemory is what serve holds besides password hashing (pools, caches, request
