@@ -160,3 +160,8 @@ func (m *Metrics) RateLimited(class, scope string) {
 // ObserveHashWait records how long a password computation waited for its slot
 // (password.ObserveWait).
 func (m *Metrics) ObserveHashWait(d time.Duration) { m.hashWait.Observe(d.Seconds()) }
+
+// LagCap is how many events behind a consumer the lag gauge counts at most: past it the
+// consumer is plainly far behind, and counting further would make every scrape read
+// that much of the feed.
+const LagCap = 10000

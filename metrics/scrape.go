@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -83,7 +84,7 @@ func NewScrapeCollector(c ScrapeConfig) prometheus.Collector {
 			"Age of the oldest command waiting in the queue; 0 when it is empty.",
 			[]string{"queue"}, nil),
 		lagEvents: prometheus.NewDesc(name("projection_lag_events"),
-			"Events in the feed after the consumer's checkpoint (counted up to the runner's cap, 100000).",
+			"Events in the feed after the consumer's checkpoint, counted up to "+strconv.Itoa(LagCap)+".",
 			[]string{"consumer"}, nil),
 		lagSeconds: prometheus.NewDesc(name("projection_lag_seconds"),
 			"Age of the oldest event the consumer has not applied yet; 0 when it has caught up.",

@@ -14,6 +14,7 @@ import (
 	"selfreset/eventstore"
 	"selfreset/eventstore/esdb"
 	"selfreset/eventstore/postgres"
+	"selfreset/metrics"
 	"selfreset/password"
 )
 
@@ -29,6 +30,9 @@ type app struct {
 	codec *eventstore.Codec
 
 	handler *commands.Handler
+	// metrics, when set before commands() is first called (serve with
+	// SELFRESET_METRICS_ADDR), records every command and password-hash wait.
+	metrics *metrics.Metrics
 }
 
 // config reads the configuration from the environment, honouring --dev.
@@ -110,14 +114,23 @@ func (a *app) commands() (*commands.Handler, error) {
 	if err != nil {
 		return nil, &config.Error{Var: config.EnvSecret, Msg: err.Error()}
 	}
+	var (
+		observer commands.Observer
+		bounded  []password.BoundedOption
+	)
+	if a.metrics != nil {
+		observer = a.metrics
+		bounded = append(bounded, password.ObserveWait(a.metrics.ObserveHashWait))
+	}
 	a.handler = commands.New(commands.Config{
-		Store:   a.store,
-		Clock:   commands.SystemClock{},
-		Hasher:  password.NewBounded(hasher, a.cfg.HashConcurrency),
-		Secrets: keys,
-		Common:  password.NewCommonList(),
-		Policy:  a.cfg.Policy(),
-		Logger:  a.cli.log,
+		Store:    a.store,
+		Clock:    commands.SystemClock{},
+		Hasher:   password.NewBounded(hasher, a.cfg.HashConcurrency, bounded...),
+		Secrets:  keys,
+		Common:   password.NewCommonList(),
+		Policy:   a.cfg.Policy(),
+		Logger:   a.cli.log,
+		Observer: observer,
 	})
 	return a.handler, nil
 }

@@ -17,6 +17,7 @@ import (
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
 	"selfreset/mailer"
+	"selfreset/metrics"
 	"selfreset/projections"
 	"selfreset/ratelimit"
 	"selfreset/reset"
@@ -98,6 +99,20 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			}
 		}
 	}
+	// Metrics first: the command handler records into them from its first command.
+	metricsLn, err := metricsListener(cfg)
+	if err != nil {
+		return err
+	}
+	var (
+		m        *metrics.Metrics
+		observer httpapi.Observer
+	)
+	if metricsLn != nil {
+		defer metricsLn.Close()
+		m = metrics.New()
+		a.metrics, observer = m, m
+	}
 	h, err := a.commands()
 	if err != nil {
 		return err
@@ -118,6 +133,10 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 				cancel(fmt.Errorf("%s: %w", name, err))
 			}
 		})
+	}
+
+	if m != nil {
+		start("metrics", func(ctx context.Context) error { return serveMetrics(ctx, c, a, m, pool, h, metricsLn) })
 	}
 
 	if *role != roleWeb {
@@ -173,6 +192,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			// behind a TLS proxy with no public URL set, they stay Secure.
 			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://") && (explicitURL || c.dev),
 			Ready:           httpapi.PingAll(pool, eventStorePing{a.store}),
+			Observer:        observer,
 		})
 		srv.MountPages()
 		ln, err := net.Listen("tcp", cfg.Addr)
