@@ -98,6 +98,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Handler serves the registry in the Prometheus exposition formats. A collector that
 // fails is logged and left out; the rest of the scrape is still answered.
 func (m *Metrics) Handler(log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandling:     promhttp.ContinueOnError,
