@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -263,5 +264,28 @@ func TestServeMetrics(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not back to 0 within 90s of starting a worker: %v", pending)
 		}
+	}
+}
+
+// A bad or taken metrics address stops serve with one line naming the variable, exit 2.
+func TestServeBadMetricsAddr(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct{ name, addr string }{
+		{"not host:port", "9464"},
+		{"port in use", taken.Addr().String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e[config.EnvAddr], e[config.EnvMetricsAddr] = freeAddr(t), tc.addr
+			r := e.fails(t, exitUsage, "", "--dev", "serve")
+			if !strings.Contains(r.stderr, config.EnvMetricsAddr) {
+				t.Errorf("stderr does not name %s: %s", config.EnvMetricsAddr, r.stderr)
+			}
+		})
 	}
 }
