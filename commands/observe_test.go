@@ -57,7 +57,9 @@ func TestObserverSeesEveryCommandOnce(t *testing.T) {
 	want := []observed{{"register_provider", nil}, {"register_user", nil}, {"login", loginErr}, {"enable_self_reset", enableErr}}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if !slices.EqualFunc(rec.got, want, func(a, b observed) bool { return a.name == b.name && errors.Is(a.err, b.err) && (a.err == nil) == (b.err == nil) }) {
+	if !slices.EqualFunc(rec.got, want, func(a, b observed) bool {
+		return a.name == b.name && errors.Is(a.err, b.err) && (a.err == nil) == (b.err == nil)
+	}) {
 		t.Errorf("observed %v, want %v", rec.got, want)
 	}
 }
