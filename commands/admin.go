@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"time"
 
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -27,6 +28,7 @@ func TemporaryPassword() string { return rand.Text() }
 
 // CreateUser returns the temporary password; it is in no event and no log.
 func (h *Handler) CreateUser(ctx context.Context, c CreateUser) (password string, err error) {
+	defer h.observe("create_user", time.Now(), &err)
 	actor, err := h.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return "", err
@@ -104,6 +106,7 @@ func (h *Handler) withoutUserAdmin(ctx context.Context, c UserCommand, decide fu
 // SendPasswordReset is the admin's "Send password reset": a token to the user's
 // configured recovery email (the mailer sends it on ResetTokenIssued).
 func (h *Handler) SendPasswordReset(ctx context.Context, c UserCommand) (tokenID string, err error) {
+	defer h.observe("send_password_reset", time.Now(), &err)
 	token, err := h.secrets.Issue(KindResetToken)
 	if err != nil {
 		return "", err
@@ -129,7 +132,8 @@ type ChangePassword struct {
 // ChangePassword returns the user as the change left them (the caller keeps its own
 // session alive under the new SessionEpoch). A wrong current password is
 // domain.ErrInvalidCredentials and counts toward the failed-login lock.
-func (h *Handler) ChangePassword(ctx context.Context, c ChangePassword) (domain.User, error) {
+func (h *Handler) ChangePassword(ctx context.Context, c ChangePassword) (_ domain.User, err error) {
+	defer h.observe("change_password", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
 	stream := domain.UserStream(code, login)
 	var (

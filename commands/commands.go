@@ -68,6 +68,8 @@ type Config struct {
 	Logger  *slog.Logger
 	// MaxAttempts bounds load-decide-append rounds when another writer got there first.
 	MaxAttempts int
+	// Observer, when set, is told each command's outcome and duration (metrics).
+	Observer Observer
 }
 
 // Handler runs commands.
@@ -81,6 +83,7 @@ type Handler struct {
 	policy  domain.Policy
 	log     *slog.Logger
 	tries   int
+	obs     Observer
 }
 
 // ErrTooMuchContention means every attempt lost the optimistic-concurrency race.
@@ -98,7 +101,7 @@ func New(c Config) *Handler {
 		c.MaxAttempts = 5
 	}
 	return &Handler{store: c.Store, codec: NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
-		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts}
+		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer}
 }
 
 // NewCodec returns the codec that knows every domain event at its current schema version.

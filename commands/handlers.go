@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"time"
 
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -19,7 +20,8 @@ type RegisterProvider struct {
 	AllowSelfReset bool
 }
 
-func (h *Handler) RegisterProvider(ctx context.Context, c RegisterProvider) error {
+func (h *Handler) RegisterProvider(ctx context.Context, c RegisterProvider) (err error) {
+	defer h.observe("register_provider", time.Now(), &err)
 	code := domain.NormalizeProviderCode(c.Code)
 	if !domain.ValidProviderCode(code) {
 		return domain.ErrInvalidInput
@@ -43,13 +45,15 @@ type ProviderCommand struct {
 	Code  string
 }
 
-func (h *Handler) AllowProviderSelfReset(ctx context.Context, c ProviderCommand) error {
+func (h *Handler) AllowProviderSelfReset(ctx context.Context, c ProviderCommand) (err error) {
+	defer h.observe("allow_provider_self_reset", time.Now(), &err)
 	return h.updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
 		return p.AllowSelfReset(c.Actor)
 	})
 }
 
-func (h *Handler) RevokeProviderSelfReset(ctx context.Context, c ProviderCommand) error {
+func (h *Handler) RevokeProviderSelfReset(ctx context.Context, c ProviderCommand) (err error) {
+	defer h.observe("revoke_provider_self_reset", time.Now(), &err)
 	return h.updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
 		return p.RevokeSelfReset(c.Actor)
 	})
@@ -67,7 +71,8 @@ type RegisterUser struct {
 	Roles       []string
 }
 
-func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) error {
+func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) (err error) {
+	defer h.observe("register_user", time.Now(), &err)
 	actor, err := h.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
@@ -115,7 +120,8 @@ type RoleCommand struct {
 
 // GrantRole gives the role on the user's stream, then counts a user administrator on the
 // provider's (again when the role was already held, which repairs an interrupted grant).
-func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) error {
+func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) (err error) {
+	defer h.observe("grant_role", time.Now(), &err)
 	actor, err := h.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
@@ -131,7 +137,8 @@ func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) error {
 
 // RevokeRole takes the role away; the User Administrative role never from the provider's
 // last user administrator (see uncountUserAdmin).
-func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) error {
+func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) (err error) {
+	defer h.observe("revoke_role", time.Now(), &err)
 	decide := func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.RevokeRole(a, c.Role)
 	}
@@ -141,38 +148,45 @@ func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) error {
 	return h.withoutUserAdmin(ctx, c.UserCommand, decide)
 }
 
-func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) error {
+func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("enable_self_reset", time.Now(), &err)
 	return h.admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.EnableSelfReset(p, a)
 	})
 }
 
-func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) error {
+func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("disable_self_reset", time.Now(), &err)
 	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.DisableSelfReset(a)
 	})
 }
 
-func (h *Handler) AdminLock(ctx context.Context, c UserCommand) error {
+func (h *Handler) AdminLock(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("admin_lock", time.Now(), &err)
 	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminLock(a) })
 }
 
-func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) error {
+func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("admin_unlock", time.Now(), &err)
 	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.AdminUnlock(a)
 	})
 }
 
-func (h *Handler) Deactivate(ctx context.Context, c UserCommand) error {
+func (h *Handler) Deactivate(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("deactivate", time.Now(), &err)
 	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Deactivate(a) })
 }
 
-func (h *Handler) Reactivate(ctx context.Context, c UserCommand) error {
+func (h *Handler) Reactivate(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("reactivate", time.Now(), &err)
 	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Reactivate(a) })
 }
 
 // Delete ends the account; a user administrator's only when another remains.
-func (h *Handler) Delete(ctx context.Context, c UserCommand) error {
+func (h *Handler) Delete(ctx context.Context, c UserCommand) (err error) {
+	defer h.observe("delete", time.Now(), &err)
 	return h.withoutUserAdmin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
 }
 
@@ -214,7 +228,8 @@ type Login struct {
 // refusal (unknown user, wrong password, any lock) so callers cannot tell them apart;
 // only the right password on an admin-locked or deactivated account learns
 // domain.ErrAccountAdminLocked (see User.SignInRefusal).
-func (h *Handler) Login(ctx context.Context, c Login) (domain.User, error) {
+func (h *Handler) Login(ctx context.Context, c Login) (_ domain.User, err error) {
+	defer h.observe("login", time.Now(), &err)
 	return h.authenticate(ctx, c.Provider, c.Login, c.Password, func(u domain.User, ok bool) ([]domain.Event, error) {
 		return u.SignIn(h.policy, ok, c.SessionID)
 	})
@@ -225,8 +240,9 @@ type VerifyPasswordForSettings struct {
 	Provider, Login, Password string
 }
 
-func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswordForSettings) error {
-	_, err := h.authenticate(ctx, c.Provider, c.Login, c.Password, func(u domain.User, ok bool) ([]domain.Event, error) {
+func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswordForSettings) (err error) {
+	defer h.observe("verify_password_for_settings", time.Now(), &err)
+	_, err = h.authenticate(ctx, c.Provider, c.Login, c.Password, func(u domain.User, ok bool) ([]domain.Event, error) {
 		return u.ReconfirmPassword(h.policy, ok)
 	})
 	return err

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"time"
 
 	"selfreset/domain"
 )
@@ -24,6 +25,7 @@ type StartEmailVerification struct {
 
 // StartEmailVerification returns the id of the code it issued (the mailer derives the code).
 func (h *Handler) StartEmailVerification(ctx context.Context, c StartEmailVerification) (codeID string, err error) {
+	defer h.observe("start_email_verification", time.Now(), &err)
 	code, err := h.secrets.Issue(KindEmailCode)
 	if err != nil {
 		return "", err
@@ -40,7 +42,8 @@ type VerifyEmailCode struct {
 	Code string
 }
 
-func (h *Handler) VerifyEmailCode(ctx context.Context, c VerifyEmailCode) error {
+func (h *Handler) VerifyEmailCode(ctx context.Context, c VerifyEmailCode) (err error) {
+	defer h.observe("verify_email_code", time.Now(), &err)
 	match := h.secrets.Matcher(KindEmailCode)
 	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.VerifyEmailCode(h.policy, p, c.Code, match, h.clock.Now())
@@ -52,7 +55,8 @@ type ConfigureSelfReset struct {
 	SelfUser
 }
 
-func (h *Handler) ConfigureSelfReset(ctx context.Context, c ConfigureSelfReset) error {
+func (h *Handler) ConfigureSelfReset(ctx context.Context, c ConfigureSelfReset) (err error) {
+	defer h.observe("configure_self_reset", time.Now(), &err)
 	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.ConfigureSelfReset(p)
 	})
@@ -67,6 +71,7 @@ type RequestResetToken struct {
 // operators and tests; callers facing the public must answer every request alike.
 // The returned token id is empty when no token was issued.
 func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (tokenID string, err error) {
+	defer h.observe("request_reset_token", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
 	token, err := h.secrets.Issue(KindResetToken)
 	if err != nil {
@@ -107,7 +112,8 @@ type RecordUnmatchedToken struct {
 	Provider, Login string
 }
 
-func (h *Handler) RecordUnmatchedToken(ctx context.Context, c RecordUnmatchedToken) error {
+func (h *Handler) RecordUnmatchedToken(ctx context.Context, c RecordUnmatchedToken) (err error) {
+	defer h.observe("record_unmatched_token", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
 	if _, _, err := h.loadProvider(ctx, code); err != nil {
 		return err
@@ -127,6 +133,7 @@ type ResendResetToken struct {
 // ResendResetToken returns the new token's id. An unknown account gets
 // domain.ErrUnknownAccount and nothing is recorded (the original request already was).
 func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tokenID string, err error) {
+	defer h.observe("resend_reset_token", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
 	exists, err := h.userExists(ctx, code, login)
 	if err != nil {
@@ -156,7 +163,8 @@ type ResetPassword struct {
 	NewPassword     string
 }
 
-func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) error {
+func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) (err error) {
+	defer h.observe("reset_password", time.Now(), &err)
 	match := h.secrets.Matcher(KindResetToken)
 	return h.updateUser(ctx, "anonymous", c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		now := h.clock.Now()

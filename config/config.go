@@ -32,7 +32,10 @@ const (
 	EnvResetTokenTTL  = "SELFRESET_RESET_TOKEN_TTL"
 	EnvEmailCodeTTL   = "SELFRESET_EMAIL_CODE_TTL"
 
-	EnvAddr           = "SELFRESET_ADDR"
+	EnvAddr = "SELFRESET_ADDR"
+	// EnvMetricsAddr is where `serve` answers Prometheus scrapes on GET /metrics, a
+	// listener of its own (host:port); unset, there is none.
+	EnvMetricsAddr    = "SELFRESET_METRICS_ADDR"
 	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
 	// EnvRateLimitPerAccount is the same budget per account; unset means the per-IP figure.
 	EnvRateLimitPerAccount = "SELFRESET_RATE_LIMIT_PER_ACCOUNT"
@@ -104,6 +107,8 @@ type Config struct {
 
 	// Addr is where `serve` listens (host:port).
 	Addr string
+	// MetricsAddr is where `serve` serves /metrics (host:port); "" means not at all.
+	MetricsAddr string
 	// RateLimitPerIP is requests per minute per client IP on the login, forgot-password,
 	// resend, code and token routes; 0 turns the limit off.
 	RateLimitPerIP int
@@ -224,6 +229,14 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.Addr, err = listenAddr(getenv(EnvAddr)); err != nil {
 		return Config{}, err
 	}
+	if m := strings.TrimSpace(getenv(EnvMetricsAddr)); m != "" {
+		if c.MetricsAddr, err = hostPort(EnvMetricsAddr, m); err != nil {
+			return Config{}, err
+		}
+		if c.MetricsAddr == c.Addr {
+			return Config{}, &Error{EnvMetricsAddr, fmt.Sprintf("%q is %s; metrics need a listener of their own", m, EnvAddr)}
+		}
+	}
 	if c.RateLimitPerIP, err = nonNegativeInt(getenv, EnvRateLimitPerIP, DefaultRateLimitPerIP); err != nil {
 		return Config{}, err
 	}
@@ -308,12 +321,17 @@ func listenAddr(s string) (string, error) {
 	if s == "" {
 		return DefaultAddr, nil
 	}
+	return hostPort(EnvAddr, s)
+}
+
+// hostPort checks a listen address read from the variable name.
+func hostPort(name, s string) (string, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return "", &Error{EnvAddr, fmt.Sprintf("%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", s)}
+		return "", &Error{name, fmt.Sprintf("%q is not host:port (e.g. 127.0.0.1:9090 or :9090)", s)}
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "", &Error{EnvAddr, fmt.Sprintf("%q has no valid port", s)}
+		return "", &Error{name, fmt.Sprintf("%q has no valid port", s)}
 	}
 	_ = host // any host the OS accepts; listening reports the rest
 	return s, nil

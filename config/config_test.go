@@ -66,6 +66,14 @@ func TestFromEnv(t *testing.T) {
 			if c.Addr != DefaultAddr || c.RateLimitPerIP != DefaultRateLimitPerIP || c.TrustedProxies != nil {
 				t.Errorf("addr %q limit %d proxies %v", c.Addr, c.RateLimitPerIP, c.TrustedProxies)
 			}
+			if c.MetricsAddr != "" {
+				t.Errorf("metrics on %q without %s", c.MetricsAddr, EnvMetricsAddr)
+			}
+		}},
+		{name: "metrics addr", getenv: with(EnvMetricsAddr, " 127.0.0.1:9464 "), check: func(t *testing.T, c Config) {
+			if c.MetricsAddr != "127.0.0.1:9464" {
+				t.Errorf("metrics addr %q", c.MetricsAddr)
+			}
 		}},
 		{name: "previous secrets", getenv: with(EnvSecretPrevious, " "+strings.Repeat("o", 32)+" , "+strings.Repeat("p", 40)),
 			check: func(t *testing.T, c Config) {
@@ -127,6 +135,9 @@ func TestFromEnv(t *testing.T) {
 		{name: "bad seal interval", getenv: with(EnvAuditSealInterval, "often"), wantVar: EnvAuditSealInterval},
 		{name: "bad addr", getenv: with(EnvAddr, "localhost"), wantVar: EnvAddr, wantMsg: "host:port"},
 		{name: "bad port", getenv: with(EnvAddr, "127.0.0.1:99999"), wantVar: EnvAddr, wantMsg: "port"},
+		{name: "bad metrics addr", getenv: with(EnvMetricsAddr, "9464"), wantVar: EnvMetricsAddr, wantMsg: "host:port"},
+		{name: "bad metrics port", getenv: with(EnvMetricsAddr, ":metrics"), wantVar: EnvMetricsAddr, wantMsg: "port"},
+		{name: "metrics on the service's listener", getenv: with(EnvAddr, ":8080", EnvMetricsAddr, ":8080"), wantVar: EnvMetricsAddr, wantMsg: "own"},
 		{name: "negative rate limit", getenv: with(EnvRateLimitPerIP, "-1"), wantVar: EnvRateLimitPerIP, wantMsg: "0 or more"},
 		{name: "bad proxy", getenv: with(EnvTrustedProxies, "10.0.0.0/8,proxy.local"), wantVar: EnvTrustedProxies, wantMsg: "proxy.local"},
 		{

@@ -144,15 +144,20 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
+		took := time.Since(start)
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
 			slog.String("request_id", ri.id),
 			slog.String("method", r.Method),
 			slog.String("route", route),
 			slog.Int("status", status),
 			slog.Int64("bytes", sr.bytes),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", took),
 			slog.String("client_ip", ri.ip.String()),
 		)
+		if s.cfg.Observer != nil {
+			// The template only: an unmatched path is the client's choice, not a series.
+			s.cfg.Observer.ObserveRequest(r.Method, ri.route, status, took)
+		}
 	})
 }
 
@@ -258,14 +263,19 @@ const (
 // error (logged here); callers answer 503 unavailable.
 func (s *Server) Allow(r *http.Request, class, account string) (bool, time.Duration, error) {
 	ctx := r.Context()
+	scope := "ip"
 	d, err := s.spend(ctx, class+"|ip|"+ipLimitKey(ClientIP(ctx)), s.ipLimit)
 	if err == nil && d.Allowed && account != "" {
+		scope = "account"
 		d, err = s.spend(ctx, class+"|acct|"+account, s.accountLimit)
 	}
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "rate limit unavailable",
 			slog.String("request_id", RequestID(ctx)), slog.String("error", err.Error()))
 		return false, 0, err
+	}
+	if !d.Allowed && s.cfg.Observer != nil {
+		s.cfg.Observer.RateLimited(class, scope)
 	}
 	return d.Allowed, d.RetryAfter, nil
 }

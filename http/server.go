@@ -99,6 +99,21 @@ type Config struct {
 
 	// Ready reports whether the stores are reachable (GET /readyz); nil means always ready.
 	Ready func(ctx context.Context) error
+
+	// Observer, when set, is told of every answered request and rate-limit refusal
+	// (*metrics.Metrics in `serve`).
+	Observer Observer
+}
+
+// Observer records what the HTTP side did, for metrics. Calls must be cheap and safe
+// for concurrent use.
+type Observer interface {
+	// ObserveRequest: one answered request; route is the matched route's template, ""
+	// when no route matched.
+	ObserveRequest(method, route string, status int, took time.Duration)
+	// RateLimited: a request refused because the budget of class for scope ("ip" or
+	// "account") was spent.
+	RateLimited(class, scope string)
 }
 
 // Server is the HTTP side. Build it with NewServer, serve Handler(), Close on shutdown.

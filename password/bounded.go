@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 )
@@ -26,15 +27,30 @@ type Bounded struct {
 	inner Computer
 	slots *semaphore.Weighted
 	n     int
+	// waited, if set, is told how long each computation waited for its slot (metrics).
+	waited func(time.Duration)
+}
+
+// BoundedOption configures NewBounded.
+type BoundedOption func(*Bounded)
+
+// ObserveWait has f told how long each computation waited for a slot, whether it got one
+// or its context ended first. f must be safe for concurrent use.
+func ObserveWait(f func(time.Duration)) BoundedOption {
+	return func(b *Bounded) { b.waited = f }
 }
 
 // NewBounded queues inner's computations through n slots; n ≤ 0 means one per CPU the
 // Go scheduler uses (runtime.GOMAXPROCS).
-func NewBounded(inner Computer, n int) *Bounded {
+func NewBounded(inner Computer, n int, opts ...BoundedOption) *Bounded {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	return &Bounded{inner: inner, slots: semaphore.NewWeighted(int64(n)), n: n}
+	b := &Bounded{inner: inner, slots: semaphore.NewWeighted(int64(n)), n: n}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 // Slots is how many computations may run at once.
@@ -59,6 +75,9 @@ func (b *Bounded) Verify(ctx context.Context, password, hash string) (bool, erro
 }
 
 func (b *Bounded) acquire(ctx context.Context) error {
+	if b.waited != nil {
+		defer func(start time.Time) { b.waited(time.Since(start)) }(time.Now())
+	}
 	if err := b.slots.Acquire(ctx, 1); err != nil {
 		return fmt.Errorf("password: waiting for a hashing slot: %w", err)
 	}

@@ -3,6 +3,7 @@ package password_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,5 +143,45 @@ func TestBoundedWaiterLeavesWhenItsContextEnds(t *testing.T) {
 	// The slots the cancelled waiters never took are free again.
 	if ok, err := b.Verify(context.Background(), "pw", "h:pw"); !ok || err != nil {
 		t.Errorf("after the queue emptied: %v, %v", ok, err)
+	}
+}
+
+func TestBoundedReportsEveryWait(t *testing.T) {
+	g := newGauge()
+	var (
+		mu    sync.Mutex
+		waits []time.Duration
+	)
+	b := password.NewBounded(g, 1, password.ObserveWait(func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		waits = append(waits, d)
+	}))
+	// The first takes the only slot at once; the second waits until the first is let go,
+	// and a third gives up while waiting. Each of the three is reported once.
+	first := make(chan struct{})
+	go func() { _, _ = b.Hash(context.Background(), "a"); close(first) }()
+	<-g.started
+	second := make(chan struct{})
+	go func() { _, _ = b.Verify(context.Background(), "b", "h:b"); close(second) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Hash(ctx, "c"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled waiter got %v", err)
+	}
+	// The second is in line (or about to be); letting the first go admits it.
+	g.release <- struct{}{}
+	<-first
+	<-g.started
+	g.release <- struct{}{}
+	<-second
+	mu.Lock()
+	defer mu.Unlock()
+	if len(waits) != 3 {
+		t.Fatalf("%d waits reported, want 3 (two computations and one that gave up)", len(waits))
+	}
+	// The second waited for the first to be released, so some wait is not zero.
+	if slices.Max(waits) <= 0 {
+		t.Errorf("waits %v: the one in line reported no wait", waits)
 	}
 }

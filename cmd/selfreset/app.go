@@ -14,6 +14,7 @@ import (
 	"selfreset/eventstore"
 	"selfreset/eventstore/esdb"
 	"selfreset/eventstore/postgres"
+	"selfreset/metrics"
 	"selfreset/password"
 )
 
@@ -30,6 +31,9 @@ type app struct {
 
 	handler   *commands.Handler
 	hashSlots int // how many argon2id computations the handler runs at once
+	// metrics, when set before commands() is first called (serve with
+	// SELFRESET_METRICS_ADDR), records every command and password-hash wait.
+	metrics *metrics.Metrics
 }
 
 // config reads the configuration from the environment, honouring --dev.
@@ -111,16 +115,25 @@ func (a *app) commands() (*commands.Handler, error) {
 	if err != nil {
 		return nil, &config.Error{Var: config.EnvSecret, Msg: err.Error()}
 	}
-	bounded := password.NewBounded(hasher, a.cfg.HashConcurrency)
-	a.hashSlots = bounded.Slots()
+	var (
+		observer commands.Observer
+		bounded  []password.BoundedOption
+	)
+	if a.metrics != nil {
+		observer = a.metrics
+		bounded = append(bounded, password.ObserveWait(a.metrics.ObserveHashWait))
+	}
+	limiter := password.NewBounded(hasher, a.cfg.HashConcurrency, bounded...)
+	a.hashSlots = limiter.Slots()
 	a.handler = commands.New(commands.Config{
-		Store:   a.store,
-		Clock:   commands.SystemClock{},
-		Hasher:  bounded,
-		Secrets: keys,
-		Common:  password.NewCommonList(),
-		Policy:  a.cfg.Policy(),
-		Logger:  a.cli.log,
+		Store:    a.store,
+		Clock:    commands.SystemClock{},
+		Hasher:   limiter,
+		Secrets:  keys,
+		Common:   password.NewCommonList(),
+		Policy:   a.cfg.Policy(),
+		Logger:   a.cli.log,
+		Observer: observer,
 	})
 	return a.handler, nil
 }

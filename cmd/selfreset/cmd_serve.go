@@ -18,6 +18,7 @@ import (
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
 	"selfreset/mailer"
+	"selfreset/metrics"
 	"selfreset/password"
 	"selfreset/projections"
 	"selfreset/ratelimit"
@@ -100,6 +101,20 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			}
 		}
 	}
+	// Metrics first: the command handler records into them from its first command.
+	metricsLn, err := metricsListener(cfg)
+	if err != nil {
+		return err
+	}
+	var (
+		m        *metrics.Metrics
+		observer httpapi.Observer
+	)
+	if metricsLn != nil {
+		defer metricsLn.Close()
+		m = metrics.New()
+		a.metrics, observer = m, m
+	}
 	h, err := a.commands()
 	if err != nil {
 		return err
@@ -126,6 +141,10 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 				cancel(fmt.Errorf("%s: %w", name, err))
 			}
 		})
+	}
+
+	if m != nil {
+		start("metrics", func(ctx context.Context) error { return serveMetrics(ctx, c, a, m, pool, h, metricsLn) })
 	}
 
 	if *role != roleWeb {
@@ -181,6 +200,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			// behind a TLS proxy with no public URL set, they stay Secure.
 			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://") && (explicitURL || c.dev),
 			Ready:           httpapi.PingAll(pool, eventStorePing{a.store}),
+			Observer:        observer,
 		})
 		srv.MountPages()
 		ln, err := net.Listen("tcp", cfg.Addr)

@@ -1,0 +1,35 @@
+package reset
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// QueueStat is one intake queue as it stands: how many commands wait in it and when the
+// oldest of them was queued (zero when it is empty).
+type QueueStat struct {
+	Queue  string // the command's topic: reset_request_token, reset_resend_token
+	Depth  int
+	Oldest time.Time
+}
+
+// QueueStats reads both intake queues (for metrics, at scrape time). Rows being decided
+// right now are still counted: they leave the table when their command is decided.
+func QueueStats(ctx context.Context, pool *pgxpool.Pool) ([]QueueStat, error) {
+	out := make([]QueueStat, 0, len(tables))
+	for _, topic := range []string{topicRequest, topicResend} {
+		s := QueueStat{Queue: topic}
+		var oldest *time.Time
+		if err := pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM `+tables[topic]).Scan(&s.Depth, &oldest); err != nil {
+			return nil, fmt.Errorf("reset: queue %s: %w", topic, err)
+		}
+		if oldest != nil {
+			s.Oldest = *oldest
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
