@@ -39,7 +39,7 @@ func NewMailgunDriver(cfg MailgunConfig, client *http.Client) (*MailgunDriver, e
 func (d *MailgunDriver) Send(ctx context.Context, m Message) (string, error) {
 	msg := mailgun.NewMessage(m.From, m.Subject, m.Text, m.To)
 	if m.HTML != "" {
-		msg.SetHtml(m.HTML)
+		msg.SetHTML(m.HTML)
 	}
 	if m.Tag != "" {
 		_ = msg.AddTag(m.Tag) // at most 10 tags; we add one

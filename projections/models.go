@@ -29,14 +29,6 @@ func utcDay(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-// nullTime maps the zero time to SQL NULL.
-func nullTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
 // nullString maps "" to SQL NULL.
 func nullString(s string) *string {
 	if s == "" {

@@ -222,7 +222,7 @@ func (m *Message) parse() error {
 	}
 	m.Header = msg.Header
 	if m.Subject, err = new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject")); err != nil {
-		return fmt.Errorf("Subject: %w", err)
+		return fmt.Errorf("subject: %w", err)
 	}
 	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
 	if err != nil {
