@@ -12,6 +12,8 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -342,4 +344,76 @@ func TestContractCatchesDrift(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpenAPIAgreesWithAPIDoc checks the document against docs/api.md, the prose
+// reference: every error code a route's row names is in that operation's answer with that
+// status, and every code the document names is in the Error codes table.
+func TestOpenAPIAgreesWithAPIDoc(t *testing.T) {
+	c := loadContract(t)
+	doc := readAPIDoc(t)
+	raw, err := os.ReadFile(docsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codeStatus := regexp.MustCompile("`([a-z_]+)` ([0-9]{3})")
+	rows := 0
+	for line := range strings.Lines(string(raw)) {
+		m := routeRow.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		rows++
+		op := c.doc.Paths.Value(m[2]).GetOperation(m[1])
+		if op == nil {
+			t.Errorf("docs/api.md lists %s %s; docs/openapi.json has no such operation", m[1], m[2])
+			continue
+		}
+		cells := strings.Split(line, "|")
+		for _, ref := range codeStatus.FindAllStringSubmatch(cells[len(cells)-2], -1) {
+			if !slices.Contains(responseCodes(op, ref[2]), ref[1]) {
+				t.Errorf("%s %s: docs/api.md says %s %s; docs/openapi.json does not", m[1], m[2], ref[1], ref[2])
+			}
+		}
+	}
+	if rows < 20 {
+		t.Fatalf("read only %d route rows from docs/api.md", rows)
+	}
+	for path, item := range c.doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			for status := range op.Responses.Map() {
+				for _, code := range responseCodes(op, status) {
+					if !doc.codes[code] {
+						t.Errorf("%s %s answers %s %s, which docs/api.md's Error codes table lacks", method, path, status, code)
+					}
+				}
+			}
+		}
+	}
+}
+
+// responseCodes lists the error codes an operation's answer with status may carry (the
+// enum on error.code in its schema).
+func responseCodes(op *openapi3.Operation, status string) []string {
+	r := op.Responses.Value(status)
+	if r == nil || r.Value == nil {
+		return nil
+	}
+	mt := r.Value.Content.Get("application/json")
+	if mt == nil || mt.Schema == nil {
+		return nil
+	}
+	var codes []string
+	for _, part := range mt.Schema.Value.AllOf {
+		e := part.Value.Properties["error"]
+		if e == nil || e.Value.Properties["code"] == nil {
+			continue
+		}
+		for _, v := range e.Value.Properties["code"].Value.Enum {
+			if s, ok := v.(string); ok {
+				codes = append(codes, s)
+			}
+		}
+	}
+	return codes
 }
