@@ -60,7 +60,7 @@ func TestAuditAPIAccess(t *testing.T) {
 	e, aud := auditEnv(t)
 	jane := e.login("ACME", "jane", janePW)
 	boss := e.login("ACME", "boss", bossPW)
-	expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/events?provider=ACME"}), http.StatusUnauthorized, CodeUnauthorized)
+	expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/events?provider=ACME", Invalid: true}), http.StatusUnauthorized, CodeUnauthorized)
 	for name, tok := range map[string]string{"a plain user": jane, "a user administrator": boss} {
 		if r := e.do(req{Method: "GET", Path: "/api/v1/audit/events?provider=ACME", Token: tok}); r.status != http.StatusForbidden {
 			t.Errorf("%s reading the audit log: %d %s", name, r.status, r.body)
@@ -68,11 +68,12 @@ func TestAuditAPIAccess(t *testing.T) {
 	}
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/events?provider=NOPE", Token: aud}), http.StatusForbidden, CodeForbidden)
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/state?provider=NOPE&as_of=2030-01-01T00:00:00Z", Token: aud}), http.StatusForbidden, CodeForbidden)
-	for _, q := range []string{"", "provider=AC-ME", "provider=ACME&since=yesterday", "provider=ACME&until=soon", "provider=ACME&client_ip=nope",
-		"provider=ACME&login=-x-", "provider=ACME&limit=0", "provider=ACME&limit=1001", "provider=ACME&cursor=abc"} {
-		expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/events?" + q, Token: aud}), http.StatusBadRequest, CodeBadRequest)
+	// The first ones break docs/openapi.json's parameters; the others only the server's rules.
+	for i, q := range []string{"", "provider=ACME&since=yesterday", "provider=ACME&until=soon", "provider=ACME&limit=0", "provider=ACME&limit=1001",
+		"provider=AC-ME", "provider=ACME&client_ip=nope", "provider=ACME&login=-x-", "provider=ACME&cursor=abc"} {
+		expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/events?" + q, Token: aud, Invalid: i < 5}), http.StatusBadRequest, CodeBadRequest)
 	}
-	expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/state?provider=ACME", Token: aud}), http.StatusBadRequest, CodeBadRequest)
+	expect(t, e.do(req{Method: "GET", Path: "/api/v1/audit/state?provider=ACME", Token: aud, Invalid: true}), http.StatusBadRequest, CodeBadRequest)
 	// Refused reads are not recorded: nothing was read.
 	if recs, err := e.store.ReadStream(e.ctx, domain.AuditLogStream("ACME"), 0); err == nil {
 		t.Errorf("refused reads recorded: %d events", len(recs))

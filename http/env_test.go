@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +32,8 @@ type env struct {
 	srv     *Server
 	ts      *httptest.Server
 	logs    *testkit.Buffer
+	// contract validates every request and answer of do against docs/openapi.json.
+	contract *contract
 }
 
 // Accounts the tests use. ACME allows Self Password Reset; NOPE does not.
@@ -79,7 +80,7 @@ func newEnvWorker(t *testing.T, mod func(*Config), wrap func(reset.Commands) res
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cmds := testkit.Handler(t, store, clock, keyring, func(c *commands.Config) { c.Logger = logger })
 
-	e := &env{t: t, ctx: ctx, clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs}
+	e := &env{t: t, ctx: ctx, clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs, contract: loadContract(t)}
 	e.seed()
 
 	bus, err := reset.NewBus(store.Pool(), logger)
@@ -220,24 +221,38 @@ type req struct {
 	Token        string
 	Body         any
 	Header       map[string]string
+	// Invalid marks a request that breaks docs/openapi.json on purpose (malformed or
+	// incomplete body, bad parameter, no credentials); it must fail validation, and its
+	// answer must still conform.
+	Invalid bool
 }
 
 func (e *env) do(q req) resp {
 	e.t.Helper()
-	var body io.Reader
+	var raw []byte // kept for the contract check
 	switch b := q.Body.(type) {
 	case nil:
 	case string:
-		body = strings.NewReader(b)
+		raw = []byte(b)
 	case []byte:
-		body = bytes.NewReader(b)
+		raw = b
 	case io.Reader:
-		body = b
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
+		var err error
+		if raw, err = io.ReadAll(b); err != nil {
 			e.t.Fatal(err)
 		}
+	default:
+		var err error
+		if raw, err = json.Marshal(b); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	var body io.Reader
+	switch q.Body.(type) {
+	case nil:
+	case io.Reader:
+		body = io.MultiReader(bytes.NewReader(raw)) // length unknown, as the test's reader had it
+	default:
 		body = bytes.NewReader(raw)
 	}
 	r, err := http.NewRequest(q.Method, e.ts.URL+q.Path, body)
@@ -258,11 +273,16 @@ func (e *env) do(q req) resp {
 		e.t.Fatal(err)
 	}
 	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
+	got, err := io.ReadAll(res.Body)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return resp{status: res.StatusCode, header: res.Header, body: raw}
+	x := exchange{method: q.Method, url: r.URL.String(), reqHeader: r.Header, reqBody: raw,
+		status: res.StatusCode, header: res.Header, body: got, invalid: q.Invalid}
+	for _, p := range e.contract.check(e.ctx, x) {
+		e.t.Errorf("docs/openapi.json: %s %s: %s", q.Method, q.Path, p)
+	}
+	return resp{status: res.StatusCode, header: res.Header, body: got}
 }
 
 // expect fails unless the answer has status and (when code != "") error code.

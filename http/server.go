@@ -23,12 +23,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"selfreset/commands"
+	"selfreset/docs"
 	"selfreset/domain"
 	"selfreset/ratelimit"
 )
@@ -129,6 +131,8 @@ type Server struct {
 	ipLimit      ratelimit.Limit
 	accountLimit ratelimit.Limit
 
+	openAPI []byte // docs/openapi.json
+
 	closed atomic.Bool
 }
 
@@ -169,6 +173,7 @@ func NewServer(c Config) *Server {
 		limiter:      c.RateLimiter,
 		ipLimit:      ratelimit.PerMinute(c.RateLimitPerIP),
 		accountLimit: ratelimit.PerMinute(perAccount),
+		openAPI:      docs.OpenAPI(),
 	}
 	s.routes()
 	return s
@@ -293,6 +298,18 @@ func (s *Server) routes() {
 
 	api.Handle("/audit/events", auth(http.HandlerFunc(s.handleAuditEvents))).Methods(http.MethodGet)
 	api.Handle("/audit/state", auth(http.HandlerFunc(s.handleAuditState))).Methods(http.MethodGet)
+
+	api.HandleFunc("/openapi.json", s.handleOpenAPI).Methods(http.MethodGet)
+}
+
+// GET /api/v1/openapi.json: the contract, as kept in docs/openapi.json.
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(s.openAPI)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(s.openAPI)
 }
 
 // APIPrefix is where the JSON API lives.
