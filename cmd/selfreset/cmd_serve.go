@@ -137,7 +137,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 			return err
 		}
 		worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: pool, Commands: h, Keyring: keys,
-			Logger: c.log, Concurrency: cfg.ResetWorkers})
+			Logger: c.log, Concurrency: cfg.ResetWorkers, NoTypedAddressNotice: !cfg.NotifyUnknownRecipients})
 		if err != nil {
 			return err
 		}
