@@ -3,6 +3,7 @@ package mailer_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"selfreset/internal/teststore"
 	"selfreset/mailer"
 	"selfreset/projections"
+	"selfreset/reset"
+	"selfreset/secret"
 )
 
 // world is the whole service minus HTTP: the write side on the event store, the mailer's
@@ -38,6 +41,23 @@ type world struct {
 	proj   *mailer.Projection
 	sender *mailer.Sender
 	seen   int // inbox messages already returned by newMail
+	keys   *secret.Keyring
+	resets *reset.Service // Change Password through the reset protocol (its intake unused)
+}
+
+// noIntake stands in for the reset intake: these tests run the commands directly.
+type noIntake struct{}
+
+func (noIntake) Send(context.Context, any) error { return errors.New("no intake in this test") }
+
+// linkedResetID is the reset id of the Change Password link in a token mail's text.
+func linkedResetID(t *testing.T, text string) string {
+	t.Helper()
+	m := regexp.MustCompile(regexp.QuoteMeta(publicURL+"/change-password/") + `([A-Za-z0-9_-]+)\r?\n`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no Change Password link with a reset id:\n%s", text)
+	}
+	return m[1]
 }
 
 func newWorld(t *testing.T) *world {
@@ -72,6 +92,13 @@ func newWorld(t *testing.T) *world {
 	}
 	sc := mailer.SenderConfigFrom(cfg, w.pool, drv, keys)
 	sc.Clock, sc.Logger = w.clock, quiet
+	sc.Paths.ResetLink = func(provider, login, email string, issuedAt time.Time) string {
+		return reset.LinkID(keys, provider, login, email, issuedAt)
+	}
+	w.keys = keys
+	if w.resets, err = reset.New(reset.Config{Commands: w.h, Keyring: keys, Clock: w.clock, Intake: noIntake{}}); err != nil {
+		t.Fatal(err)
+	}
 	if w.sender, err = mailer.NewSender(sc); err != nil {
 		t.Fatal(err)
 	}
@@ -252,11 +279,15 @@ func TestFullPath(t *testing.T) {
 	w.clock.Add(time.Second)
 	m := one("Your password token")
 	token := testkit.AloneOnLine(t, m.Text, testkit.TokenLine)
-	if !strings.Contains(m.Text, publicURL+"/change-password?login=jane&provider="+w.code) {
-		t.Errorf("token mail:\n%s", m.Text)
+	// The link opens this request's Change Password page from anywhere: the reset id in
+	// it reaches the token, and shows neither login nor provider.
+	linkID := linkedResetID(t, m.Text)
+	if strings.Contains(linkID, "jane") || strings.Contains(linkID, w.code) {
+		t.Errorf("readable reset id in the link %q", linkID)
 	}
 	w.clock.Add(2 * time.Minute)
-	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: w.code, Login: "jane", Token: token, NewPassword: "staple-gun-wizard-42"}))
+	_, err = w.resets.CompleteReset(ctx, linkID, token, "staple-gun-wizard-42", "staple-gun-wizard-42")
+	w.must(t, err)
 	if _, err := w.h.Login(ctx, commands.Login{Provider: w.code, Login: "jane", Password: "staple-gun-wizard-42"}); err != nil {
 		t.Fatalf("login with the new password: %v", err)
 	}

@@ -42,6 +42,11 @@ type Paths struct {
 	Login          string
 	ForgotPassword string
 	ChangePassword string
+	// ResetLink, when set, makes the token email link to ChangePassword + "/" + the id it
+	// returns (reset.LinkID with the server keyring): an opaque, encrypted, expiring
+	// reference that opens the Change Password page on any device, no cookie needed.
+	// Unset, the link is the bare ChangePassword page, which explains where to go.
+	ResetLink func(provider, login, email string, issuedAt time.Time) string
 }
 
 // DefaultPaths are the routes emails link to unless told otherwise.
@@ -131,9 +136,9 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 		ForgotPasswordURL: r.publicURL + r.paths.ForgotPassword,
 		ChangePasswordURL: r.publicURL + r.paths.ChangePassword,
 	}
-	if provider != "" && login != "" {
-		q := url.Values{"provider": {provider}, "login": {login}}.Encode()
-		data.ChangePasswordURL += "?" + q
+	// Only the token email links to its request; nothing readable goes in the link.
+	if d.Kind == MailResetToken && provider != "" && login != "" && r.paths.ResetLink != nil {
+		data.ChangePasswordURL += "/" + url.PathEscape(r.paths.ResetLink(provider, login, d.Recipient, d.OccurredAt))
 	}
 	if !d.ExpiresAt.IsZero() {
 		data.ExpiresAt = formatTime(d.ExpiresAt)

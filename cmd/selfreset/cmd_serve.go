@@ -132,6 +132,9 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		}
 		sc := mailer.SenderConfigFrom(mcfg, pool, driver, keys)
 		sc.Logger = c.log
+		sc.Paths.ResetLink = func(provider, login, email string, issuedAt time.Time) string {
+			return reset.LinkID(keys, provider, login, email, issuedAt)
+		}
 		sender, err := mailer.NewSender(sc)
 		if err != nil {
 			return err
