@@ -41,15 +41,15 @@ import (
 // The labels keep their old "http." names: ids handed out before the protocol moved out
 // of the http package must still open.
 const (
-	resetIDLabel      = "http.reset-id"
-	resetEmailLabel   = "http.reset-id.email"
+	resetIDLabel       = "http.reset-id"
+	resetEmailLabel    = "http.reset-id.email"
 	resetIDCipherLabel = "reset.reset-id"
 	resetIDVersion     = 2 // the plaintext; 1 had no email tag; such ids no longer open
 	resetIDEncrypted   = 3 // what is handed out: the version-2 bytes, encrypted
-	resetIDTagLen     = 32
-	resetIDCodeWidth  = 32   // domain.ValidProviderCode: at most 32 characters
-	resetIDLoginWidth = 64   // domain.ValidLogin: at most 64 characters
-	maxResetIDLen     = 1024 // characters; anything longer is not one of ours
+	resetIDTagLen      = 32
+	resetIDCodeWidth   = 32   // domain.ValidProviderCode: at most 32 characters
+	resetIDLoginWidth  = 64   // domain.ValidLogin: at most 64 characters
+	maxResetIDLen      = 1024 // characters; anything longer is not one of ours
 )
 
 // Ref is what a reset id carries.
