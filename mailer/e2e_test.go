@@ -304,6 +304,65 @@ func TestFullPath(t *testing.T) {
 		t.Errorf("error mail:\n%s", m.Text)
 	}
 
+	// A wrong email: the typed address gets the fixed text listing the seed's reasons,
+	// never which applies nor the account; at most three in 15 minutes.
+	stranger := "someone@else.example"
+	sealed, err := w.keys.Encrypt(domain.NoticeEmailLabel, []byte(stranger))
+	w.must(t, err)
+	for i := range 4 {
+		_, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: stranger, NoticeEmail: sealed})
+		if !errors.Is(err, domain.ErrAdminLocked) {
+			t.Fatalf("request %d with a wrong email: %v", i+1, err)
+		}
+		w.clock.Add(time.Second)
+		if i == 3 {
+			if mails := deliver(); len(mails) != 0 {
+				t.Fatalf("a fourth notice within 15 minutes: %q", subjects(mails))
+			}
+			continue
+		}
+		m := one("Password Reset Error")
+		if to := m.Header.Get("To"); to != "<"+stranger+">" {
+			t.Fatalf("notice to %q, want the typed address", to)
+		}
+		text := strings.ReplaceAll(m.Text, "\r\n", "\n")
+		for _, reason := range domain.ResetErrorReasons {
+			if !strings.Contains(text, "  - "+reason+"\n") || !strings.Contains(m.HTML, "<li>"+reason+"</li>") {
+				t.Errorf("notice lacks the reason %q:\n%s", reason, text)
+			}
+		}
+		for _, secret := range []string{"jane", w.code, "Admin Locked.", "admin_locked"} {
+			if strings.Contains(m.Text, secret) || strings.Contains(m.HTML, secret) {
+				t.Errorf("notice tells %q:\n%s", secret, text)
+			}
+		}
+	}
+
+	// A throttled owner is told why and when to try again.
+	w.must(t, w.h.AdminUnlock(ctx, commands.UserCommand{Actor: w.admin(), Provider: w.code, Login: "jane"}))
+	var throttled bool
+	for range 3 {
+		_, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: recipient, NoticeEmail: sealed})
+		w.clock.Add(time.Second)
+		if errors.Is(err, domain.ErrThrottled) {
+			throttled = true
+			break
+		}
+		w.must(t, err)
+		one("Your password token")
+	}
+	if !throttled {
+		t.Fatal("a fourth token within 15 minutes was not refused")
+	}
+	u, _, err := w.h.LoadUser(ctx, w.code, "jane")
+	w.must(t, err)
+	retry := u.Issued[len(u.Issued)-3].Add(15 * time.Minute).UTC().Format("Mon, 2 Jan 2006 at 15:04 UTC")
+	if m := one("Password Reset Error"); !strings.Contains(m.Text, "Too many") ||
+		!strings.Contains(m.Text, "You can ask for a new Password token from Forgot Password? after "+retry+".") ||
+		m.Header.Get("To") != "<"+recipient+">" {
+		t.Errorf("throttled mail (want retry at %s) to %q:\n%s", retry, m.Header.Get("To"), m.Text)
+	}
+
 	// Replaying the whole feed queues and sends nothing new.
 	checkpoint = eventstore.Start
 	if mails := deliver(); len(mails) != 0 {
@@ -313,13 +372,25 @@ func TestFullPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != 4 {
-		t.Fatalf("%d deliveries, want 4", len(all))
+	// code, token, changed, admin-locked error, 3+1 notices, tokens, throttled error
+	if want := 4 + 4 + len(u.Issued) - 1 + 1; len(all) != want {
+		t.Fatalf("%d deliveries, want %d", len(all), want)
 	}
+	capped := 0
 	for _, d := range all {
+		if d.Kind == mailer.MailResetNotice && (d.Recipient != "" || len(d.RecipientSealed) == 0 || d.RecipientHash == "") {
+			t.Errorf("notice row holds the address in clear or lacks its hash: %+v", d)
+		}
+		if d.State == mailer.StateSkipped && d.SkipReason == mailer.SkipCapped && d.Kind == mailer.MailResetNotice {
+			capped++
+			continue
+		}
 		if d.State != mailer.StateSent {
 			t.Errorf("%s: %s", d.Kind, d.State)
 		}
+	}
+	if capped != 1 {
+		t.Errorf("%d capped notices, want 1", capped)
 	}
 }
 
