@@ -407,7 +407,7 @@ func (s *Sender) message(d Delivery, now time.Time) (Message, error) {
 		if err != nil {
 			return Message{}, fmt.Errorf("mailer: open the recipient of %s: %w", d.EventID, err)
 		}
-		if to = string(addr); !domain.ValidEmail(to) {
+		if to = domain.NormalizeEmail(string(addr)); !domain.ValidEmail(to) {
 			return Message{}, fmt.Errorf("mailer: the recipient of %s is not a valid address", d.EventID)
 		}
 	}

@@ -348,8 +348,9 @@ func (w *Worker) handleRequest(ctx context.Context, cmd *RequestToken) error {
 	}
 	c := commands.RequestResetToken{Provider: cmd.Provider, Login: cmd.Login, Email: string(email)}
 	if w.notice {
-		// Encrypted afresh for the event (its own label): the mailer opens it at send time.
-		if c.NoticeEmail, err = w.keys.Encrypt(domain.NoticeEmailLabel, email); err != nil {
+		// Encrypted afresh for the event (its own label), normalized as the domain checks
+		// it: the mailer opens it at send time.
+		if c.NoticeEmail, err = w.keys.Encrypt(domain.NoticeEmailLabel, []byte(domain.NormalizeEmail(string(email)))); err != nil {
 			return err
 		}
 	}
