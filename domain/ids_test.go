@@ -236,7 +236,7 @@ func TestEventTypesAreDistinct(t *testing.T) {
 		}
 		seen[e.EventType()] = true
 	}
-	if len(seen) != 29 {
+	if len(seen) != 31 {
 		t.Errorf("AllEvents lists %d types", len(seen))
 	}
 }
