@@ -145,6 +145,13 @@ type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// Tx is what the intake applies an event through: it writes, and reads the delivery log
+// to cap error mails. A pgx.Tx (the runner's) fits.
+type Tx interface {
+	Execer
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Projection is the mailer's intake: a consumer of the global feed that queues a delivery
 // for every mail-worthy event, in the runner's transaction (which also advances the
 // "mailer" checkpoint). It never sends: Sender does, so a slow mail server never holds
@@ -167,7 +174,7 @@ func (p *Projection) Name() string { return ProjectionName }
 
 // ApplyEvent queues the mail rec calls for, if any. The insert is keyed by event id and
 // does nothing on conflict, so replays and competing consumers never queue twice.
-func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.RecordedEvent, ev domain.Event) error {
+func (p *Projection) ApplyEvent(ctx context.Context, tx Tx, rec eventstore.RecordedEvent, ev domain.Event) error {
 	d, ok := DeliveryFor(rec, ev)
 	if !ok {
 		return nil
@@ -191,18 +198,12 @@ func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.R
 // errorMailCapped reports whether d's recipient already had MaxErrorMails error mails
 // within ErrorMailWindow before d (by event time, so a replay decides alike). A
 // transaction-scoped advisory lock on the recipient makes competing intakes count in turn.
-func errorMailCapped(ctx context.Context, tx Execer, d Delivery) (bool, error) {
-	q, ok := tx.(interface {
-		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	})
-	if !ok {
-		return false, errors.New("mailer: the intake needs a transaction that can query to cap error mails")
-	}
+func errorMailCapped(ctx context.Context, tx Tx, d Delivery) (bool, error) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash); err != nil {
 		return false, fmt.Errorf("mailer: lock recipient: %w", err)
 	}
 	var n int
-	err := q.QueryRow(ctx, `SELECT count(*) FROM mail_deliveries
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM mail_deliveries
 		WHERE recipient_hash = $1 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> 'capped'
 		  AND occurred_at > $2 AND occurred_at <= $3 AND event_id <> $4`,
 		d.RecipientHash, d.OccurredAt.Add(-ErrorMailWindow), d.OccurredAt, d.EventID).Scan(&n)
