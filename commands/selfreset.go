@@ -65,6 +65,10 @@ func (h *Handler) ConfigureSelfReset(ctx context.Context, c ConfigureSelfReset) 
 // RequestResetToken is the Reset Password page's submission.
 type RequestResetToken struct {
 	Provider, Login, Email string
+	// NoticeEmail is Email encrypted with the server key (domain.NoticeEmailLabel): with
+	// it a refusal that cannot tell the owner mails the typed address the fixed
+	// "Password Reset Error" text. Nil sends nothing there.
+	NoticeEmail []byte
 }
 
 // RequestResetToken records the decision either way. The error says what happened, for
@@ -83,15 +87,15 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 		return "", err
 	}
 	if !exists {
-		err := h.recordUnmatched(ctx, code, login, domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code,
-			Provider: clip(code, 64), Login: clip(login, 64), EmailMasked: domain.MaskEmail(clip(domain.NormalizeEmail(c.Email), 254)), EmailHash: emailHash})
+		err := h.recordUnmatched(ctx, code, login, domain.UnmatchedResetRequest(clip(code, 64), clip(login, 64),
+			clip(c.Email, 254), emailHash, c.NoticeEmail, h.clock.Now()))
 		if err != nil {
 			return "", err
 		}
 		return "", domain.ErrUnknownAccount
 	}
 	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
-		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token}, h.clock.Now())
+		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token, SealedEmail: c.NoticeEmail}, h.clock.Now())
 	})
 	if err != nil {
 		return "", err
@@ -147,7 +151,16 @@ func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tok
 		return "", err
 	}
 	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
-		return u.ResendResetToken(h.policy, p, token, h.clock.Now())
+		events, err := u.ResendResetToken(h.policy, p, token, h.clock.Now())
+		// A Resend names no email; the owner's notice is keyed by its recipient's hash
+		// like every other, so the mailer's per-recipient cap counts it.
+		for i, e := range events {
+			if r, ok := e.(domain.ResetRequestRejected); ok && r.NotifyEmail != "" {
+				r.EmailHash = h.secrets.HashEmail(r.NotifyEmail)
+				events[i] = r
+			}
+		}
+		return events, err
 	})
 	if err != nil {
 		return "", err

@@ -47,6 +47,10 @@ const (
 	// EnvHashConcurrency is how many argon2id computations (each holding 19 MiB) run at
 	// once in a process; more wait in line. Unset or 0: one per CPU (GOMAXPROCS).
 	EnvHashConcurrency = "SELFRESET_HASH_CONCURRENCY"
+	// EnvNotifyUnknownRecipients (true/false, default true): a Forgot Password request
+	// that cannot reach the account's verified email sends the typed address the fixed
+	// "Password Reset Error" text (docs/operations.md weighs it).
+	EnvNotifyUnknownRecipients = "SELFRESET_NOTIFY_UNKNOWN_RECIPIENTS"
 
 	// EnvAuditSealKey is the key the audit seals over the event feed are signed with; it
 	// must differ from SELFRESET_SECRET (an auditor may hold one without the other).
@@ -121,6 +125,9 @@ type Config struct {
 	ResetWorkers int
 	// HashConcurrency is how many argon2id computations run at once; 0 means one per CPU.
 	HashConcurrency int
+	// NotifyUnknownRecipients: refused requests mail the typed address the fixed reasons
+	// text when they cannot tell the verified owner (default true).
+	NotifyUnknownRecipients bool
 
 	// AuditSealKey signs the audit seals (nil: no seals are appended), AuditSealKeyID
 	// names it in them; PreviousAuditSealKeys still verify older seals.
@@ -261,6 +268,9 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 	if c.AuditSealInterval, err = duration(getenv, EnvAuditSealInterval, DefaultAuditSealInterval); err != nil {
 		return Config{}, err
 	}
+	if c.NotifyUnknownRecipients, err = boolean(getenv, EnvNotifyUnknownRecipients, true); err != nil {
+		return Config{}, err
+	}
 	return c, nil
 }
 
@@ -347,6 +357,19 @@ func nonNegativeInt(getenv func(string) string, name string, def int) (int, erro
 		return 0, &Error{name, fmt.Sprintf("%q must be a whole number, 0 or more", s)}
 	}
 	return n, nil
+}
+
+// boolean reads true/false (strconv.ParseBool's spellings); unset means def.
+func boolean(getenv func(string) string, name string, def bool) (bool, error) {
+	s := strings.TrimSpace(getenv(name))
+	if s == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, &Error{name, fmt.Sprintf("%q must be true or false", s)}
+	}
+	return b, nil
 }
 
 // prefixes parses a comma-separated list of CIDRs or single addresses.

@@ -104,6 +104,17 @@ func TestFromEnv(t *testing.T) {
 			}
 		}},
 		{name: "zero workers", getenv: with(EnvResetWorkers, "0"), wantVar: EnvResetWorkers, wantMsg: "1 to 64"},
+		{name: "typed-address notices on by default", getenv: with(), check: func(t *testing.T, c Config) {
+			if !c.NotifyUnknownRecipients {
+				t.Error("NotifyUnknownRecipients off by default")
+			}
+		}},
+		{name: "typed-address notices off", getenv: with(EnvNotifyUnknownRecipients, " false "), check: func(t *testing.T, c Config) {
+			if c.NotifyUnknownRecipients {
+				t.Error("NotifyUnknownRecipients still on")
+			}
+		}},
+		{name: "typed-address notices bad value", getenv: with(EnvNotifyUnknownRecipients, "sometimes"), wantVar: EnvNotifyUnknownRecipients, wantMsg: "true or false"},
 		{name: "hash concurrency defaults to one per CPU", getenv: with(), check: func(t *testing.T, c Config) {
 			if c.HashConcurrency != 0 {
 				t.Errorf("hash concurrency %d, want 0 (one per CPU)", c.HashConcurrency)

@@ -144,8 +144,22 @@ type ResetRequestRejected struct {
 	// NotifiedAt is when that email was asked for (set with NotifyEmail): the owner gets
 	// no more of them than tokens per throttling window, however often strangers try.
 	NotifiedAt time.Time `json:"notified_at,omitzero"`
-	Resend     bool      `json:"resend,omitempty"`
+	// RetryAt, with NotifyEmail, is when the owner may ask for a token again (throttled,
+	// or a Resend that found no live token); zero when at once.
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	Resend  bool      `json:"resend,omitempty"`
+	// NoticeEmail is set when the typed address (not the owner's verified one) is to get
+	// the fixed "Password Reset Error" text listing the seed's reasons. It is the address
+	// encrypted with the server key (secret.Keyring.Encrypt, label NoticeEmailLabel): an
+	// auditor without the key learns nothing from it; the mailer opens it at send time.
+	// NoticeAt is when it was asked for. The mailer caps these per recipient (EmailHash).
+	NoticeEmail []byte    `json:"notice_email,omitempty"`
+	NoticeAt    time.Time `json:"notice_at,omitzero"`
 }
+
+// NoticeEmailLabel separates the encryption of ResetRequestRejected.NoticeEmail from
+// every other use of the server key.
+const NoticeEmailLabel = "domain.reset-error-notice.email"
 
 // Ways a password changes.
 const (

@@ -27,6 +27,11 @@ func TestRequestResetToken(t *testing.T) {
 		}
 		return e
 	}
+	retryAt := func(e domain.Event, at time.Time) domain.Event {
+		r := e.(domain.ResetRequestRejected)
+		r.RetryAt = at
+		return r
+	}
 	stranger := "mallory@evil.test"
 	rejectedStranger := func(reason string) domain.Event {
 		return domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: "m***y@e***l.test",
@@ -87,8 +92,8 @@ func TestRequestResetToken(t *testing.T) {
 			then: []domain.Event{rejected("deactivated", janeEmail)}, err: domain.ErrDeactivated},
 		{name: "deleted: the owner is told", given: with(configured(), domain.AccountDeleted{By: adminBy}), when: request(janeEmail, t0),
 			then: []domain.Event{rejected("deleted", janeEmail)}, err: domain.ErrDeleted},
-		{name: "throttled: the fourth token within 15 minutes", given: threeTokens, when: request(janeEmail, t0),
-			then: []domain.Event{rejected("throttled", "")}, err: domain.ErrThrottled},
+		{name: "throttled: the fourth token within 15 minutes; the owner is told when to try again", given: threeTokens, when: request(janeEmail, t0),
+			then: []domain.Event{retryAt(rejected("throttled", janeEmail), t0.Add(5*time.Minute))}, err: domain.ErrThrottled},
 		{name: "allowed again when the oldest is exactly 15 minutes old", given: threeTokens, when: request(janeEmail, t0.Add(5*time.Minute)),
 			then: []domain.Event{tokenD(t0.Add(5*time.Minute), "")}}, // tokC had expired: nothing to supersede
 		{name: "a failed-login lock does not stop a reset", given: concat(configured(), lockedOut()), when: request(janeEmail, t0),
@@ -129,7 +134,8 @@ func TestRequestResetTokenThrottleWindow(t *testing.T) {
 			}
 		} else {
 			assertErr(t, err, domain.ErrThrottled)
-			assertEvents(t, events, []domain.Event{domain.ResetRequestRejected{Reason: "throttled", Provider: acme, Login: jane, EmailMasked: janeMask, EmailHash: "eh"}})
+			assertEvents(t, events, []domain.Event{domain.ResetRequestRejected{Reason: "throttled", Provider: acme, Login: jane, EmailMasked: janeMask, EmailHash: "eh",
+				NotifyEmail: janeEmail, NotifiedAt: now, RetryAt: t0.Add(15 * time.Minute)}})
 		}
 		play(&u, events)
 	}
@@ -182,6 +188,11 @@ func TestResendResetToken(t *testing.T) {
 		}
 		return e
 	}
+	retry := func(e domain.Event, at time.Time) domain.Event {
+		r := e.(domain.ResetRequestRejected)
+		r.RetryAt = at
+		return r
+	}
 	withA := with(configured(), issued(tokA, t0.Add(-2*time.Minute))) // expires t0+3m
 	runUserCases(t, []userCase{
 		{name: "while valid: a fresh 5-minute token supersedes the old one", given: withA, when: resend(t0),
@@ -211,18 +222,25 @@ func TestResendResetToken(t *testing.T) {
 				rejected("resend_after_expiry", janeEmail, t0.Add(6*time.Minute))),
 			when: resend(t0.Add(19 * time.Minute)),
 			then: []domain.Event{rejected("resend_after_expiry", janeEmail, t0.Add(19*time.Minute))}, err: domain.ErrResendAfterExpiry},
-		{name: "no token", given: configured(), when: resend(t0),
-			then: []domain.Event{rejected("no_active_token", "")}, err: domain.ErrNoActiveToken},
+		{name: "no token: the owner is told", given: configured(), when: resend(t0),
+			then: []domain.Event{rejected("no_active_token", janeEmail)}, err: domain.ErrNoActiveToken},
 		{name: "used token", given: with(withA, domain.PasswordChanged{PasswordHash: newHash, Method: domain.PasswordChangedBySelfReset, TokenID: tokA.ID, ChangedAt: t0}),
-			when: resend(t0), then: []domain.Event{rejected("no_active_token", "")}, err: domain.ErrNoActiveToken},
+			when: resend(t0), then: []domain.Event{rejected("no_active_token", janeEmail)}, err: domain.ErrNoActiveToken},
 		{name: "revoked token (admin locked meanwhile)",
 			given: with(withA, domain.AccountAdminLocked{By: adminBy}, domain.ResetTokenRevoked{TokenID: tokA.ID, Reason: "admin_locked"}),
-			when:  resend(t0), then: []domain.Event{rejected("no_active_token", "")}, err: domain.ErrNoActiveToken},
+			when:  resend(t0), then: []domain.Event{rejected("no_active_token", janeEmail)}, err: domain.ErrNoActiveToken},
+		{name: "revoked for wrong tries: the owner is told, at once when not throttled",
+			given: with(withA, domain.ResetTokenRevoked{TokenID: tokA.ID, Reason: "too_many_attempts"}),
+			when:  resend(t0), then: []domain.Event{rejected("no_active_token", janeEmail)}, err: domain.ErrNoActiveToken},
+		{name: "revoked for wrong tries while throttled: the owner is told when to try again",
+			given: with(withA, reissued(tokC, tokA, t0.Add(-time.Minute), true), reissued(tokD, tokC, t0.Add(-30*time.Second), true),
+				domain.ResetTokenRevoked{TokenID: tokD.ID, Reason: "too_many_attempts"}),
+			when: resend(t0), then: []domain.Event{retry(rejected("no_active_token", janeEmail), t0.Add(13*time.Minute))}, err: domain.ErrNoActiveToken},
 		{name: "provider revoked meanwhile: the owner is told", provider: with(allowedProvider(), domain.ProviderSelfResetRevoked{By: "system"}),
 			given: withA, when: resend(t0), then: []domain.Event{rejected("provider_not_allowed", janeEmail)}, err: domain.ErrProviderNotAllowed},
 		{name: "throttled: resends count toward the budget",
 			given: with(withA, reissued(tokC, tokA, t0.Add(-time.Minute), true), reissued(tokD, tokC, t0.Add(-30*time.Second), true)),
-			when:  resend(t0), then: []domain.Event{rejected("throttled", "")}, err: domain.ErrThrottled},
+			when:  resend(t0), then: []domain.Event{retry(rejected("throttled", janeEmail), t0.Add(13*time.Minute))}, err: domain.ErrThrottled},
 	})
 }
 

@@ -25,3 +25,18 @@ func ValidText(s string) bool {
 	}
 	return true
 }
+
+// ResetErrorNote and ResetErrorReasons are the seed's note on the Password Reset Error,
+// word for word: the Change Password page shows them after Submit, and the error email to
+// a typed address lists them (never saying which applies). The seed has a no-break
+// space before "Resend"; it is kept.
+const ResetErrorNote = "While resetting the password, the user may receive a Password Reset Error message instead of a password token for the following reasons:"
+
+var ResetErrorReasons = []string{
+	"Self Password Reset is not enabled for the provider",
+	"Self Password Reset is not enabled for the user account",
+	"Self Password Reset was not configured with the user’s email information",
+	"The user has entered an incorrect Login Name, Provider Code, or Email on the Reset Password page.",
+	"You clicked on the\u00a0Resend button on the Change Password page after the validity for your Password token has been expired",
+	"The account has been Admin Locked, Deactivated, or Deleted",
+}

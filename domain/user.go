@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"slices"
 	"time"
 )
 
@@ -518,13 +519,48 @@ type ResetRequest struct {
 	Email     string // as entered
 	EmailHash string // keyed hash of the normalized entered email, for auditors
 	Token     Secret // the token to issue if the request is granted
+	// SealedEmail is Email encrypted for the mailer (NoticeEmailLabel). With it, a refusal
+	// that cannot tell the owner mails the typed address the fixed reasons text; nil
+	// (SELFRESET_NOTIFY_UNKNOWN_RECIPIENTS off) sends nothing there.
+	SealedEmail []byte
 }
 
 // notifiable reasons: the verified owner is told why no token came (DESIGN §4), but only
-// when the request named the owner's own email, so strangers cannot aim mail at anyone.
+// when the request named the owner's own email (or came from a reset id made with it),
+// so strangers cannot aim the exact reason at anyone.
 var notifiable = map[string]bool{
 	ErrProviderNotAllowed.Code: true, ErrUserNotEnabled.Code: true, ErrNotConfigured.Code: true,
 	ErrAdminLocked.Code: true, ErrDeactivated.Code: true, ErrDeleted.Code: true, ErrResendAfterExpiry.Code: true,
+	ErrThrottled.Code: true, ErrNoActiveToken.Code: true,
+}
+
+// nextTokenAt is when the throttle lets this account have a token again (now if it does).
+func (u User) nextTokenAt(p Policy, now time.Time) time.Time {
+	var in []time.Time
+	for _, t := range u.Issued {
+		if now.Sub(t) < p.TokenWindow {
+			in = append(in, t)
+		}
+	}
+	if len(in) < p.MaxTokensPerWindow {
+		return now
+	}
+	// The oldest issue that keeps the count at the limit must leave the window.
+	slices.SortFunc(in, func(a, b time.Time) int { return a.Compare(b) })
+	return in[len(in)-p.MaxTokensPerWindow].Add(p.TokenWindow)
+}
+
+// UnmatchedResetRequest is the refusal of a request whose provider and login name no
+// account. The typed address gets the fixed reasons text when sealed is given and the
+// address is valid; nothing tells it that the login does not exist.
+func UnmatchedResetRequest(code, login, email, emailHash string, sealed []byte, now time.Time) ResetRequestRejected {
+	email = NormalizeEmail(email)
+	e := ResetRequestRejected{Reason: ErrUnknownAccount.Code, Provider: code, Login: login,
+		EmailMasked: MaskEmail(email), EmailHash: emailHash}
+	if len(sealed) > 0 && ValidEmail(email) {
+		e.NoticeEmail, e.NoticeAt = sealed, now
+	}
+	return e
 }
 
 // knownEmail is the address the owner has proven: configured first, else verified.
@@ -535,14 +571,28 @@ func (u User) knownEmail() string {
 	return u.VerifiedEmail
 }
 
-func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, resend bool) ([]Event, error) {
+// reject records a refusal and decides its one "Password Reset Error" email: to the
+// owner's verified address, with the exact reason, when the request named it (capped by
+// Notified); else to the typed address, with the fixed reasons text, when the caller
+// sealed it and it is a valid address (capped per recipient by the mailer).
+func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, sealed []byte, resend bool) ([]Event, error) {
 	e := ResetRequestRejected{Reason: reason, Provider: u.Provider, Login: u.Login, EmailHash: emailHash, Resend: resend}
 	if email != "" {
 		e.EmailMasked = MaskEmail(email)
 	}
-	if known := u.knownEmail(); notifiable[reason] && known != "" && (resend || email == known) &&
-		recent(u.Notified, p, now) < p.MaxTokensPerWindow {
-		e.NotifyEmail, e.NotifiedAt = known, now
+	known := u.knownEmail()
+	switch {
+	case known != "" && (resend || email == known):
+		if notifiable[reason] && recent(u.Notified, p, now) < p.MaxTokensPerWindow {
+			e.NotifyEmail, e.NotifiedAt = known, now
+			if reason == ErrThrottled.Code || reason == ErrNoActiveToken.Code || reason == ErrResendAfterExpiry.Code {
+				if at := u.nextTokenAt(p, now); at.After(now) {
+					e.RetryAt = at
+				}
+			}
+		}
+	case !resend && len(sealed) > 0 && ValidEmail(email):
+		e.NoticeEmail, e.NoticeAt = sealed, now
 	}
 	return []Event{e}, reasonError(reason)
 }
@@ -581,7 +631,7 @@ func (u User) RequestResetToken(p Policy, provider Provider, r ResetRequest, now
 		reason = ErrIdentifiersMismatch.Code
 	}
 	if reason != "" {
-		return u.reject(p, now, reason, email, r.EmailHash, false)
+		return u.reject(p, now, reason, email, r.EmailHash, r.SealedEmail, false)
 	}
 	return []Event{u.issue(p, r.Token, now, false)}, nil
 }
@@ -601,13 +651,13 @@ func (u User) issue(p Policy, t Secret, now time.Time, resend bool) ResetTokenIs
 // start again from Forgot Password?.
 func (u User) ResendResetToken(p Policy, provider Provider, t Secret, now time.Time) ([]Event, error) {
 	if u.Token == nil || u.Token.State != TokenActive {
-		return u.reject(p, now, ErrNoActiveToken.Code, "", "", true)
+		return u.reject(p, now, ErrNoActiveToken.Code, "", "", nil, true)
 	}
 	if !now.Before(u.Token.ExpiresAt) {
-		return u.reject(p, now, ErrResendAfterExpiry.Code, "", "", true)
+		return u.reject(p, now, ErrResendAfterExpiry.Code, "", "", nil, true)
 	}
 	if reason := u.requestRefusal(p, provider, now); reason != "" {
-		return u.reject(p, now, reason, "", "", true)
+		return u.reject(p, now, reason, "", "", nil, true)
 	}
 	return []Event{u.issue(p, t, now, true)}, nil
 }

@@ -90,11 +90,12 @@ func (s *Server) clearResetCookie(w http.ResponseWriter) {
 		HttpOnly: true, Secure: !s.cfg.InsecureCookies, SameSite: http.SameSiteLaxMode})
 }
 
-// GET /change-password?provider=…&login=… (the link in the token email)
+// GET /change-password?provider=…&login=… (the link in token emails sent before the link
+// carried a reset id; today's emails link to /change-password/{reset_id}, which needs no
+// cookie)
 //
-// The token belongs to the request made on the Reset Password page; this browser's
-// latest reset id (a cookie) leads back to its Change Password page. Elsewhere the page
-// says where to go.
+// This browser's latest reset id (a cookie) leads back to its Change Password page.
+// Elsewhere the page says where to go.
 func (s *Server) handleChangeLanding(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(resetCookieName); err == nil {
 		if ref, ok := s.resets.Open(c.Value); ok {
@@ -117,6 +118,10 @@ type changeData struct {
 	MaxLength      int
 	Expired        bool
 	ExpiredMessage string
+	// ErrorNote and ErrorReasons are the seed's note on the Password Reset Error, shown
+	// after Submit (and Resend) beside the neutral note, the same for every request.
+	ErrorNote    string
+	ErrorReasons []string
 }
 
 // renderChange shows the Change Password page of the request ref names.
@@ -124,9 +129,12 @@ func (s *Server) renderChange(w http.ResponseWriter, r *http.Request, status int
 	pol := s.cmds.Policy()
 	d := changeData{ResetID: resetID, ValidFor: humanDuration(s.tokenTTL()),
 		MinLength: pol.MinPasswordLength, MaxLength: pol.MaxPasswordLength}
+	if pg.Notice != "" {
+		d.ErrorNote, d.ErrorReasons = domain.ResetErrorNote, domain.ResetErrorReasons
+	}
 	if s.resets.Expired(ref) {
 		d.Expired, d.ExpiredMessage = true, sentence(domain.ErrResendAfterExpiry.Message)
-		pg.Notice = ""
+		pg.Notice, d.ErrorNote, d.ErrorReasons = "", "", nil
 	}
 	pg.Title, pg.Data = "Change Password", d
 	s.render(w, r, status, "change", pg)

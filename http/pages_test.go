@@ -310,7 +310,8 @@ func TestForgotPasswordPageAnswersAlike(t *testing.T) {
 		r := b.do(http.MethodPost, "/forgot-password", url.Values{"login_name": {login}, "provider_code": {code}, "email": {email}}, hdr)
 		id := resetIDOf(t, r)
 		next := b.do(http.MethodGet, r.header.Get("Location"), nil, hdr)
-		isPage(t, next, http.StatusOK, "If the details match a configured account, a Password token was sent to the email; it is valid for 5 minutes.")
+		isPage(t, next, http.StatusOK, append([]string{"If the details match a configured account, a Password token was sent to the email; it is valid for 5 minutes.",
+			domain.ResetErrorNote}, domain.ResetErrorReasons...)...)
 		return r, next, id
 	}
 	// The same login name throughout, so that only the reset id differs.

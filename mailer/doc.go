@@ -11,6 +11,14 @@
 // crash. The row holds where the secret comes from (kind, key id, secret id), never the
 // token or code itself.
 //
+// "Password Reset Error" mails come in two kinds: reset_error, the exact reason to the
+// account's verified owner, and reset_notice, the seed's list of reasons to a typed
+// address nobody verified. A reset_notice row keeps the address as the event has it,
+// encrypted with the server key (recipient_sealed); the Sender opens it only to send. Both
+// kinds carry the keyed hash of their recipient, and the intake queues at most
+// MaxErrorMails of them per recipient within ErrorMailWindow (by event time, under an
+// advisory lock on the recipient); the rest are recorded as skipped, "capped".
+//
 // The Sender works the log off (Run, or SendDue step by step in tests). It claims due rows
 // with SELECT … FOR UPDATE SKIP LOCKED, so replicas can compete, and settles what must not
 // be sent: a token or code past its expiry (skipped, "expired"), or one superseded by a

@@ -3,6 +3,7 @@ package mailer_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"selfreset/internal/teststore"
 	"selfreset/mailer"
 	"selfreset/projections"
+	"selfreset/reset"
+	"selfreset/secret"
 )
 
 // world is the whole service minus HTTP: the write side on the event store, the mailer's
@@ -38,6 +41,23 @@ type world struct {
 	proj   *mailer.Projection
 	sender *mailer.Sender
 	seen   int // inbox messages already returned by newMail
+	keys   *secret.Keyring
+	resets *reset.Service // Change Password through the reset protocol (its intake unused)
+}
+
+// noIntake stands in for the reset intake: these tests run the commands directly.
+type noIntake struct{}
+
+func (noIntake) Send(context.Context, any) error { return errors.New("no intake in this test") }
+
+// linkedResetID is the reset id of the Change Password link in a token mail's text.
+func linkedResetID(t *testing.T, text string) string {
+	t.Helper()
+	m := regexp.MustCompile(regexp.QuoteMeta(publicURL+"/change-password/") + `([A-Za-z0-9_-]+)\r?\n`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no Change Password link with a reset id:\n%s", text)
+	}
+	return m[1]
 }
 
 func newWorld(t *testing.T) *world {
@@ -72,6 +92,13 @@ func newWorld(t *testing.T) *world {
 	}
 	sc := mailer.SenderConfigFrom(cfg, w.pool, drv, keys)
 	sc.Clock, sc.Logger = w.clock, quiet
+	sc.Paths.ResetLink = func(provider, login, email string, issuedAt time.Time) string {
+		return reset.LinkID(keys, provider, login, email, issuedAt)
+	}
+	w.keys = keys
+	if w.resets, err = reset.New(reset.Config{Commands: w.h, Keyring: keys, Clock: w.clock, Intake: noIntake{}}); err != nil {
+		t.Fatal(err)
+	}
 	if w.sender, err = mailer.NewSender(sc); err != nil {
 		t.Fatal(err)
 	}
@@ -252,11 +279,15 @@ func TestFullPath(t *testing.T) {
 	w.clock.Add(time.Second)
 	m := one("Your password token")
 	token := testkit.AloneOnLine(t, m.Text, testkit.TokenLine)
-	if !strings.Contains(m.Text, publicURL+"/change-password?login=jane&provider="+w.code) {
-		t.Errorf("token mail:\n%s", m.Text)
+	// The link opens this request's Change Password page from anywhere: the reset id in
+	// it reaches the token, and shows neither login nor provider.
+	linkID := linkedResetID(t, m.Text)
+	if strings.Contains(linkID, "jane") || strings.Contains(linkID, w.code) {
+		t.Errorf("readable reset id in the link %q", linkID)
 	}
 	w.clock.Add(2 * time.Minute)
-	w.must(t, w.h.ResetPassword(ctx, commands.ResetPassword{Provider: w.code, Login: "jane", Token: token, NewPassword: "staple-gun-wizard-42"}))
+	_, err = w.resets.CompleteReset(ctx, linkID, token, "staple-gun-wizard-42", "staple-gun-wizard-42")
+	w.must(t, err)
 	if _, err := w.h.Login(ctx, commands.Login{Provider: w.code, Login: "jane", Password: "staple-gun-wizard-42"}); err != nil {
 		t.Fatalf("login with the new password: %v", err)
 	}
@@ -273,6 +304,65 @@ func TestFullPath(t *testing.T) {
 		t.Errorf("error mail:\n%s", m.Text)
 	}
 
+	// A wrong email: the typed address gets the fixed text listing the seed's reasons,
+	// never which applies nor the account; at most three in 15 minutes.
+	stranger := "someone@else.example"
+	sealed, err := w.keys.Encrypt(domain.NoticeEmailLabel, []byte(stranger))
+	w.must(t, err)
+	for i := range 4 {
+		_, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: stranger, NoticeEmail: sealed})
+		if !errors.Is(err, domain.ErrAdminLocked) {
+			t.Fatalf("request %d with a wrong email: %v", i+1, err)
+		}
+		w.clock.Add(time.Second)
+		if i == 3 {
+			if mails := deliver(); len(mails) != 0 {
+				t.Fatalf("a fourth notice within 15 minutes: %q", subjects(mails))
+			}
+			continue
+		}
+		m := one("Password Reset Error")
+		if to := m.Header.Get("To"); to != "<"+stranger+">" {
+			t.Fatalf("notice to %q, want the typed address", to)
+		}
+		text := strings.ReplaceAll(m.Text, "\r\n", "\n")
+		for _, reason := range domain.ResetErrorReasons {
+			if !strings.Contains(text, "  - "+reason+"\n") || !strings.Contains(m.HTML, "<li>"+reason+"</li>") {
+				t.Errorf("notice lacks the reason %q:\n%s", reason, text)
+			}
+		}
+		for _, secret := range []string{"jane", w.code, "Admin Locked.", "admin_locked"} {
+			if strings.Contains(m.Text, secret) || strings.Contains(m.HTML, secret) {
+				t.Errorf("notice tells %q:\n%s", secret, text)
+			}
+		}
+	}
+
+	// A throttled owner is told why and when to try again.
+	w.must(t, w.h.AdminUnlock(ctx, commands.UserCommand{Actor: w.admin(), Provider: w.code, Login: "jane"}))
+	var throttled bool
+	for range 3 {
+		_, err := w.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: w.code, Login: "jane", Email: recipient, NoticeEmail: sealed})
+		w.clock.Add(time.Second)
+		if errors.Is(err, domain.ErrThrottled) {
+			throttled = true
+			break
+		}
+		w.must(t, err)
+		one("Your password token")
+	}
+	if !throttled {
+		t.Fatal("a fourth token within 15 minutes was not refused")
+	}
+	u, _, err := w.h.LoadUser(ctx, w.code, "jane")
+	w.must(t, err)
+	retry := u.Issued[len(u.Issued)-3].Add(15 * time.Minute).UTC().Format("Mon, 2 Jan 2006 at 15:04 UTC")
+	if m := one("Password Reset Error"); !strings.Contains(m.Text, "Too many") ||
+		!strings.Contains(m.Text, "You can ask for a new Password token from Forgot Password? after "+retry+".") ||
+		m.Header.Get("To") != "<"+recipient+">" {
+		t.Errorf("throttled mail (want retry at %s) to %q:\n%s", retry, m.Header.Get("To"), m.Text)
+	}
+
 	// Replaying the whole feed queues and sends nothing new.
 	checkpoint = eventstore.Start
 	if mails := deliver(); len(mails) != 0 {
@@ -282,13 +372,25 @@ func TestFullPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != 4 {
-		t.Fatalf("%d deliveries, want 4", len(all))
+	// code, token, changed, admin-locked error, 3+1 notices, tokens, throttled error
+	if want := 4 + 4 + len(u.Issued) - 1 + 1; len(all) != want {
+		t.Fatalf("%d deliveries, want %d", len(all), want)
 	}
+	capped := 0
 	for _, d := range all {
+		if d.Kind == mailer.MailResetNotice && (d.Recipient != "" || len(d.RecipientSealed) == 0 || d.RecipientHash == "") {
+			t.Errorf("notice row holds the address in clear or lacks its hash: %+v", d)
+		}
+		if d.State == mailer.StateSkipped && d.SkipReason == mailer.SkipCapped && d.Kind == mailer.MailResetNotice {
+			capped++
+			continue
+		}
 		if d.State != mailer.StateSent {
 			t.Errorf("%s: %s", d.Kind, d.State)
 		}
+	}
+	if capped != 1 {
+		t.Errorf("%d capped notices, want 1", capped)
 	}
 }
 

@@ -33,16 +33,33 @@ const (
 const (
 	SkipExpired    = "expired"
 	SkipSuperseded = "superseded"
+	// SkipCapped: the recipient already had MaxErrorMails "Password Reset Error" mails
+	// within ErrorMailWindow (owner and typed-address ones together).
+	SkipCapped = "capped"
+)
+
+// The per-recipient cap on "Password Reset Error" mails: as many as an account may get
+// tokens in the throttling window (domain.DefaultPolicy), at most 3 per 15 minutes.
+var (
+	MaxErrorMails   = domain.DefaultPolicy().MaxTokensPerWindow
+	ErrorMailWindow = domain.DefaultPolicy().TokenWindow
 )
 
 // Delivery is one row of the delivery log.
 type Delivery struct {
-	EventID    uuid.UUID
-	Stream     string
-	Revision   uint64
-	Kind       string // MailEmailCode, MailResetToken, MailResetError, MailPasswordChanged
-	Recipient  string
-	SecretKind string // secret.KindResetToken, secret.KindEmailCode, or ""
+	EventID   uuid.UUID
+	Stream    string
+	Revision  uint64
+	Kind      string // MailEmailCode, MailResetToken, MailResetError, MailResetNotice, MailPasswordChanged
+	Recipient string // "" for MailResetNotice: see RecipientSealed
+	// RecipientSealed is a MailResetNotice's typed address, encrypted with the server key
+	// (domain.NoticeEmailLabel); the sender opens it at send time.
+	RecipientSealed []byte
+	// RecipientHash is a keyed hash of the recipient of reset_error and reset_notice
+	// mails, by which the intake caps them.
+	RecipientHash string
+	RetryAt       time.Time // reset_error: when the owner may ask again (zero: at once)
+	SecretKind    string    // secret.KindResetToken, secret.KindEmailCode, or ""
 	// SecretKeyID and SecretID locate the secret; its value is derived at send time and
 	// never stored.
 	SecretKeyID string
@@ -81,10 +98,18 @@ func DeliveryFor(rec eventstore.RecordedEvent, ev domain.Event) (Delivery, bool)
 		d.SecretKind, d.SecretKeyID, d.SecretID, d.ExpiresAt = secret.KindResetToken, e.KeyID, e.TokenID, e.ExpiresAt
 		at(e.IssuedAt)
 	case domain.ResetRequestRejected:
-		if e.NotifyEmail == "" {
+		switch {
+		case e.NotifyEmail != "":
+			d.Kind, d.Recipient, d.Reason, d.RetryAt = MailResetError, e.NotifyEmail, e.Reason, e.RetryAt
+			at(e.NotifiedAt)
+		case len(e.NoticeEmail) > 0 && e.EmailHash != "":
+			// The reason stays out of the row: the mail says the same whatever it was.
+			d.Kind, d.RecipientSealed = MailResetNotice, e.NoticeEmail
+			at(e.NoticeAt)
+		default:
 			return Delivery{}, false
 		}
-		d.Kind, d.Recipient, d.Reason = MailResetError, e.NotifyEmail, e.Reason
+		d.RecipientHash = e.EmailHash
 	case domain.PasswordChanged:
 		if e.NotifyEmail == "" {
 			return Delivery{}, false
@@ -94,7 +119,7 @@ func DeliveryFor(rec eventstore.RecordedEvent, ev domain.Event) (Delivery, bool)
 	default:
 		return Delivery{}, false
 	}
-	if d.Recipient == "" || (d.SecretKind != "" && (d.SecretID == "" || d.SecretKeyID == "" || d.ExpiresAt.IsZero())) {
+	if (d.Recipient == "" && d.RecipientSealed == nil) || (d.SecretKind != "" && (d.SecretID == "" || d.SecretKeyID == "" || d.ExpiresAt.IsZero())) {
 		return Delivery{}, false // malformed; nothing sensible to send
 	}
 	return d, true
@@ -120,6 +145,13 @@ type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// Tx is what the intake applies an event through: it writes, and reads the delivery log
+// to cap error mails. A pgx.Tx (the runner's) fits.
+type Tx interface {
+	Execer
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Projection is the mailer's intake: a consumer of the global feed that queues a delivery
 // for every mail-worthy event, in the runner's transaction (which also advances the
 // "mailer" checkpoint). It never sends: Sender does, so a slow mail server never holds
@@ -142,7 +174,7 @@ func (p *Projection) Name() string { return ProjectionName }
 
 // ApplyEvent queues the mail rec calls for, if any. The insert is keyed by event id and
 // does nothing on conflict, so replays and competing consumers never queue twice.
-func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.RecordedEvent, ev domain.Event) error {
+func (p *Projection) ApplyEvent(ctx context.Context, tx Tx, rec eventstore.RecordedEvent, ev domain.Event) error {
 	d, ok := DeliveryFor(rec, ev)
 	if !ok {
 		return nil
@@ -150,29 +182,60 @@ func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.R
 	if d.EventID == uuid.Nil {
 		return errors.New("mailer: event without id")
 	}
+	if d.RecipientHash != "" {
+		capped, err := errorMailCapped(ctx, tx, d)
+		if err != nil {
+			return err
+		}
+		if capped {
+			d.State, d.SkipReason = StateSkipped, SkipCapped
+		}
+	}
 	_, err := Enqueue(ctx, tx, d, p.clock.Now())
 	return err
 }
 
-// Enqueue inserts d as a pending delivery due at now, unless its event id is already in
-// the log. It reports whether a row was inserted.
+// errorMailCapped reports whether d's recipient already had MaxErrorMails error mails
+// within ErrorMailWindow before d (by event time, so a replay decides alike). A
+// transaction-scoped advisory lock on the recipient makes competing intakes count in turn.
+func errorMailCapped(ctx context.Context, tx Tx, d Delivery) (bool, error) {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash); err != nil {
+		return false, fmt.Errorf("mailer: lock recipient: %w", err)
+	}
+	var n int
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM mail_deliveries
+		WHERE recipient_hash = $1 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> 'capped'
+		  AND occurred_at > $2 AND occurred_at <= $3 AND event_id <> $4`,
+		d.RecipientHash, d.OccurredAt.Add(-ErrorMailWindow), d.OccurredAt, d.EventID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("mailer: count error mails: %w", err)
+	}
+	return n >= MaxErrorMails, nil
+}
+
+// Enqueue inserts d as a pending delivery due at now (or, when d.State is StateSkipped,
+// as skipped for d.SkipReason), unless its event id is already in the log. It reports
+// whether a row was inserted.
 func Enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time) (bool, error) {
-	var expires *time.Time
-	if !d.ExpiresAt.IsZero() {
-		expires = &d.ExpiresAt
+	state := StatePending
+	if d.State == StateSkipped {
+		state = StateSkipped
 	}
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
-			occurred_at, expires_at, reason, state, attempts, next_attempt_at, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11, 'pending', 0, $12, $12, $12)
+			occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, created_at, updated_at,
+			recipient_sealed, recipient_hash, retry_at)
+		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11, $13, $14, 0, $12, $12, $12,
+			$15, $16, $17)
 		ON CONFLICT (event_id) DO NOTHING`,
 		d.EventID, d.Stream, int64(d.Revision), d.Kind, d.Recipient, d.SecretKind, d.SecretKeyID, d.SecretID,
-		d.OccurredAt, expires, d.Reason, now)
+		d.OccurredAt, nullTime(d.ExpiresAt), d.Reason, now, state, d.SkipReason, d.RecipientSealed, d.RecipientHash,
+		nullTime(d.RetryAt))
 	if err != nil {
 		return false, fmt.Errorf("mailer: queue %s mail for event %s: %w", d.Kind, d.EventID, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return false, nil
+	if tag.RowsAffected() == 0 || state != StatePending {
+		return tag.RowsAffected() > 0, nil
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
 		return true, fmt.Errorf("mailer: notify: %w", err)
@@ -186,24 +249,34 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
 const deliveryColumns = `event_id, stream, revision, kind, recipient, coalesce(secret_kind, ''), coalesce(secret_key_id, ''),
 	coalesce(secret_id, ''), occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, last_error,
-	provider_message_id, created_at, sent_at`
+	provider_message_id, created_at, sent_at, recipient_sealed, recipient_hash, retry_at`
 
 func scanDelivery(row pgx.Row, extra ...any) (Delivery, error) {
 	var d Delivery
 	var rev int64
 	var attempts int32
-	var expires, sent *time.Time
+	var expires, sent, retry *time.Time
 	dest := append([]any{&d.EventID, &d.Stream, &rev, &d.Kind, &d.Recipient, &d.SecretKind, &d.SecretKeyID, &d.SecretID,
 		&d.OccurredAt, &expires, &d.Reason, &d.State, &d.SkipReason, &attempts, &d.NextAttemptAt, &d.LastError,
-		&d.ProviderMessageID, &d.CreatedAt, &sent}, extra...)
+		&d.ProviderMessageID, &d.CreatedAt, &sent, &d.RecipientSealed, &d.RecipientHash, &retry}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return Delivery{}, err
 	}
 	d.Revision, d.Attempts = uint64(rev), int(attempts)
 	if expires != nil {
 		d.ExpiresAt = *expires
+	}
+	if retry != nil {
+		d.RetryAt = *retry
 	}
 	if sent != nil {
 		d.SentAt = *sent

@@ -23,6 +23,7 @@ const (
 	MailEmailCode       = "email_code"       // RecoveryEmailCodeSent: the 6-digit verification code
 	MailResetToken      = "reset_token"      // ResetTokenIssued: the password token
 	MailResetError      = "reset_error"      // ResetRequestRejected with NotifyEmail: "Password Reset Error"
+	MailResetNotice     = "reset_notice"     // ResetRequestRejected with NoticeEmail: the fixed reasons text
 	MailPasswordChanged = "password_changed" // PasswordChanged with NotifyEmail
 )
 
@@ -31,6 +32,7 @@ var Subjects = map[string]string{
 	MailEmailCode:       "Your Self Password Reset verification code",
 	MailResetToken:      "Your password token",
 	MailResetError:      "Password Reset Error",
+	MailResetNotice:     "Password Reset Error",
 	MailPasswordChanged: "Your password was changed",
 }
 
@@ -40,6 +42,11 @@ type Paths struct {
 	Login          string
 	ForgotPassword string
 	ChangePassword string
+	// ResetLink, when set, makes the token email link to ChangePassword + "/" + the id it
+	// returns (reset.LinkID with the server keyring): an opaque, encrypted, expiring
+	// reference that opens the Change Password page on any device, no cookie needed.
+	// Unset, the link is the bare ChangePassword page, which explains where to go.
+	ResetLink func(provider, login, email string, issuedAt time.Time) string
 }
 
 // DefaultPaths are the routes emails link to unless told otherwise.
@@ -97,10 +104,12 @@ type mailData struct {
 	Value             string // the token or code; empty for other mails
 	ValidFor          string // "5 minutes"
 	ExpiresAt         string
-	When              string // when the event happened
-	Reason            string // reset_error: why, in the seed's words
-	Hint              string // reset_error: what to do about it
-	Method            string // password_changed: how ("using Self Password Reset")
+	When              string   // when the event happened
+	Reason            string   // reset_error: why, in the seed's words
+	Hint              string   // reset_error: what to do about it
+	Method            string   // password_changed: how ("using Self Password Reset")
+	RetryAt           string   // reset_error: when the owner may ask again ("" when at once)
+	Reasons           []string // reset_notice: the seed's reasons, every one
 	LoginURL          string
 	ForgotPasswordURL string
 	ChangePasswordURL string
@@ -127,9 +136,9 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 		ForgotPasswordURL: r.publicURL + r.paths.ForgotPassword,
 		ChangePasswordURL: r.publicURL + r.paths.ChangePassword,
 	}
-	if provider != "" && login != "" {
-		q := url.Values{"provider": {provider}, "login": {login}}.Encode()
-		data.ChangePasswordURL += "?" + q
+	// Only the token email links to its request; nothing readable goes in the link.
+	if d.Kind == MailResetToken && provider != "" && login != "" && r.paths.ResetLink != nil {
+		data.ChangePasswordURL += "/" + url.PathEscape(r.paths.ResetLink(provider, login, d.Recipient, d.OccurredAt))
 	}
 	if !d.ExpiresAt.IsZero() {
 		data.ExpiresAt = formatTime(d.ExpiresAt)
@@ -138,6 +147,9 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 	switch d.Kind {
 	case MailResetError:
 		data.Reason, data.Hint = reasonText(d.Reason)
+		data.RetryAt = formatTime(d.RetryAt)
+	case MailResetNotice:
+		data.Reasons = domain.ResetErrorReasons
 	case MailPasswordChanged:
 		switch d.Reason {
 		case domain.PasswordChangedBySelfReset:
@@ -191,7 +203,7 @@ func reasonText(code string) (reason, hint string) {
 	case domain.ErrNoActiveToken.Code:
 		hint = "Go back to the login page and click Forgot Password? to receive a new Password token."
 	case domain.ErrThrottled.Code:
-		hint = "Wait a few minutes before asking for another Password token."
+		hint = "Too many Password tokens were asked for in a short time."
 	default:
 		hint = contactAdmin
 	}

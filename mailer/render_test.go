@@ -1,6 +1,7 @@
 package mailer_test
 
 import (
+	"fmt"
 	htmlpkg "html"
 	"strings"
 	"testing"
@@ -14,7 +15,11 @@ import (
 )
 
 func TestRenderer(t *testing.T) {
-	r, err := mailer.NewRenderer("https://reset.example.org/base", mailer.Paths{})
+	var linked []any
+	r, err := mailer.NewRenderer("https://reset.example.org/base", mailer.Paths{ResetLink: func(provider, login, email string, issuedAt time.Time) string {
+		linked = []any{provider, login, email, issuedAt}
+		return "Opaque_ref-1"
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,14 +38,21 @@ func TestRenderer(t *testing.T) {
 		t.Errorf("token %q", tok)
 	}
 	for _, want := range []string{"valid for 5 minutes, until Fri, 27 Nov 2026 at 09:05 UTC",
-		"https://reset.example.org/base/change-password?login=jane&provider=ACME", "https://reset.example.org/base/forgot-password",
+		"https://reset.example.org/base/change-password/Opaque_ref-1\n", "https://reset.example.org/base/forgot-password",
 		"login name jane at provider code ACME"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text lacks %q:\n%s", want, text)
 		}
 	}
-	if !strings.Contains(html, `href="https://reset.example.org/base/change-password?login=jane&amp;provider=ACME"`) || !strings.Contains(html, ">ABCDE12345<") {
+	if !strings.Contains(html, `href="https://reset.example.org/base/change-password/Opaque_ref-1"`) || !strings.Contains(html, ">ABCDE12345<") {
 		t.Errorf("html:\n%s", html)
+	}
+	// The link names the token's request: the account, its recovery email, the issue time.
+	if want := []any{"ACME", "jane", "jane@example.org", at}; fmt.Sprint(linked) != fmt.Sprint(want) {
+		t.Errorf("link minted for %v, want %v", linked, want)
+	}
+	if strings.Contains(text, "login=") || strings.Contains(html, "login=") {
+		t.Error("the login is readable in a link")
 	}
 
 	// The code email.

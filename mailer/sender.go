@@ -33,9 +33,11 @@ type globalRand struct{}
 
 func (globalRand) Float64() float64 { return rand.Float64() }
 
-// Secrets derives a token or code from its id at send time. *secret.Keyring fits.
+// Secrets derives a token or code from its id at send time, and opens a typed address
+// sealed into an event (reset_notice mails). *secret.Keyring fits.
 type Secrets interface {
 	Value(kind, keyID, id string) (string, error)
+	Decrypt(label string, sealed []byte) ([]byte, error)
 }
 
 // Sender defaults.
@@ -398,11 +400,22 @@ func (s *Sender) message(d Delivery, now time.Time) (Message, error) {
 		}
 		value = v
 	}
+	to := d.Recipient
+	if d.RecipientSealed != nil {
+		// The typed address exists in clear only here, for the send.
+		addr, err := s.secrets.Decrypt(domain.NoticeEmailLabel, d.RecipientSealed)
+		if err != nil {
+			return Message{}, fmt.Errorf("mailer: open the recipient of %s: %w", d.EventID, err)
+		}
+		if to = domain.NormalizeEmail(string(addr)); !domain.ValidEmail(to) {
+			return Message{}, fmt.Errorf("mailer: the recipient of %s is not a valid address", d.EventID)
+		}
+	}
 	subject, text, html, err := s.render.Render(d, value)
 	if err != nil {
 		return Message{}, err
 	}
-	return Message{ID: d.EventID.String(), From: s.from, To: d.Recipient, Subject: subject, Text: text, HTML: html,
+	return Message{ID: d.EventID.String(), From: s.from, To: to, Subject: subject, Text: text, HTML: html,
 		Date: now, Tag: d.Kind}, nil
 }
 

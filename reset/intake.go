@@ -208,6 +208,9 @@ type WorkerConfig struct {
 	// PollInterval is how long an idle subscriber waits before looking again (default
 	// 100ms): the delay between the answer and the decision when the queue was empty.
 	PollInterval time.Duration
+	// NoTypedAddressNotice turns off the "Password Reset Error" email to a typed address
+	// that is not the account's verified one (SELFRESET_NOTIFY_UNKNOWN_RECIPIENTS=false).
+	NoTypedAddressNotice bool
 }
 
 // Worker consumes the intake queue: a watermill Router with a cqrs CommandProcessor.
@@ -217,6 +220,7 @@ type Worker struct {
 	cmds   Commands
 	keys   *secret.Keyring
 	log    *slog.Logger
+	notice bool // mail typed addresses the fixed Password Reset Error text
 }
 
 // handlerTimeout bounds one command; past it the row is left for redelivery.
@@ -260,7 +264,7 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 		middleware.Retry{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: 2 * time.Second,
 			Multiplier: 2, RandomizationFactor: 0.5, Logger: wlog}.Middleware,
 	)
-	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger}
+	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice}
 	proc, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
 			return topicFor(p.CommandName)
@@ -342,7 +346,15 @@ func (w *Worker) handleRequest(ctx context.Context, cmd *RequestToken) error {
 			slog.String("error", err.Error()))
 		return nil
 	}
-	_, err = w.cmds.RequestResetToken(ctx, commands.RequestResetToken{Provider: cmd.Provider, Login: cmd.Login, Email: string(email)})
+	c := commands.RequestResetToken{Provider: cmd.Provider, Login: cmd.Login, Email: string(email)}
+	if w.notice {
+		// Encrypted afresh for the event (its own label), normalized as the domain checks
+		// it: the mailer opens it at send time.
+		if c.NoticeEmail, err = w.keys.Encrypt(domain.NoticeEmailLabel, []byte(domain.NormalizeEmail(string(email)))); err != nil {
+			return err
+		}
+	}
+	_, err = w.cmds.RequestResetToken(ctx, c)
 	return w.outcome(ctx, "request-reset-token", err)
 }
 

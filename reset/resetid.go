@@ -3,6 +3,7 @@ package reset
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"time"
 
 	"selfreset/domain"
@@ -17,7 +18,13 @@ import (
 // which a later call checks against the account's recovery email: a reset id made with a
 // wrong email never reaches the owner's token.
 //
-// Layout (then base64url without padding):
+// The id handed out is version 3: the byte 3, then secret.Keyring.Encrypt (AES-256-GCM
+// under the server key, label resetIDCipherLabel) of the version-2 bytes below, then
+// base64url without padding. Nothing in it is readable without the key (the login and
+// provider were readable in version 2), so it can travel in an email link. Version-2 ids
+// still open (they live as long as a token, minutes), but none is handed out any more.
+//
+// Version-2 layout (the plaintext):
 //
 //	version(1) | len(keyID)(1) keyID | issuedAt unix ms (8) |
 //	len(code)(1) code pad | len(login)(1) login pad |
@@ -34,13 +41,15 @@ import (
 // The labels keep their old "http." names: ids handed out before the protocol moved out
 // of the http package must still open.
 const (
-	resetIDLabel      = "http.reset-id"
-	resetEmailLabel   = "http.reset-id.email"
-	resetIDVersion    = 2 // 1 had no email tag; such ids no longer open
-	resetIDTagLen     = 32
-	resetIDCodeWidth  = 32   // domain.ValidProviderCode: at most 32 characters
-	resetIDLoginWidth = 64   // domain.ValidLogin: at most 64 characters
-	maxResetIDLen     = 1024 // characters; anything longer is not one of ours
+	resetIDLabel       = "http.reset-id"
+	resetEmailLabel    = "http.reset-id.email"
+	resetIDCipherLabel = "reset.reset-id"
+	resetIDVersion     = 2 // the plaintext; 1 had no email tag; such ids no longer open
+	resetIDEncrypted   = 3 // what is handed out: the version-2 bytes, encrypted
+	resetIDTagLen      = 32
+	resetIDCodeWidth   = 32   // domain.ValidProviderCode: at most 32 characters
+	resetIDLoginWidth  = 64   // domain.ValidLogin: at most 64 characters
+	maxResetIDLen      = 1024 // characters; anything longer is not one of ours
 )
 
 // Ref is what a reset id carries.
@@ -78,7 +87,20 @@ func sealResetID(k *secret.Keyring, ref Ref) string {
 	data = append(data, ref.EmailKeyID...)
 	data = append(data, ref.EmailTag[:]...)
 	tag := k.Seal(resetIDLabel, data)
-	return base64.RawURLEncoding.EncodeToString(append(data, tag...))
+	sealed, err := k.Encrypt(resetIDCipherLabel, append(data, tag...))
+	if err != nil {
+		// Only the system's random source can fail here; without it nothing is safe.
+		panic(fmt.Sprintf("reset: encrypt a reset id: %v", err))
+	}
+	return base64.RawURLEncoding.EncodeToString(append([]byte{resetIDEncrypted}, sealed...))
+}
+
+// LinkID is the reset id for the link in a token email: the request of provider and
+// login that named email, as of the token issued at issuedAt. It reaches that token (and
+// any later one) from any browser, no cookie needed, and expires with it; the token
+// itself is still typed from the email.
+func LinkID(k *secret.Keyring, provider, login, email string, issuedAt time.Time) string {
+	return sealResetID(k, newResetRef(k, domain.NormalizeProviderCode(provider), domain.NormalizeLogin(login), email, issuedAt))
 }
 
 // appendPadded appends len(s), s, and zeros up to width bytes of s.
@@ -94,7 +116,15 @@ func openResetID(k *secret.Keyring, s string) (ref Ref, ok bool) {
 		return Ref{}, false
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(raw) < 2+8+2+resetIDCodeWidth+resetIDLoginWidth+1+2*resetIDTagLen {
+	if err != nil || len(raw) < 1 {
+		return Ref{}, false
+	}
+	if raw[0] == resetIDEncrypted {
+		if raw, err = k.Decrypt(resetIDCipherLabel, raw[1:]); err != nil {
+			return Ref{}, false
+		}
+	}
+	if len(raw) < 2+8+2+resetIDCodeWidth+resetIDLoginWidth+1+2*resetIDTagLen {
 		return Ref{}, false
 	}
 	data, tag := raw[:len(raw)-resetIDTagLen], raw[len(raw)-resetIDTagLen:]

@@ -3,6 +3,7 @@ package reset
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,70 @@ func TestResetIDRoundTrip(t *testing.T) {
 		if _, ok := openResetID(k, bad); ok {
 			t.Errorf("%q opens", bad)
 		}
+	}
+}
+
+// TestResetIDOpaque: the reset id handed out (and put in the email link) shows no
+// provider, login or email; ids of the readable version 2 still open.
+func TestResetIDOpaque(t *testing.T) {
+	k := testKeyring(t, "k1", "k1")
+	at := time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC)
+	ref := newResetRef(k, "ACMECORP", "jane.doe", "jane@example.org", at)
+	id := sealResetID(k, ref)
+	raw, err := base64.RawURLEncoding.DecodeString(id)
+	if err != nil || raw[0] != resetIDEncrypted {
+		t.Fatalf("not an encrypted id: %v", err)
+	}
+	for _, s := range []string{"ACMECORP", "jane.doe", "jane", "example"} {
+		if bytes.Contains(raw, []byte(s)) || strings.Contains(id, s) {
+			t.Errorf("%q readable in the reset id", s)
+		}
+	}
+	// Two ids for the same request differ (random nonce), yet both open to the same ref.
+	if other := sealResetID(k, ref); other == id {
+		t.Error("the same request sealed twice gave the same id")
+	} else if got, ok := openResetID(k, other); !ok || got != ref {
+		t.Error("second id does not open")
+	}
+	// A version-2 id (readable, made before this change) still opens.
+	data := []byte{resetIDVersion, byte(len("k1"))}
+	data = append(data, "k1"...)
+	data = binary.BigEndian.AppendUint64(data, uint64(at.UnixMilli()))
+	data = appendPadded(data, ref.Provider, resetIDCodeWidth)
+	data = appendPadded(data, ref.Login, resetIDLoginWidth)
+	data = append(data, byte(len(ref.EmailKeyID)))
+	data = append(data, ref.EmailKeyID...)
+	data = append(data, ref.EmailTag[:]...)
+	v2 := base64.RawURLEncoding.EncodeToString(append(data, k.Seal(resetIDLabel, data)...))
+	if got, ok := openResetID(k, v2); !ok || got != ref {
+		t.Errorf("version-2 id no longer opens: %+v %v", got, ok)
+	}
+	// The encrypted wrapper must hold a sealed version-2 id: encrypting junk does not open.
+	junk, err := k.Encrypt(resetIDCipherLabel, bytes.Repeat([]byte{2}, 250))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := openResetID(k, base64.RawURLEncoding.EncodeToString(append([]byte{resetIDEncrypted}, junk...))); ok {
+		t.Error("an encrypted id without the seal opened")
+	}
+}
+
+// TestLinkID: the email link's id names the account's request with the recovery email,
+// as of the token, so it reaches that token; a different email does not.
+func TestLinkID(t *testing.T) {
+	k := testKeyring(t, "k1", "k1")
+	issued := time.Date(2030, 1, 2, 9, 0, 0, 123_456_789, time.UTC)
+	ref, ok := openResetID(k, LinkID(k, "acme", "Jane.Doe", "jane@example.org", issued))
+	if !ok {
+		t.Fatal("link id does not open")
+	}
+	u := domain.User{Registered: true, Provider: "ACME", Login: "jane.doe", RecoveryEmail: "jane@example.org",
+		Token: &domain.ResetToken{IssuedAt: issued, ExpiresAt: issued.Add(5 * time.Minute), State: domain.TokenActive}}
+	if ref.Provider != domain.NormalizeProviderCode("acme") || ref.Login != domain.NormalizeLogin("Jane.Doe") || !tokenForRequest(k, u, ref) {
+		t.Errorf("link id %+v does not reach the token", ref)
+	}
+	u.RecoveryEmail = "other@example.org"
+	if tokenForRequest(k, u, ref) {
+		t.Error("link id reaches a token of another recovery email")
 	}
 }

@@ -126,6 +126,9 @@ func TestBrowserWalk(t *testing.T) {
 	// ---- The User Administrator's tools (browser_admin_test.go) ----
 	adminWalk(t, ctx, w, inbox)
 
+	// ---- Password Reset Error and the emailed link on another device (browser_reset_test.go) ----
+	resetErrorWalk(t, ctx, w, inbox, chromium)
+
 	// ---- The same pages on a phone (390 CSS pixels wide) ----
 	w.do("narrow the viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulatePortrait, chromedp.EmulateMobile))
 	w.open("/login")
@@ -146,7 +149,9 @@ const (
 	bwBossPW    = "Boss-walks-the-list-4417"
 	bwJanePW    = "Jane-forgot-it-8812"
 	bwJaneNewPW = "Jane-remembers-now-2030"
-	bwEmail     = "jane@example.org"
+	// bwJaneThirdPW is set from the emailed link in a fresh browser profile.
+	bwJaneThirdPW = "Jane-on-her-phone-5151"
+	bwEmail       = "jane@example.org"
 	// stepTimeout bounds one browser step (a click and the page it loads, a wait…).
 	stepTimeout = 30 * time.Second
 )

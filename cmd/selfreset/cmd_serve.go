@@ -159,12 +159,15 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 		}
 		sc := mailer.SenderConfigFrom(mcfg, pool, driver, keys)
 		sc.Logger = c.log
+		sc.Paths.ResetLink = func(provider, login, email string, issuedAt time.Time) string {
+			return reset.LinkID(keys, provider, login, email, issuedAt)
+		}
 		sender, err := mailer.NewSender(sc)
 		if err != nil {
 			return err
 		}
 		worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: pool, Commands: h, Keyring: keys,
-			Logger: c.log, Concurrency: cfg.ResetWorkers})
+			Logger: c.log, Concurrency: cfg.ResetWorkers, NoTypedAddressNotice: !cfg.NotifyUnknownRecipients})
 		if err != nil {
 			return err
 		}
