@@ -958,12 +958,18 @@ func TestForgotPasswordUnavailableWithoutTheQueue(t *testing.T) {
 	post := func(path string, b any) resp {
 		t.Helper()
 		raw, _ := json.Marshal(b)
-		res, err := ts.Client().Post(ts.URL+path, "application/json", bytes.NewReader(raw))
+		q, err := http.NewRequest(http.MethodPost, ts.URL+path, bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Header.Set("Content-Type", "application/json")
+		res, err := ts.Client().Do(q)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer res.Body.Close()
 		out, _ := io.ReadAll(res.Body)
+		e.checkContract(q, raw, res.StatusCode, res.Header, out)
 		return resp{status: res.StatusCode, header: res.Header, body: out}
 	}
 	for path, b := range map[string]any{"/api/v1/password-resets": body, "/api/v1/password-resets/" + a.ResetID + "/resend": struct{}{}} {

@@ -285,6 +285,20 @@ func (e *env) do(q req) resp {
 	return resp{status: res.StatusCode, header: res.Header, body: got}
 }
 
+// checkContract validates against docs/openapi.json an exchange a test made without do
+// (its own client or handler), so that every API answer a test sees is checked.
+func (e *env) checkContract(r *http.Request, reqBody []byte, status int, header http.Header, body []byte) {
+	e.t.Helper()
+	url := r.URL.String()
+	if r.URL.Host == "" {
+		url = "http://" + r.Host + url // a request made for a handler, without a server
+	}
+	x := exchange{method: r.Method, url: url, reqHeader: r.Header, reqBody: reqBody, status: status, header: header, body: body}
+	for _, p := range e.contract.check(e.ctx, x) {
+		e.t.Errorf("docs/openapi.json: %s %s: %s", r.Method, r.URL.Path, p)
+	}
+}
+
 // expect fails unless the answer has status and (when code != "") error code.
 func expect(t *testing.T, r resp, status int, code string) {
 	t.Helper()

@@ -44,12 +44,18 @@ func TestReplicasShareOnePerIPBudget(t *testing.T) {
 	allowed := make([]int, minutes)
 	for i := range minutes * 60 * perSecond {
 		ts := replicas[i%len(replicas)]
-		res, err := ts.Client().Post(ts.URL+"/api/v1/sessions", "application/json", bytes.NewReader(body))
+		q, err := http.NewRequest(http.MethodPost, ts.URL+"/api/v1/sessions", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _ = io.Copy(io.Discard, res.Body)
+		q.Header.Set("Content-Type", "application/json")
+		res, err := ts.Client().Do(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(res.Body)
 		res.Body.Close()
+		e.checkContract(q, body, res.StatusCode, res.Header, out)
 		switch res.StatusCode {
 		case http.StatusCreated:
 			allowed[i/(60*perSecond)]++

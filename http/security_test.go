@@ -184,6 +184,7 @@ func TestPerIPLimitCoversAnIPv6Slash64(t *testing.T) {
 		r.RemoteAddr = "[2001:db8:1:2::" + string(rune('1'+i)) + "]:40000"
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
+		e.checkContract(r, []byte(body), w.Code, w.Header(), w.Body.Bytes())
 		statuses = append(statuses, w.Code)
 	}
 	if statuses[2] != http.StatusTooManyRequests {
