@@ -26,11 +26,11 @@ import (
 const (
 	// snapshotEvery is how many events past its snapshot a load reads before it writes
 	// a new one: a load folds fewer than this many events, plus one snapshot.
-	snapshotEvery = 32
+	snapshotEvery = 8
 	// recentIDsKept is how many event ids a snapshot remembers, so that a redelivered
 	// command (WithCommandID) still finds its decision when the snapshot covers it. A
 	// redelivery then sees at least the stream's last recentIDsKept events.
-	recentIDsKept = 256
+	recentIDsKept = 128
 	// snapshotWriteTimeout bounds a snapshot write, which runs after the command's answer
 	// is decided and never makes it fail.
 	snapshotWriteTimeout = 5 * time.Second
@@ -38,8 +38,30 @@ const (
 
 // userSnapshot is what a user's snapshot holds.
 type userSnapshot struct {
-	User   domain.User `json:"user"`
-	Recent []uuid.UUID `json:"recent"` // ids of the last events folded, oldest first
+	User domain.User `json:"user"`
+	// Recent is the ids of the last events folded, oldest first, 16 bytes each (base64
+	// in JSON: a third of the size of uuid strings, which dominated the snapshot).
+	Recent []byte `json:"recent"`
+}
+
+func packIDs(ids []uuid.UUID) []byte {
+	b := make([]byte, 0, 16*len(ids))
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+// unpackIDs is packIDs backwards; ok is false for a length that is not a multiple of 16.
+func unpackIDs(b []byte) (ids []uuid.UUID, ok bool) {
+	if len(b)%16 != 0 {
+		return nil, false
+	}
+	ids = make([]uuid.UUID, len(b)/16)
+	for i := range ids {
+		copy(ids[i][:], b[16*i:])
+	}
+	return ids, true
 }
 
 // userSnapshotSchema names the encoding. It carries a fingerprint of domain.User's
@@ -99,12 +121,12 @@ func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (do
 		return u, l, err
 	}
 	if snap, ok := s.read(ctx, stream); ok {
-		u = snap.state.User
-		l, ids, err := h.foldFrom(ctx, stream, snap.revision+1, snap.state.Recent, u.Apply)
+		u = snap.user
+		l, ids, err := h.foldFrom(ctx, stream, snap.revision+1, snap.recent, u.Apply)
 		// A stream has contiguous revisions, so the tail read from snap.revision+1 starts
 		// right after the snapshot; only a stream that is gone makes it unusable.
 		if err == nil && l.exists {
-			s.maybeWrite(ctx, stream, u, l, ids, len(ids)-len(snap.state.Recent))
+			s.maybeWrite(ctx, stream, u, l, ids, len(ids)-len(snap.recent))
 			return u, l, nil
 		}
 		if err != nil && ctx.Err() != nil {
@@ -124,7 +146,8 @@ func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (do
 
 type readSnapshot struct {
 	revision uint64
-	state    userSnapshot
+	user     domain.User
+	recent   []uuid.UUID
 }
 
 // read returns the stream's snapshot when there is one of this schema that decodes.
@@ -143,13 +166,15 @@ func (s *snapshots) read(ctx context.Context, stream string) (readSnapshot, bool
 	}
 	var st userSnapshot
 	code, login, perr := domain.ParseUserStream(stream)
-	if err := json.Unmarshal(snap.Data, &st); err != nil || perr != nil || !st.User.Registered ||
+	err = json.Unmarshal(snap.Data, &st)
+	recent, ok := unpackIDs(st.Recent)
+	if err != nil || perr != nil || !ok || !st.User.Registered ||
 		domain.NormalizeProviderCode(st.User.Provider) != code || domain.NormalizeLogin(st.User.Login) != login {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "snapshot does not decode to this stream's user; folding the stream in full",
 			slog.String("stream", stream))
 		return readSnapshot{}, false
 	}
-	return readSnapshot{revision: snap.Revision, state: st}, true
+	return readSnapshot{revision: snap.Revision, user: st.User, recent: recent}, true
 }
 
 // maybeWrite stores u as the stream's snapshot at l.revision when read (the events
@@ -162,7 +187,7 @@ func (s *snapshots) maybeWrite(ctx context.Context, stream string, u domain.User
 	if len(ids) > recentIDsKept {
 		ids = ids[len(ids)-recentIDsKept:]
 	}
-	data, err := json.Marshal(userSnapshot{User: u, Recent: ids})
+	data, err := json.Marshal(userSnapshot{User: u, Recent: packIDs(ids)})
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "snapshot not encoded", slog.String("stream", stream), slog.String("error", err.Error()))
 		return
