@@ -57,6 +57,12 @@ func TestLongHistoryFigures(t *testing.T) {
 	grow("jane", 50_000)
 	t.Logf("FIGURES appended jane's history in %s", time.Since(t0).Round(time.Millisecond))
 	grow("joe", 50)
+	// The bulk insert makes autovacuum process the events table soon; do it now, as it
+	// would be done long before an attacker's 50,000 requests were over, rather than in
+	// the middle of the measurement.
+	if _, err := e.store.Pool().Exec(e.ctx, "VACUUM ANALYZE events"); err != nil {
+		t.Fatal(err)
+	}
 
 	// The first load after the bulk append folds everything once and writes the snapshot
 	// (a stream grown by requests gets its snapshots along the way instead).
@@ -90,14 +96,14 @@ func TestLongHistoryFigures(t *testing.T) {
 		t.Logf("FIGURES %s, %d each interleaved: median 50,000 events %s, 50 events %s (ratio %.2f); p90 %s / %s",
 			what, rounds, big, small, float64(big)/float64(small), percentile(lat["50,000"], 0.9), percentile(lat["50"], 0.9))
 	}
-	measure("login", 40, func(k string) { e.login("ACME", kinds[k].login, kinds[k].pw) })
-	measure("GET /api/v1/me/self-reset", 300, func(k string) {
-		expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: sessions[k]}), http.StatusOK, "")
-	})
 	measure("Change Password, wrong token", 300, func(k string) {
 		r := e.do(req{Method: "POST", Path: "/api/v1/password-resets/" + resetIDs[k] + "/complete",
 			Body: map[string]string{"token": "AAAAAAAAAA", "new_password": "Fresh-pass-77120", "confirm_password": "Fresh-pass-77120"}})
 		expect(t, r, http.StatusBadRequest, "invalid_token")
+	})
+	measure("login", 60, func(k string) { e.login("ACME", kinds[k].login, kinds[k].pw) })
+	measure("GET /api/v1/me/self-reset", 300, func(k string) {
+		expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: sessions[k]}), http.StatusOK, "")
 	})
 	_, rev, err := e.cmds.LoadUser(e.ctx, "ACME", "jane")
 	if err != nil {
