@@ -31,6 +31,10 @@ const (
 	// command (WithCommandID) still finds its decision when the snapshot covers it. A
 	// redelivery then sees at least the stream's last recentIDsKept events.
 	recentIDsKept = 128
+	// snapshotWriters bounds the snapshot writes in flight, so that they never take more
+	// than this many of the pool's connections from commands; a load that finds them all
+	// busy skips its write (a later load of the stream writes it).
+	snapshotWriters = 2
 	// snapshotWriteTimeout bounds a snapshot write, which runs after the command's answer
 	// is decided and never makes it fail.
 	snapshotWriteTimeout = 5 * time.Second
@@ -103,13 +107,14 @@ type snapshots struct {
 	// writing holds the streams whose snapshot is being written, so that a burst of
 	// loads of one account writes it once.
 	writing sync.Map
+	slots   chan struct{} // one token per write in flight (snapshotWriters)
 }
 
 func newSnapshots(store eventstore.SnapshotStore, log *slog.Logger) *snapshots {
 	if store == nil {
 		return nil
 	}
-	return &snapshots{store: store, schema: userSnapshotSchema(), log: log}
+	return &snapshots{store: store, schema: userSnapshotSchema(), log: log, slots: make(chan struct{}, snapshotWriters)}
 }
 
 // loadUser folds the user stream from its snapshot if it has a usable one, else in full,
@@ -184,22 +189,33 @@ func (s *snapshots) maybeWrite(ctx context.Context, stream string, u domain.User
 	if read < snapshotEvery || !l.exists || !u.Registered {
 		return
 	}
+	if _, busy := s.writing.LoadOrStore(stream, true); busy {
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.writing.Delete(stream)
+		return
+	}
+	release := func() {
+		s.writing.Delete(stream)
+		<-s.slots
+	}
 	if len(ids) > recentIDsKept {
 		ids = ids[len(ids)-recentIDsKept:]
 	}
 	data, err := json.Marshal(userSnapshot{User: u, Recent: packIDs(ids)})
 	if err != nil {
+		release()
 		s.log.LogAttrs(ctx, slog.LevelWarn, "snapshot not encoded", slog.String("stream", stream), slog.String("error", err.Error()))
-		return
-	}
-	if _, busy := s.writing.LoadOrStore(stream, true); busy {
 		return
 	}
 	snap := eventstore.Snapshot{Revision: l.revision, Schema: s.schema, Data: data}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
 	go func() {
 		defer cancel()
-		defer s.writing.Delete(stream)
+		defer release()
 		if err := s.store.WriteSnapshot(wctx, stream, snap); err != nil {
 			s.log.LogAttrs(wctx, slog.LevelWarn, "snapshot not written; loads fold further until the next one is",
 				slog.String("stream", stream), slog.String("error", err.Error()))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,5 +104,42 @@ func TestSnapshotsKeepDecisionsAndRedeliveries(t *testing.T) {
 	} {
 		must(t, ss.WriteSnapshot(ctx, stream, bad))
 		same(t, "snapshot "+string(bad.Data[:min(len(bad.Data), 40)])+" of schema "+bad.Schema)
+	}
+}
+
+// TestSnapshotsUnderConcurrentRefusals: racing wrong passwords on an account long enough
+// to be loaded from snapshots (written meanwhile) still lock it with exactly one
+// AccountLocked, and the loaded state is the full fold's.
+func TestSnapshotsUnderConcurrentRefusals(t *testing.T) {
+	f := newFixture(t)
+	if _, ok := f.store.(eventstore.SnapshotStore); !ok {
+		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
+	}
+	ctx := context.Background()
+	f.configuredUser(t)
+	for range 60 {
+		if _, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}); err == nil {
+			t.Fatal("a wrong email was granted a token")
+		}
+	}
+	const racers = 20
+	var wg sync.WaitGroup
+	for range racers {
+		wg.Go(func() {
+			if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+				t.Errorf("wrong password: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n != 1 {
+		t.Fatalf("%d AccountLocked recorded, want exactly 1", n)
+	}
+	got, grev, err := f.h.LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	want, wrev, err := testkit.Handler(t, hidden{f.store}, f.clock, f.keys).LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	if grev != wrev || !reflect.DeepEqual(got, want) || !got.Locked || got.FailedLogins != racers {
+		t.Fatalf("after the race: loaded %+v at %d, full fold %+v at %d", got, grev, want, wrev)
 	}
 }
