@@ -1,5 +1,5 @@
 // Package commands is the write side: one handler per command. Each loads the aggregates
-// it needs by folding their streams, asks the domain to decide, and appends the resulting
+// it needs by folding their streams (a user's from its snapshot on, see snapshot.go), asks the domain to decide, and appends the resulting
 // events with the expected revision, retrying a bounded number of times on conflict.
 // It never consults a read model for a security decision.
 package commands
@@ -206,7 +206,7 @@ func (h *Handler) fold(ctx context.Context, stream string, apply func(domain.Eve
 
 // foldFrom applies the events of stream from revision from on. seen are the ids of the
 // events before from that a snapshot remembers (for the command-id check); the ids of
-// the events read are returned after them. n is how many events were read.
+// the events read are returned after them.
 func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen []uuid.UUID, apply func(domain.Event)) (l loaded, ids []uuid.UUID, err error) {
 	recs, err := h.store.ReadStream(ctx, stream, from)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
