@@ -1,6 +1,7 @@
 // Package commands is the write side: one handler per command. Each loads the aggregates
-// it needs by folding their streams (a user's from its snapshot on, see snapshot.go), asks the domain to decide, and appends the resulting
-// events with the expected revision, retrying a bounded number of times on conflict.
+// it needs by folding their streams (a user's from its snapshot on, see snapshot.go),
+// asks the domain to decide, and appends the resulting events with the expected
+// revision, retrying a bounded number of times on conflict.
 // It never consults a read model for a security decision.
 package commands
 
