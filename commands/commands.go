@@ -1,6 +1,7 @@
 // Package commands is the write side: one handler per command. Each loads the aggregates
-// it needs by folding their streams, asks the domain to decide, and appends the resulting
-// events with the expected revision, retrying a bounded number of times on conflict.
+// it needs by folding their streams (a user's from its snapshot on, see snapshot.go),
+// asks the domain to decide, and appends the resulting events with the expected
+// revision, retrying a bounded number of times on conflict.
 // It never consults a read model for a security decision.
 package commands
 
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -70,6 +72,9 @@ type Config struct {
 	MaxAttempts int
 	// Observer, when set, is told each command's outcome and duration (metrics).
 	Observer Observer
+	// Snapshots caches folded user states (see snapshot.go). Nil means the Store's own
+	// when it implements eventstore.SnapshotStore; without one every load folds in full.
+	Snapshots eventstore.SnapshotStore
 }
 
 // Handler runs commands.
@@ -84,6 +89,7 @@ type Handler struct {
 	log     *slog.Logger
 	tries   int
 	obs     Observer
+	snaps   *snapshots
 }
 
 // ErrTooMuchContention means every attempt lost the optimistic-concurrency race.
@@ -100,8 +106,12 @@ func New(c Config) *Handler {
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 5
 	}
+	if c.Snapshots == nil {
+		c.Snapshots, _ = c.Store.(eventstore.SnapshotStore)
+	}
 	return &Handler{store: c.Store, codec: NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
-		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer}
+		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer,
+		snaps: newSnapshots(c.Snapshots, c.Logger)}
 }
 
 // NewCodec returns the codec that knows every domain event at its current schema version.
@@ -195,25 +205,42 @@ func (l loaded) expected() eventstore.ExpectedRevision {
 
 // fold reads stream and applies each event to apply.
 func (h *Handler) fold(ctx context.Context, stream string, apply func(domain.Event)) (loaded, error) {
-	recs, err := h.store.ReadStream(ctx, stream, 0)
+	l, _, err := h.foldFrom(ctx, stream, 0, nil, apply)
+	return l, err
+}
+
+// foldFrom applies the events of stream from revision from on. seen are the ids of the
+// events before from that a snapshot remembers (for the command-id check); the ids of
+// the events read are returned after them.
+func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen []uuid.UUID, apply func(domain.Event)) (l loaded, ids []uuid.UUID, err error) {
+	recs, err := h.store.ReadStream(ctx, stream, from)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
-		return loaded{}, nil
+		return loaded{}, nil, nil
 	}
 	if err != nil {
-		return loaded{}, fmt.Errorf("read %s: %w", stream, err)
+		return loaded{}, nil, fmt.Errorf("read %s: %w", stream, err)
 	}
 	cmd, hasCmd := commandID(ctx)
 	first := EventID(cmd, stream, 0)
-	decided := false
+	decided := hasCmd && slices.Contains(seen, first)
+	ids = slices.Grow(slices.Clip(seen), len(recs))
 	for _, r := range recs {
 		decided = decided || (hasCmd && r.ID == first)
 		v, err := h.codec.DecodeRecorded(r)
 		if err != nil {
-			return loaded{}, fmt.Errorf("read %s at revision %d: %w", stream, r.Revision, err)
+			return loaded{}, nil, fmt.Errorf("read %s at revision %d: %w", stream, r.Revision, err)
 		}
 		apply(v.(domain.Event))
+		ids = append(ids, r.ID)
 	}
-	return loaded{exists: len(recs) > 0, revision: recs[len(recs)-1].Revision, decided: decided}, nil
+	l = loaded{exists: from > 0 || len(recs) > 0, decided: decided}
+	switch {
+	case len(recs) > 0:
+		l.revision = recs[len(recs)-1].Revision
+	case from > 0:
+		l.revision = from - 1
+	}
+	return l, ids, nil
 }
 
 // LoadProvider folds a provider's stream.
@@ -239,13 +266,11 @@ func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User
 }
 
 func (h *Handler) loadUser(ctx context.Context, code, login string) (domain.User, loaded, error) {
-	var u domain.User
 	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
 	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
-		return u, loaded{}, nil
+		return domain.User{}, loaded{}, nil
 	}
-	l, err := h.fold(ctx, domain.UserStream(code, login), u.Apply)
-	return u, l, err
+	return h.snaps.loadUser(ctx, h, domain.UserStream(code, login))
 }
 
 // append encodes events and appends them to stream under expected.

@@ -82,11 +82,15 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 		return "", err
 	}
 	emailHash := h.secrets.HashEmail(c.Email)
-	exists, err := h.userExists(ctx, code, login)
-	if err != nil {
-		return "", err
-	}
-	if !exists {
+	// One fold of the account: an unknown one is found by the decision itself.
+	unknown := false
+	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		if unknown = !u.Registered; unknown {
+			return nil, domain.ErrUnknownAccount
+		}
+		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token, SealedEmail: c.NoticeEmail}, h.clock.Now())
+	})
+	if unknown {
 		err := h.recordUnmatched(ctx, code, login, domain.UnmatchedResetRequest(clip(code, 64), clip(login, 64),
 			clip(c.Email, 254), emailHash, c.NoticeEmail, h.clock.Now()))
 		if err != nil {
@@ -94,18 +98,10 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 		}
 		return "", domain.ErrUnknownAccount
 	}
-	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
-		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token, SealedEmail: c.NoticeEmail}, h.clock.Now())
-	})
 	if err != nil {
 		return "", err
 	}
 	return token.ID, nil
-}
-
-func (h *Handler) userExists(ctx context.Context, code, login string) (bool, error) {
-	u, _, err := h.loadUser(ctx, code, login)
-	return u.Registered, err
 }
 
 // RecordUnmatchedToken records a Password token typed on the Change Password page of a
@@ -138,19 +134,14 @@ type ResendResetToken struct {
 // domain.ErrUnknownAccount and nothing is recorded (the original request already was).
 func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tokenID string, err error) {
 	defer h.observe("resend_reset_token", time.Now(), &err)
-	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
-	exists, err := h.userExists(ctx, code, login)
-	if err != nil {
-		return "", err
-	}
-	if !exists {
-		return "", domain.ErrUnknownAccount
-	}
 	token, err := h.secrets.Issue(KindResetToken)
 	if err != nil {
 		return "", err
 	}
-	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.updateUser(ctx, "anonymous", c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		if !u.Registered {
+			return nil, domain.ErrUnknownAccount
+		}
 		events, err := u.ResendResetToken(h.policy, p, token, h.clock.Now())
 		// A Resend names no email; the owner's notice is keyed by its recipient's hash
 		// like every other, so the mailer's per-recipient cap counts it.

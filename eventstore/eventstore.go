@@ -181,3 +181,28 @@ type Store interface {
 	Head(ctx context.Context) (Position, error)
 	Close()
 }
+
+// Snapshot is a cached fold of a stream up to Revision: Data is the state its owner
+// encoded, Schema the version of that encoding (owners ignore snapshots of another
+// schema and fold the stream in full). A snapshot is never the record: the stream is,
+// and a missing or stale snapshot only costs a longer read.
+type Snapshot struct {
+	Revision uint64
+	Schema   string
+	Data     json.RawMessage
+}
+
+// ErrSnapshotNotFound is returned by ReadSnapshot when the stream has no snapshot.
+var ErrSnapshotNotFound = errors.New("eventstore: snapshot not found")
+
+// SnapshotStore keeps the latest snapshot of each stream beside the events. Adapters
+// that have one implement it on their Store; callers find it by type assertion and fold
+// the stream in full without it.
+type SnapshotStore interface {
+	// ReadSnapshot returns the stream's snapshot, or an error wrapping ErrSnapshotNotFound.
+	ReadSnapshot(ctx context.Context, stream string) (Snapshot, error)
+	// WriteSnapshot stores snap as the stream's snapshot unless one at a later revision
+	// is stored already (racing writers keep the newest; an older one is dropped
+	// silently). Data must be valid JSON.
+	WriteSnapshot(ctx context.Context, stream string, snap Snapshot) error
+}

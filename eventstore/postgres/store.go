@@ -330,8 +330,11 @@ func storedEvents(ctx context.Context, tx pgx.Tx, stream string, events []events
 	for i, e := range events {
 		ids[i] = e.ID
 	}
-	rows, err := tx.Query(ctx, `SELECT event_id, revision, tx_id, seq FROM events
-		WHERE stream = $1 AND event_id = ANY($2) ORDER BY revision`, stream, ids)
+	// Only event_id in the WHERE clause: with the stream there too, a generic plan (pgx
+	// prepares its statements) can walk the stream's (stream, revision) index, which costs
+	// in proportion to the stream's length. Events of other streams are skipped below.
+	rows, err := tx.Query(ctx, `SELECT event_id, stream, revision, tx_id, seq FROM events
+		WHERE event_id = ANY($1) ORDER BY revision`, ids)
 	if err != nil {
 		return nil, eventstore.AppendResult{}, err
 	}
@@ -339,10 +342,14 @@ func storedEvents(ctx context.Context, tx pgx.Tx, stream string, events []events
 	var last eventstore.AppendResult
 	var (
 		id       uuid.UUID
+		in       string
 		rev, seq int64
 		txID     uint64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &rev, &txID, &seq}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &in, &rev, &txID, &seq}, func() error {
+		if in != stream {
+			return nil
+		}
 		stored[id] = true
 		last = eventstore.AppendResult{NextRevision: uint64(rev), Position: eventstore.Position{Commit: txID, Prepare: uint64(seq)}}
 		return nil

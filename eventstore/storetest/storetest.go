@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	t.Run("SubscribeAll", func(t *testing.T) { testSubscribeAll(t, newStore) })
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, newStore) })
 	t.Run("Chain", func(t *testing.T) { testChain(t, newStore) })
+	t.Run("Snapshots", func(t *testing.T) { testSnapshots(t, newStore) })
 }
 
 // fixture is one subtest's view of the store: a context with a deadline and a stream

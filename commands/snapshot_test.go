@@ -1,0 +1,145 @@
+package commands_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/internal/testkit"
+)
+
+// hidden hides the store's snapshots: a handler over it folds every stream in full.
+type hidden struct{ eventstore.Store }
+
+// waitSnapshot waits (bounded) until the stream's snapshot covers at least revision rev;
+// snapshots are written in the background after the load that calls for one.
+func waitSnapshot(t *testing.T, ss eventstore.SnapshotStore, stream string, rev uint64) eventstore.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		snap, err := ss.ReadSnapshot(ctx, stream)
+		if err == nil && snap.Revision >= rev {
+			return snap
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot of %s at revision %d or later (last: %+v, %v)", stream, rev, snap.Revision, err)
+		}
+		time.Sleep(10 * time.Millisecond) // waiting for a background write, not timing logic
+	}
+}
+
+func TestSnapshotsKeepDecisionsAndRedeliveries(t *testing.T) {
+	f := newFixture(t)
+	ss, ok := f.store.(eventstore.SnapshotStore)
+	if !ok {
+		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
+	}
+	ctx := context.Background()
+	f.configuredUser(t)
+	stream := domain.UserStream(f.code, "jane")
+	full := testkit.Handler(t, hidden{f.store}, f.clock, f.keys)
+
+	same := func(t *testing.T, what string) {
+		t.Helper()
+		got, grev, err := f.h.LoadUser(ctx, f.code, "jane")
+		must(t, err)
+		want, wrev, err := full.LoadUser(ctx, f.code, "jane")
+		must(t, err)
+		if grev != wrev || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: load with snapshots at revision %d = %+v\nfull fold at revision %d = %+v", what, grev, got, wrev, want)
+		}
+	}
+
+	// A request decided under a command id, then a long run of wrong emails.
+	cmd := uuid.New()
+	req := commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery}
+	_, err := f.h.RequestResetToken(commands.WithCommandID(ctx, cmd), req)
+	must(t, err)
+	for range 100 {
+		if _, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}); err == nil {
+			t.Fatal("a wrong email was granted a token")
+		}
+	}
+	_, last, err := full.LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	_, _, err = f.h.LoadUser(ctx, f.code, "jane") // reads ≥ 32 events past the last snapshot: writes one
+	must(t, err)
+	snap := waitSnapshot(t, ss, stream, last-31)
+	same(t, "after a snapshot")
+
+	// The redelivered command finds its decision although the snapshot covers it.
+	if _, err := f.h.RequestResetToken(commands.WithCommandID(ctx, cmd), req); !errors.Is(err, commands.ErrAlreadyDecided) {
+		t.Fatalf("redelivery after a snapshot: %v, want ErrAlreadyDecided", err)
+	}
+
+	// Decisions through the snapshot: a wrong password counts on, a reset works.
+	if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	same(t, "after a wrong password")
+
+	// Snapshots that must not be believed: another schema, undecodable data, another
+	// user's state. Each is ignored and the stream folded in full.
+	other, _, err := f.h.LoadUser(ctx, f.code, "admin")
+	must(t, err)
+	otherData, err := json.Marshal(map[string]any{"user": other})
+	must(t, err)
+	locked := map[string]any{"user": domain.User{Provider: f.code, Login: "jane", Registered: true, AdminLocked: true}}
+	lockedData, err := json.Marshal(locked)
+	must(t, err)
+	for _, bad := range []eventstore.Snapshot{
+		{Revision: snap.Revision + 1, Schema: "user/0/old", Data: lockedData},
+		{Revision: snap.Revision + 2, Schema: snap.Schema, Data: json.RawMessage(`{"user": 5}`)},
+		{Revision: snap.Revision + 3, Schema: snap.Schema, Data: otherData},
+	} {
+		must(t, ss.WriteSnapshot(ctx, stream, bad))
+		same(t, "snapshot "+string(bad.Data[:min(len(bad.Data), 40)])+" of schema "+bad.Schema)
+	}
+}
+
+// TestSnapshotsUnderConcurrentRefusals: racing wrong passwords on an account long enough
+// to be loaded from snapshots (written meanwhile) still lock it with exactly one
+// AccountLocked, and the loaded state is the full fold's.
+func TestSnapshotsUnderConcurrentRefusals(t *testing.T) {
+	f := newFixture(t)
+	if _, ok := f.store.(eventstore.SnapshotStore); !ok {
+		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
+	}
+	ctx := context.Background()
+	f.configuredUser(t)
+	for range 60 {
+		if _, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}); err == nil {
+			t.Fatal("a wrong email was granted a token")
+		}
+	}
+	const racers = 20
+	var wg sync.WaitGroup
+	for range racers {
+		wg.Go(func() {
+			if _, err := f.h.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+				t.Errorf("wrong password: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := countEvents(t, f, domain.UserStream(f.code, "jane"), "AccountLocked"); n != 1 {
+		t.Fatalf("%d AccountLocked recorded, want exactly 1", n)
+	}
+	got, grev, err := f.h.LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	want, wrev, err := testkit.Handler(t, hidden{f.store}, f.clock, f.keys).LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	if grev != wrev || !reflect.DeepEqual(got, want) || !got.Locked || got.FailedLogins != racers {
+		t.Fatalf("after the race: loaded %+v at %d, full fold %+v at %d", got, grev, want, wrev)
+	}
+}

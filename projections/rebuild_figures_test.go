@@ -1,0 +1,101 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/eventstore/postgres"
+	"selfreset/internal/testdb"
+	"selfreset/internal/testkit"
+)
+
+// TestRebuildFigures is the documented measurement behind docs/benchmarks.md's "Rebuild":
+// SELFRESET_REBUILD_FIGURES_EVENTS events (e.g. 1000000) on the PostgreSQL store, 100
+// registered accounts whose streams then receive wrong-email refusals and failed logins
+// in batches of 1,000 through the store port, then one Rebuild of every read model,
+// timed. Figures are printed, not asserted.
+func TestRebuildFigures(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("SELFRESET_REBUILD_FIGURES_EVENTS"))
+	if n <= 0 {
+		t.Skip("set SELFRESET_REBUILD_FIGURES_EVENTS=1000000 to run this measurement (minutes, loopback only)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Minute)
+	defer cancel()
+	dbURL := testdb.New(t)
+	store, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	if err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	clk := testkit.NewClock(t0)
+	cmd := testkit.Handler(t, store, clk, testkit.Keyring(t, "k1"))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(cmd.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: "ACME", Name: "Acme", AllowSelfReset: true}))
+	const accounts = 100
+	for i := range accounts {
+		must(cmd.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: "ACME", Login: fmt.Sprintf("u%03d", i),
+			DisplayName: "U", Password: pw}))
+	}
+	codec := cmd.Codec()
+	t1 := time.Now()
+	written := 0
+	for b := 0; written < n; b++ {
+		login := fmt.Sprintf("u%03d", b%accounts)
+		size := min(1000, n-written)
+		batch := make([]eventstore.EventData, size)
+		for i := range batch {
+			var e domain.Event = domain.ResetRequestRejected{Reason: domain.ErrIdentifiersMismatch.Code, Provider: "ACME", Login: login,
+				EmailMasked: "s***r@e***e.org", EmailHash: "bulk"}
+			if i%2 == 1 {
+				e = domain.LoginFailed{Reason: "wrong_password", Provider: "ACME", Login: login, FailedAttempts: 1}
+			}
+			typ, ver, raw, err := codec.Encode(e)
+			must(err)
+			batch[i] = eventstore.EventData{ID: uuid.New(), Type: typ, SchemaVersion: ver, OccurredAt: clk.Now(), Data: raw,
+				Metadata: eventstore.Metadata{Actor: "anonymous"}}
+		}
+		_, err := store.Append(ctx, domain.UserStream("ACME", login), eventstore.Any, batch...)
+		must(err)
+		written += size
+	}
+	t.Logf("FIGURES appended %d events in %s", written, time.Since(t1).Round(time.Second))
+	_, err = pool.Exec(ctx, "VACUUM ANALYZE events")
+	must(err)
+
+	r, err := New(Config{Store: store, Pool: pool})
+	must(err)
+	t1 = time.Now()
+	reports, err := r.Rebuild(ctx)
+	must(err)
+	d := time.Since(t1)
+	for _, rep := range reports {
+		t.Logf("FIGURES %s: %d events, %d parked, %s", rep.Name, rep.Events, rep.Parked, rep.Duration.Round(time.Millisecond))
+	}
+	t.Logf("FIGURES rebuild of every read model over %d events: %s, %.0f events/s", written, d.Round(time.Millisecond), float64(written)/d.Seconds())
+}
