@@ -5,7 +5,7 @@
 #   2. PostgreSQL: SELFRESET_TEST_DATABASE_URL if set; else the server on 127.0.0.1:5432;
 #      else, as root on Debian/Ubuntu, apt-get installs and starts a throwaway one.
 #      Every test creates (and drops) a database of its own on that server.
-#   3. gofmt, go vet, go test ./... (the EventStoreDB contract suite runs only when
+#   3. gofmt, go vet, staticcheck, go test ./... (the EventStoreDB contract suite runs only when
 #      SELFRESET_EVENTSTORE_URL points at a server; otherwise it skips and says how).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,10 @@ fi
 
 say "go vet ./..."
 go vet ./...
+
+# staticcheck at a pinned version (fetched through the Go module proxy on first use).
+say "staticcheck ./..."
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 say "go test ./..."
 go test ./... -count=1 -timeout 15m

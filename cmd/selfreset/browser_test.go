@@ -302,7 +302,6 @@ type walker struct {
 	ctx   context.Context
 	base  string
 	shots string
-	n     int
 }
 
 func (w *walker) step() (context.Context, context.CancelFunc) {
