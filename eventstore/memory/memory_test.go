@@ -121,3 +121,18 @@ func TestCloseEndsSubscriptionsAndCalls(t *testing.T) {
 	}
 	s.Close() // twice is harmless
 }
+
+// BenchmarkAppend measures one-event appends to a growing stream (hash chain included).
+func BenchmarkAppend(b *testing.B) {
+	ctx := b.Context()
+	s := New()
+	defer s.Close()
+	expected := eventstore.NoStream
+	for b.Loop() {
+		res, err := s.Append(ctx, "bench", expected, event("E"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		expected = eventstore.Exact(res.NextRevision)
+	}
+}
