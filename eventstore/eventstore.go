@@ -1,7 +1,8 @@
 // Package eventstore is the port between the command side and whatever stores events:
 // append to a stream under an expected revision, read a stream back, and read or
 // follow the global feed from a position. Adapters live in sub-packages
-// (eventstore/postgres, eventstore/esdb) and must all pass eventstore/storetest.
+// (eventstore/postgres, eventstore/esdb, and eventstore/memory for tests) and must all
+// pass eventstore/storetest.
 package eventstore
 
 import (

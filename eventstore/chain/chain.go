@@ -1,7 +1,7 @@
 // Package chain links the events of a stream into a hash chain: every event's metadata
 // carries the SHA-256 of its canonical encoding, which includes the hash of the event
 // before it in the same stream. Editing, deleting or reordering an event of a stream then
-// breaks the chain from that event on. Both event-store adapters compute the link inside
+// breaks the chain from that event on. Every event-store adapter computes the link inside
 // Append, under the same concurrency control that orders the stream, and readers
 // (selfreset audit verify) recompute it.
 //

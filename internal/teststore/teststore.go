@@ -18,6 +18,12 @@
 //
 // On Postgres ProviderCode returns its argument, so every test there sees exactly what it
 // saw before this package existed.
+//
+// SELFRESET_TEST_EVENTSTORE=memory (EnvKind) opts into the in-memory adapter
+// (eventstore/memory) instead, whatever EnvURL says: a fresh, private store per test, so
+// the tests behave as on Postgres, without a database for the events (read models still
+// live in the test's Postgres database). Unset, nothing changes: Postgres, or EventStoreDB
+// when EnvURL is set.
 package teststore
 
 import (
@@ -35,6 +41,7 @@ import (
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/eventstore/esdb"
+	"selfreset/eventstore/memory"
 	"selfreset/eventstore/postgres"
 )
 
@@ -42,9 +49,20 @@ import (
 // esdb://127.0.0.1:2113?tls=false. The EventStoreDB contract suite reads the same one.
 const EnvURL = "SELFRESET_EVENTSTORE_URL"
 
-// Kind names the event store the tests run against: "esdb" when EnvURL is set, else
-// "postgres". For messages, and for the few assertions that only hold on a private store.
+// EnvKind names the variable that picks a store other than the default; its one value
+// is KindMemory.
+const EnvKind = "SELFRESET_TEST_EVENTSTORE"
+
+// KindMemory is the value of EnvKind that selects the in-memory event store.
+const KindMemory = "memory"
+
+// Kind names the event store the tests run against: "memory" when EnvKind says so, else
+// "esdb" when EnvURL is set, else "postgres". For messages, and for the few assertions
+// that only hold on a private store.
 func Kind() string {
+	if os.Getenv(EnvKind) == KindMemory {
+		return KindMemory
+	}
 	if os.Getenv(EnvURL) != "" {
 		return "esdb"
 	}
@@ -52,17 +70,26 @@ func Kind() string {
 }
 
 // Shared reports whether the event store is shared with other tests and earlier runs
-// (EventStoreDB) rather than private to the test (Postgres).
+// (EventStoreDB) rather than private to the test (Postgres, memory).
 func Shared() bool { return Kind() == "esdb" }
 
 // New returns the event store for t, closed when t ends: by default the Postgres event
 // store in the database at pgURL (migrated, polling every 50ms so that subscriptions in
 // tests never wait long for a missed notification); when EnvURL is set, the EventStoreDB
-// server it names, its feed narrowed to this service's streams (domain.StreamPrefixes).
-// pgURL is then unused: read models still live in Postgres, in whatever database the test
-// opens itself.
+// server it names, its feed narrowed to this service's streams (domain.StreamPrefixes);
+// when EnvKind is "memory", a new in-memory store. pgURL is unused by the last two: read
+// models still live in Postgres, in whatever database the test opens itself.
 func New(t *testing.T, pgURL string) eventstore.Store {
 	t.Helper()
+	switch v := os.Getenv(EnvKind); v {
+	case "":
+	case KindMemory:
+		s := memory.New()
+		t.Cleanup(s.Close)
+		return s
+	default:
+		t.Fatalf("teststore: %s=%q: the only value is %q (unset: PostgreSQL, or EventStoreDB with %s)", EnvKind, v, KindMemory, EnvURL)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if url := os.Getenv(EnvURL); url != "" {

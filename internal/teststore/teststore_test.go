@@ -7,10 +7,12 @@ import (
 
 	"selfreset/domain"
 	"selfreset/eventstore"
+	"selfreset/eventstore/memory"
 )
 
 func TestProviderCode(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
+		t.Setenv(EnvKind, "")
 		t.Setenv(EnvURL, "")
 		if Kind() != "postgres" || Shared() {
 			t.Fatalf("Kind() = %q without %s", Kind(), EnvURL)
@@ -21,6 +23,7 @@ func TestProviderCode(t *testing.T) {
 	})
 	t.Run("esdb", func(t *testing.T) {
 		// Only the variable is looked at here: no server is contacted.
+		t.Setenv(EnvKind, "")
 		t.Setenv(EnvURL, "esdb://127.0.0.1:2113?tls=false")
 		if Kind() != "esdb" || !Shared() {
 			t.Fatalf("Kind() = %q with %s set", Kind(), EnvURL)
@@ -40,6 +43,25 @@ func TestProviderCode(t *testing.T) {
 			t.Errorf("ProviderCode of a 24-character base = %q", code)
 		}
 	})
+}
+
+func TestMemory(t *testing.T) {
+	// The memory store wins over an EventStoreDB URL, and is private like Postgres.
+	t.Setenv(EnvKind, KindMemory)
+	t.Setenv(EnvURL, "esdb://127.0.0.1:2113?tls=false")
+	if Kind() != KindMemory || Shared() {
+		t.Fatalf("Kind() = %q, Shared() = %v with %s=%s", Kind(), Shared(), EnvKind, KindMemory)
+	}
+	if got := ProviderCode(t, "ACME"); got != "ACME" {
+		t.Errorf("ProviderCode(ACME) = %q on the memory store, want ACME", got)
+	}
+	a, b := New(t, ""), New(t, "")
+	if _, ok := a.(*memory.Store); !ok {
+		t.Fatalf("New returned a %T, want *memory.Store", a)
+	}
+	if a == b {
+		t.Error("two calls to New share one store; each test needs its own")
+	}
 }
 
 func TestEventProvider(t *testing.T) {
