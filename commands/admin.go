@@ -3,11 +3,9 @@ package commands
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"time"
 
 	"selfreset/domain"
-	"selfreset/eventstore"
 )
 
 // ---- the User Administrator's tools (issue 9) ----
@@ -135,7 +133,6 @@ type ChangePassword struct {
 func (h *Handler) ChangePassword(ctx context.Context, c ChangePassword) (_ domain.User, err error) {
 	defer h.observe("change_password", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
-	stream := domain.UserStream(code, login)
 	var (
 		checked, currentOK, same bool
 		checkedHash, newHash     string
@@ -166,24 +163,12 @@ func (h *Handler) ChangePassword(ctx context.Context, c ChangePassword) (_ domai
 			}
 		}
 		events, derr := u.ChangePassword(h.policy, domain.PasswordChange{CurrentOK: currentOK, Candidate: cand, Hash: newHash}, h.clock.Now())
-		if derr != nil {
-			// Recorded as for sign-in: a wrong current password counts toward the same lock.
-			if err := h.recordFailedPassword(ctx, code, login, c.actor(), events); err != nil {
-				return domain.User{}, err
-			}
-			return domain.User{}, derr
-		}
-		err = h.append(ctx, stream, l.expected(), c.actor(), events)
-		if errors.Is(err, eventstore.ErrConflict) {
+		// Settled as for sign-in: a wrong current password counts toward the same lock.
+		out, retry, err := h.settlePassword(ctx, code, login, c.actor(), u, l, events, derr)
+		if retry {
 			continue
 		}
-		if err != nil {
-			return domain.User{}, err
-		}
-		for _, e := range events {
-			u.Apply(e)
-		}
-		return u, nil
+		return out, err
 	}
 	return domain.User{}, ErrTooMuchContention
 }

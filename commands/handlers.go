@@ -250,7 +250,7 @@ func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswor
 
 func (h *Handler) authenticate(ctx context.Context, code, login, password string, decide func(u domain.User, ok bool) ([]domain.Event, error)) (domain.User, error) {
 	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
-	stream, actor := domain.UserStream(code, login), "user:"+code+"/"+login
+	actor := "user:" + code + "/" + login
 	var checked, verified bool
 	var verifiedHash string
 	for range h.tries {
@@ -277,26 +277,38 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 		if refined := u.SignInRefusal(verified); derr != nil && refined != nil {
 			derr = refined
 		}
-		if derr != nil {
-			if err := h.recordFailedPassword(ctx, code, login, actor, events); err != nil {
-				return domain.User{}, err
-			}
-			return domain.User{}, derr
-		}
-		err = h.append(ctx, stream, l.expected(), actor, events)
-		if errors.Is(err, eventstore.ErrConflict) {
+		out, retry, err := h.settlePassword(ctx, code, login, actor, u, l, events, derr)
+		if retry {
 			continue
 		}
-		if err != nil {
-			return domain.User{}, err
-		}
-		for _, e := range events {
-			u.Apply(e)
-		}
-		return u, nil
+		return out, err
 	}
 	// Only a caller holding the right password gets here.
 	return domain.User{}, ErrTooMuchContention
+}
+
+// settlePassword appends the outcome of a password-checked decision on u: a refusal is
+// recorded with recordFailedPassword and returned; a success is appended at the revision
+// u was folded at and u is returned with it applied. retry reports a lost race: fold
+// and decide again.
+func (h *Handler) settlePassword(ctx context.Context, code, login, actor string, u domain.User, l loaded, events []domain.Event, derr error) (out domain.User, retry bool, err error) {
+	if derr != nil {
+		if err := h.recordFailedPassword(ctx, code, login, actor, events); err != nil {
+			return domain.User{}, false, err
+		}
+		return domain.User{}, false, derr
+	}
+	err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)
+	if errors.Is(err, eventstore.ErrConflict) {
+		return domain.User{}, true, nil
+	}
+	if err != nil {
+		return domain.User{}, false, err
+	}
+	for _, e := range events {
+		u.Apply(e)
+	}
+	return u, false, nil
 }
 
 // recordFailedPassword records a refused password check (sign-in, step-up, the signed-in
