@@ -261,6 +261,7 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, sh.schema); err != nil {
 		return fmt.Errorf("projections: rebuild: set search_path: %w", err)
 	}
+	envs := make([]Envelope, 0, len(events))
 	for _, rec := range events {
 		sh.events++
 		ev, err := r.cfg.Codec.DecodeRecorded(rec)
@@ -270,12 +271,30 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 			}
 			continue
 		}
-		e := Envelope{Record: rec, Event: ev.(domain.Event)}
-		// One savepoint per event; only when a model fails is each applied on its own, so
-		// that the failing one is parked and the others keep the event.
-		if err := savepoint(ctx, tx, func() error {
+		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+	}
+	// The whole batch in one savepoint, its writes pipelined; only when something fails is
+	// each event applied in a savepoint of its own (and each model in one of its own when
+	// the event fails), so that the failing model is parked and the others keep the event.
+	if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
+		pt := &pipelinedTx{Tx: sp}
+		for _, e := range envs {
 			for _, m := range sh.models {
-				if err := m.Apply(ctx, tx, e); err != nil {
+				if err := m.Apply(ctx, pt, e); err != nil {
+					return err
+				}
+			}
+		}
+		return pt.flush(ctx)
+	}); err == nil {
+		envs = nil
+	} else if tx.Conn().IsClosed() || ctx.Err() != nil {
+		return fmt.Errorf("projections: rebuild: %w", err)
+	}
+	for _, e := range envs {
+		if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
+			for _, m := range sh.models {
+				if err := m.Apply(ctx, sp, e); err != nil {
 					return err
 				}
 			}
@@ -286,11 +305,11 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 			return fmt.Errorf("projections: rebuild: %w", err)
 		}
 		for _, m := range sh.models {
-			if err := savepoint(ctx, tx, func() error { return m.Apply(ctx, tx, e) }); err != nil {
+			if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
 				if tx.Conn().IsClosed() || ctx.Err() != nil {
 					return fmt.Errorf("projections: rebuild: %w", err)
 				}
-				sh.park(r, m.Name(), rec, fmt.Errorf("%s: apply %s: %w", m.Name(), rec.Type, err))
+				sh.park(r, m.Name(), e.Record, fmt.Errorf("%s: apply %s: %w", m.Name(), e.Record.Type, err))
 			}
 		}
 	}
@@ -301,12 +320,12 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 }
 
 // savepoint runs fn inside a savepoint of tx, rolling back to it if fn fails.
-func savepoint(ctx context.Context, tx pgx.Tx, fn func() error) error {
+func savepoint(ctx context.Context, tx pgx.Tx, fn func(sp pgx.Tx) error) error {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return err
 	}
-	if err := fn(); err != nil {
+	if err := fn(sp); err != nil {
 		if rerr := sp.Rollback(ctx); rerr != nil {
 			return errors.Join(err, rerr)
 		}

@@ -50,7 +50,8 @@ type Config struct {
 	Feed FeedConfig
 	// LagCap bounds how many events Status counts behind a checkpoint (default 100000).
 	LagCap int
-	// RebuildBatch is how many events a rebuild applies per transaction (default 256).
+	// RebuildBatch is how many events a rebuild reads per page and applies per
+	// transaction, their writes pipelined (default 5000).
 	RebuildBatch int
 	// CloseTimeout bounds how long Run waits for an event in progress at shutdown (default 30s).
 	CloseTimeout time.Duration
@@ -117,7 +118,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg.LagCap = 100000
 	}
 	if cfg.RebuildBatch <= 0 {
-		cfg.RebuildBatch = 256
+		cfg.RebuildBatch = 5000
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 30 * time.Second
