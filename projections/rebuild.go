@@ -65,10 +65,13 @@ func (r *Runner) Rebuild(ctx context.Context, names ...string) ([]RebuildReport,
 	if err != nil {
 		return nil, err
 	}
+	replayed := time.Since(started)
 	pos, err = r.swap(ctx, sh, pos)
 	if err != nil {
 		return nil, err
 	}
+	r.log.Debug("projections: rebuild: replay and swap", "replay", replayed.Round(time.Millisecond),
+		"swap", (time.Since(started) - replayed).Round(time.Millisecond))
 	reports := make([]RebuildReport, len(models))
 	for i, m := range models {
 		reports[i] = RebuildReport{Name: m.Name(), Position: pos, Events: sh.events, Parked: sh.parkedBy[m.Name()],
@@ -184,6 +187,8 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: table %s does not exist; run 'selfreset migrate' first", m.Name(), table)
 			}
+			// Unlogged: the shadow copies are thrown away after the swap (or a crash), so
+			// writing them to the WAL would only slow the replay down.
 			t := shadowTable{
 				live:   pgx.Identifier{liveSchema, table}.Sanitize(),
 				shadow: pgx.Identifier{name, table}.Sanitize(),
@@ -204,7 +209,7 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				cols[i] = pgx.Identifier{c}.Sanitize()
 			}
 			t.columns = strings.Join(cols, ", ")
-			if _, err := r.cfg.Pool.Exec(ctx, "CREATE TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL)"); err != nil {
+			if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL)"); err != nil {
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: copy table %s: %w", m.Name(), table, err)
 			}

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"testing"
@@ -88,7 +89,9 @@ func TestRebuildFigures(t *testing.T) {
 	_, err = pool.Exec(ctx, "VACUUM ANALYZE events")
 	must(err)
 
-	r, err := New(Config{Store: store, Pool: pool})
+	// Debug level shows how the time splits between the replay and the swap.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r, err := New(Config{Store: store, Pool: pool, Logger: logger})
 	must(err)
 	t1 = time.Now()
 	reports, err := r.Rebuild(ctx)
