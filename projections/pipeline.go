@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -10,6 +11,9 @@ import (
 
 // pipelineMax bounds how many statements a pipelinedTx holds before it sends them.
 const pipelineMax = 1000
+
+// errPipelined marks the failure of a statement an earlier Exec queued.
+var errPipelined = errors.New("pipelined statement failed")
 
 // pipelinedTx is a pgx.Tx whose Exec calls are queued and sent to the server together
 // (one round trip per pipelineMax statements instead of one each): applying a batch of
@@ -52,7 +56,7 @@ func (t *pipelinedTx) flush(ctx context.Context) error {
 		first = err
 	}
 	if first != nil {
-		return fmt.Errorf("pipelined statements: %w", first)
+		return fmt.Errorf("%w: %w", errPipelined, first)
 	}
 	return nil
 }
