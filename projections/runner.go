@@ -154,6 +154,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("projections: nothing to run")
 	}
 	if err := r.checkTables(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a shutdown like any other
+		}
 		return err
 	}
 	feed := NewFeed(r.cfg.Feed)
