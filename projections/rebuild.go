@@ -209,9 +209,28 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				cols[i] = pgx.Identifier{c}.Sanitize()
 			}
 			t.columns = strings.Join(cols, ", ")
-			if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL)"); err != nil {
+			if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL EXCLUDING INDEXES)"); err != nil {
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: copy table %s: %w", m.Name(), table, err)
+			}
+			// Only the unique indexes: the models' upserts and lookups need them; the others
+			// serve readers of the live tables and would only slow the replay down.
+			rows, err = r.cfg.Pool.Query(ctx, `SELECT substring(pg_get_indexdef(indexrelid) FROM ' USING .*$')
+				FROM pg_index WHERE indrelid = $1::regclass AND indisunique ORDER BY indexrelid`, t.live)
+			if err != nil {
+				sh.drop(r)
+				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
+			}
+			defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				sh.drop(r)
+				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
+			}
+			for _, def := range defs {
+				if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNIQUE INDEX ON "+t.shadow+def); err != nil {
+					sh.drop(r)
+					return nil, fmt.Errorf("projections: rebuild %s: index of %s: %w", m.Name(), table, err)
+				}
 			}
 			sh.tables = append(sh.tables, t)
 		}
