@@ -166,6 +166,11 @@ func (AdminUsers) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	if err != nil {
 		return nil // not an account's event (e.g. the unmatched-requests stream)
 	}
+	// Most of an account's events (refusals, failed logins) leave its row alone: skip the
+	// read for them. apply reports a change for every event it handles, whatever the row.
+	if probe := (adminUser{}); !probe.apply(e.Event, at) {
+		return nil
+	}
 	var u adminUser
 	var roles string
 	err = tx.QueryRow(ctx, sqlSelectAdminUser, provider, login).Scan(&u.DisplayName, &roles,

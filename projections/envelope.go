@@ -58,8 +58,10 @@ type Projection interface {
 // rebuilt from the history. Apply must name its tables unqualified (Rebuild points the
 // search_path at the shadow schema), touch no other tables, and be deterministic: the rows
 // it writes depend only on the events (domain times, never now()), so that a rebuild
-// reproduces the live tables row for row. Consumers with effects outside the database
-// (the mailer) are Projections, never ReadModels: Rebuild refuses them.
+// reproduces the live tables row for row. Its Exec calls may be pipelined: Apply must not
+// rely on their command tags (rows affected), and a failed write may surface at a later
+// call. Consumers with effects outside the database (the mailer) are Projections, never
+// ReadModels: Rebuild refuses them.
 type ReadModel interface {
 	Projection
 	// Tables lists the tables the model owns (unqualified names).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +35,14 @@ type FeedConfig struct {
 	RedeliveryDelay time.Duration
 	// ResubscribeDelay is the pause before a failed subscription starts again (default 1s).
 	ResubscribeDelay time.Duration
+	// BatchSize is the most events one message carries: a consumer applies them in one
+	// transaction with one checkpoint update. 0 or 1 delivers event by event (the Runner
+	// sets 500 when it is 0).
+	BatchSize int
+	// BatchWait is how long a batch waits for more events once it has one (default 0:
+	// it takes what has arrived, so a quiet feed adds no latency and a busy one, whose
+	// events pile up while the previous batch is applied, fills batches by itself).
+	BatchWait time.Duration
 }
 
 func (c *FeedConfig) setDefaults() {
@@ -48,6 +57,12 @@ func (c *FeedConfig) setDefaults() {
 	}
 	if c.ResubscribeDelay <= 0 {
 		c.ResubscribeDelay = time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1
+	}
+	if c.BatchWait < 0 {
+		c.BatchWait = 0
 	}
 }
 
@@ -155,9 +170,138 @@ func (f *Feed) session(ctx context.Context, consumer string, out chan<- *message
 		return err
 	}
 	log.Debug("projections: following the feed", "after", after.String())
-	return f.cfg.Store.SubscribeAll(ctx, after, func(ctx context.Context, r eventstore.RecordedEvent) error {
-		return f.deliver(ctx, r, out, lock)
-	})
+	if f.cfg.BatchSize == 1 {
+		return f.cfg.Store.SubscribeAll(ctx, after, func(ctx context.Context, r eventstore.RecordedEvent) error {
+			return f.deliver(ctx, r, out, lock)
+		})
+	}
+	// The subscription hands events over through a buffer; batches are cut from it. A
+	// failed session starts again from the checkpoint, so events left in the buffer are
+	// not lost.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan eventstore.RecordedEvent, f.cfg.BatchSize)
+	subErr := make(chan error, 1)
+	go func() {
+		subErr <- f.cfg.Store.SubscribeAll(ctx, after, func(ctx context.Context, r eventstore.RecordedEvent) error {
+			select {
+			case events <- r:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	for {
+		var batch []eventstore.RecordedEvent
+		select {
+		case r := <-events:
+			batch = append(batch, r)
+		case err := <-subErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch = f.fill(ctx, batch, events)
+		if err := f.deliverBatch(ctx, batch, out, lock); err != nil {
+			return err
+		}
+	}
+}
+
+// fill adds to batch what the buffer holds, waiting up to BatchWait for more.
+func (f *Feed) fill(ctx context.Context, batch []eventstore.RecordedEvent, events <-chan eventstore.RecordedEvent) []eventstore.RecordedEvent {
+	var wait <-chan time.Time
+	if f.cfg.BatchWait > 0 {
+		t := time.NewTimer(f.cfg.BatchWait)
+		defer t.Stop()
+		wait = t.C
+	}
+	for len(batch) < f.cfg.BatchSize {
+		select {
+		case r := <-events:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		if wait == nil {
+			return batch
+		}
+		select {
+		case r := <-events:
+			batch = append(batch, r)
+		case <-wait:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+// deliverBatch sends the events as one message. When that is nacked (a consumer could
+// not apply the batch), it sends them again one message each, so that the runner's
+// retries and parking deal with each event on its own.
+func (f *Feed) deliverBatch(ctx context.Context, batch []eventstore.RecordedEvent, out chan<- *message.Message, lock *consumerLock) error {
+	if len(batch) == 1 {
+		return f.deliver(ctx, batch[0], out, lock)
+	}
+	msg := newBatchMessage(batch)
+	msgCtx := context.WithValue(ctx, batchKey{}, batch)
+	if lock != nil {
+		lock.mu.Lock()
+		if lock.conn.IsClosed() {
+			lock.mu.Unlock()
+			return errLockLost
+		}
+		msgCtx = context.WithValue(msgCtx, connKey{}, lock.conn)
+	}
+	msg.SetContext(msgCtx)
+	sent, acked, err := f.await(ctx, msg, out)
+	if lock != nil {
+		if sent && !acked && err != nil {
+			go func() {
+				select {
+				case <-msg.Acked():
+				case <-msg.Nacked():
+				}
+				lock.mu.Unlock()
+			}()
+		} else {
+			lock.mu.Unlock()
+		}
+	}
+	if err != nil || acked {
+		return err
+	}
+	tried := msg.Metadata.Get(metaTried)
+	for _, r := range batch {
+		if err := f.deliverOne(ctx, r, out, lock, r.ID.String() == tried); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// batchKey carries a batch message's events in its context: they never leave the process,
+// so they are not encoded into the payload.
+type batchKey struct{}
+
+// MetaBatch is set, to the number of events, on a message that carries a batch.
+const MetaBatch = "batch"
+
+func newBatchMessage(batch []eventstore.RecordedEvent) *message.Message {
+	first, last := batch[0], batch[len(batch)-1]
+	msg := message.NewMessage(first.ID.String()+".."+last.ID.String(), nil)
+	msg.Metadata.Set(MetaBatch, strconv.Itoa(len(batch)))
+	msg.Metadata.Set(MetaPosition, last.Position.String())
+	return msg
+}
+
+// batchFrom returns the events of a batch message (nil for a message of one event).
+func batchFrom(msg *message.Message) []eventstore.RecordedEvent {
+	b, _ := msg.Context().Value(batchKey{}).([]eventstore.RecordedEvent)
+	return b
 }
 
 // errLockLost ends a session whose lock connection broke.
@@ -167,10 +311,19 @@ var errLockLost = errors.New("projections: the consumer lock's connection was lo
 // With a lock, the message's context carries the lock's connection (see connFrom), which
 // no one else uses until the message is acked or nacked.
 func (f *Feed) deliver(ctx context.Context, r eventstore.RecordedEvent, out chan<- *message.Message, lock *consumerLock) error {
+	return f.deliverOne(ctx, r, out, lock, false)
+}
+
+// deliverOne is deliver; tried says the event had one attempt already, in a batch.
+func (f *Feed) deliverOne(ctx context.Context, r eventstore.RecordedEvent, out chan<- *message.Message, lock *consumerLock, tried bool) error {
 	for {
 		msg, err := NewMessage(r)
 		if err != nil {
 			return err
+		}
+		if tried {
+			msg.Metadata.Set(attemptsKey, "1")
+			tried = false // a redelivery starts counting again, as it always has
 		}
 		msgCtx := ctx
 		if lock != nil {

@@ -94,7 +94,10 @@ func (e *env) runner(projections []Projection, mutate ...func(*Config)) *Runner 
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Retry:  RetryConfig{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
 		Feed: FeedConfig{LockPollInterval: 50 * time.Millisecond, RedeliveryDelay: 10 * time.Millisecond,
-			ResubscribeDelay: 50 * time.Millisecond},
+			ResubscribeDelay: 50 * time.Millisecond,
+			// Small batches, so that a history of a few dozen events is applied in several
+			// and a crash on the nth event of a run still leaves work for the next run.
+			BatchSize: 3},
 		CloseTimeout: 10 * time.Second,
 	}
 	for _, m := range mutate {

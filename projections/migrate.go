@@ -111,7 +111,7 @@ func createRole(ctx context.Context, tx pgx.Tx, role string) error {
 	if exists {
 		return nil
 	}
-	err := savepoint(ctx, tx, func() error {
+	err := savepoint(ctx, tx, func(pgx.Tx) error {
 		_, err := tx.Exec(ctx, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" NOLOGIN")
 		return err
 	})

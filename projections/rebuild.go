@@ -65,10 +65,13 @@ func (r *Runner) Rebuild(ctx context.Context, names ...string) ([]RebuildReport,
 	if err != nil {
 		return nil, err
 	}
+	replayed := time.Since(started)
 	pos, err = r.swap(ctx, sh, pos)
 	if err != nil {
 		return nil, err
 	}
+	r.log.Debug("projections: rebuild: replay and swap", "replay", replayed.Round(time.Millisecond),
+		"swap", (time.Since(started) - replayed).Round(time.Millisecond))
 	reports := make([]RebuildReport, len(models))
 	for i, m := range models {
 		reports[i] = RebuildReport{Name: m.Name(), Position: pos, Events: sh.events, Parked: sh.parkedBy[m.Name()],
@@ -184,6 +187,8 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: table %s does not exist; run 'selfreset migrate' first", m.Name(), table)
 			}
+			// Unlogged: the shadow copies are thrown away after the swap (or a crash), so
+			// writing them to the WAL would only slow the replay down.
 			t := shadowTable{
 				live:   pgx.Identifier{liveSchema, table}.Sanitize(),
 				shadow: pgx.Identifier{name, table}.Sanitize(),
@@ -204,9 +209,28 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				cols[i] = pgx.Identifier{c}.Sanitize()
 			}
 			t.columns = strings.Join(cols, ", ")
-			if _, err := r.cfg.Pool.Exec(ctx, "CREATE TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL)"); err != nil {
+			if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL EXCLUDING INDEXES)"); err != nil {
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: copy table %s: %w", m.Name(), table, err)
+			}
+			// Only the unique indexes: the models' upserts and lookups need them; the others
+			// serve readers of the live tables and would only slow the replay down.
+			rows, err = r.cfg.Pool.Query(ctx, `SELECT substring(pg_get_indexdef(indexrelid) FROM ' USING .*$')
+				FROM pg_index WHERE indrelid = $1::regclass AND indisunique ORDER BY indexrelid`, t.live)
+			if err != nil {
+				sh.drop(r)
+				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
+			}
+			defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				sh.drop(r)
+				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
+			}
+			for _, def := range defs {
+				if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNIQUE INDEX ON "+t.shadow+def); err != nil {
+					sh.drop(r)
+					return nil, fmt.Errorf("projections: rebuild %s: index of %s: %w", m.Name(), table, err)
+				}
 			}
 			sh.tables = append(sh.tables, t)
 		}
@@ -261,6 +285,7 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, sh.schema); err != nil {
 		return fmt.Errorf("projections: rebuild: set search_path: %w", err)
 	}
+	envs := make([]Envelope, 0, len(events))
 	for _, rec := range events {
 		sh.events++
 		ev, err := r.cfg.Codec.DecodeRecorded(rec)
@@ -270,12 +295,30 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 			}
 			continue
 		}
-		e := Envelope{Record: rec, Event: ev.(domain.Event)}
-		// One savepoint per event; only when a model fails is each applied on its own, so
-		// that the failing one is parked and the others keep the event.
-		if err := savepoint(ctx, tx, func() error {
+		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+	}
+	// The whole batch in one savepoint, its writes pipelined; only when something fails is
+	// each event applied in a savepoint of its own (and each model in one of its own when
+	// the event fails), so that the failing model is parked and the others keep the event.
+	if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
+		pt := &pipelinedTx{Tx: sp}
+		for _, e := range envs {
 			for _, m := range sh.models {
-				if err := m.Apply(ctx, tx, e); err != nil {
+				if err := m.Apply(ctx, pt, e); err != nil {
+					return err
+				}
+			}
+		}
+		return pt.flush(ctx)
+	}); err == nil {
+		envs = nil
+	} else if tx.Conn().IsClosed() || ctx.Err() != nil {
+		return fmt.Errorf("projections: rebuild: %w", err)
+	}
+	for _, e := range envs {
+		if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
+			for _, m := range sh.models {
+				if err := m.Apply(ctx, sp, e); err != nil {
 					return err
 				}
 			}
@@ -286,11 +329,11 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 			return fmt.Errorf("projections: rebuild: %w", err)
 		}
 		for _, m := range sh.models {
-			if err := savepoint(ctx, tx, func() error { return m.Apply(ctx, tx, e) }); err != nil {
+			if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
 				if tx.Conn().IsClosed() || ctx.Err() != nil {
 					return fmt.Errorf("projections: rebuild: %w", err)
 				}
-				sh.park(r, m.Name(), rec, fmt.Errorf("%s: apply %s: %w", m.Name(), rec.Type, err))
+				sh.park(r, m.Name(), e.Record, fmt.Errorf("%s: apply %s: %w", m.Name(), e.Record.Type, err))
 			}
 		}
 	}
@@ -301,12 +344,12 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 }
 
 // savepoint runs fn inside a savepoint of tx, rolling back to it if fn fails.
-func savepoint(ctx context.Context, tx pgx.Tx, fn func() error) error {
+func savepoint(ctx context.Context, tx pgx.Tx, fn func(sp pgx.Tx) error) error {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return err
 	}
-	if err := fn(); err != nil {
+	if err := fn(sp); err != nil {
 		if rerr := sp.Rollback(ctx); rerr != nil {
 			return errors.Join(err, rerr)
 		}

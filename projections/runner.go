@@ -50,7 +50,8 @@ type Config struct {
 	Feed FeedConfig
 	// LagCap bounds how many events Status counts behind a checkpoint (default 100000).
 	LagCap int
-	// RebuildBatch is how many events a rebuild applies per transaction (default 256).
+	// RebuildBatch is how many events a rebuild reads per page and applies per
+	// transaction, their writes pipelined (default 5000).
 	RebuildBatch int
 	// CloseTimeout bounds how long Run waits for an event in progress at shutdown (default 30s).
 	CloseTimeout time.Duration
@@ -117,10 +118,13 @@ func New(cfg Config) (*Runner, error) {
 		cfg.LagCap = 100000
 	}
 	if cfg.RebuildBatch <= 0 {
-		cfg.RebuildBatch = 256
+		cfg.RebuildBatch = 5000
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 30 * time.Second
+	}
+	if cfg.Feed.BatchSize <= 0 {
+		cfg.Feed.BatchSize = 500
 	}
 	cfg.Feed.Store, cfg.Feed.Pool, cfg.Feed.Logger = cfg.Store, cfg.Pool, cfg.Logger
 	byName := map[string]Projection{}
@@ -150,6 +154,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("projections: nothing to run")
 	}
 	if err := r.checkTables(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a shutdown like any other
+		}
 		return err
 	}
 	feed := NewFeed(r.cfg.Feed)
@@ -172,7 +179,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		RandomizationFactor: rc.Jitter,
 		ResetContextOnRetry: true,
 		ShouldRetry: func(p middleware.RetryParams) bool {
-			return !errors.Is(p.Err, errPermanent)
+			return !errors.Is(p.Err, errPermanent) && !errors.Is(p.Err, errSplit)
 		},
 		OnRetryHook: func(n int, delay time.Duration) {
 			r.log.Debug("projections: retrying event", "retry", n, "delay", delay)
@@ -180,7 +187,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	// First added runs outermost: park what retries could not fix; retry what failed or
 	// panicked.
-	router.AddMiddleware(r.parkMiddleware, retry.Middleware, middleware.Recoverer)
+	router.AddMiddleware(r.parkMiddleware, retry.Middleware, r.attemptsMiddleware, middleware.Recoverer)
 	for _, p := range r.cfg.Projections {
 		router.AddConsumerHandler(p.Name(), p.Name(), feed, r.handler(p))
 	}
@@ -225,13 +232,27 @@ var (
 	// commit, a lost connection) are retried without end instead: they say nothing about
 	// the event, and parking a good event because the database blinked would lose it.
 	errApply = errors.New("projection failed")
+	// errSplit marks a batch that could not be applied as a whole: it is neither retried
+	// nor parked; the feed delivers its events again one by one.
+	errSplit = errors.New("batch failed; its events are delivered one by one")
 )
 
 const attemptsKey = "projections_attempts"
 
+// metaTried names, on a batch message that failed, the event whose Apply failed: that was
+// its first attempt.
+const metaTried = "projections_tried"
+
 // handler is the innermost step: decode, then apply in a transaction.
 func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
+		if batch := batchFrom(msg); batch != nil {
+			tried, err := r.processBatch(msg.Context(), p, batch)
+			if tried != "" {
+				msg.Metadata.Set(metaTried, tried)
+			}
+			return err
+		}
 		n, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey))
 		msg.Metadata.Set(attemptsKey, strconv.Itoa(n+1))
 
@@ -296,6 +317,101 @@ func (r *Runner) process(ctx context.Context, p Projection, e Envelope) (applied
 	return true, nil
 }
 
+// processBatch applies a batch of events to one consumer in one transaction with one
+// checkpoint update, skipping what the checkpoint already covers. Any failure of the
+// events or the projection (decoding, Apply, a panic) rolls it all back and returns
+// errSplit, so each event is then handled alone; failures of the runner's own work are
+// returned as they are and retried.
+func (r *Runner) processBatch(ctx context.Context, p Projection, batch []eventstore.RecordedEvent) (tried string, err error) {
+	name := p.Name()
+	envs := make([]Envelope, 0, len(batch))
+	for _, rec := range batch {
+		ev, derr := r.cfg.Codec.DecodeRecorded(rec)
+		if derr != nil {
+			return "", fmt.Errorf("%w: %s: decode event %s: %w", errSplit, name, rec.ID, derr)
+		}
+		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+	}
+	if h := r.cfg.hooks.beforeLock; h != nil {
+		for _, e := range envs {
+			h(name, e)
+		}
+	}
+	tx, err := r.begin(ctx)
+	if err != nil {
+		return "", fmt.Errorf("projections: %s: begin: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // no-op after Commit
+
+	cp, err := lockCheckpoint(ctx, tx, name)
+	if err != nil {
+		return "", err
+	}
+	// A read model's writes are pipelined (its contract lets Apply ignore command tags);
+	// other projections (the mailer's intake) read theirs.
+	var atx pgx.Tx = tx
+	var pt *pipelinedTx
+	if _, ok := p.(ReadModel); ok {
+		pt = &pipelinedTx{Tx: tx}
+		atx = pt
+	}
+	applied := envs[:0:0]
+	if err := func() (err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				err = fmt.Errorf("panic: %v", v)
+			}
+		}()
+		for _, e := range envs {
+			if !cp.Less(e.Record.Position) {
+				if h := r.cfg.hooks.skipped; h != nil {
+					h(name, e)
+				}
+				continue
+			}
+			tried = e.Record.ID.String()
+			if err := p.Apply(ctx, atx, e); err != nil {
+				return fmt.Errorf("apply %s (event %s at %s): %w", e.Record.Type, e.Record.ID, e.Record.Position, err)
+			}
+			applied = append(applied, e)
+		}
+		if pt != nil {
+			return pt.flush(ctx)
+		}
+		return nil
+	}(); err != nil {
+		if ctx.Err() != nil || tx.Conn().IsClosed() {
+			return "", fmt.Errorf("projections: %s: %w", name, err)
+		}
+		if errors.Is(err, errPipelined) {
+			tried = "" // a pipelined write failed: which event's is not known
+		}
+		return tried, fmt.Errorf("%w: %s: %w", errSplit, name, err)
+	}
+	if len(applied) == 0 {
+		return "", commit(ctx, tx, name)
+	}
+	if err := advanceCheckpoint(ctx, tx, name, cp, applied[len(applied)-1].Record.Position); err != nil {
+		return "", err
+	}
+	if h := r.cfg.hooks.beforeCommit; h != nil {
+		for _, e := range applied {
+			if err := h(name, e); err != nil {
+				return "", err
+			}
+		}
+	}
+	if err := commit(ctx, tx, name); err != nil {
+		return "", err
+	}
+	if h := r.cfg.hooks.afterCommit; h != nil {
+		for _, e := range applied {
+			h(name, e)
+		}
+	}
+	return "", nil
+}
+
 // begin starts a consumer's transaction on the connection holding its lock (from the
 // message's context), or on the pool when the feed takes no locks, with Schema first on
 // its search_path (UseSchema).
@@ -318,6 +434,8 @@ func commit(ctx context.Context, tx pgx.Tx, name string) error {
 func parkable(err error) bool {
 	var panicked middleware.RecoveredPanicError
 	switch {
+	case errors.Is(err, errSplit):
+		return false // the feed delivers the batch's events one by one
 	case errors.Is(err, errPermanent), errors.As(err, &panicked):
 		return true
 	case errors.Is(err, errApply):
@@ -336,6 +454,20 @@ func parkable(err error) bool {
 	return false
 }
 
+// attemptsMiddleware stops the retries of an event that failed its last attempt, counting
+// the attempt it had inside a batch (the feed then marks its message, see MetaTried).
+func (r *Runner) attemptsMiddleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err != nil && batchFrom(msg) == nil && parkable(err) {
+			if n, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey)); n >= r.cfg.Retry.MaxAttempts {
+				return nil, fmt.Errorf("%w: %w", errPermanent, err)
+			}
+		}
+		return out, err
+	}
+}
+
 // parkMiddleware is the outermost step: an event the retries could not apply is parked
 // and acked, so the consumer moves on. Shutdown and infrastructure failures are returned
 // (the message is nacked and delivered again later).
@@ -346,7 +478,7 @@ func (r *Runner) parkMiddleware(h message.HandlerFunc) message.HandlerFunc {
 			return out, nil
 		}
 		ctx := msg.Context()
-		if ctx.Err() != nil || !parkable(err) {
+		if ctx.Err() != nil || !parkable(err) || batchFrom(msg) != nil {
 			return nil, err
 		}
 		consumer := message.HandlerNameFromCtx(ctx)
