@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -33,7 +34,7 @@ func TestReplicasShareOnePerIPBudget(t *testing.T) {
 		}
 		t.Cleanup(pool.Close)
 		srv := NewServer(Config{Commands: e.cmds, Users: NewPGUserLister(pool), Sessions: NewPGSessions(pool),
-			Resets: e.resets, Clock: e.clock, Logger: e.srv.Logger(),
+			Resets: e.resets, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			RateLimiter: ratelimit.New(pool, e.clock), RateLimitPerIP: perMinute, RateLimitPerAccount: -1})
 		ts := httptest.NewServer(srv.Handler())
 		t.Cleanup(func() { ts.Close(); _ = srv.Close(context.Background()) })

@@ -197,15 +197,6 @@ func (s *Server) Handler() http.Handler {
 	return h
 }
 
-// Commands is the command side the server was built with (for the HTML pages' handlers).
-func (s *Server) Commands() Commands { return s.cmds }
-
-// Now is the server's clock reading.
-func (s *Server) Now() time.Time { return s.clock.Now() }
-
-// Logger is the server's logger.
-func (s *Server) Logger() *slog.Logger { return s.log }
-
 // Close marks the server as shutting down: /readyz answers 503 from now on. Call it
 // before net/http.Server.Shutdown. Nothing is left to drain here: Forgot Password work
 // is in the durable intake queue once answered.
