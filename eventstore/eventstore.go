@@ -207,3 +207,27 @@ type SnapshotStore interface {
 	// silently). Data must be valid JSON.
 	WriteSnapshot(ctx context.Context, stream string, snap Snapshot) error
 }
+
+// ValidateAppend refuses an append no adapter may store, before anything is stored: an
+// empty stream name, an event without id or type, an id twice in one append, data that is
+// not JSON. Every adapter calls it, so they all refuse the same input.
+func ValidateAppend(stream string, events []EventData) error {
+	if stream == "" {
+		return errors.New("eventstore: append: empty stream name")
+	}
+	seen := make(map[uuid.UUID]bool, len(events))
+	for i, e := range events {
+		switch {
+		case e.ID == uuid.Nil:
+			return fmt.Errorf("eventstore: append to %q: event %d has no id", stream, i)
+		case e.Type == "":
+			return fmt.Errorf("eventstore: append to %q: event %d has no type", stream, i)
+		case seen[e.ID]:
+			return fmt.Errorf("eventstore: append to %q: event id %s appears twice in one append", stream, e.ID)
+		case len(e.Data) > 0 && !json.Valid(e.Data):
+			return fmt.Errorf("eventstore: append to %q: event %d (%s): data is not valid JSON", stream, i, e.Type)
+		}
+		seen[e.ID] = true
+	}
+	return nil
+}

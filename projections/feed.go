@@ -247,12 +247,28 @@ func (f *Feed) deliverBatch(ctx context.Context, batch []eventstore.RecordedEven
 		return f.deliver(ctx, batch[0], out, lock)
 	}
 	msg := newBatchMessage(batch)
-	msgCtx := context.WithValue(ctx, batchKey{}, batch)
+	acked, err := f.send(ctx, context.WithValue(ctx, batchKey{}, batch), msg, out, lock)
+	if err != nil || acked {
+		return err
+	}
+	tried := msg.Metadata.Get(metaTried)
+	for _, r := range batch {
+		if err := f.deliverOne(ctx, r, out, lock, r.ID.String() == tried); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send hands msg, with msgCtx as its context, to out and waits for its ack or nack. With a
+// lock, the context also carries the lock's connection (see connFrom), which no one else
+// uses until the handler has acked or nacked.
+func (f *Feed) send(ctx, msgCtx context.Context, msg *message.Message, out chan<- *message.Message, lock *consumerLock) (acked bool, err error) {
 	if lock != nil {
 		lock.mu.Lock()
 		if lock.conn.IsClosed() {
 			lock.mu.Unlock()
-			return errLockLost
+			return false, errLockLost
 		}
 		msgCtx = context.WithValue(msgCtx, connKey{}, lock.conn)
 	}
@@ -260,6 +276,8 @@ func (f *Feed) deliverBatch(ctx context.Context, batch []eventstore.RecordedEven
 	sent, acked, err := f.await(ctx, msg, out)
 	if lock != nil {
 		if sent && !acked && err != nil {
+			// Shutting down with the message in flight: its handler owns the connection
+			// until it acks or nacks (release waits for that before closing it).
 			go func() {
 				select {
 				case <-msg.Acked():
@@ -271,16 +289,7 @@ func (f *Feed) deliverBatch(ctx context.Context, batch []eventstore.RecordedEven
 			lock.mu.Unlock()
 		}
 	}
-	if err != nil || acked {
-		return err
-	}
-	tried := msg.Metadata.Get(metaTried)
-	for _, r := range batch {
-		if err := f.deliverOne(ctx, r, out, lock, r.ID.String() == tried); err != nil {
-			return err
-		}
-	}
-	return nil
+	return acked, err
 }
 
 // batchKey carries a batch message's events in its context: they never leave the process,
@@ -325,32 +334,7 @@ func (f *Feed) deliverOne(ctx context.Context, r eventstore.RecordedEvent, out c
 			msg.Metadata.Set(attemptsKey, "1")
 			tried = false // a redelivery starts counting again, as it always has
 		}
-		msgCtx := ctx
-		if lock != nil {
-			lock.mu.Lock()
-			if lock.conn.IsClosed() {
-				lock.mu.Unlock()
-				return errLockLost
-			}
-			msgCtx = context.WithValue(ctx, connKey{}, lock.conn)
-		}
-		msg.SetContext(msgCtx)
-		sent, acked, err := f.await(ctx, msg, out)
-		if lock != nil {
-			if sent && !acked && err != nil {
-				// Shutting down with the message in flight: its handler owns the connection
-				// until it acks or nacks (release waits for that before closing it).
-				go func() {
-					select {
-					case <-msg.Acked():
-					case <-msg.Nacked():
-					}
-					lock.mu.Unlock()
-				}()
-			} else {
-				lock.mu.Unlock()
-			}
-		}
+		acked, err := f.send(ctx, ctx, msg, out, lock)
 		if err != nil || acked {
 			return err
 		}

@@ -177,6 +177,9 @@ const maxChainAttempts = 64
 // the append fail rather than fork the chain. An append whose own expectation was loose
 // (Any, StreamExists) then reads again and retries; an exact one reports the conflict.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if err := eventstore.ValidateAppend(stream, events); err != nil {
+		return eventstore.AppendResult{}, err
+	}
 	if len(events) == 0 {
 		return s.appendNothing(ctx, stream, expected)
 	}

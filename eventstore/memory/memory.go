@@ -71,7 +71,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/memory: append to %q: %w", stream, err)
 	}
-	if err := validate(stream, events); err != nil {
+	if err := eventstore.ValidateAppend(stream, events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	s.mu.Lock()
@@ -157,28 +157,6 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 func (s *Store) broadcast() {
 	close(s.changed)
 	s.changed = make(chan struct{})
-}
-
-// validate refuses what the Postgres adapter refuses, before anything is stored.
-func validate(stream string, events []eventstore.EventData) error {
-	if stream == "" {
-		return errors.New("eventstore/memory: append: empty stream name")
-	}
-	seen := make(map[uuid.UUID]bool, len(events))
-	for i, e := range events {
-		switch {
-		case e.ID == uuid.Nil:
-			return fmt.Errorf("eventstore/memory: append to %q: event %d has no id", stream, i)
-		case e.Type == "":
-			return fmt.Errorf("eventstore/memory: append to %q: event %d has no type", stream, i)
-		case seen[e.ID]:
-			return fmt.Errorf("eventstore/memory: append to %q: event id %s appears twice in one append", stream, e.ID)
-		case len(e.Data) > 0 && !json.Valid(e.Data):
-			return fmt.Errorf("eventstore/memory: append to %q: event %d (%s): data is not valid JSON", stream, i, e.Type)
-		}
-		seen[e.ID] = true
-	}
-	return nil
 }
 
 // ReadStream implements eventstore.Store.

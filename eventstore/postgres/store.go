@@ -180,7 +180,7 @@ func (s *Store) Close() {
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, events ...eventstore.EventData) (eventstore.AppendResult, error) {
-	if err := validate(stream, events); err != nil {
+	if err := eventstore.ValidateAppend(stream, events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	tx, err := s.pool.Begin(ctx)
@@ -196,27 +196,6 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		return eventstore.AppendResult{}, wrapErr("append to "+quote(stream)+": commit", err)
 	}
 	return res, nil
-}
-
-func validate(stream string, events []eventstore.EventData) error {
-	if stream == "" {
-		return errors.New("eventstore/postgres: append: empty stream name")
-	}
-	seen := make(map[uuid.UUID]bool, len(events))
-	for i, e := range events {
-		switch {
-		case e.ID == uuid.Nil:
-			return fmt.Errorf("eventstore/postgres: append to %q: event %d has no id", stream, i)
-		case e.Type == "":
-			return fmt.Errorf("eventstore/postgres: append to %q: event %d has no type", stream, i)
-		case seen[e.ID]:
-			return fmt.Errorf("eventstore/postgres: append to %q: event id %s appears twice in one append", stream, e.ID)
-		case len(e.Data) > 0 && !json.Valid(e.Data):
-			return fmt.Errorf("eventstore/postgres: append to %q: event %d (%s): data is not valid JSON", stream, i, e.Type)
-		}
-		seen[e.ID] = true
-	}
-	return nil
 }
 
 // appendTx does the work of Append inside tx, which must not have written anything yet
