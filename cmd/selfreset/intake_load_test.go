@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -46,10 +45,7 @@ func TestIntakeUnderOverload(t *testing.T) {
 
 	dbURL := testdb.New(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "selfreset")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, ctx, dir)
 	cliEnv := repEnv(t, dbURL, "cli")
 	repCLI(t, bin, cliEnv, 60*time.Second, "migrate")
 	pool, err := pgxpool.New(ctx, dbURL)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,14 +45,7 @@ func TestForgotPasswordSurvivesKill9(t *testing.T) {
 
 	dbURL := testdb.New(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "selfreset")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool on PATH")
-	}
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, ctx, dir)
 	smtpSink := (&testkit.SMTPServer{}).Start(t)
 	cliEnv := repEnv(t, dbURL, "cli")
 	repCLI(t, bin, cliEnv, 60*time.Second, "migrate")

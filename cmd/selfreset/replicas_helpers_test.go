@@ -466,3 +466,18 @@ func (b *repBacklog) waitBelow(limit int, ignore func(replica int) bool, within 
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// buildBinary builds this command into dir and returns its path, for tests that run it
+// as separate processes (to kill them).
+func buildBinary(t *testing.T, ctx context.Context, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "selfreset")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go tool on PATH to build the binary it runs as separate processes")
+	}
+	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}

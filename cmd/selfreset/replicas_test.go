@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -74,14 +72,7 @@ func TestReplicasSurviveAKilledLockHolder(t *testing.T) {
 	// 1. Database, binary, SMTP sink.
 	dbURL := testdb.New(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "selfreset")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool on PATH")
-	}
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, ctx, dir)
 	smtpSink := (&testkit.SMTPServer{Delay: repSMTPDelay}).Start(t)
 	cliEnv := repEnv(t, dbURL, "cli")
 	repCLI(t, bin, cliEnv, 60*time.Second, "migrate")

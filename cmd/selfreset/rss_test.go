@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,14 +53,7 @@ func TestPeakRSSOfConcurrentCompletes(t *testing.T) {
 
 	dbURL := testdb.New(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "selfreset")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool on PATH")
-	}
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, ctx, dir)
 	sink := (&testkit.SMTPServer{}).Start(t)
 	repCLI(t, bin, repEnv(t, dbURL, "cli"), 60*time.Second, "migrate")
 	rssSeed(t, ctx, dbURL)
