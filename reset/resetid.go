@@ -115,7 +115,7 @@ func openResetID(k *secret.Keyring, s string) (ref Ref, ok bool) {
 	if len(s) == 0 || len(s) > maxResetIDLen {
 		return Ref{}, false
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(s)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil || len(raw) < 1 {
 		return Ref{}, false
 	}
