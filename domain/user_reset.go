@@ -156,17 +156,20 @@ func (u User) ResendResetToken(p Policy, provider Provider, t Secret, now time.T
 	return []Event{u.issue(p, t, now, true)}, nil
 }
 
-// NewPassword is a Change Password submission once the caller has checked the rules
-// that need I/O. Hash is the argon2id hash of the new password.
+// NewPassword is a Change Password submission. Candidate carries the facts the caller
+// looked up (IsCommon). Either Work is set, and asked for the comparison with the current
+// password and the new hash once the token and every other rule pass, or the facts are
+// given: Candidate.SameAsCurrent and Hash (the argon2id hash of the new password).
 type NewPassword struct {
 	Token     string // as typed
 	Candidate PasswordCandidate
 	Hash      string
+	Work      PasswordWork
 }
 
 // CheckResetToken decides whether presented is the account's live token. Refusals come
 // with the events that record them (wrong tries count; the fifth revokes the token).
-// The caller may call it before doing expensive work for ResetPassword, which checks again.
+// ResetPassword runs it first, so a refused token never costs the password's hashing.
 func (u User) CheckResetToken(p Policy, provider Provider, presented string, match SecretMatcher, now time.Time) ([]Event, error) {
 	if !u.Registered {
 		return nil, ErrInvalidToken
@@ -236,13 +239,11 @@ func (u User) ResetPassword(p Policy, provider Provider, np NewPassword, match S
 	t := u.Token
 	cand := np.Candidate
 	cand.Login = u.Login
-	if err := p.CheckPassword(cand); err != nil {
+	hash, err := p.newPasswordHash(cand, np.Hash, np.Work)
+	if err != nil {
 		return nil, err
 	}
-	if np.Hash == "" {
-		return nil, ErrInvalidInput
-	}
-	events := []Event{PasswordChanged{PasswordHash: np.Hash, Method: PasswordChangedBySelfReset, TokenID: t.ID,
+	events := []Event{PasswordChanged{PasswordHash: hash, Method: PasswordChangedBySelfReset, TokenID: t.ID,
 		ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
 	if u.Locked {
 		events = append(events, AccountUnlocked{Reason: "password_reset"})
