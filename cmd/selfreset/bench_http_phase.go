@@ -40,7 +40,9 @@ func (r *recorder) done(step string, d time.Duration, outcome string, bad bool) 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.steps[step] = append(r.steps[step], d)
-	r.outcomes[outcome]++
+	if outcome != "" { // a step of a flow; the flow records the outcome
+		r.outcomes[outcome]++
+	}
 	if bad {
 		r.errors++
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,7 +60,7 @@ func TestBenchHTTPSmoke(t *testing.T) {
 	e.ok(t, "", "migrate")
 	dir := t.TempDir()
 	bin := buildBinary(t, ctx, dir)
-	smtpAddr, metricsAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	smtpAddr, metricsAddr := freeAddr(t), freeAddr(t)
 	srv := repStartReplica(t, bin, dir, "bench", repEnv(t, e[config.EnvDatabaseURL], "bench",
 		config.EnvAddr+"=127.0.0.1:0", config.EnvRateLimitPerIP+"=0",
 		config.EnvMetricsAddr+"="+metricsAddr, config.EnvPprof+"=true",
@@ -119,15 +118,4 @@ func TestBenchHTTPSmoke(t *testing.T) {
 	}
 	e.fails(t, exitUsage, "", "bench", "--http", "http://example.org:8080")
 	e.fails(t, exitUsage, "", "bench", "--http", "http://"+srv.Addr, "--phases", "nap")
-}
-
-// freeLoopbackAddr is a 127.0.0.1 port free a moment ago.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
