@@ -35,7 +35,10 @@ const (
 	EnvAddr = "SELFRESET_ADDR"
 	// EnvMetricsAddr is where `serve` answers Prometheus scrapes on GET /metrics, a
 	// listener of its own (host:port); unset, there is none.
-	EnvMetricsAddr    = "SELFRESET_METRICS_ADDR"
+	EnvMetricsAddr = "SELFRESET_METRICS_ADDR"
+	// EnvPprof (true/false, default false) adds Go's profiling endpoints (/debug/pprof/)
+	// to the metrics listener; it needs SELFRESET_METRICS_ADDR.
+	EnvPprof          = "SELFRESET_PPROF"
 	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
 	// EnvRateLimitPerAccount is the same budget per account; unset means the per-IP figure.
 	EnvRateLimitPerAccount = "SELFRESET_RATE_LIMIT_PER_ACCOUNT"
@@ -113,6 +116,8 @@ type Config struct {
 	Addr string
 	// MetricsAddr is where `serve` serves /metrics (host:port); "" means not at all.
 	MetricsAddr string
+	// Pprof serves /debug/pprof/ on the metrics listener.
+	Pprof bool
 	// RateLimitPerIP is requests per minute per client IP on the login, forgot-password,
 	// resend, code and token routes; 0 turns the limit off.
 	RateLimitPerIP int
@@ -243,6 +248,12 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 		if c.MetricsAddr == c.Addr {
 			return Config{}, &Error{EnvMetricsAddr, fmt.Sprintf("%q is %s; metrics need a listener of their own", m, EnvAddr)}
 		}
+	}
+	if c.Pprof, err = boolean(getenv, EnvPprof, false); err != nil {
+		return Config{}, err
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return Config{}, &Error{EnvPprof, "needs " + EnvMetricsAddr + ": the profiles are served on the metrics listener"}
 	}
 	if c.RateLimitPerIP, err = nonNegativeInt(getenv, EnvRateLimitPerIP, DefaultRateLimitPerIP); err != nil {
 		return Config{}, err

@@ -66,15 +66,22 @@ func TestFromEnv(t *testing.T) {
 			if c.Addr != DefaultAddr || c.RateLimitPerIP != DefaultRateLimitPerIP || c.TrustedProxies != nil {
 				t.Errorf("addr %q limit %d proxies %v", c.Addr, c.RateLimitPerIP, c.TrustedProxies)
 			}
-			if c.MetricsAddr != "" {
-				t.Errorf("metrics on %q without %s", c.MetricsAddr, EnvMetricsAddr)
+			if c.MetricsAddr != "" || c.Pprof {
+				t.Errorf("metrics on %q, pprof %v without %s", c.MetricsAddr, c.Pprof, EnvMetricsAddr)
 			}
 		}},
 		{name: "metrics addr", getenv: with(EnvMetricsAddr, " 127.0.0.1:9464 "), check: func(t *testing.T, c Config) {
-			if c.MetricsAddr != "127.0.0.1:9464" {
-				t.Errorf("metrics addr %q", c.MetricsAddr)
+			if c.MetricsAddr != "127.0.0.1:9464" || c.Pprof {
+				t.Errorf("metrics addr %q, pprof %v", c.MetricsAddr, c.Pprof)
 			}
 		}},
+		{name: "pprof on the metrics listener", getenv: with(EnvMetricsAddr, "127.0.0.1:9464", EnvPprof, " 1 "), check: func(t *testing.T, c Config) {
+			if !c.Pprof {
+				t.Error("pprof off")
+			}
+		}},
+		{name: "pprof without metrics", getenv: with(EnvPprof, "true"), wantVar: EnvPprof, wantMsg: EnvMetricsAddr},
+		{name: "pprof bad value", getenv: with(EnvMetricsAddr, "127.0.0.1:9464", EnvPprof, "maybe"), wantVar: EnvPprof, wantMsg: "true or false"},
 		{name: "previous secrets", getenv: with(EnvSecretPrevious, " "+strings.Repeat("o", 32)+" , "+strings.Repeat("p", 40)),
 			check: func(t *testing.T, c Config) {
 				if len(c.PreviousSecrets) != 2 {
