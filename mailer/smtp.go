@@ -22,12 +22,21 @@ type SMTPDriver struct {
 	host string
 }
 
-// NewSMTPDriver checks cfg and returns the driver. It does not connect.
+// NewSMTPDriver returns the driver. It does not connect. The operator's settings were
+// checked by config.FromEnv (clear-text credentials included); here only what the driver
+// cannot work without.
 func NewSMTPDriver(cfg SMTPConfig) (*SMTPDriver, error) {
-	if errs := cfg.validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("mailer: smtp: %w", errors.Join(errs...))
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || host == "" {
+		return nil, fmt.Errorf("mailer: smtp: address %q is not host:port", cfg.Addr)
 	}
-	host, _, _ := net.SplitHostPort(cfg.Addr)
+	switch cfg.TLS {
+	case "":
+		cfg.TLS = TLSStartTLS
+	case TLSNone, TLSStartTLS, TLSImplicit:
+	default:
+		return nil, fmt.Errorf("mailer: smtp: unknown TLS mode %q", cfg.TLS)
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = defaultSMTPTimeout
 	}
