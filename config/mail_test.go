@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -21,13 +20,7 @@ func TestMailFromEnv(t *testing.T) {
 			EnvPublicURL, "https://reset.example.org", EnvMailgunDomain, "mg.example.org",
 			EnvMailgunAPIKey, "key-123"}, kv...)...)
 	}
-	cases := []struct {
-		name    string
-		getenv  func(string) string
-		check   func(t *testing.T, c Config)
-		wantVar string // the variable the error must name; "" means no error
-		wantMsg string
-	}{
+	runEnvCases(t, []envCase{
 		{name: "empty is the console driver with defaults", getenv: with(), check: func(t *testing.T, c Config) {
 			m := c.Mail
 			if m.Driver != "console" || m.From != `"Self Password Reset" <no-reply@localhost>` ||
@@ -119,26 +112,7 @@ func TestMailFromEnv(t *testing.T) {
 		{name: "lease not longer than the send timeout", getenv: with(EnvMailSendTimeout, "30s", EnvMailLease, "30s"), wantVar: EnvMailLease, wantMsg: "longer"},
 		{name: "bad lease", getenv: with(EnvMailLease, "soon"), wantVar: EnvMailLease, wantMsg: "not a duration"},
 		{name: "the first problem is the one reported", getenv: with(EnvMailDriver, "smtp", EnvSMTPTLS, "bogus"), wantVar: EnvMailFrom, wantMsg: "required with the smtp driver"},
-	}
-	for _, tt := range cases {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := FromEnv(tt.getenv)
-			if tt.wantVar == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				tt.check(t, c)
-				return
-			}
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("want a *config.Error for %s, got %v", tt.wantVar, err)
-			}
-			if ce.Var != tt.wantVar || !strings.Contains(err.Error(), tt.wantMsg) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q: want one line naming %s with %q", err, tt.wantVar, tt.wantMsg)
-			}
-		})
-	}
+	})
 }
 
 // The mailer's own test holds Config's printing to redaction; here, the errors.
