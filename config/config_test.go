@@ -26,14 +26,7 @@ func TestFromEnv(t *testing.T) {
 	base := []string{EnvDatabaseURL, testDB, EnvSecret, testSecret}
 	with := func(kv ...string) func(string) string { return env(append(append([]string{}, base...), kv...)...) }
 
-	tests := []struct {
-		name    string
-		getenv  func(string) string
-		opts    []Option
-		check   func(t *testing.T, c Config)
-		wantVar string // the variable the error must name; "" means no error
-		wantMsg string // a fragment of the error message
-	}{
+	runEnvCases(t, []envCase{
 		{
 			name:   "defaults",
 			getenv: with(),
@@ -300,32 +293,7 @@ func TestFromEnv(t *testing.T) {
 			getenv:  with(EnvEmailCodeTTL, "10"),
 			wantVar: EnvEmailCodeTTL, wantMsg: "not a duration",
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := FromEnv(tt.getenv, tt.opts...)
-			if tt.wantVar == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				tt.check(t, c)
-				return
-			}
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("want a *config.Error for %s, got %v", tt.wantVar, err)
-			}
-			if ce.Var != tt.wantVar || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Errorf("error %q: want variable %s and %q", err, tt.wantVar, tt.wantMsg)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error spans lines: %q", err)
-			}
-			if strings.Contains(err.Error(), ":pw@") || strings.Contains(err.Error(), "p%zz") {
-				t.Errorf("error leaks a password: %q", err)
-			}
-		})
-	}
+	})
 }
 
 func TestKeyring(t *testing.T) {
@@ -351,5 +319,47 @@ func TestKeyIDIsStable(t *testing.T) {
 	// printf %s 0123456789abcdef0123456789abcdef | sha256sum → 3eb1bd43…
 	if got := KeyID([]byte(testSecret)); got != "3eb1bd43" {
 		t.Fatalf("KeyID = %q, want 3eb1bd43", got)
+	}
+}
+
+// envCase is one FromEnv case: an environment, and either checks of the result or
+// the variable the error must name.
+type envCase struct {
+	name    string
+	getenv  func(string) string
+	opts    []Option
+	check   func(t *testing.T, c Config)
+	wantVar string // the variable the error must name; "" means no error
+	wantMsg string // a fragment of the error message
+}
+
+// runEnvCases runs each case; every error must be one *Error line that names its
+// variable and leaks no password.
+func runEnvCases(t *testing.T, tests []envCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := FromEnv(tt.getenv, tt.opts...)
+			if tt.wantVar == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("want a *config.Error for %s, got %v", tt.wantVar, err)
+			}
+			if ce.Var != tt.wantVar || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q: want variable %s and %q", err, tt.wantVar, tt.wantMsg)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+			if strings.Contains(err.Error(), ":pw@") || strings.Contains(err.Error(), "p%zz") {
+				t.Errorf("error leaks a password: %q", err)
+			}
+		})
 	}
 }
