@@ -290,10 +290,10 @@ func (c *Config) listeners(getenv func(string) string) error {
 		}
 	}
 	if c.Pprof, err = boolean(getenv, EnvPprof, false); err != nil {
-		return Config{}, err
+		return err
 	}
 	if c.Pprof && c.MetricsAddr == "" {
-		return Config{}, &Error{EnvPprof, "needs " + EnvMetricsAddr + ": the profiles are served on the metrics listener"}
+		return &Error{EnvPprof, "needs " + EnvMetricsAddr + ": the profiles are served on the metrics listener"}
 	}
 	if c.RateLimitPerIP, err = nonNegativeInt(getenv, EnvRateLimitPerIP, DefaultRateLimitPerIP); err != nil {
 		return err

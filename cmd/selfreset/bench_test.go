@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"selfreset/config"
-	"selfreset/mailer"
 )
 
 // selfreset bench runs every operation against the configured store, once per user, and
@@ -64,8 +63,8 @@ func TestBenchHTTPSmoke(t *testing.T) {
 	srv := repStartReplica(t, bin, dir, "bench", repEnv(t, e[config.EnvDatabaseURL], "bench",
 		config.EnvAddr+"=127.0.0.1:0", config.EnvRateLimitPerIP+"=0",
 		config.EnvMetricsAddr+"="+metricsAddr, config.EnvPprof+"=true",
-		mailer.EnvDriver+"=smtp", mailer.EnvSMTPAddr+"="+smtpAddr, mailer.EnvSMTPTLS+"=none",
-		mailer.EnvFrom+"=Bench <no-reply@bench.example.org>", mailer.EnvPublicURL+"=http://bench.example.org"))
+		config.EnvMailDriver+"=smtp", config.EnvSMTPAddr+"="+smtpAddr, config.EnvSMTPTLS+"=none",
+		config.EnvMailFrom+"=Bench <no-reply@bench.example.org>", config.EnvPublicURL+"=http://bench.example.org"))
 	client := &http.Client{Timeout: 30 * time.Second}
 	srv.waitReady(t, client, 30*time.Second)
 
