@@ -15,7 +15,6 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
-	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
 	"selfreset/internal/teststore"
 	"selfreset/secret"
@@ -34,7 +33,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	store := teststore.New(t, testdb.New(t))
+	store := teststore.Open(t)
 	keys := testkit.Keyring(t, "k1")
 	clk := testkit.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	h := testkit.Handler(t, store, clk, keys, func(c *commands.Config) { c.MaxAttempts = 20 })
