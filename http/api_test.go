@@ -876,7 +876,7 @@ func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {
 }
 
 func TestRateLimitOnCodeEntry(t *testing.T) {
-	e := newPGEnv(t, func(c *Config) { c.RateLimitPerIP = 4 })
+	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 4 })
 	boss := e.login("ACME", "boss", bossPW)
 	expect(t, e.do(req{Method: "PUT", Path: "/api/v1/providers/ACME/users/jane/self-reset", Token: boss}), http.StatusNoContent, "")
 	tok := e.login("ACME", "jane", janePW)

@@ -62,10 +62,10 @@ func memoryTier() bool {
 }
 
 // newEnv starts a server on loopback with two providers and a few users. On the memory
-// tier (memoryTier) the events are in memory and the sessions in memSessions, and the
-// parts that live only in PostgreSQL (the reset intake and its worker, rate-limit
-// budgets, the admin user list) are guards that fail the test if used: a test that needs
-// them builds its env with newPGEnv. Otherwise everything is in a fresh PostgreSQL
+// tier (memoryTier) the events are in memory, the sessions in memSessions and the budgets
+// in testkit.RateLimiter, and the parts that live only in PostgreSQL (the reset intake
+// and its worker, the admin user list) are guards that fail the test if used: a test
+// that needs them builds its env with newPGEnv. Otherwise everything is in a fresh PostgreSQL
 // database, with a worker of the reset intake. mod may change the server's Config (and
 // replace Commands or Resets) before it is built.
 func newEnv(t *testing.T, mod func(*Config)) *env {
@@ -77,7 +77,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 }
 
 // newPGEnv is newEnv on PostgreSQL whatever the tier, for tests that need the reset
-// intake, rate-limit budgets, read models or tables; under -short it skips.
+// intake, read models or tables; under -short it skips.
 func newPGEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
 	return newEnvWorker(t, mod, nil)
@@ -96,7 +96,7 @@ func newMemoryEnv(t *testing.T, mod func(*Config)) *env {
 	}
 	e.sessions = newMemSessions()
 	e.start(Config{Commands: e.cmds, Resets: e.resets, Users: needsPG{t, "the admin user list read model"}, Sessions: e.sessions,
-		Clock: e.clock, Logger: logger, RateLimiter: needsPG{t, "rate-limit budgets"}}, mod)
+		Clock: e.clock, Logger: logger, RateLimiter: testkit.NewRateLimiter(e.clock)}, mod)
 	return e
 }
 
@@ -116,9 +116,6 @@ func (n needsPG) Send(context.Context, any) error { return n.fail() }
 
 func (n needsPG) ListUsers(context.Context, UserQuery) ([]UserSummary, error) { return nil, n.fail() }
 
-func (n needsPG) Allow(context.Context, string, ratelimit.Limit) (ratelimit.Decision, error) {
-	return ratelimit.Decision{}, n.fail()
-}
 
 // newEnvBase makes the parts every env shares (clock, keys, logs, commands over store)
 // and seeds the accounts.

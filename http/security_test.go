@@ -104,7 +104,7 @@ func TestWrongEmailResetIDDoesNotReachOwnersToken(t *testing.T) {
 // concurrency race five times and answer 503 busy; an unknown account's failures are
 // appended with eventstore.Any and never do. 401 vs 503 tells which accounts exist.
 func TestLoginContentionDoesNotRevealAnAccount(t *testing.T) {
-	e := newPGEnv(t, func(c *Config) { c.RateLimitPerIP = 30 })
+	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 30 })
 	burst := func(login string) map[int]int {
 		var mu sync.Mutex
 		got := map[int]int{}
@@ -174,7 +174,7 @@ func TestAdminLockThenUnlockEndsSessions(t *testing.T) {
 // Review finding 6 (fixed): the per-IP budget was per IPv6 address. Every client holds at
 // least a /64 (2^64 addresses), so it got a fresh budget per request.
 func TestPerIPLimitCoversAnIPv6Slash64(t *testing.T) {
-	e := newPGEnv(t, func(c *Config) { c.RateLimitPerIP = 2; c.RateLimitPerAccount = -1 })
+	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 2; c.RateLimitPerAccount = -1 })
 	h := e.srv.Handler()
 	statuses := make([]int, 0, 5)
 	for i := range 5 {
