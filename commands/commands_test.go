@@ -20,15 +20,16 @@ import (
 	"selfreset/secret"
 )
 
-// fixture is one test's world. The store is Postgres (a database of the test's own) or,
-// with SELFRESET_EVENTSTORE_URL set, the shared EventStoreDB (see internal/teststore): the
-// tests then keep to streams of their own through provider codes of their own (code).
+// fixture is one test's world. The store is in memory under -short, else Postgres (a
+// database of the test's own) or, with SELFRESET_EVENTSTORE_URL set, the shared
+// EventStoreDB (see internal/teststore): the tests then keep to streams of their own
+// through provider codes of their own (code).
 type fixture struct {
 	h     *commands.Handler
 	store eventstore.Store
 	keys  *secret.Keyring
 	clock *testkit.Clock
-	code  string // the provider the tests work in: "ACME" on Postgres, "ACME<random>" on EventStoreDB
+	code  string // the provider the tests work in: "ACME" on a private store, "ACME<random>" on EventStoreDB
 }
 
 func newFixture(t *testing.T) *fixture {

@@ -116,7 +116,6 @@ func (n needsPG) Send(context.Context, any) error { return n.fail() }
 
 func (n needsPG) ListUsers(context.Context, UserQuery) ([]UserSummary, error) { return nil, n.fail() }
 
-
 // newEnvBase makes the parts every env shares (clock, keys, logs, commands over store)
 // and seeds the accounts.
 func newEnvBase(t *testing.T, store eventstore.Store) (*env, *slog.Logger) {

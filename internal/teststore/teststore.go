@@ -73,20 +73,31 @@ const KindMemory = "memory"
 // when EnvKind says so, else "esdb" when EnvURL is set, else "memory" under -short, else
 // "postgres". For messages, and for the few assertions that only hold on a private store.
 func Kind() string {
-	switch {
-	case os.Getenv(EnvKind) == KindMemory:
-		return KindMemory
-	case os.Getenv(EnvURL) != "":
-		return "esdb"
-	case testing.Short():
+	if k := envKind(); k != "" {
+		return k
+	}
+	if testing.Short() {
 		return KindMemory
 	}
 	return "postgres"
 }
 
+// envKind is the kind the environment variables choose, "" when they leave it to -short.
+// It is safe before the test flags are parsed (package init), which testing.Short is not.
+func envKind() string {
+	switch {
+	case os.Getenv(EnvKind) == KindMemory:
+		return KindMemory
+	case os.Getenv(EnvURL) != "":
+		return "esdb"
+	}
+	return ""
+}
+
 // Shared reports whether the event store is shared with other tests and earlier runs
-// (EventStoreDB) rather than private to the test (Postgres, memory).
-func Shared() bool { return Kind() == "esdb" }
+// (EventStoreDB) rather than private to the test (Postgres, memory). Unlike Kind it may be
+// called from a test package's init.
+func Shared() bool { return envKind() == "esdb" }
 
 // Open returns the event store for a test that needs no other PostgreSQL table: the one
 // Kind names, closed when t ends. On PostgreSQL it is in a new database of the test's own
