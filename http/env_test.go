@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -24,8 +26,6 @@ import (
 	"selfreset/ratelimit"
 	"selfreset/reset"
 	"selfreset/secret"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 type env struct {

@@ -14,13 +14,13 @@ import (
 // tests on both; what only PostgreSQL does (hashed keys, cleanup, sharing between
 // replicas) is not here.
 type RateLimiter struct {
-	clock interface{ Now() time.Time }
+	clock ratelimit.Clock
 	mu    sync.Mutex
 	full  map[string]time.Time // per key, when its bucket is full again
 }
 
 // NewRateLimiter returns an empty in-memory limiter reading time from clock.
-func NewRateLimiter(clock interface{ Now() time.Time }) *RateLimiter {
+func NewRateLimiter(clock ratelimit.Clock) *RateLimiter {
 	return &RateLimiter{clock: clock, full: map[string]time.Time{}}
 }
 
