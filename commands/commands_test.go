@@ -15,26 +15,26 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
-	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
 	"selfreset/internal/teststore"
 	"selfreset/secret"
 )
 
-// fixture is one test's world. The store is Postgres (a database of the test's own) or,
-// with SELFRESET_EVENTSTORE_URL set, the shared EventStoreDB (see internal/teststore): the
-// tests then keep to streams of their own through provider codes of their own (code).
+// fixture is one test's world. The store is in memory under -short, else Postgres (a
+// database of the test's own) or, with SELFRESET_EVENTSTORE_URL set, the shared
+// EventStoreDB (see internal/teststore): the tests then keep to streams of their own
+// through provider codes of their own (code).
 type fixture struct {
 	h     *commands.Handler
 	store eventstore.Store
 	keys  *secret.Keyring
 	clock *testkit.Clock
-	code  string // the provider the tests work in: "ACME" on Postgres, "ACME<random>" on EventStoreDB
+	code  string // the provider the tests work in: "ACME" on a private store, "ACME<random>" on EventStoreDB
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	store := teststore.New(t, testdb.New(t))
+	store := teststore.Open(t)
 	keys := testkit.Keyring(t, "k1")
 	clk := testkit.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	h := testkit.Handler(t, store, clk, keys, func(c *commands.Config) { c.MaxAttempts = 20 })

@@ -10,7 +10,6 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
-	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
 	"selfreset/internal/teststore"
 )
@@ -37,7 +36,7 @@ func (r *recorder) ObserveCommand(name string, took time.Duration, err error) {
 
 // Each command is reported once, by name, with the error its caller got.
 func TestObserverSeesEveryCommandOnce(t *testing.T) {
-	store := teststore.New(t, testdb.New(t))
+	store := teststore.Open(t)
 	rec := &recorder{}
 	h := testkit.Handler(t, store, testkit.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)), testkit.Keyring(t, "k1"),
 		func(c *commands.Config) { c.Observer = rec })

@@ -68,10 +68,10 @@ func TestLoginAndLogout(t *testing.T) {
 	if want := e.clock.Now().Add(8 * time.Hour); !out.ExpiresAt.Equal(want) {
 		t.Errorf("expires_at %v, want %v", out.ExpiresAt, want)
 	}
-	// The session's token is never stored, and the event records a handle, not the token.
-	var n int
-	if err := e.store.Pool().QueryRow(e.ctx, `SELECT count(*) FROM http_sessions WHERE id = $1`, SessionID(out.Token)).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("session row: %d %v", n, err)
+	// The session is kept under the token's id (TestSessionStore: never the token itself),
+	// and the event records a handle, not the token.
+	if s, err := e.sessions.Get(e.ctx, SessionID(out.Token), e.clock.Now()); err != nil || s.Provider != "ACME" || s.Login != "jane" {
+		t.Fatalf("session: %+v %v", s, err)
 	}
 	recs, err := e.store.ReadStream(e.ctx, domain.UserStream("ACME", "jane"), 0)
 	if err != nil {
@@ -233,11 +233,11 @@ func TestCrossOriginTrustedOrigin(t *testing.T) {
 // of another test holds the Postgres feed back; see eventstore/postgres.)
 func (e *env) projectAdminUsers(streams ...string) {
 	e.t.Helper()
-	if err := projections.Migrate(e.ctx, e.store.Pool()); err != nil {
+	if err := projections.Migrate(e.ctx, e.pg()); err != nil {
 		e.t.Fatal(err)
 	}
 	codec := commands.NewCodec()
-	tx, err := e.store.Pool().Begin(e.ctx)
+	tx, err := e.pg().Begin(e.ctx)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func (e *env) projectAdminUsers(streams ...string) {
 }
 
 func TestAdminUserList(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	sys := domain.SystemActor("test")
 	if err := e.cmds.RegisterUser(e.ctx, commands.RegisterUser{Actor: sys, Provider: "ACME", Login: "pct", DisplayName: "100% Sure", Password: "Pct-pass-77120"}); err != nil {
@@ -529,7 +529,7 @@ func blankResetID(t *testing.T, body []byte) []byte {
 }
 
 func TestForgotPasswordAnswersAlike(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 
 	_, matched := e.forgot("ACME", "jane", "jane@example.org")
@@ -617,7 +617,7 @@ func TestForgotPasswordDoesNotWaitForTheCommand(t *testing.T) {
 }
 
 func TestPasswordResetEndsAllSessions(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	s1 := e.enableAndConfigure("jane", janePW, "jane@example.org")
 	s2 := e.login("ACME", "jane", janePW)
 	boss := e.login("ACME", "boss", bossPW)
@@ -652,7 +652,7 @@ func TestPasswordResetEndsAllSessions(t *testing.T) {
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: s2}), http.StatusUnauthorized, CodeUnauthorized)
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: boss}), http.StatusOK, "") // only jane's end
 	var live int
-	if err := e.store.Pool().QueryRow(e.ctx, `SELECT count(*) FROM http_sessions WHERE login = 'jane' AND revoked_at IS NULL`).Scan(&live); err != nil || live != 0 {
+	if err := e.pg().QueryRow(e.ctx, `SELECT count(*) FROM http_sessions WHERE login = 'jane' AND revoked_at IS NULL`).Scan(&live); err != nil || live != 0 {
 		t.Errorf("jane has %d live session rows (%v)", live, err)
 	}
 	r = complete(token, newPW+"2", newPW+"2")
@@ -695,7 +695,7 @@ func TestSessionExpires(t *testing.T) {
 }
 
 func TestResendAndExpiry(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	a1, _ := e.forgot("ACME", "jane", "jane@example.org")
 	tok1 := e.resetToken("ACME", "jane")
@@ -765,7 +765,7 @@ func TestResendAndExpiry(t *testing.T) {
 }
 
 func TestTooManyWrongTokens(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	a, _ := e.forgot("ACME", "jane", "jane@example.org")
 	token := e.resetToken("ACME", "jane")
@@ -790,7 +790,7 @@ func TestTooManyWrongTokens(t *testing.T) {
 // A reset id minted for someone's login (anyone can get one) must not reach a token that
 // was issued for an earlier request.
 func TestResetIDBindsToItsRequest(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	e.forgot("ACME", "jane", "jane@example.org")
 	token := e.resetToken("ACME", "jane")
@@ -810,7 +810,7 @@ func TestResetIDBindsToItsRequest(t *testing.T) {
 }
 
 func TestRateLimitPerIP(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 3; c.RateLimitPerAccount = 0 })
+	e := newPGEnv(t, func(c *Config) { c.RateLimitPerIP = 3; c.RateLimitPerAccount = 0 })
 	login := func(name string) resp {
 		return e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": name, "password": "wrong-password"}})
 	}
@@ -834,7 +834,7 @@ func TestRateLimitPerIP(t *testing.T) {
 // 0 turns the account budget off, as SELFRESET_RATE_LIMIT_PER_ACCOUNT=0 does (it once
 // meant "the per-IP figure" here and "off" in config).
 func TestRateLimitPerAccountZeroIsOff(t *testing.T) {
-	e := newEnv(t, func(c *Config) {
+	e := newPGEnv(t, func(c *Config) {
 		c.RateLimitPerIP, c.RateLimitPerAccount = 1, 0
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
@@ -846,7 +846,7 @@ func TestRateLimitPerAccountZeroIsOff(t *testing.T) {
 }
 
 func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {
-	e := newEnv(t, func(c *Config) {
+	e := newPGEnv(t, func(c *Config) {
 		c.RateLimitPerIP = 2
 		c.RateLimitPerAccount = 3
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -904,7 +904,7 @@ func TestRateLimitOnCodeEntry(t *testing.T) {
 }
 
 func TestAccessLogKeepsSecretsOut(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	session := e.enableAndConfigure("jane", janePW, "jane@example.org")
 	a, _ := e.forgot("ACME", "jane", "jane@example.org")
 	token := e.resetToken("ACME", "jane")
@@ -942,7 +942,7 @@ func TestCookieSessionLogout(t *testing.T) {
 // With the queue's database unreachable, Forgot Password and Resend answer 503 and
 // nothing is acknowledged; what was answered 202 before is still decided.
 func TestForgotPasswordUnavailableWithoutTheQueue(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	body := map[string]string{"login_name": "jane", "provider_code": "ACME", "email": "jane@example.org"}
 	before := e.do(req{Method: "POST", Path: "/api/v1/password-resets", Body: body})
@@ -966,7 +966,7 @@ func TestForgotPasswordUnavailableWithoutTheQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(Config{Commands: e.cmds, Resets: down, Sessions: NewPGSessions(e.store.Pool()), Clock: e.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv := NewServer(Config{Commands: e.cmds, Resets: down, Sessions: e.sessions, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	srv.MountPages()
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
@@ -1014,9 +1014,9 @@ func TestForgotPasswordUnavailableWithoutTheQueue(t *testing.T) {
 
 // With the event store unreachable, login and signed-in routes answer 503, not 500.
 func TestStoreDownIsUnavailable(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	tok := e.login("ACME", "jane", janePW)
-	e.store.Pool().Close() // sever this test's own pool
+	e.pg().Close() // sever this test's own pool
 	r := e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": "jane", "password": janePW}})
 	expect(t, r, http.StatusServiceUnavailable, CodeUnavailable)
 	expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: tok}), http.StatusServiceUnavailable, CodeUnavailable)

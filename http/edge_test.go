@@ -34,7 +34,7 @@ type edgeRoute struct {
 // a 4xx each time (400 for a NUL outside password fields): never a 500 from the store.
 // A route missing from the table fails the test, so new routes join it.
 func TestBadTextInEveryFieldIs4xx(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	accepted, err := e.resets.RequestReset(e.ctx, "ACME", "jane", "jane@example.org")
 	if err != nil {
 		t.Fatal(err)

@@ -4,34 +4,43 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"selfreset/commands"
 	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/eventstore/memory"
 	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
+	"selfreset/internal/teststore"
 	"selfreset/ratelimit"
 	"selfreset/reset"
 	"selfreset/secret"
 )
 
 type env struct {
-	t       *testing.T
-	ctx     context.Context
-	clock   *testkit.Clock
-	store   *postgres.Store
-	cmds    *commands.Handler
-	keyring *secret.Keyring
-	resets  *reset.Service
-	srv     *Server
-	ts      *httptest.Server
-	logs    *testkit.Buffer
+	t        *testing.T
+	ctx      context.Context
+	clock    *testkit.Clock
+	store    eventstore.Store
+	pool     *pgxpool.Pool // the test's PostgreSQL database; nil on the memory tier (use pg)
+	sessions Sessions
+	cmds     *commands.Handler
+	keyring  *secret.Keyring
+	resets   *reset.Service
+	srv      *Server
+	ts       *httptest.Server
+	logs     *testkit.Buffer
 	// contract validates every request and answer of do against docs/openapi.json.
 	contract *contract
 }
@@ -45,15 +54,108 @@ const (
 	nuserPW = "Nuser-pass-5510"
 )
 
-// newEnv starts a server on loopback over a fresh database with two providers and a few
-// users, and a worker of the reset intake. mod may change the server's Config (and
+// memoryTier reports whether newEnv builds its server without PostgreSQL: under -short
+// (the tier without a database) or when the tests are asked to run on the memory event
+// store (internal/teststore). Everything else runs on PostgreSQL as in production.
+func memoryTier() bool {
+	return testing.Short() || os.Getenv(teststore.EnvKind) == teststore.KindMemory
+}
+
+// newEnv starts a server on loopback with two providers and a few users. On the memory
+// tier (memoryTier) the events are in memory, the sessions in memSessions and the budgets
+// in testkit.RateLimiter, and the parts that live only in PostgreSQL (the reset intake
+// and its worker, the admin user list) are guards that fail the test if used: a test
+// that needs them builds its env with newPGEnv. Otherwise everything is in a fresh PostgreSQL
+// database, with a worker of the reset intake. mod may change the server's Config (and
 // replace Commands or Resets) before it is built.
 func newEnv(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	if memoryTier() {
+		return newMemoryEnv(t, mod)
+	}
+	return newEnvWorker(t, mod, nil)
+}
+
+// newPGEnv is newEnv on PostgreSQL whatever the tier, for tests that need the reset
+// intake, read models or tables; under -short it skips.
+func newPGEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
 	return newEnvWorker(t, mod, nil)
 }
 
-// newEnvWorker is newEnv whose intake worker runs the commands wrap returns.
+// newMemoryEnv is newEnv on the memory tier.
+func newMemoryEnv(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	store := memory.New()
+	t.Cleanup(store.Close)
+	e, logger := newEnvBase(t, store)
+	var err error
+	e.resets, err = reset.New(reset.Config{Commands: e.cmds, Keyring: e.keyring, Clock: e.clock, Intake: needsPG{t, "the reset intake"}, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sessions = newMemSessions()
+	e.start(Config{Commands: e.cmds, Resets: e.resets, Users: needsPG{t, "the admin user list read model"}, Sessions: e.sessions,
+		Clock: e.clock, Logger: logger, RateLimiter: testkit.NewRateLimiter(e.clock)}, mod)
+	return e
+}
+
+// needsPG stands where newMemoryEnv has no PostgreSQL behind a port: any use fails the
+// test, naming what it needs.
+type needsPG struct {
+	t    *testing.T
+	what string
+}
+
+func (n needsPG) fail() error {
+	n.t.Errorf("this test uses %s, which is in PostgreSQL: build its env with newPGEnv", n.what)
+	return fmt.Errorf("%s needs PostgreSQL", n.what)
+}
+
+func (n needsPG) Send(context.Context, any) error { return n.fail() }
+
+func (n needsPG) ListUsers(context.Context, UserQuery) ([]UserSummary, error) { return nil, n.fail() }
+
+// newEnvBase makes the parts every env shares (clock, keys, logs, commands over store)
+// and seeds the accounts.
+func newEnvBase(t *testing.T, store eventstore.Store) (*env, *slog.Logger) {
+	t.Helper()
+	clock := testkit.NewClock(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
+	keyring := testkit.Keyring(t, "k1")
+	logs := &testkit.Buffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cmds := testkit.Handler(t, store, clock, keyring, func(c *commands.Config) { c.Logger = logger })
+	e := &env{t: t, ctx: context.Background(), clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs, contract: loadContract(t)}
+	e.seed()
+	return e, logger
+}
+
+// start lets mod change cfg, builds the server and serves it on loopback until t ends.
+func (e *env) start(cfg Config, mod func(*Config)) {
+	e.t.Helper()
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.srv = NewServer(cfg)
+	e.ts = httptest.NewServer(e.srv.Handler())
+	e.t.Cleanup(func() {
+		e.ts.Close()
+		if err := e.srv.Close(context.Background()); err != nil {
+			e.t.Error(err)
+		}
+	})
+}
+
+// pg is the test's PostgreSQL database; on the memory tier it fails the test.
+func (e *env) pg() *pgxpool.Pool {
+	e.t.Helper()
+	if e.pool == nil {
+		e.t.Fatal("this test reads PostgreSQL tables: build its env with newPGEnv")
+	}
+	return e.pool
+}
+
+// newEnvWorker is newPGEnv whose intake worker runs the commands wrap returns.
 func newEnvWorker(t *testing.T, mod func(*Config), wrap func(reset.Commands) reset.Commands) *env {
 	t.Helper()
 	ctx := context.Background()
@@ -65,60 +167,40 @@ func newEnvWorker(t *testing.T, mod func(*Config), wrap func(reset.Commands) res
 	if err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := Migrate(ctx, store.Pool()); err != nil {
-		t.Fatal(err)
+	pool := store.Pool()
+	for _, migrate := range []func(context.Context, *pgxpool.Pool) error{Migrate, ratelimit.Migrate, reset.Migrate} {
+		if err := migrate(ctx, pool); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := ratelimit.Migrate(ctx, store.Pool()); err != nil {
-		t.Fatal(err)
-	}
-	if err := reset.Migrate(ctx, store.Pool()); err != nil {
-		t.Fatal(err)
-	}
-	clock := testkit.NewClock(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
-	keyring := testkit.Keyring(t, "k1")
-	logs := &testkit.Buffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cmds := testkit.Handler(t, store, clock, keyring, func(c *commands.Config) { c.Logger = logger })
+	e, logger := newEnvBase(t, store)
+	e.pool, e.sessions = pool, NewPGSessions(pool)
 
-	e := &env{t: t, ctx: ctx, clock: clock, store: store, cmds: cmds, keyring: keyring, logs: logs, contract: loadContract(t)}
-	e.seed()
-
-	bus, err := reset.NewBus(store.Pool(), logger)
+	bus, err := reset.NewBus(pool, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(bus.Close)
-	e.resets, err = reset.New(reset.Config{Commands: cmds, Keyring: keyring, Clock: clock, Intake: bus, Logger: logger})
+	e.resets, err = reset.New(reset.Config{Commands: e.cmds, Keyring: e.keyring, Clock: e.clock, Intake: bus, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var workerCmds reset.Commands = cmds
+	var workerCmds reset.Commands = e.cmds
 	if wrap != nil {
-		workerCmds = wrap(cmds)
+		workerCmds = wrap(e.cmds)
 	}
 	e.startWorker(workerCmds, logger)
 
-	cfg := Config{Commands: cmds, Resets: e.resets, Users: NewPGUserLister(store.Pool()), Sessions: NewPGSessions(store.Pool()),
-		Clock: clock, Logger: logger, Ready: PingAll(store.Pool()),
-		RateLimiter: ratelimit.New(store.Pool(), clock)}
-	if mod != nil {
-		mod(&cfg)
-	}
-	e.srv = NewServer(cfg)
-	e.ts = httptest.NewServer(e.srv.Handler())
-	t.Cleanup(func() {
-		e.ts.Close()
-		if err := e.srv.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	e.start(Config{Commands: e.cmds, Resets: e.resets, Users: NewPGUserLister(pool), Sessions: e.sessions,
+		Clock: e.clock, Logger: logger, Ready: PingAll(pool),
+		RateLimiter: ratelimit.New(pool, e.clock)}, mod)
 	return e
 }
 
 // startWorker runs an intake worker until the test ends.
 func (e *env) startWorker(cmds reset.Commands, logger *slog.Logger) {
 	e.t.Helper()
-	w, err := reset.NewWorker(e.ctx, reset.WorkerConfig{Pool: e.store.Pool(), Commands: cmds, Keyring: e.keyring,
+	w, err := reset.NewWorker(e.ctx, reset.WorkerConfig{Pool: e.pg(), Commands: cmds, Keyring: e.keyring,
 		Logger: logger, Concurrency: 4, PollInterval: 5 * time.Millisecond})
 	if err != nil {
 		e.t.Fatal(err)
@@ -144,7 +226,7 @@ func (e *env) drain() {
 	e.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		n, err := reset.Pending(e.ctx, e.store.Pool())
+		n, err := reset.Pending(e.ctx, e.pg())
 		if err != nil {
 			e.t.Fatal(err)
 		}

@@ -25,7 +25,7 @@ func TestLongHistoryFigures(t *testing.T) {
 	if os.Getenv("SELFRESET_HISTORY_FIGURES") == "" {
 		t.Skip("set SELFRESET_HISTORY_FIGURES=1 to run this measurement (about a minute, loopback only)")
 	}
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	e.enableAndConfigure("joe", joePW, "joe@example.org")
 
@@ -60,7 +60,7 @@ func TestLongHistoryFigures(t *testing.T) {
 	// The bulk insert makes autovacuum process the events table soon; do it now, as it
 	// would be done long before an attacker's 50,000 requests were over, rather than in
 	// the middle of the measurement.
-	if _, err := e.store.Pool().Exec(e.ctx, "VACUUM ANALYZE events"); err != nil {
+	if _, err := e.pg().Exec(e.ctx, "VACUUM ANALYZE events"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -24,11 +24,11 @@ import (
 // pool, limiter and loopback listener, on one database, fed round-robin from 127.0.0.1
 // twice a simulated second for five simulated minutes.
 func TestReplicasShareOnePerIPBudget(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	const perMinute, minutes, perSecond = 30, 5, 2
 	var replicas []*httptest.Server
 	for range 3 {
-		pool, err := pgxpool.New(e.ctx, e.store.Pool().Config().ConnString())
+		pool, err := pgxpool.New(e.ctx, e.pg().Config().ConnString())
 		if err != nil {
 			t.Fatal(err)
 		}

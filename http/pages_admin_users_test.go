@@ -128,7 +128,7 @@ func TestUserPageActions(t *testing.T) {
 }
 
 func TestUserListPageFilters(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	b := e.browser()
 	b.login("ACME", "boss", bossPW)
 	seeOther(t, b.post(PathAdminUsers+"/joe/deactivate"), PathAdminUsers+"/joe?done=deactivate")

@@ -16,7 +16,7 @@ import (
 // with no cookie; Resend works there, and the reset completes. Neither the link nor the
 // reset ids show the login or the provider.
 func TestEmailLinkOnAnotherDevice(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	desk := e.browser()
 	r := desk.do(http.MethodPost, "/forgot-password", url.Values{"login_name": {"jane"}, "provider_code": {"ACME"}, "email": {"jane@example.org"}}, nil)

@@ -26,7 +26,18 @@ import (
 // speaks plain HTTP) unless mod says otherwise.
 func pageEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	e := newEnv(t, func(c *Config) {
+	return pageEnvOn(t, newEnv, mod)
+}
+
+// pgPageEnv is pageEnv on PostgreSQL whatever the tier (newPGEnv).
+func pgPageEnv(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	return pageEnvOn(t, newPGEnv, mod)
+}
+
+func pageEnvOn(t *testing.T, build func(*testing.T, func(*Config)) *env, mod func(*Config)) *env {
+	t.Helper()
+	e := build(t, func(c *Config) {
 		c.InsecureCookies = true
 		if mod != nil {
 			mod(c)
@@ -192,7 +203,7 @@ func resetIDOf(t *testing.T, r resp) string {
 }
 
 func TestPagesRender(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.projectAdminUsers(domain.UserStream("ACME", "boss"), domain.UserStream("ACME", "jane"), domain.UserStream("ACME", "joe"))
 	b := e.browser()
 
@@ -296,7 +307,7 @@ func TestPageSessionEnds(t *testing.T) {
 }
 
 func TestForgotPasswordPageAnswersAlike(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	if err := e.cmds.RegisterUser(e.ctx, commands.RegisterUser{Actor: domain.SystemActor("test"), Provider: "ACME",
 		Login: "jack", DisplayName: "Jack", Password: "Jack-pass-55120"}); err != nil {
@@ -370,7 +381,7 @@ func TestForgotPasswordPageAnswersAlike(t *testing.T) {
 }
 
 func TestChangePasswordPage(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	other := e.browser() // jane, signed in elsewhere
 	other.login("ACME", "jane", janePW)
@@ -425,7 +436,7 @@ func TestChangePasswordPage(t *testing.T) {
 }
 
 func TestChangePasswordResendAndExpiry(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	b := e.browser()
 	id1 := resetIDOf(t, b.post("/forgot-password", "login_name", "jane", "provider_code", "ACME", "email", "jane@example.org"))
@@ -467,7 +478,7 @@ func TestChangePasswordResendAndExpiry(t *testing.T) {
 // the fifth wrong token (which revokes a live one) and a wrong token after the reset id's
 // lifetime give the same page as for a request made with a wrong email.
 func TestChangePasswordPageAnswersWrongTokensAlike(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	hdr := map[string]string{"X-Request-Id": "same-request-id"}
 	type answer struct {
@@ -520,7 +531,7 @@ func TestChangePasswordPageAnswersWrongTokensAlike(t *testing.T) {
 }
 
 func TestChangePasswordEmailLink(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	b := e.browser()
 	id := resetIDOf(t, b.post("/forgot-password", "login_name", "Jane", "provider_code", "acme", "email", "jane@example.org"))
 	seeOther(t, b.get("/change-password?provider=ACME&login=jane"), "/change-password/"+id)
@@ -595,7 +606,7 @@ func TestConfigurePages(t *testing.T) {
 }
 
 func TestAdminPages(t *testing.T) {
-	e := pageEnv(t, nil)
+	e := pgPageEnv(t, nil)
 	e.projectAdminUsers(domain.ProviderStream("ACME"), domain.ProviderStream("NOPE"),
 		domain.UserStream("ACME", "boss"), domain.UserStream("ACME", "jane"), domain.UserStream("ACME", "joe"),
 		domain.UserStream("NOPE", "nadmin"), domain.UserStream("NOPE", "nuser"))
@@ -692,7 +703,7 @@ func TestPagesCrossOrigin(t *testing.T) {
 }
 
 func TestPagesRateLimits(t *testing.T) {
-	e := pageEnv(t, func(c *Config) { c.RateLimitPerIP = 2 })
+	e := pgPageEnv(t, func(c *Config) { c.RateLimitPerIP = 2 })
 	b := e.browser()
 	for range 2 {
 		isPage(t, b.post("/login", "login_name", "jane", "provider_code", "ACME", "password", "wrong-password"), http.StatusUnauthorized)

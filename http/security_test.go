@@ -30,7 +30,7 @@ func (e *env) completeWrong(resetID string) resp {
 // request after five minutes told an attacker whether the email they guessed is the
 // account's recovery email.
 func TestCompleteDoesNotRevealAMatchAfterExpiry(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 
 	probe := func(code, login, email string) string {
@@ -51,7 +51,7 @@ func TestCompleteDoesNotRevealAMatchAfterExpiry(t *testing.T) {
 // ×5 for a request that matched nothing, but invalid_token ×4 then too_many_attempts when
 // a token was issued.
 func TestCompleteFifthWrongTokenDoesNotRevealAMatch(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 
 	five := func(code, login, email string) []string {
@@ -75,7 +75,7 @@ func TestCompleteFifthWrongTokenDoesNotRevealAMatch(t *testing.T) {
 // garbage tokens through it revoked the owner's live token, and Resend through it
 // superseded the token.
 func TestWrongEmailResetIDDoesNotReachOwnersToken(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 
 	attacker, _ := e.forgot("ACME", "jane", "attacker@evil.example")
@@ -133,7 +133,7 @@ func TestLoginContentionDoesNotRevealAnAccount(t *testing.T) {
 // Error" email to the owner every time, with no cap: with one old reset id an attacker
 // can mail-bomb the recovery address (30 a minute per IP with the default limits).
 func TestResendAfterExpiryMailIsCapped(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	a, _ := e.forgot("ACME", "jane", "jane@example.org")
 	e.clock.Add(6 * time.Minute)
@@ -197,7 +197,7 @@ func TestPerIPLimitCoversAnIPv6Slash64(t *testing.T) {
 // busy); a request that matched nothing never runs a command and always answers
 // invalid_token.
 func TestCompleteContentionDoesNotRevealAMatch(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	burst := func(resetID string) map[string]int {
 		var mu sync.Mutex

@@ -27,7 +27,7 @@ func TestTimingFigures(t *testing.T) {
 	if os.Getenv("SELFRESET_TIMING_FIGURES") == "" {
 		t.Skip("set SELFRESET_TIMING_FIGURES=1 to run this measurement (about a minute, loopback only)")
 	}
-	e := newEnv(t, nil)
+	e := newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 
 	forgot := func(login, email string) (time.Duration, []byte) {
@@ -70,7 +70,7 @@ func TestTimingFigures(t *testing.T) {
 	// Change Password with a wrong token, on a fresh database (so the account's stream
 	// holds its setup, not the thousand requests above). A request for each kind of
 	// reset id, the matched one last so its token is the account's live one.
-	e = newEnv(t, nil)
+	e = newPGEnv(t, nil)
 	e.enableAndConfigure("jane", janePW, "jane@example.org")
 	ids := map[string]string{}
 	for _, k := range [][3]string{{"wrong email", "jane", "someone@example.org"}, {"unknown login", "ghost", "ghost@example.org"}, {"right email", "jane", "jane@example.org"}} {

@@ -70,20 +70,41 @@ func TestRedactPath(t *testing.T) {
 	}
 }
 
+// TestSessionStore holds both Sessions the tests use to one behaviour: PGSessions (and
+// what only its table shows) and memSessions, which stands in for it on the memory tier.
 func TestSessionStore(t *testing.T) {
-	ctx := context.Background()
-	store, err := postgres.Open(ctx, testdb.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	for range 2 { // idempotent
-		if err := Migrate(ctx, store.Pool()); err != nil {
+	t.Run("memory", func(t *testing.T) { testSessions(t, newMemSessions()) })
+	t.Run("postgres", func(t *testing.T) {
+		ctx := context.Background()
+		store, err := postgres.Open(ctx, testdb.New(t))
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	s := NewPGSessions(store.Pool())
-	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+		defer store.Close()
+		for range 2 { // idempotent
+			if err := Migrate(ctx, store.Pool()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := NewPGSessions(store.Pool())
+		tok := testSessions(t, s)
+		var stored int
+		if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM http_sessions WHERE position($1::bytea in id) > 0`, []byte(tok)).Scan(&stored); err != nil || stored != 0 {
+			t.Fatalf("the token itself is stored (%d, %v)", stored, err)
+		}
+		// testSessions left three sessions, all revoked at its now.
+		if n, err := s.DeleteExpired(ctx, sessionsNow.Add(time.Second)); err != nil || n != 3 {
+			t.Errorf("delete expired: %d %v", n, err)
+		}
+	})
+}
+
+var sessionsNow = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+
+// testSessions runs s through a session's life and returns the first session's token.
+func testSessions(t *testing.T, s Sessions) string {
+	ctx := context.Background()
+	now := sessionsNow
 	tok, id := NewSessionToken()
 	if !wellFormedToken(tok) || !bytes.Equal(id, SessionID(tok)) {
 		t.Fatal("token/id mismatch")
@@ -92,12 +113,14 @@ func TestSessionStore(t *testing.T) {
 	if err := s.Create(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
-	var stored int
-	if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM http_sessions WHERE position($1::bytea in id) > 0`, []byte(tok)).Scan(&stored); err != nil || stored != 0 {
-		t.Fatalf("the token itself is stored (%d, %v)", stored, err)
+	if err := s.Create(ctx, sess); err == nil {
+		t.Error("a second session with the same id was created")
+	}
+	if err := s.Create(ctx, Session{ID: id[:16], Provider: "ACME", Login: "jane", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err == nil {
+		t.Error("a session with a 16-byte id was created")
 	}
 	got, err := s.Get(ctx, id, now)
-	if err != nil || got.Provider != "ACME" || got.Epoch != 2 || !got.StepUpUntil.IsZero() {
+	if err != nil || got.Provider != "ACME" || got.Epoch != 2 || !got.StepUpUntil.IsZero() || !bytes.Equal(got.ID, id) {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 	if err := s.SetStepUp(ctx, id, now.Add(10*time.Minute)); err != nil {
@@ -106,16 +129,31 @@ func TestSessionStore(t *testing.T) {
 	if got, _ := s.Get(ctx, id, now); !got.SteppedUp(now) || got.SteppedUp(now.Add(10*time.Minute)) {
 		t.Errorf("step-up: %+v", got)
 	}
+	if err := s.SetEpoch(ctx, id, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, id, now); got.Epoch != 3 {
+		t.Errorf("epoch after SetEpoch(3): %d", got.Epoch)
+	}
 	if _, err := s.Get(ctx, id, now.Add(time.Hour)); err != ErrSessionNotFound {
 		t.Errorf("expired session: %v", err)
+	}
+	if _, err := s.Get(ctx, SessionID("no such token"), now); err != ErrSessionNotFound {
+		t.Errorf("unknown session: %v", err)
 	}
 	_, id2 := NewSessionToken()
 	sess.ID = id2
 	if err := s.Create(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
+	if n, err := s.RevokeUser(ctx, "ACME", "joe", now); err != nil || n != 0 {
+		t.Fatalf("revoke another user: %d %v", n, err)
+	}
 	if n, err := s.RevokeUser(ctx, "ACME", "jane", now); err != nil || n != 2 {
 		t.Fatalf("revoke user: %d %v", n, err)
+	}
+	if n, err := s.RevokeUser(ctx, "ACME", "jane", now); err != nil || n != 0 {
+		t.Fatalf("revoke user again: %d %v", n, err)
 	}
 	if _, err := s.Get(ctx, id2, now); err != ErrSessionNotFound {
 		t.Errorf("revoked session: %v", err)
@@ -123,7 +161,22 @@ func TestSessionStore(t *testing.T) {
 	if err := s.SetStepUp(ctx, id2, now); err != ErrSessionNotFound {
 		t.Errorf("step-up on a revoked session: %v", err)
 	}
-	if n, err := s.DeleteExpired(ctx, now.Add(time.Second)); err != nil || n != 2 {
-		t.Errorf("delete expired: %d %v", n, err)
+	if err := s.SetEpoch(ctx, id2, 4); err != ErrSessionNotFound {
+		t.Errorf("epoch on a revoked session: %v", err)
 	}
+	_, id3 := NewSessionToken()
+	sess.ID = id3
+	if err := s.Create(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(ctx, id3, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, id3, now); err != ErrSessionNotFound {
+		t.Errorf("session after Revoke: %v", err)
+	}
+	if err := s.Revoke(ctx, id3, now); err != nil {
+		t.Errorf("revoking twice: %v", err)
+	}
+	return tok
 }

@@ -73,7 +73,7 @@ func TestOtherParamsVerify(t *testing.T) {
 
 func TestDefaultParams(t *testing.T) {
 	if testing.Short() {
-		t.Skip("argon2id with 19 MiB")
+		t.Skip("-short: hashes with the production argon2id parameters (19 MiB, slow by design); runs in `make test`")
 	}
 	h := hasher(t, password.DefaultParams)
 	hash, err := h.Hash("correct horse battery staple")

@@ -40,6 +40,42 @@ func newDB(t *testing.T) (pool func() *pgxpool.Pool) {
 	return pool
 }
 
+// allower is what the HTTP side needs of a limiter (http.RateLimiter).
+type allower interface {
+	Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error)
+}
+
+// eachLimiter runs test, in parallel, on the two limiters that keep the budget rule:
+// ratelimit.Limiter over PostgreSQL (skipped under -short) and testkit.RateLimiter in
+// memory, which the http tests use without a database. replicas(n) returns n limiters
+// spending one budget store, as n replicas do.
+func eachLimiter(t *testing.T, test func(t *testing.T, clock *testkit.Clock, replicas func(n int) []allower)) {
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		open := newDB(t)
+		clock := testkit.NewClock(t0)
+		test(t, clock, func(n int) []allower {
+			out := make([]allower, n)
+			for i := range out {
+				out[i] = ratelimit.New(open(), clock)
+			}
+			return out
+		})
+	})
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		clock := testkit.NewClock(t0)
+		lim := testkit.NewRateLimiter(clock)
+		test(t, clock, func(n int) []allower {
+			out := make([]allower, n)
+			for i := range out {
+				out[i] = lim
+			}
+			return out
+		})
+	})
+}
+
 type step struct {
 	advance time.Duration // move the clock first
 	key     string
@@ -49,9 +85,11 @@ type step struct {
 
 func TestGCRA(t *testing.T) {
 	t.Parallel()
-	pool := newDB(t)()
-	clock := testkit.NewClock(t0)
-	lim := ratelimit.New(pool, clock)
+	eachLimiter(t, testGCRA)
+}
+
+func testGCRA(t *testing.T, clock *testkit.Clock, replicas func(int) []allower) {
+	lim := replicas(1)[0]
 	five := ratelimit.PerMinute(5) // a token every 12 s, bursts of 5
 	ok := func(key string) step { return step{key: key, allowed: true} }
 
@@ -94,9 +132,11 @@ func TestGCRA(t *testing.T) {
 
 func TestRateOfThirtyAMinute(t *testing.T) {
 	t.Parallel()
-	pool := newDB(t)()
-	clock := testkit.NewClock(t0)
-	lim := ratelimit.New(pool, clock)
+	eachLimiter(t, testRateOfThirtyAMinute)
+}
+
+func testRateOfThirtyAMinute(t *testing.T, clock *testkit.Clock, replicas func(int) []allower) {
+	lim := replicas(1)[0]
 	// A client asking every 500 ms for five minutes: the first minute also drains the
 	// full bucket it started with, every later minute gets the rate.
 	perMinute := make([]int, 5)
@@ -135,9 +175,11 @@ func TestZeroRateAllowsWithoutTheDatabase(t *testing.T) {
 // key at the same instant; exactly the budget gets through.
 func TestRacersNeverExceedTheBudget(t *testing.T) {
 	t.Parallel()
-	open := newDB(t)
-	clock := testkit.NewClock(t0)
-	replicas := []*ratelimit.Limiter{ratelimit.New(open(), clock), ratelimit.New(open(), clock), ratelimit.New(open(), clock)}
+	eachLimiter(t, testRacersNeverExceedTheBudget)
+}
+
+func testRacersNeverExceedTheBudget(t *testing.T, _ *testkit.Clock, open func(int) []allower) {
+	replicas := open(3)
 	const budget, racers = 10, 60
 	var allowed, refused atomic.Int64
 	var wg sync.WaitGroup

@@ -36,6 +36,9 @@ import (
 // Chromium comes from $SELFRESET_CHROMIUM, else /usr/bin/chromium or the PATH. Without it
 // the test skips, except under CI=true, where it fails.
 func TestBrowserWalk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: drives headless Chromium through a running serve (needs PostgreSQL and Chromium, about a minute); runs in `make test`")
+	}
 	chromium := chromiumPath(t)
 	shots := t.ArtifactDir()
 	t.Logf("screenshots go to %s", shots)

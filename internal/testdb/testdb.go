@@ -1,5 +1,10 @@
 // Package testdb gives each test a fresh, empty PostgreSQL database of its own, so tests
 // can run in parallel and never see each other's rows.
+//
+// Under `go test -short` (the tier that runs without any database) New skips the test
+// instead, saying what it needs: every test that needs PostgreSQL gets its database here,
+// so this is the one place that decides. The full run (`make test`) never skips: there a
+// server that cannot be reached fails the test.
 package testdb
 
 import (
@@ -21,11 +26,25 @@ const EnvURL = "SELFRESET_TEST_DATABASE_URL"
 // DefaultURL is the server used when EnvURL is unset: the one scripts/test.sh provisions.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
+// SkipShort is why a test that needs PostgreSQL does not run under -short.
+const SkipShort = "-short: needs PostgreSQL (" + EnvURL + "); runs in `make test`"
+
+// SkipIfShort skips t under -short (SkipShort). New calls it; call it directly in a
+// test that needs PostgreSQL before (or without) creating a database.
+func SkipIfShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(SkipShort)
+	}
+}
+
 // New creates an empty database for t and returns its connection URL. The database is
-// dropped (WITH (FORCE), so open connections do not block it) when t ends. A server that
-// cannot be reached fails the test: a database test that skips would hide a broken setup.
+// dropped (WITH (FORCE), so open connections do not block it) when t ends. Under -short
+// it skips t (SkipIfShort). Otherwise a server that cannot be reached fails the test: a
+// database test that skips would hide a broken setup.
 func New(t testing.TB) string {
 	t.Helper()
+	SkipIfShort(t)
 	base := os.Getenv(EnvURL)
 	if base == "" {
 		base = DefaultURL

@@ -1,8 +1,9 @@
-// Package teststore gives the command, read-side and mailer tests the event store to run
-// against: PostgreSQL normally, or the EventStoreDB server named by SELFRESET_EVENTSTORE_URL
-// when that is set, so that both adapters go through the same tests.
+// Package teststore gives the command, read-side, mailer and http tests the event store to
+// run against: in memory under `go test -short`, PostgreSQL in the full run, or the
+// EventStoreDB server named by SELFRESET_EVENTSTORE_URL when that is set, so that every
+// adapter goes through the same tests (the order is below).
 //
-// The two differ in one way the tests must respect. Each test gets a Postgres event store
+// Postgres and EventStoreDB differ in one way the tests must respect. Each test gets a Postgres event store
 // of its own (the database internal/testdb made for it), but an EventStoreDB server is
 // shared by every test and package running at the same time and is never wiped: its
 // streams and its global feed also hold other tests' events and those of earlier runs.
@@ -19,11 +20,22 @@
 // On Postgres ProviderCode returns its argument, so every test there sees exactly what it
 // saw before this package existed.
 //
-// SELFRESET_TEST_EVENTSTORE=memory (EnvKind) opts into the in-memory adapter
-// (eventstore/memory) instead, whatever EnvURL says: a fresh, private store per test, so
-// the tests behave as on Postgres, without a database for the events (read models still
-// live in the test's Postgres database). Unset, nothing changes: Postgres, or EventStoreDB
-// when EnvURL is set.
+// Which store, in order:
+//
+//  1. SELFRESET_TEST_EVENTSTORE=memory (EnvKind): the in-memory adapter (eventstore/memory),
+//     whatever else is set.
+//  2. SELFRESET_EVENTSTORE_URL (EnvURL) set: that EventStoreDB server, -short or not.
+//  3. `go test -short`: the in-memory adapter. This is the tier without any database: the
+//     command tests (and the http handler tests, see http/env_test.go) run on it, and the
+//     tests that need PostgreSQL for anything else skip (internal/testdb.New).
+//  4. Otherwise PostgreSQL, in the test's own database: the full run (`make test`) takes
+//     the same tests through the Postgres adapter, so both adapters go through them. The
+//     memory adapter also passes the whole contract suite (eventstore/storetest) that the
+//     Postgres one does, so the -short tier checks the same behaviour, minus PostgreSQL.
+//
+// The memory store is fresh and private per test, so the tests behave as on Postgres.
+// Open is for tests that need nothing of PostgreSQL but the event store; New for those
+// that keep read models in a Postgres database of their own as well.
 package teststore
 
 import (
@@ -43,6 +55,7 @@ import (
 	"selfreset/eventstore/esdb"
 	"selfreset/eventstore/memory"
 	"selfreset/eventstore/postgres"
+	"selfreset/internal/testdb"
 )
 
 // EnvURL names the variable holding the EventStoreDB connection string, e.g.
@@ -56,39 +69,62 @@ const EnvKind = "SELFRESET_TEST_EVENTSTORE"
 // KindMemory is the value of EnvKind that selects the in-memory event store.
 const KindMemory = "memory"
 
-// Kind names the event store the tests run against: "memory" when EnvKind says so, else
-// "esdb" when EnvURL is set, else "postgres". For messages, and for the few assertions
-// that only hold on a private store.
+// Kind names the event store the tests run against (see the package comment): "memory"
+// when EnvKind says so, else "esdb" when EnvURL is set, else "memory" under -short, else
+// "postgres". For messages, and for the few assertions that only hold on a private store.
 func Kind() string {
-	if os.Getenv(EnvKind) == KindMemory {
-		return KindMemory
+	if k := envKind(); k != "" {
+		return k
 	}
-	if os.Getenv(EnvURL) != "" {
-		return "esdb"
+	if testing.Short() {
+		return KindMemory
 	}
 	return "postgres"
 }
 
-// Shared reports whether the event store is shared with other tests and earlier runs
-// (EventStoreDB) rather than private to the test (Postgres, memory).
-func Shared() bool { return Kind() == "esdb" }
+// envKind is the kind the environment variables choose, "" when they leave it to -short.
+// It is safe before the test flags are parsed (package init), which testing.Short is not.
+func envKind() string {
+	switch {
+	case os.Getenv(EnvKind) == KindMemory:
+		return KindMemory
+	case os.Getenv(EnvURL) != "":
+		return "esdb"
+	}
+	return ""
+}
 
-// New returns the event store for t, closed when t ends: by default the Postgres event
+// Shared reports whether the event store is shared with other tests and earlier runs
+// (EventStoreDB) rather than private to the test (Postgres, memory). Unlike Kind it may be
+// called from a test package's init.
+func Shared() bool { return envKind() == "esdb" }
+
+// Open returns the event store for a test that needs no other PostgreSQL table: the one
+// Kind names, closed when t ends. On PostgreSQL it is in a new database of the test's own
+// (internal/testdb); the other kinds need no database, so Open never skips under -short.
+func Open(t *testing.T) eventstore.Store {
+	t.Helper()
+	if Kind() == "postgres" {
+		return New(t, testdb.New(t))
+	}
+	return New(t, "")
+}
+
+// New returns the event store for t, closed when t ends, by Kind: the Postgres event
 // store in the database at pgURL (migrated, polling every 50ms so that subscriptions in
-// tests never wait long for a missed notification); when EnvURL is set, the EventStoreDB
-// server it names, its feed narrowed to this service's streams (domain.StreamPrefixes);
-// when EnvKind is "memory", a new in-memory store. pgURL is unused by the last two: read
-// models still live in Postgres, in whatever database the test opens itself.
+// tests never wait long for a missed notification); the EventStoreDB server EnvURL names,
+// its feed narrowed to this service's streams (domain.StreamPrefixes); or a new in-memory
+// store. pgURL is unused by the last two: read models still live in Postgres, in whatever
+// database the test opens itself.
 func New(t *testing.T, pgURL string) eventstore.Store {
 	t.Helper()
-	switch v := os.Getenv(EnvKind); v {
-	case "":
-	case KindMemory:
+	if v := os.Getenv(EnvKind); v != "" && v != KindMemory {
+		t.Fatalf("teststore: %s=%q: the only value is %q (unset: PostgreSQL, EventStoreDB with %s, memory under -short)", EnvKind, v, KindMemory, EnvURL)
+	}
+	if Kind() == KindMemory {
 		s := memory.New()
 		t.Cleanup(s.Close)
 		return s
-	default:
-		t.Fatalf("teststore: %s=%q: the only value is %q (unset: PostgreSQL, or EventStoreDB with %s)", EnvKind, v, KindMemory, EnvURL)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -14,15 +14,19 @@ func TestProviderCode(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		t.Setenv(EnvKind, "")
 		t.Setenv(EnvURL, "")
-		if Kind() != "postgres" || Shared() {
-			t.Fatalf("Kind() = %q without %s", Kind(), EnvURL)
+		want := "postgres"
+		if testing.Short() {
+			want = KindMemory // the tier without a database
+		}
+		if Kind() != want || Shared() {
+			t.Fatalf("Kind() = %q without %s, want %q", Kind(), EnvURL, want)
 		}
 		if got := ProviderCode(t, "ACME"); got != "ACME" {
-			t.Errorf("ProviderCode(ACME) = %q on Postgres, want ACME", got)
+			t.Errorf("ProviderCode(ACME) = %q on %s, want ACME", got, want)
 		}
 	})
 	t.Run("esdb", func(t *testing.T) {
-		// Only the variable is looked at here: no server is contacted.
+		// Only the variable is looked at here (it wins over -short): no server is contacted.
 		t.Setenv(EnvKind, "")
 		t.Setenv(EnvURL, "esdb://127.0.0.1:2113?tls=false")
 		if Kind() != "esdb" || !Shared() {
@@ -61,6 +65,11 @@ func TestMemory(t *testing.T) {
 	}
 	if a == b {
 		t.Error("two calls to New share one store; each test needs its own")
+	}
+	if c := Open(t); c == a || c == b {
+		t.Error("Open returned a store New had returned")
+	} else if _, ok := c.(*memory.Store); !ok {
+		t.Errorf("Open returned a %T, want *memory.Store", c)
 	}
 }
 
