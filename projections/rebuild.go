@@ -153,6 +153,9 @@ type shadow struct {
 	events   int
 	parked   []parkedRecord
 	parkedBy map[string]int
+	// pagesRetried counts the pages of a model applied event by event after the page
+	// failed as a whole.
+	pagesRetried int
 }
 
 type shadowTable struct {
@@ -297,48 +300,73 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 		}
 		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
 	}
-	// The whole batch in one savepoint, its writes pipelined; only when something fails is
-	// each event applied in a savepoint of its own (and each model in one of its own when
-	// the event fails), so that the failing model is parked and the others keep the event.
-	if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
-		pt := &pipelinedTx{Tx: sp}
-		for _, e := range envs {
-			for _, m := range sh.models {
-				if err := m.Apply(ctx, pt, e); err != nil {
-					return err
-				}
-			}
-		}
-		return pt.flush(ctx)
-	}); err == nil {
-		envs = nil
-	} else if tx.Conn().IsClosed() || ctx.Err() != nil {
-		return fmt.Errorf("projections: rebuild: %w", err)
-	}
-	for _, e := range envs {
-		if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
-			for _, m := range sh.models {
-				if err := m.Apply(ctx, sp, e); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err == nil {
-			continue
-		} else if tx.Conn().IsClosed() || ctx.Err() != nil {
-			return fmt.Errorf("projections: rebuild: %w", err)
-		}
-		for _, m := range sh.models {
-			if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
-				if tx.Conn().IsClosed() || ctx.Err() != nil {
-					return fmt.Errorf("projections: rebuild: %w", err)
-				}
-				sh.park(r, m.Name(), e.Record, fmt.Errorf("%s: apply %s: %w", m.Name(), e.Record.Type, err))
-			}
+	for _, m := range sh.models {
+		if err := sh.applyModel(ctx, r, tx, m, envs); err != nil {
+			return err
 		}
 	}
 	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, orig); err != nil {
 		return fmt.Errorf("projections: rebuild: restore search_path: %w", err)
+	}
+	return nil
+}
+
+// pageApplier is a ReadModel that can apply a whole page of events at once during a
+// rebuild (COPY for its facts, one read and one write for rows that many events change),
+// much faster than event by event. ApplyPage must leave the model's tables exactly as
+// Apply called on each event in order would; it may fail where Apply would not (a COPY
+// meeting a row that is already there), and the rebuild then applies the page event by
+// event. Live consumers always use Apply.
+type pageApplier interface {
+	ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) error
+}
+
+// applyModel applies a page of events to one model in a savepoint, its writes pipelined
+// (with ApplyPage when the model has it). When that fails it applies each event in a
+// savepoint of its own, and parks for this model the events that fail.
+func (sh *shadow) applyModel(ctx context.Context, r *Runner, tx pgx.Tx, m ReadModel, envs []Envelope) error {
+	err := savepoint(ctx, tx, func(sp pgx.Tx) error {
+		pt := &pipelinedTx{Tx: sp}
+		if pa, ok := m.(pageApplier); ok {
+			if err := pa.ApplyPage(ctx, pt, envs); err != nil {
+				return err
+			}
+			return pt.flush(ctx)
+		}
+		for _, e := range envs {
+			if err := m.Apply(ctx, pt, e); err != nil {
+				return err
+			}
+		}
+		return pt.flush(ctx)
+	})
+	if err == nil {
+		return nil
+	}
+	if tx.Conn().IsClosed() || ctx.Err() != nil {
+		return fmt.Errorf("projections: rebuild: %w", err)
+	}
+	sh.pagesRetried++
+	r.log.Debug("projections: rebuild: page failed; applying it event by event", "consumer", m.Name(), "error", err)
+	for _, e := range envs {
+		if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
+			if tx.Conn().IsClosed() || ctx.Err() != nil {
+				return fmt.Errorf("projections: rebuild: %w", err)
+			}
+			sh.park(r, m.Name(), e.Record, fmt.Errorf("%s: apply %s: %w", m.Name(), e.Record.Type, err))
+		}
+	}
+	return nil
+}
+
+// copyRows copies rows (values in the order of columns, a comma-separated list) into
+// table, unqualified: the search_path says whose.
+func copyRows(ctx context.Context, tx pgx.Tx, table, columns string, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, strings.Split(columns, ", "), pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("copy into %s: %w", table, err)
 	}
 	return nil
 }
