@@ -66,12 +66,22 @@ func (r *Runner) Rebuild(ctx context.Context, names ...string) ([]RebuildReport,
 		return nil, err
 	}
 	replayed := time.Since(started)
-	pos, err = r.swap(ctx, sh, pos)
+	rename, err := r.prepareRename(ctx, sh)
 	if err != nil {
 		return nil, err
 	}
-	r.log.Debug("projections: rebuild: replay and swap", "replay", replayed.Round(time.Millisecond),
-		"swap", (time.Since(started) - replayed).Round(time.Millisecond))
+	// What arrived while the tables were prepared, so that the swap has little left to apply.
+	if pos, err = r.catchUp(ctx, sh, pos); err != nil {
+		return nil, err
+	}
+	prepared := time.Since(started)
+	pos, err = r.swap(ctx, sh, pos, rename)
+	if err != nil {
+		return nil, err
+	}
+	r.log.Debug("projections: rebuild: replay, preparation and swap", "replay", replayed.Round(time.Millisecond),
+		"prepare", (prepared - replayed).Round(time.Millisecond), "swap", (time.Since(started) - prepared).Round(time.Millisecond),
+		"renamed", rename)
 	reports := make([]RebuildReport, len(models))
 	for i, m := range models {
 		reports[i] = RebuildReport{Name: m.Name(), Position: pos, Events: sh.events, Parked: sh.parkedBy[m.Name()],
@@ -147,6 +157,7 @@ func (r *Runner) lockRebuild(ctx context.Context, models []ReadModel) (release f
 
 // shadow is a rebuild's schema and its copies of the models' tables.
 type shadow struct {
+	name     string // the schema, unquoted
 	schema   string // sanitized identifier
 	models   []ReadModel
 	tables   []shadowTable
@@ -159,9 +170,30 @@ type shadow struct {
 }
 
 type shadowTable struct {
-	live    string // schema-qualified, sanitized
-	shadow  string // schema-qualified, sanitized
-	columns string // sanitized column list (generated columns left out)
+	live       string // schema-qualified, sanitized
+	shadow     string // schema-qualified, sanitized
+	columns    string // sanitized column list (generated columns left out)
+	liveSchema string // unquoted
+	table      string // unquoted, the same in both schemas
+	indexes    []shadowIndex
+}
+
+// shadowIndex is an index of a live table, made again on its shadow.
+type shadowIndex struct {
+	Name       string // unquoted
+	Definition string // " USING …" of pg_get_indexdef
+	Unique     bool
+	Constraint string // the primary key or unique constraint it backs, or ""
+	Kind       string // that constraint's contype: "p" or "u"
+}
+
+// create returns the statement that makes the index on table, under its live name.
+func (ix shadowIndex) create(table string) string {
+	unique := ""
+	if ix.Unique {
+		unique = "UNIQUE "
+	}
+	return "CREATE " + unique + "INDEX " + pgx.Identifier{ix.Name}.Sanitize() + " ON " + table + ix.Definition
 }
 
 type parkedRecord struct {
@@ -175,7 +207,7 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "projections_rebuild_" + hex.EncodeToString(b)
-	sh := &shadow{schema: pgx.Identifier{name}.Sanitize(), models: models, parkedBy: map[string]int{}}
+	sh := &shadow{name: name, schema: pgx.Identifier{name}.Sanitize(), models: models, parkedBy: map[string]int{}}
 	if _, err := r.cfg.Pool.Exec(ctx, "CREATE SCHEMA "+sh.schema); err != nil {
 		return nil, fmt.Errorf("projections: rebuild: create schema: %w", err)
 	}
@@ -190,55 +222,64 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: table %s does not exist; run 'selfreset migrate' first", m.Name(), table)
 			}
-			// Unlogged: the shadow copies are thrown away after the swap (or a crash), so
-			// writing them to the WAL would only slow the replay down.
 			t := shadowTable{
-				live:   pgx.Identifier{liveSchema, table}.Sanitize(),
-				shadow: pgx.Identifier{name, table}.Sanitize(),
+				live:       pgx.Identifier{liveSchema, table}.Sanitize(),
+				shadow:     pgx.Identifier{name, table}.Sanitize(),
+				liveSchema: liveSchema,
+				table:      table,
 			}
-			rows, err := r.cfg.Pool.Query(ctx, `SELECT attname FROM pg_attribute
-				WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-				ORDER BY attnum`, t.live)
-			if err != nil {
+			if err := r.createShadowTable(ctx, &t); err != nil {
 				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: columns of %s: %w", m.Name(), table, err)
-			}
-			cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: columns of %s: %w", m.Name(), table, err)
-			}
-			for i, c := range cols {
-				cols[i] = pgx.Identifier{c}.Sanitize()
-			}
-			t.columns = strings.Join(cols, ", ")
-			if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL EXCLUDING INDEXES)"); err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: copy table %s: %w", m.Name(), table, err)
-			}
-			// Only the unique indexes: the models' upserts and lookups need them; the others
-			// serve readers of the live tables and would only slow the replay down.
-			rows, err = r.cfg.Pool.Query(ctx, `SELECT substring(pg_get_indexdef(indexrelid) FROM ' USING .*$')
-				FROM pg_index WHERE indrelid = $1::regclass AND indisunique ORDER BY indexrelid`, t.live)
-			if err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
-			}
-			defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
-			}
-			for _, def := range defs {
-				if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNIQUE INDEX ON "+t.shadow+def); err != nil {
-					sh.drop(r)
-					return nil, fmt.Errorf("projections: rebuild %s: index of %s: %w", m.Name(), table, err)
-				}
+				return nil, fmt.Errorf("projections: rebuild %s: %w", m.Name(), err)
 			}
 			sh.tables = append(sh.tables, t)
 		}
 	}
 	return sh, nil
+}
+
+// createShadowTable creates t's shadow table, empty, unlogged (it is thrown away after
+// the swap or a crash, so writing it to the WAL would only slow the replay down), with
+// the live table's unique indexes under their live names (the models' upserts need
+// them; the others would only slow the replay down: prepareRename adds them later).
+func (r *Runner) createShadowTable(ctx context.Context, t *shadowTable) error {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT attname FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+		ORDER BY attnum`, t.live)
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", t.table, err)
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", t.table, err)
+	}
+	for i, c := range cols {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	t.columns = strings.Join(cols, ", ")
+	if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL EXCLUDING INDEXES)"); err != nil {
+		return fmt.Errorf("copy table %s: %w", t.table, err)
+	}
+	rows, err = r.cfg.Pool.Query(ctx, `SELECT c.relname, substring(pg_get_indexdef(i.indexrelid) FROM ' USING .*$'),
+			i.indisunique, coalesce(k.conname, ''), coalesce(k.contype, '')
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u')
+		WHERE i.indrelid = $1::regclass ORDER BY i.indexrelid`, t.live)
+	if err != nil {
+		return fmt.Errorf("indexes of %s: %w", t.table, err)
+	}
+	t.indexes, err = pgx.CollectRows(rows, pgx.RowToStructByPos[shadowIndex])
+	if err != nil {
+		return fmt.Errorf("indexes of %s: %w", t.table, err)
+	}
+	for _, ix := range t.indexes {
+		if ix.Unique {
+			if _, err := r.cfg.Pool.Exec(ctx, ix.create(t.shadow)); err != nil {
+				return fmt.Errorf("index %s of %s: %w", ix.Name, t.table, err)
+			}
+		}
+	}
+	return nil
 }
 
 // drop removes the schema, whatever state the rebuild ended in.
@@ -395,7 +436,7 @@ func (sh *shadow) park(r *Runner, consumer string, rec eventstore.RecordedEvent,
 
 // swap is the final transaction: lock the live checkpoints, apply what is left of the
 // feed, replace the live tables' rows, set the checkpoints, commit.
-func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position) (eventstore.Position, error) {
+func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position, rename bool) (eventstore.Position, error) {
 	tx, err := r.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return pos, fmt.Errorf("projections: rebuild: begin: %w", err)
@@ -438,13 +479,12 @@ func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position) 
 			return pos, fmt.Errorf("projections: rebuild: the live checkpoint of %s (%s) is past the feed's end (%s)", name, cp, pos)
 		}
 	}
-	for _, t := range sh.tables {
-		if _, err := tx.Exec(ctx, "DELETE FROM "+t.live); err != nil {
-			return pos, fmt.Errorf("projections: rebuild: clear %s: %w", t.live, err)
+	if rename {
+		if err := sh.swapByRename(ctx, tx); err != nil {
+			return pos, err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+t.live+" ("+t.columns+") SELECT "+t.columns+" FROM "+t.shadow); err != nil {
-			return pos, fmt.Errorf("projections: rebuild: fill %s: %w", t.live, err)
-		}
+	} else if err := sh.swapByCopy(ctx, tx); err != nil {
+		return pos, err
 	}
 	// parked_events lists what each read model lacks: what the rebuild parked replaces
 	// what was parked before (events it has now applied, or parked again).
@@ -473,4 +513,18 @@ func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position) 
 		return pos, fmt.Errorf("projections: rebuild: commit: %w", err)
 	}
 	return pos, nil
+}
+
+// swapByCopy replaces the live tables' rows with the shadow tables' inside tx (readers
+// keep seeing the old rows until the commit; views and rights stay as they are).
+func (sh *shadow) swapByCopy(ctx context.Context, tx pgx.Tx) error {
+	for _, t := range sh.tables {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+t.live); err != nil {
+			return fmt.Errorf("projections: rebuild: clear %s: %w", t.live, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+t.live+" ("+t.columns+") SELECT "+t.columns+" FROM "+t.shadow); err != nil {
+			return fmt.Errorf("projections: rebuild: fill %s: %w", t.live, err)
+		}
+	}
+	return nil
 }
