@@ -113,7 +113,7 @@ func (Analytics) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) er
 func analyticsFacts(e Envelope) (loginFact, configFact []any) {
 	at := eventTime(e.Record)
 	loginRow := func(provider, login, kind, reason string, stepUp bool, attempts *int) []any {
-		return []any{e.Record.ID, kind, domain.NormalizeProviderCode(provider), nullString(login),
+		return []any{pgUUID(e.Record.ID), kind, domain.NormalizeProviderCode(provider), nullString(login),
 			utcDay(at), at, nullString(reason), stepUp, attempts}
 	}
 	if domain.IsUnmatchedStream(e.Record.Stream) {
@@ -127,7 +127,7 @@ func analyticsFacts(e Envelope) (loginFact, configFact []any) {
 		return nil, nil // provider events say nothing about accounts
 	}
 	configRow := func(kind, codeID, reason string) []any {
-		return []any{e.Record.ID, kind, provider, login, utcDay(at), at, nullString(codeID), nullString(reason)}
+		return []any{pgUUID(e.Record.ID), kind, provider, login, utcDay(at), at, nullString(codeID), nullString(reason)}
 	}
 	switch ev := e.Event.(type) {
 	case domain.LoginSucceeded:

@@ -291,28 +291,56 @@ func (sh *shadow) drop(r *Runner) {
 	}
 }
 
-// catchUp applies the feed after pos to the shadow tables, one transaction per batch,
-// until the feed has nothing more, and returns the last position applied.
+// catchUp applies the feed after pos to the shadow tables, one transaction per page,
+// until the feed has nothing more, and returns the last position applied. The next page
+// is read while the current one is applied: the database does both at once.
 func (r *Runner) catchUp(ctx context.Context, sh *shadow, pos eventstore.Position) (eventstore.Position, error) {
-	for {
-		events, err := r.cfg.Store.ReadAll(ctx, pos, r.cfg.RebuildBatch)
-		if err != nil {
-			return pos, fmt.Errorf("projections: rebuild: read feed: %w", err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan feedPage, 1)
+	go r.readPages(ctx, pos, pages)
+	for p := range pages {
+		if p.err != nil {
+			return pos, fmt.Errorf("projections: rebuild: read feed: %w", p.err)
 		}
-		if len(events) == 0 {
-			return pos, nil
-		}
-		// Read before the transaction begins, so that it stays short.
 		tx, err := r.cfg.Pool.Begin(ctx)
 		if err != nil {
 			return pos, fmt.Errorf("projections: rebuild: begin: %w", err)
 		}
-		if err := sh.applyAll(ctx, r, tx, events); err != nil {
+		if err := sh.applyAll(ctx, r, tx, p.events); err != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 			return pos, err
 		}
 		if err := tx.Commit(ctx); err != nil {
 			return pos, fmt.Errorf("projections: rebuild: commit: %w", err)
+		}
+		pos = p.events[len(p.events)-1].Position
+	}
+	return pos, ctx.Err()
+}
+
+// feedPage is one page of the feed, or the error that ended the reading.
+type feedPage struct {
+	events []eventstore.RecordedEvent
+	err    error
+}
+
+// readPages sends the feed after pos to pages, a page at a time, until the feed has
+// nothing more, reading fails or ctx ends; then it closes pages.
+func (r *Runner) readPages(ctx context.Context, pos eventstore.Position, pages chan<- feedPage) {
+	defer close(pages)
+	for {
+		events, err := r.cfg.Store.ReadAll(ctx, pos, r.cfg.RebuildBatch)
+		if len(events) == 0 && err == nil {
+			return
+		}
+		select {
+		case pages <- feedPage{events: events, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
 		}
 		pos = events[len(events)-1].Position
 	}

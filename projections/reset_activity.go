@@ -119,7 +119,7 @@ func activityRows(e Envelope) [][]any {
 	at := eventTime(e.Record)
 	rows := make([][]any, len(facts))
 	for i, f := range facts {
-		rows[i] = []any{e.Record.ID, f.kind, provider, nullString(login), utcDay(at), at,
+		rows[i] = []any{pgUUID(e.Record.ID), f.kind, provider, nullString(login), utcDay(at), at,
 			nullString(f.reason), f.resend, nullString(f.tokenID)}
 	}
 	return rows
