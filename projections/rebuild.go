@@ -31,15 +31,17 @@ type RebuildReport struct {
 // Rebuild rebuilds the named read models (all configured ones when names is empty) from
 // the full history while the service keeps serving:
 //
-//  1. it creates a schema of its own holding empty copies of the models' tables
-//     (CREATE TABLE … (LIKE live INCLUDING ALL)) and replays the feed from the start
-//     into them, in batches, with the search_path of each transaction set to that schema;
-//  2. then, in one transaction, it locks the live consumers' checkpoint rows (their live
-//     runners wait there), applies the events that arrived meanwhile, replaces the live
-//     tables' contents with the shadow copies (DELETE + INSERT … SELECT: readers keep
-//     seeing the old rows until the commit, views and grants stay), sets each checkpoint
-//     to the last event applied, and commits;
-//  3. it drops its schema. The live runners resume and skip what the rebuild applied.
+//  1. it creates a schema of its own holding empty unlogged copies of the models' tables
+//     (CREATE TABLE … (LIKE live INCLUDING ALL), unique indexes only) and replays the feed
+//     from the start into them, a page per transaction (with ApplyPage where a model has
+//     it), with the search_path of each transaction set to that schema;
+//  2. where the tables can be swapped by renaming, it makes the copies the live tables'
+//     twins (prepareRename) and applies what arrived meanwhile;
+//  3. then, in one transaction, it locks the live consumers' checkpoint rows (their live
+//     runners wait there), applies the events that arrived meanwhile, puts the copies in
+//     place of the live tables (swapByRename) or their rows in place of the live rows
+//     (swapByCopy), sets each checkpoint to the last event applied, and commits;
+//  4. it drops its schema. The live runners resume and skip what the rebuild applied.
 //
 // Only ReadModels can be rebuilt; a Projection with effects outside the database (the
 // mailer) is refused. Events a model cannot apply are parked, as they are live.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 )
 
 // A rebuild swaps its shadow tables in by renaming them (swapByRename) when it can: the
@@ -65,29 +66,42 @@ func (r *Runner) prepareRename(ctx context.Context, sh *shadow) (bool, error) {
 			return false, nil
 		}
 	}
+	// The tables in parallel, a connection each: most of the time goes into rewriting
+	// them to the WAL and building their indexes, work the server can spread over its cores.
+	g, gctx := errgroup.WithContext(ctx)
 	for _, t := range sh.tables {
-		stmts := []string{"ALTER TABLE " + t.shadow + " SET LOGGED"}
-		for _, ix := range t.indexes {
-			if !ix.Unique {
-				stmts = append(stmts, ix.create(t.shadow))
-			}
-			if ix.Constraint != "" {
-				kind := "UNIQUE"
-				if ix.Kind == "p" {
-					kind = "PRIMARY KEY"
-				}
-				stmts = append(stmts, "ALTER TABLE "+t.shadow+" ADD CONSTRAINT "+pgx.Identifier{ix.Constraint}.Sanitize()+
-					" "+kind+" USING INDEX "+pgx.Identifier{ix.Name}.Sanitize())
-			}
-		}
-		stmts = append(stmts, "ANALYZE "+t.shadow)
-		for _, stmt := range stmts {
-			if _, err := r.cfg.Pool.Exec(ctx, stmt); err != nil {
-				return false, fmt.Errorf("projections: rebuild: prepare %s: %s: %w", t.shadow, stmt, err)
-			}
-		}
+		g.Go(func() error { return r.prepareTable(gctx, t) })
+	}
+	if err := g.Wait(); err != nil {
+		return false, err
 	}
 	return true, nil
+}
+
+// prepareTable makes t's shadow table the live one's twin: logged, with every index and
+// constraint under its live name, analyzed.
+func (r *Runner) prepareTable(ctx context.Context, t shadowTable) error {
+	stmts := []string{"ALTER TABLE " + t.shadow + " SET LOGGED"}
+	for _, ix := range t.indexes {
+		if !ix.Unique {
+			stmts = append(stmts, ix.create(t.shadow))
+		}
+		if ix.Constraint != "" {
+			kind := "UNIQUE"
+			if ix.Kind == "p" {
+				kind = "PRIMARY KEY"
+			}
+			stmts = append(stmts, "ALTER TABLE "+t.shadow+" ADD CONSTRAINT "+pgx.Identifier{ix.Constraint}.Sanitize()+
+				" "+kind+" USING INDEX "+pgx.Identifier{ix.Name}.Sanitize())
+		}
+	}
+	stmts = append(stmts, "ANALYZE "+t.shadow)
+	for _, stmt := range stmts {
+		if _, err := r.cfg.Pool.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("projections: rebuild: prepare %s: %s: %w", t.shadow, stmt, err)
+		}
+	}
+	return nil
 }
 
 // swapByRename puts sh's tables in place of the live ones inside tx (see above).
