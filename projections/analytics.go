@@ -22,7 +22,10 @@ import (
 // account that does not exist is not kept.
 type Analytics struct{}
 
-var _ ReadModel = Analytics{}
+var (
+	_ ReadModel   = Analytics{}
+	_ pageApplier = Analytics{}
+)
 
 // Name implements Projection.
 func (Analytics) Name() string { return AnalyticsName }
@@ -48,14 +51,15 @@ const (
 	ConfigConfigured   = "configured"
 )
 
-// The model's SQL, all of it.
+// The model's SQL, all of it. The column lists are also those of the rebuild's COPY
+// (ApplyPage).
 const (
-	sqlInsertLoginFact = `INSERT INTO login_activity_facts
-		(event_id, kind, provider, login, day, occurred_at, reason, step_up, failed_attempts)
+	loginFactColumns   = "event_id, kind, provider, login, day, occurred_at, reason, step_up, failed_attempts"
+	sqlInsertLoginFact = `INSERT INTO login_activity_facts (` + loginFactColumns + `)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (event_id) DO NOTHING`
-	sqlInsertConfigFact = `INSERT INTO configuration_facts
-		(event_id, kind, provider, login, day, occurred_at, code_id, reason)
+	configFactColumns   = "event_id, kind, provider, login, day, occurred_at, code_id, reason"
+	sqlInsertConfigFact = `INSERT INTO configuration_facts (` + configFactColumns + `)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (event_id) DO NOTHING`
 	sqlOpenEnablement = `INSERT INTO enablement_history (enabled_event_id, provider, login, enabled_at, enabled_by)
@@ -67,39 +71,94 @@ const (
 
 // Apply implements Projection.
 func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
+	loginFact, configFact := analyticsFacts(e)
+	switch {
+	case loginFact != nil:
+		_, err := tx.Exec(ctx, sqlInsertLoginFact, loginFact...)
+		return err
+	case configFact != nil:
+		_, err := tx.Exec(ctx, sqlInsertConfigFact, configFact...)
+		return err
+	}
+	return applyEnablement(ctx, tx, e)
+}
+
+// ApplyPage implements pageApplier: the page's facts in one COPY per table; the
+// enablement periods (a few events per account) as Apply writes them, in order. A fact
+// already there (an event applied twice) fails the COPY, and the rebuild then applies
+// the page event by event, as Apply does.
+func (Analytics) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) error {
+	var logins, configs [][]any
+	for _, e := range events {
+		loginFact, configFact := analyticsFacts(e)
+		switch {
+		case loginFact != nil:
+			logins = append(logins, loginFact)
+		case configFact != nil:
+			configs = append(configs, configFact)
+		default:
+			if err := applyEnablement(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+	}
+	if err := copyRows(ctx, tx, "login_activity_facts", loginFactColumns, logins); err != nil {
+		return err
+	}
+	return copyRows(ctx, tx, "configuration_facts", configFactColumns, configs)
+}
+
+// analyticsFacts returns the row of login_activity_facts (in loginFactColumns order) or of
+// configuration_facts (configFactColumns) that e yields, or neither.
+func analyticsFacts(e Envelope) (loginFact, configFact []any) {
 	at := eventTime(e.Record)
+	loginRow := func(provider, login, kind, reason string, stepUp bool, attempts *int) []any {
+		return []any{pgUUID(e.Record.ID), kind, domain.NormalizeProviderCode(provider), nullString(login),
+			utcDay(at), at, nullString(reason), stepUp, attempts}
+	}
 	if domain.IsUnmatchedStream(e.Record.Stream) {
 		if ev, ok := e.Event.(domain.LoginFailed); ok && ev.Provider != "" {
-			return insertLoginFact(ctx, tx, e, ev.Provider, "", LoginFailedFact, ev.Reason, ev.StepUp, &ev.FailedAttempts)
+			return loginRow(ev.Provider, "", LoginFailedFact, ev.Reason, ev.StepUp, &ev.FailedAttempts), nil
 		}
-		return nil
+		return nil, nil
 	}
 	provider, login, err := domain.ParseUserStream(e.Record.Stream)
 	if err != nil {
-		return nil // provider events say nothing about accounts
+		return nil, nil // provider events say nothing about accounts
 	}
-	config := func(kind, codeID, reason string) error {
-		_, err := tx.Exec(ctx, sqlInsertConfigFact, e.Record.ID, kind, provider, login, utcDay(at), at,
-			nullString(codeID), nullString(reason))
-		return err
+	configRow := func(kind, codeID, reason string) []any {
+		return []any{pgUUID(e.Record.ID), kind, provider, login, utcDay(at), at, nullString(codeID), nullString(reason)}
 	}
 	switch ev := e.Event.(type) {
 	case domain.LoginSucceeded:
-		return insertLoginFact(ctx, tx, e, provider, login, LoginSucceededFact, "", false, nil)
+		return loginRow(provider, login, LoginSucceededFact, "", false, nil), nil
 	case domain.LoginFailed:
-		return insertLoginFact(ctx, tx, e, provider, login, LoginFailedFact, ev.Reason, ev.StepUp, &ev.FailedAttempts)
+		return loginRow(provider, login, LoginFailedFact, ev.Reason, ev.StepUp, &ev.FailedAttempts), nil
 	case domain.AccountLocked:
-		return insertLoginFact(ctx, tx, e, provider, login, LoginLockedFact, "", false, &ev.FailedAttempts)
+		return loginRow(provider, login, LoginLockedFact, "", false, &ev.FailedAttempts), nil
 	case domain.AccountUnlocked:
-		return insertLoginFact(ctx, tx, e, provider, login, LoginUnlockedFact, ev.Reason, false, nil)
+		return loginRow(provider, login, LoginUnlockedFact, ev.Reason, false, nil), nil
 	case domain.RecoveryEmailCodeSent:
-		return config(ConfigCodeSent, ev.CodeID, "")
+		return nil, configRow(ConfigCodeSent, ev.CodeID, "")
 	case domain.RecoveryEmailCodeRejected:
-		return config(ConfigCodeRejected, ev.CodeID, ev.Reason)
+		return nil, configRow(ConfigCodeRejected, ev.CodeID, ev.Reason)
 	case domain.RecoveryEmailVerified:
-		return config(ConfigVerified, ev.CodeID, "")
+		return nil, configRow(ConfigVerified, ev.CodeID, "")
 	case domain.SelfResetConfigured:
-		return config(ConfigConfigured, "", "")
+		return nil, configRow(ConfigConfigured, "", "")
+	}
+	return nil, nil
+}
+
+// applyEnablement opens or closes e's account's enablement period, if e is an enable or
+// a disable.
+func applyEnablement(ctx context.Context, tx pgx.Tx, e Envelope) error {
+	provider, login, err := domain.ParseUserStream(e.Record.Stream)
+	if err != nil {
+		return nil
+	}
+	at := eventTime(e.Record)
+	switch ev := e.Event.(type) {
 	case domain.SelfResetEnabled:
 		_, err := tx.Exec(ctx, sqlOpenEnablement, e.Record.ID, provider, login, at, ev.By)
 		return err
@@ -108,11 +167,4 @@ func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 		return err
 	}
 	return nil
-}
-
-func insertLoginFact(ctx context.Context, tx pgx.Tx, e Envelope, provider, login, kind, reason string, stepUp bool, attempts *int) error {
-	at := eventTime(e.Record)
-	_, err := tx.Exec(ctx, sqlInsertLoginFact, e.Record.ID, kind, domain.NormalizeProviderCode(provider), nullString(login),
-		utcDay(at), at, nullString(reason), stepUp, attempts)
-	return err
 }

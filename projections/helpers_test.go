@@ -329,6 +329,11 @@ func (e *env) freshRebuild(r *Runner, models []ReadModel) map[string][]string {
 			e.t.Fatalf("fresh rebuild parked %s of %s: %s", p.rec.Type, p.rec.Stream, p.cause)
 		}
 	}
+	// A page applied event by event after ApplyPage failed would hide a broken ApplyPage
+	// behind Apply's rows. (On EventStoreDB other tests' poison events fail pages.)
+	if sh.pagesRetried != 0 && !e.shared {
+		e.t.Fatalf("fresh rebuild: %d pages failed and were applied event by event", sh.pagesRetried)
+	}
 	out := map[string][]string{}
 	i := 0
 	for _, m := range models {

@@ -31,15 +31,17 @@ type RebuildReport struct {
 // Rebuild rebuilds the named read models (all configured ones when names is empty) from
 // the full history while the service keeps serving:
 //
-//  1. it creates a schema of its own holding empty copies of the models' tables
-//     (CREATE TABLE … (LIKE live INCLUDING ALL)) and replays the feed from the start
-//     into them, in batches, with the search_path of each transaction set to that schema;
-//  2. then, in one transaction, it locks the live consumers' checkpoint rows (their live
-//     runners wait there), applies the events that arrived meanwhile, replaces the live
-//     tables' contents with the shadow copies (DELETE + INSERT … SELECT: readers keep
-//     seeing the old rows until the commit, views and grants stay), sets each checkpoint
-//     to the last event applied, and commits;
-//  3. it drops its schema. The live runners resume and skip what the rebuild applied.
+//  1. it creates a schema of its own holding empty unlogged copies of the models' tables
+//     (CREATE TABLE … (LIKE live INCLUDING ALL), unique indexes only) and replays the feed
+//     from the start into them, a page per transaction (with ApplyPage where a model has
+//     it), with the search_path of each transaction set to that schema;
+//  2. where the tables can be swapped by renaming, it makes the copies the live tables'
+//     twins (prepareRename) and applies what arrived meanwhile;
+//  3. then, in one transaction, it locks the live consumers' checkpoint rows (their live
+//     runners wait there), applies the events that arrived meanwhile, puts the copies in
+//     place of the live tables (swapByRename) or their rows in place of the live rows
+//     (swapByCopy), sets each checkpoint to the last event applied, and commits;
+//  4. it drops its schema. The live runners resume and skip what the rebuild applied.
 //
 // Only ReadModels can be rebuilt; a Projection with effects outside the database (the
 // mailer) is refused. Events a model cannot apply are parked, as they are live.
@@ -66,12 +68,22 @@ func (r *Runner) Rebuild(ctx context.Context, names ...string) ([]RebuildReport,
 		return nil, err
 	}
 	replayed := time.Since(started)
-	pos, err = r.swap(ctx, sh, pos)
+	rename, err := r.prepareRename(ctx, sh)
 	if err != nil {
 		return nil, err
 	}
-	r.log.Debug("projections: rebuild: replay and swap", "replay", replayed.Round(time.Millisecond),
-		"swap", (time.Since(started) - replayed).Round(time.Millisecond))
+	// What arrived while the tables were prepared, so that the swap has little left to apply.
+	if pos, err = r.catchUp(ctx, sh, pos); err != nil {
+		return nil, err
+	}
+	prepared := time.Since(started)
+	pos, err = r.swap(ctx, sh, pos, rename)
+	if err != nil {
+		return nil, err
+	}
+	r.log.Debug("projections: rebuild: replay, preparation and swap", "replay", replayed.Round(time.Millisecond),
+		"prepare", (prepared - replayed).Round(time.Millisecond), "swap", (time.Since(started) - prepared).Round(time.Millisecond),
+		"renamed", rename)
 	reports := make([]RebuildReport, len(models))
 	for i, m := range models {
 		reports[i] = RebuildReport{Name: m.Name(), Position: pos, Events: sh.events, Parked: sh.parkedBy[m.Name()],
@@ -147,18 +159,43 @@ func (r *Runner) lockRebuild(ctx context.Context, models []ReadModel) (release f
 
 // shadow is a rebuild's schema and its copies of the models' tables.
 type shadow struct {
+	name     string // the schema, unquoted
 	schema   string // sanitized identifier
 	models   []ReadModel
 	tables   []shadowTable
 	events   int
 	parked   []parkedRecord
 	parkedBy map[string]int
+	// pagesRetried counts the pages of a model applied event by event after the page
+	// failed as a whole.
+	pagesRetried int
 }
 
 type shadowTable struct {
-	live    string // schema-qualified, sanitized
-	shadow  string // schema-qualified, sanitized
-	columns string // sanitized column list (generated columns left out)
+	live       string // schema-qualified, sanitized
+	shadow     string // schema-qualified, sanitized
+	columns    string // sanitized column list (generated columns left out)
+	liveSchema string // unquoted
+	table      string // unquoted, the same in both schemas
+	indexes    []shadowIndex
+}
+
+// shadowIndex is an index of a live table, made again on its shadow.
+type shadowIndex struct {
+	Name       string // unquoted
+	Definition string // " USING …" of pg_get_indexdef
+	Unique     bool
+	Constraint string // the primary key or unique constraint it backs, or ""
+	Kind       string // that constraint's contype: "p" or "u"
+}
+
+// create returns the statement that makes the index on table, under its live name.
+func (ix shadowIndex) create(table string) string {
+	unique := ""
+	if ix.Unique {
+		unique = "UNIQUE "
+	}
+	return "CREATE " + unique + "INDEX " + pgx.Identifier{ix.Name}.Sanitize() + " ON " + table + ix.Definition
 }
 
 type parkedRecord struct {
@@ -172,7 +209,7 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "projections_rebuild_" + hex.EncodeToString(b)
-	sh := &shadow{schema: pgx.Identifier{name}.Sanitize(), models: models, parkedBy: map[string]int{}}
+	sh := &shadow{name: name, schema: pgx.Identifier{name}.Sanitize(), models: models, parkedBy: map[string]int{}}
 	if _, err := r.cfg.Pool.Exec(ctx, "CREATE SCHEMA "+sh.schema); err != nil {
 		return nil, fmt.Errorf("projections: rebuild: create schema: %w", err)
 	}
@@ -187,55 +224,64 @@ func (r *Runner) newShadow(ctx context.Context, models []ReadModel) (*shadow, er
 				sh.drop(r)
 				return nil, fmt.Errorf("projections: rebuild %s: table %s does not exist; run 'selfreset migrate' first", m.Name(), table)
 			}
-			// Unlogged: the shadow copies are thrown away after the swap (or a crash), so
-			// writing them to the WAL would only slow the replay down.
 			t := shadowTable{
-				live:   pgx.Identifier{liveSchema, table}.Sanitize(),
-				shadow: pgx.Identifier{name, table}.Sanitize(),
+				live:       pgx.Identifier{liveSchema, table}.Sanitize(),
+				shadow:     pgx.Identifier{name, table}.Sanitize(),
+				liveSchema: liveSchema,
+				table:      table,
 			}
-			rows, err := r.cfg.Pool.Query(ctx, `SELECT attname FROM pg_attribute
-				WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-				ORDER BY attnum`, t.live)
-			if err != nil {
+			if err := r.createShadowTable(ctx, &t); err != nil {
 				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: columns of %s: %w", m.Name(), table, err)
-			}
-			cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: columns of %s: %w", m.Name(), table, err)
-			}
-			for i, c := range cols {
-				cols[i] = pgx.Identifier{c}.Sanitize()
-			}
-			t.columns = strings.Join(cols, ", ")
-			if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL EXCLUDING INDEXES)"); err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: copy table %s: %w", m.Name(), table, err)
-			}
-			// Only the unique indexes: the models' upserts and lookups need them; the others
-			// serve readers of the live tables and would only slow the replay down.
-			rows, err = r.cfg.Pool.Query(ctx, `SELECT substring(pg_get_indexdef(indexrelid) FROM ' USING .*$')
-				FROM pg_index WHERE indrelid = $1::regclass AND indisunique ORDER BY indexrelid`, t.live)
-			if err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
-			}
-			defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				sh.drop(r)
-				return nil, fmt.Errorf("projections: rebuild %s: indexes of %s: %w", m.Name(), table, err)
-			}
-			for _, def := range defs {
-				if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNIQUE INDEX ON "+t.shadow+def); err != nil {
-					sh.drop(r)
-					return nil, fmt.Errorf("projections: rebuild %s: index of %s: %w", m.Name(), table, err)
-				}
+				return nil, fmt.Errorf("projections: rebuild %s: %w", m.Name(), err)
 			}
 			sh.tables = append(sh.tables, t)
 		}
 	}
 	return sh, nil
+}
+
+// createShadowTable creates t's shadow table, empty, unlogged (it is thrown away after
+// the swap or a crash, so writing it to the WAL would only slow the replay down), with
+// the live table's unique indexes under their live names (the models' upserts need
+// them; the others would only slow the replay down: prepareRename adds them later).
+func (r *Runner) createShadowTable(ctx context.Context, t *shadowTable) error {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT attname FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+		ORDER BY attnum`, t.live)
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", t.table, err)
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", t.table, err)
+	}
+	for i, c := range cols {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	t.columns = strings.Join(cols, ", ")
+	if _, err := r.cfg.Pool.Exec(ctx, "CREATE UNLOGGED TABLE "+t.shadow+" (LIKE "+t.live+" INCLUDING ALL EXCLUDING INDEXES)"); err != nil {
+		return fmt.Errorf("copy table %s: %w", t.table, err)
+	}
+	rows, err = r.cfg.Pool.Query(ctx, `SELECT c.relname, substring(pg_get_indexdef(i.indexrelid) FROM ' USING .*$'),
+			i.indisunique, coalesce(k.conname, ''), coalesce(k.contype, '')
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u')
+		WHERE i.indrelid = $1::regclass ORDER BY i.indexrelid`, t.live)
+	if err != nil {
+		return fmt.Errorf("indexes of %s: %w", t.table, err)
+	}
+	t.indexes, err = pgx.CollectRows(rows, pgx.RowToStructByPos[shadowIndex])
+	if err != nil {
+		return fmt.Errorf("indexes of %s: %w", t.table, err)
+	}
+	for _, ix := range t.indexes {
+		if ix.Unique {
+			if _, err := r.cfg.Pool.Exec(ctx, ix.create(t.shadow)); err != nil {
+				return fmt.Errorf("index %s of %s: %w", ix.Name, t.table, err)
+			}
+		}
+	}
+	return nil
 }
 
 // drop removes the schema, whatever state the rebuild ended in.
@@ -247,28 +293,56 @@ func (sh *shadow) drop(r *Runner) {
 	}
 }
 
-// catchUp applies the feed after pos to the shadow tables, one transaction per batch,
-// until the feed has nothing more, and returns the last position applied.
+// catchUp applies the feed after pos to the shadow tables, one transaction per page,
+// until the feed has nothing more, and returns the last position applied. The next page
+// is read while the current one is applied: the database does both at once.
 func (r *Runner) catchUp(ctx context.Context, sh *shadow, pos eventstore.Position) (eventstore.Position, error) {
-	for {
-		events, err := r.cfg.Store.ReadAll(ctx, pos, r.cfg.RebuildBatch)
-		if err != nil {
-			return pos, fmt.Errorf("projections: rebuild: read feed: %w", err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan feedPage, 1)
+	go r.readPages(ctx, pos, pages)
+	for p := range pages {
+		if p.err != nil {
+			return pos, fmt.Errorf("projections: rebuild: read feed: %w", p.err)
 		}
-		if len(events) == 0 {
-			return pos, nil
-		}
-		// Read before the transaction begins, so that it stays short.
 		tx, err := r.cfg.Pool.Begin(ctx)
 		if err != nil {
 			return pos, fmt.Errorf("projections: rebuild: begin: %w", err)
 		}
-		if err := sh.applyAll(ctx, r, tx, events); err != nil {
+		if err := sh.applyAll(ctx, r, tx, p.events); err != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 			return pos, err
 		}
 		if err := tx.Commit(ctx); err != nil {
 			return pos, fmt.Errorf("projections: rebuild: commit: %w", err)
+		}
+		pos = p.events[len(p.events)-1].Position
+	}
+	return pos, ctx.Err()
+}
+
+// feedPage is one page of the feed, or the error that ended the reading.
+type feedPage struct {
+	events []eventstore.RecordedEvent
+	err    error
+}
+
+// readPages sends the feed after pos to pages, a page at a time, until the feed has
+// nothing more, reading fails or ctx ends; then it closes pages.
+func (r *Runner) readPages(ctx context.Context, pos eventstore.Position, pages chan<- feedPage) {
+	defer close(pages)
+	for {
+		events, err := r.cfg.Store.ReadAll(ctx, pos, r.cfg.RebuildBatch)
+		if len(events) == 0 && err == nil {
+			return
+		}
+		select {
+		case pages <- feedPage{events: events, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
 		}
 		pos = events[len(events)-1].Position
 	}
@@ -297,48 +371,73 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 		}
 		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
 	}
-	// The whole batch in one savepoint, its writes pipelined; only when something fails is
-	// each event applied in a savepoint of its own (and each model in one of its own when
-	// the event fails), so that the failing model is parked and the others keep the event.
-	if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
-		pt := &pipelinedTx{Tx: sp}
-		for _, e := range envs {
-			for _, m := range sh.models {
-				if err := m.Apply(ctx, pt, e); err != nil {
-					return err
-				}
-			}
-		}
-		return pt.flush(ctx)
-	}); err == nil {
-		envs = nil
-	} else if tx.Conn().IsClosed() || ctx.Err() != nil {
-		return fmt.Errorf("projections: rebuild: %w", err)
-	}
-	for _, e := range envs {
-		if err := savepoint(ctx, tx, func(sp pgx.Tx) error {
-			for _, m := range sh.models {
-				if err := m.Apply(ctx, sp, e); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err == nil {
-			continue
-		} else if tx.Conn().IsClosed() || ctx.Err() != nil {
-			return fmt.Errorf("projections: rebuild: %w", err)
-		}
-		for _, m := range sh.models {
-			if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
-				if tx.Conn().IsClosed() || ctx.Err() != nil {
-					return fmt.Errorf("projections: rebuild: %w", err)
-				}
-				sh.park(r, m.Name(), e.Record, fmt.Errorf("%s: apply %s: %w", m.Name(), e.Record.Type, err))
-			}
+	for _, m := range sh.models {
+		if err := sh.applyModel(ctx, r, tx, m, envs); err != nil {
+			return err
 		}
 	}
 	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, orig); err != nil {
 		return fmt.Errorf("projections: rebuild: restore search_path: %w", err)
+	}
+	return nil
+}
+
+// pageApplier is a ReadModel that can apply a whole page of events at once during a
+// rebuild (COPY for its facts, one read and one write for rows that many events change),
+// much faster than event by event. ApplyPage must leave the model's tables exactly as
+// Apply called on each event in order would; it may fail where Apply would not (a COPY
+// meeting a row that is already there), and the rebuild then applies the page event by
+// event. Live consumers always use Apply.
+type pageApplier interface {
+	ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) error
+}
+
+// applyModel applies a page of events to one model in a savepoint, its writes pipelined
+// (with ApplyPage when the model has it). When that fails it applies each event in a
+// savepoint of its own, and parks for this model the events that fail.
+func (sh *shadow) applyModel(ctx context.Context, r *Runner, tx pgx.Tx, m ReadModel, envs []Envelope) error {
+	err := savepoint(ctx, tx, func(sp pgx.Tx) error {
+		pt := &pipelinedTx{Tx: sp}
+		if pa, ok := m.(pageApplier); ok {
+			if err := pa.ApplyPage(ctx, pt, envs); err != nil {
+				return err
+			}
+			return pt.flush(ctx)
+		}
+		for _, e := range envs {
+			if err := m.Apply(ctx, pt, e); err != nil {
+				return err
+			}
+		}
+		return pt.flush(ctx)
+	})
+	if err == nil {
+		return nil
+	}
+	if tx.Conn().IsClosed() || ctx.Err() != nil {
+		return fmt.Errorf("projections: rebuild: %w", err)
+	}
+	sh.pagesRetried++
+	r.log.Debug("projections: rebuild: page failed; applying it event by event", "consumer", m.Name(), "error", err)
+	for _, e := range envs {
+		if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
+			if tx.Conn().IsClosed() || ctx.Err() != nil {
+				return fmt.Errorf("projections: rebuild: %w", err)
+			}
+			sh.park(r, m.Name(), e.Record, fmt.Errorf("%s: apply %s: %w", m.Name(), e.Record.Type, err))
+		}
+	}
+	return nil
+}
+
+// copyRows copies rows (values in the order of columns, a comma-separated list) into
+// table, unqualified: the search_path says whose.
+func copyRows(ctx context.Context, tx pgx.Tx, table, columns string, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, strings.Split(columns, ", "), pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("copy into %s: %w", table, err)
 	}
 	return nil
 }
@@ -367,7 +466,7 @@ func (sh *shadow) park(r *Runner, consumer string, rec eventstore.RecordedEvent,
 
 // swap is the final transaction: lock the live checkpoints, apply what is left of the
 // feed, replace the live tables' rows, set the checkpoints, commit.
-func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position) (eventstore.Position, error) {
+func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position, rename bool) (eventstore.Position, error) {
 	tx, err := r.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return pos, fmt.Errorf("projections: rebuild: begin: %w", err)
@@ -410,13 +509,12 @@ func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position) 
 			return pos, fmt.Errorf("projections: rebuild: the live checkpoint of %s (%s) is past the feed's end (%s)", name, cp, pos)
 		}
 	}
-	for _, t := range sh.tables {
-		if _, err := tx.Exec(ctx, "DELETE FROM "+t.live); err != nil {
-			return pos, fmt.Errorf("projections: rebuild: clear %s: %w", t.live, err)
+	if rename {
+		if err := sh.swapByRename(ctx, tx); err != nil {
+			return pos, err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+t.live+" ("+t.columns+") SELECT "+t.columns+" FROM "+t.shadow); err != nil {
-			return pos, fmt.Errorf("projections: rebuild: fill %s: %w", t.live, err)
-		}
+	} else if err := sh.swapByCopy(ctx, tx); err != nil {
+		return pos, err
 	}
 	// parked_events lists what each read model lacks: what the rebuild parked replaces
 	// what was parked before (events it has now applied, or parked again).
@@ -445,4 +543,18 @@ func (r *Runner) swap(ctx context.Context, sh *shadow, pos eventstore.Position) 
 		return pos, fmt.Errorf("projections: rebuild: commit: %w", err)
 	}
 	return pos, nil
+}
+
+// swapByCopy replaces the live tables' rows with the shadow tables' inside tx (readers
+// keep seeing the old rows until the commit; views and rights stay as they are).
+func (sh *shadow) swapByCopy(ctx context.Context, tx pgx.Tx) error {
+	for _, t := range sh.tables {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+t.live); err != nil {
+			return fmt.Errorf("projections: rebuild: clear %s: %w", t.live, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+t.live+" ("+t.columns+") SELECT "+t.columns+" FROM "+t.shadow); err != nil {
+			return fmt.Errorf("projections: rebuild: fill %s: %w", t.live, err)
+		}
+	}
+	return nil
 }

@@ -24,7 +24,10 @@ import (
 //   - completed: a password was changed through self-service reset.
 type ResetActivity struct{}
 
-var _ ReadModel = ResetActivity{}
+var (
+	_ ReadModel   = ResetActivity{}
+	_ pageApplier = ResetActivity{}
+)
 
 // Name implements Projection.
 func (ResetActivity) Name() string { return ResetActivityName }
@@ -42,10 +45,13 @@ const (
 )
 
 // The model's SQL, all of it (table and view: migrations/0004_reset_activity.up.sql).
-const sqlInsertFact = `INSERT INTO reset_activity_facts
-		(event_id, kind, provider, login, day, occurred_at, reason, resend, token_id)
+// factColumns is also the column list of the rebuild's COPY (ApplyPage).
+const (
+	factColumns   = "event_id, kind, provider, login, day, occurred_at, reason, resend, token_id"
+	sqlInsertFact = `INSERT INTO reset_activity_facts (` + factColumns + `)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (event_id, kind) DO NOTHING`
+)
 
 type fact struct {
 	kind    string
@@ -56,6 +62,27 @@ type fact struct {
 
 // Apply implements Projection.
 func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
+	for _, row := range activityRows(e) {
+		if _, err := tx.Exec(ctx, sqlInsertFact, row...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ApplyPage implements pageApplier: the page's facts in one COPY. A fact already there
+// (an event applied twice) fails the COPY, and the rebuild then applies the page event
+// by event, as Apply does.
+func (ResetActivity) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) error {
+	var rows [][]any
+	for _, e := range events {
+		rows = append(rows, activityRows(e)...)
+	}
+	return copyRows(ctx, tx, "reset_activity_facts", factColumns, rows)
+}
+
+// activityRows returns the rows of reset_activity_facts e yields, in factColumns order.
+func activityRows(e Envelope) [][]any {
 	var provider, login string
 	var facts []fact
 	if domain.IsUnmatchedStream(e.Record.Stream) {
@@ -90,13 +117,12 @@ func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 		}
 	}
 	at := eventTime(e.Record)
-	for _, f := range facts {
-		if _, err := tx.Exec(ctx, sqlInsertFact, e.Record.ID, f.kind, provider, nullString(login), utcDay(at), at,
-			nullString(f.reason), f.resend, nullString(f.tokenID)); err != nil {
-			return err
-		}
+	rows := make([][]any, len(facts))
+	for i, f := range facts {
+		rows[i] = []any{pgUUID(e.Record.ID), f.kind, provider, nullString(login), utcDay(at), at,
+			nullString(f.reason), f.resend, nullString(f.tokenID)}
 	}
-	return nil
+	return rows
 }
 
 func requestFacts(ev domain.ResetRequestRejected) []fact {
