@@ -43,6 +43,12 @@ func (r *recorder) applied() []uuid.UUID {
 	return slices.Clone(r.ids)
 }
 
+// registerAcme registers the test's provider acme: one event.
+func (e *env) registerAcme() {
+	e.t.Helper()
+	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
+}
+
 // waitLog polls until logs holds text.
 func (e *env) waitLog(logs *testkit.Buffer, text string) {
 	e.t.Helper()
@@ -93,7 +99,7 @@ func TestConsumerLockTakeover(t *testing.T) {
 			DisplayName: login, Password: pw}))
 		e.waitCaughtUp(name)
 	}
-	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
+	e.registerAcme()
 
 	start(0, func(c *Config) { c.Feed.ResubscribeDelay = 2 * testTimeout })
 	defer runs[0].stop(t)
@@ -173,7 +179,7 @@ func (b *blinking) Apply(_ context.Context, _ pgx.Tx, e Envelope) error {
 func TestInfrastructureFailuresAreRetriedNotParked(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
+	e.registerAcme()
 	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: e.acme, Login: "zed",
 		DisplayName: "Zed", Password: pw}))
 	target := e.ownEvents()[0].ID
@@ -231,7 +237,7 @@ func (l *lockHolder) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 func TestConsumerWritesOnItsLockConnection(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
+	e.registerAcme()
 	l := &lockHolder{own: e.own}
 	e.runToHead(e.runner([]Projection{l}))
 	l.mu.Lock()
