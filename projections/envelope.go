@@ -1,23 +1,46 @@
-// Package projections is the read side (DESIGN §2, §5): a watermill message.Subscriber over
-// the event store's global feed (Feed), a Runner that feeds consumers through a watermill
-// Router, and the Postgres read models the admin list, token checks and analysts use.
+// Package projections is the read side (DESIGN §2, §5): a Runner that feeds consumers from
+// the event store's global feed, and the Postgres read models the admin list, token checks
+// and analysts use.
+//
+// # Consumers
+//
+// Each consumer runs in one goroutine of its own (Runner.consume). A session takes the
+// consumer's Postgres advisory lock on a connection of its own, outside the pool, so that
+// one replica feeds each consumer and the others wait to take over; it reads the
+// checkpoint, follows the feed from there, and passes that connection explicitly to every
+// step that writes (processBatch, process, park all take it as a parameter). Nothing else
+// uses the connection: writes stop the moment the lock is lost, and the session pings it
+// while the feed is quiet.
+//
+// watermill is used where it carries weight: its Retry and Recoverer middlewares, with
+// this package's attempt counting and parking, are composed per session around a closure
+// over the connection (Runner.eventHandler), and a batch is retried with the same Retry.
+// There is no Router or Subscriber here: a Subscriber hands messages to the Router's
+// goroutine, so the lock's connection would have to travel with each message and be
+// handed back after its ack, which is the hidden ownership this layout removes. What a
+// Router would add beyond the middlewares (fan-out to subscribers, acks, publishing)
+// nothing here uses. The command intake (package reset) does use a Router: there watermill
+// owns the queue.
 //
 // # Exactly once
 //
-// Each consumer has a checkpoint row in projection_checkpoints. For every event the Runner
-// opens a transaction, locks that row (SELECT … FOR UPDATE), skips the event if its position
-// is not after the checkpoint, else calls the consumer's Apply with the transaction and moves
-// the checkpoint (compare-and-set on the previous position) before committing. A crash, a
-// retry, a redelivery or a replay therefore never applies an event twice, and never skips
-// one: the checkpoint and the read-model change commit together or not at all.
+// Each consumer has a checkpoint row in projection_checkpoints. For every batch of events
+// (up to FeedConfig.BatchSize, what has arrived) the Runner opens a transaction, locks that
+// row (SELECT … FOR UPDATE), skips the events the checkpoint already covers, calls the
+// consumer's Apply with the transaction for the others and moves the checkpoint
+// (compare-and-set on the previous position) before committing. A crash, a retry, a
+// redelivery or a replay therefore never applies an event twice, and never skips one: the
+// checkpoint and the read-model change commit together or not at all.
 //
 // # Failures
 //
-// A failing Apply is retried with jittered exponential backoff. After the last attempt, or
-// at once for an event the codec cannot decode, the event is parked: recorded in
-// parked_events, logged, counted, and the checkpoint moves past it in the same transaction,
-// so one bad event never stalls a read model. Parked events are for an operator to look at;
-// a Rebuild after the fix applies them.
+// A batch that fails is rolled back and its events are applied one at a time. A failing
+// Apply is retried with jittered exponential backoff. After the last attempt, or at once
+// for an event the codec cannot decode, the event is parked: recorded in parked_events,
+// logged, counted, and the checkpoint moves past it in the same transaction, so one bad
+// event never stalls a read model. Parked events are for an operator to look at; a Rebuild
+// after the fix applies them. Failures that are not the event's (the database, the
+// connection) are never parked: the event is tried again after FeedConfig.RedeliveryDelay.
 //
 // # Rebuild
 //

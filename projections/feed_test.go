@@ -2,134 +2,203 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
-	"strconv"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"selfreset/commands"
-	"selfreset/domain"
 	"selfreset/eventstore"
+	"selfreset/internal/testkit"
 )
 
-// TestFeed follows one consumer through the feed. On the shared EventStoreDB other tests'
-// events come before, between and after this test's three: the consumer acks them
-// unseen (recvOwn), as a consumer that has nothing to do with them would.
-func TestFeed(t *testing.T) {
-	e := newEnv(t)
-	stream := domain.UserStream(e.acme, "feed")
-	for i := range 3 {
-		_, err := e.store.Append(e.ctx, stream, eventstore.Any, eventstore.EventData{
-			ID: uuid.New(), Type: "Raw", SchemaVersion: 1, OccurredAt: t0.Add(time.Duration(i) * time.Second),
-			Data: json.RawMessage(`{"n":` + strconv.Itoa(i) + `}`), Metadata: eventstore.Metadata{Actor: "test"},
-		})
-		e.must(err)
-	}
-	events := e.ownEvents()
-	if len(events) != 3 {
-		t.Fatalf("%d events, want 3", len(events))
-	}
-	// The consumer has applied the first event already.
-	c, p, err := dbPos(events[0].Position)
-	e.must(err)
-	_, err = e.pool.Exec(e.ctx, `INSERT INTO projection_checkpoints (consumer, commit, prepare) VALUES ('feedtest', $1, $2)`, c, p)
-	e.must(err)
+// recorder is a consumer that records the ids of this test's events it applied.
+type recorder struct {
+	name string
+	own  func(eventstore.RecordedEvent) bool
+	mu   sync.Mutex
+	ids  []uuid.UUID
+}
 
-	newFeed := func() *Feed {
-		return NewFeed(FeedConfig{Store: e.store, Pool: e.pool, Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
-			LockPollInterval: 20 * time.Millisecond, RedeliveryDelay: time.Millisecond})
+func (r *recorder) Name() string { return r.name }
+
+func (r *recorder) Apply(_ context.Context, _ pgx.Tx, e Envelope) error {
+	if r.own(e.Record) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.ids = append(r.ids, e.Record.ID)
 	}
-	recv := func(ch <-chan *message.Message) *message.Message {
-		t.Helper()
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				t.Fatal("channel closed")
-			}
-			return m
-		case <-time.After(20 * time.Second):
-			t.Fatal("no message within 20s")
+	return nil
+}
+
+func (r *recorder) applied() []uuid.UUID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ids)
+}
+
+// registerAcme registers the test's provider acme: one event.
+func (e *env) registerAcme() {
+	e.t.Helper()
+	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
+}
+
+// waitLog polls until logs holds text.
+func (e *env) waitLog(logs *testkit.Buffer, text string) {
+	e.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(logs.String(), text) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no %q in the logs within %s:\n%s", text, waitLimit, logs.String())
 		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// terminateLockHolder ends the server session that holds consumer's advisory lock, as a
+// crash of its process or a broken network would, and reports whether there was one.
+func (e *env) terminateLockHolder(consumer string) bool {
+	e.t.Helper()
+	var ended bool
+	err := e.pool.QueryRow(e.ctx, `SELECT COALESCE(bool_or(pg_terminate_backend(pid)), false) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`, lockKey(consumer)).Scan(&ended)
+	e.must(err)
+	return ended
+}
+
+// TestConsumerLockTakeover runs one consumer in three runners, as replicas would. The
+// second waits while the first holds the lock; when the first's lock connection dies, the
+// second takes over from the stored checkpoint; when the second stops, the third, waiting
+// by then, takes over. Every event is applied once, in order, by whichever held the lock.
+// (The first would wait for the lock again after its ResubscribeDelay; that is set beyond
+// the test, so that it cannot race the second for the lock.)
+func TestConsumerLockTakeover(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const name = "takeover"
+	var logs [3]*testkit.Buffer
+	var recs [3]*recorder
+	var runs [3]*running
+	start := func(i int, mutate ...func(*Config)) {
+		logs[i], recs[i] = &testkit.Buffer{}, &recorder{name: name, own: e.own}
+		mutate = append(mutate, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs[i], nil)) })
+		runs[i] = e.start(e.runner([]Projection{recs[i]}, mutate...))
+	}
+	applied := func(i int) int { return len(recs[i].applied()) }
+	register := func(login string) {
+		t.Helper()
+		e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: e.acme, Login: login,
+			DisplayName: login, Password: pw}))
+		e.waitCaughtUp(name)
+	}
+	e.registerAcme()
+
+	start(0, func(c *Config) { c.Feed.ResubscribeDelay = 2 * testTimeout })
+	defer runs[0].stop(t)
+	e.waitCaughtUp(name)
+	start(1)
+	e.waitLog(logs[1], "waiting for its lock")
+	register("one")
+	if n := applied(1); n != 0 {
+		t.Fatalf("the waiting runner applied %d events while another held the lock", n)
+	}
+
+	// The holder's connection dies: the waiting runner takes over.
+	if !e.terminateLockHolder(name) {
+		t.Fatal("no session held the consumer lock")
+	}
+	e.waitLog(logs[1], "consumer lock acquired")
+	e.waitLog(logs[0], "feed interrupted")
+	start(2)
+	defer runs[2].stop(t)
+	e.waitLog(logs[2], "waiting for its lock")
+	register("two")
+	if n := applied(2); n != 0 {
+		t.Fatalf("the third runner applied %d events while the second held the lock", n)
+	}
+
+	// The second stops: the third takes over.
+	runs[1].stop(t)
+	e.waitLog(logs[2], "consumer lock acquired")
+	register("three")
+
+	var want, got []uuid.UUID
+	for _, r := range e.ownEvents() {
+		want = append(want, r.ID)
+	}
+	for _, r := range recs {
+		got = append(got, r.applied()...)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("applied, in the order the lock passed,\n%v\nwant every event once, in feed order,\n%v", got, want)
+	}
+	for i := range recs {
+		if applied(i) == 0 {
+			t.Errorf("runner %d applied no event", i+1)
+		}
+	}
+}
+
+// blinking is a consumer whose Apply fails on one event the first failures times with an
+// error of the database's (a serialization failure), not of the event.
+type blinking struct {
+	target   func(eventstore.RecordedEvent) bool
+	failures int
+	mu       sync.Mutex
+	tries    int
+	applied  int
+}
+
+func (*blinking) Name() string { return "blinking" }
+
+func (b *blinking) Apply(_ context.Context, _ pgx.Tx, e Envelope) error {
+	if !b.target(e.Record) {
 		return nil
 	}
-	// recvOwn acks other tests' events (there are none on Postgres) and returns the next
-	// message of this test's stream.
-	recvOwn := func(ch <-chan *message.Message) *message.Message {
-		t.Helper()
-		for {
-			m := recv(ch)
-			if m.Metadata.Get(MetaStream) == stream {
-				return m
-			}
-			if !e.shared {
-				t.Fatalf("message of stream %q on a private event store", m.Metadata.Get(MetaStream))
-			}
-			m.Ack()
-		}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tries++
+	if b.tries <= b.failures {
+		return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
 	}
-	check := func(m *message.Message, want eventstore.RecordedEvent) {
-		t.Helper()
-		if m.UUID != want.ID.String() {
-			t.Fatalf("message %s, want event %s", m.UUID, want.ID)
-		}
-		for k, v := range map[string]string{MetaType: "Raw", MetaStream: stream,
-			MetaRevision: strconv.FormatUint(want.Revision, 10), MetaPosition: want.Position.String()} {
-			if got := m.Metadata.Get(k); got != v {
-				t.Errorf("metadata %s = %q, want %q", k, got, v)
-			}
-		}
-		rec, err := RecordFromMessage(m)
-		e.must(err)
-		if show([]eventstore.RecordedEvent{rec}) != show([]eventstore.RecordedEvent{want}) {
-			t.Errorf("payload decodes to\n%s\nwant\n%s", show([]eventstore.RecordedEvent{rec}), show([]eventstore.RecordedEvent{want}))
-		}
-	}
+	b.applied++
+	return nil
+}
 
-	f := newFeed()
-	ch, err := f.Subscribe(e.ctx, "feedtest")
-	e.must(err)
-	m := recvOwn(ch)
-	check(m, events[1]) // starts after the checkpoint
-	m.Nack()
-	// Redelivered at once, whatever else the feed holds...
-	again := recv(ch)
-	check(again, events[1])
-	if again == m {
-		t.Fatal("a redelivery reused the nacked message instance")
-	}
-	again.Ack()
-	last := recvOwn(ch)
-	check(last, events[2]) // ...and only then the next one
+// TestInfrastructureFailuresAreRetriedNotParked: an event that keeps failing for the
+// database's reasons outlasts the retries (3 attempts here) and is tried again after
+// RedeliveryDelay, with a fresh count, until it is applied; it is never parked.
+func TestInfrastructureFailuresAreRetriedNotParked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.registerAcme()
+	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: e.acme, Login: "zed",
+		DisplayName: "Zed", Password: pw}))
+	target := e.ownEvents()[0].ID
+	bl := &blinking{target: func(r eventstore.RecordedEvent) bool { return r.ID == target }, failures: 5}
+	e.runToHead(e.runner([]Projection{bl}))
 
-	// A second process on the same consumer waits for the lock.
-	f2 := newFeed()
-	ch2, err := f2.Subscribe(e.ctx, "feedtest")
-	e.must(err)
-	select {
-	case m := <-ch2:
-		t.Fatalf("second feed delivered %v while the first holds the consumer lock", m)
-	case <-time.After(200 * time.Millisecond):
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	// 3 attempts (the first maybe inside a batch), then 3 more after the redelivery: the
+	// sixth succeeds.
+	if bl.tries != 6 || bl.applied != 1 {
+		t.Errorf("tried %d times, applied %d times; want 6 and 1", bl.tries, bl.applied)
 	}
-	last.Ack()
-	e.must(f.Close())
-	if _, ok := <-ch; ok {
-		t.Fatal("channel still open after Close")
+	if n := len(e.ownParked()); n != 0 {
+		t.Errorf("%d events parked", n)
 	}
-	e.must(f.Close()) // idempotent
-	if _, err := f.Subscribe(e.ctx, "feedtest"); err == nil {
-		t.Fatal("Subscribe after Close succeeded")
+	if !strings.Contains(e.logs.String(), "trying it again") {
+		t.Errorf("the redelivery was not logged:\n%s", e.logs.String())
 	}
-	// The second feed takes over from the stored checkpoint (the feed itself never moves it).
-	m = recvOwn(ch2)
-	check(m, events[1])
-	m.Ack()
-	e.must(f2.Close())
 }
 
 // lockHolder records, for every event, whether its transaction runs on the connection
@@ -168,7 +237,7 @@ func (l *lockHolder) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 func TestConsumerWritesOnItsLockConnection(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
+	e.registerAcme()
 	l := &lockHolder{own: e.own}
 	e.runToHead(e.runner([]Projection{l}))
 	l.mu.Lock()

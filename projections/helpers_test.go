@@ -323,7 +323,8 @@ func (e *env) freshRebuild(r *Runner, models []ReadModel) map[string][]string {
 		e.t.Fatal(err)
 	}
 	// On the shared EventStoreDB the history also holds other tests' events that no read
-	// model takes (TestFeed's and TestPoisonEventsAreParked's, of earlier runs too).
+	// model takes (TestPoisonEventsAreParked's, of earlier runs too, and the Raw events of
+	// a TestFeed since removed).
 	for _, p := range sh.parked {
 		if e.own(p.rec) {
 			e.t.Fatalf("fresh rebuild parked %s of %s: %s", p.rec.Type, p.rec.Stream, p.cause)

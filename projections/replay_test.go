@@ -3,7 +3,6 @@ package projections
 import (
 	"testing"
 
-	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
@@ -32,12 +31,14 @@ func TestReplay(t *testing.T) {
 		e.must(err)
 		checkpoints[m.Name()] = cp
 	}
-	codec := r.cfg.Codec
+	conn, err := e.pool.Acquire(e.ctx) // as a consumer's lock connection would
+	e.must(err)
+	defer conn.Release()
 	for _, rec := range events {
-		ev, err := codec.DecodeRecorded(rec)
+		env, err := r.decode(rec)
 		e.must(err)
 		for _, m := range models {
-			applied, err := r.process(e.ctx, m, Envelope{Record: rec, Event: ev.(domain.Event)})
+			applied, err := r.process(e.ctx, conn.Conn(), m, env)
 			e.must(err)
 			if applied {
 				t.Fatalf("%s applied %s at %s a second time", m.Name(), rec.Type, rec.Position)
@@ -54,7 +55,7 @@ func TestReplay(t *testing.T) {
 	sameDumps(t, "after redelivery", e.dumps(models), before)
 
 	// Checkpoints back to the start: the whole history is applied again over the rows.
-	_, err := e.pool.Exec(e.ctx, `UPDATE projection_checkpoints SET commit = 0, prepare = 0`)
+	_, err = e.pool.Exec(e.ctx, `UPDATE projection_checkpoints SET commit = 0, prepare = 0`)
 	e.must(err)
 	e.runToHead(e.runner(nil))
 	sameDumps(t, "after replay from the start", e.dumps(models), before)

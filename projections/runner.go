@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -46,7 +44,7 @@ type Config struct {
 	// Only ReadModels among them can be rebuilt.
 	Projections []Projection
 	Retry       RetryConfig
-	// Feed tuning (see FeedConfig); Store, Pool and Logger are taken from this Config.
+	// Feed tunes how each consumer follows the feed (see FeedConfig).
 	Feed FeedConfig
 	// LagCap bounds how many events Status counts behind a checkpoint (default 100000).
 	LagCap int
@@ -73,8 +71,9 @@ type testHooks struct {
 	rebuildLocked func()
 }
 
-// Runner feeds consumers from the global feed through a watermill Router and rebuilds
-// read models. It is safe for concurrent use; Run may be called again after it returned.
+// Runner feeds consumers from the global feed, one goroutine each holding its lock
+// connection, and rebuilds read models. It is safe for concurrent use; Run may be called
+// again after it returned.
 type Runner struct {
 	cfg    Config
 	log    *slog.Logger
@@ -123,10 +122,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 30 * time.Second
 	}
-	if cfg.Feed.BatchSize <= 0 {
-		cfg.Feed.BatchSize = 500
-	}
-	cfg.Feed.Store, cfg.Feed.Pool, cfg.Feed.Logger = cfg.Store, cfg.Pool, cfg.Logger
+	cfg.Feed.setDefaults()
 	byName := map[string]Projection{}
 	for _, p := range cfg.Projections {
 		name := p.Name()
@@ -145,10 +141,10 @@ func New(cfg Config) (*Runner, error) {
 // holds all of them, from every process).
 func (r *Runner) Parked() int64 { return r.parked.Load() }
 
-// Run feeds every configured projection until ctx ends, then waits for the event in
+// Run feeds every configured projection until ctx ends, then waits for the batch in
 // progress of each (up to CloseTimeout) and returns nil. Each consumer gets its own
-// subscription, its own advisory lock and its own checkpoint: a slow or failing consumer
-// never holds up another.
+// goroutine, its own advisory lock and connection, and its own checkpoint: a slow or
+// failing consumer never holds up another.
 func (r *Runner) Run(ctx context.Context) error {
 	if len(r.cfg.Projections) == 0 {
 		return errors.New("projections: nothing to run")
@@ -159,47 +155,27 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	feed := NewFeed(r.cfg.Feed)
-	defer feed.Close()
-
-	logger := watermill.NewSlogLoggerWithLevelMapping(r.log, map[slog.Level]slog.Level{
-		slog.LevelInfo:  slog.LevelDebug, // router life-cycle chatter
-		slog.LevelDebug: slog.LevelDebug - 4,
-	})
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.CloseTimeout}, logger)
-	if err != nil {
-		return fmt.Errorf("projections: %w", err)
-	}
-	rc := r.cfg.Retry
-	retry := middleware.Retry{
-		MaxRetries:          rc.MaxAttempts - 1,
-		InitialInterval:     rc.InitialInterval,
-		MaxInterval:         rc.MaxInterval,
-		Multiplier:          rc.Multiplier,
-		RandomizationFactor: rc.Jitter,
-		ResetContextOnRetry: true,
-		ShouldRetry: func(p middleware.RetryParams) bool {
-			return !errors.Is(p.Err, errPermanent) && !errors.Is(p.Err, errSplit)
-		},
-		OnRetryHook: func(n int, delay time.Duration) {
-			r.log.Debug("projections: retrying event", "retry", n, "delay", delay)
-		},
-	}
-	// First added runs outermost: park what retries could not fix; retry what failed or
-	// panicked.
-	router.AddMiddleware(r.parkMiddleware, retry.Middleware, r.attemptsMiddleware, middleware.Recoverer)
+	var wg sync.WaitGroup
 	for _, p := range r.cfg.Projections {
-		router.AddConsumerHandler(p.Name(), p.Name(), feed, r.handler(p))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.consume(ctx, p)
+		}()
 	}
-	err = router.Run(ctx)
-	_ = feed.Close()
-	if ctx.Err() != nil {
-		return nil
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	<-ctx.Done()
+	select {
+	case <-done:
+	case <-time.After(r.cfg.CloseTimeout):
+		// Its goroutine still owns its connection (and lock) and closes it on return.
+		r.log.Error("projections: a consumer is still applying a batch; Run returns without it", "waited", r.cfg.CloseTimeout)
 	}
-	if err != nil {
-		return fmt.Errorf("projections: %w", err)
-	}
-	return errors.New("projections: router stopped")
+	return nil
 }
 
 // checkTables fails fast, with the fix in the message, when the schema is missing.
@@ -232,52 +208,33 @@ var (
 	// commit, a lost connection) are retried without end instead: they say nothing about
 	// the event, and parking a good event because the database blinked would lose it.
 	errApply = errors.New("projection failed")
-	// errSplit marks a batch that could not be applied as a whole: it is neither retried
-	// nor parked; the feed delivers its events again one by one.
+	// errSplit marks a batch that could not be applied as a whole: it is not retried;
+	// deliver applies its events again one by one.
 	errSplit = errors.New("batch failed; its events are delivered one by one")
 )
 
+// attemptsKey counts, on an event's message, the attempts at applying it.
 const attemptsKey = "projections_attempts"
 
-// metaTried names, on a batch message that failed, the event whose Apply failed: that was
-// its first attempt.
-const metaTried = "projections_tried"
-
-// handler is the innermost step: decode, then apply in a transaction.
-func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) error {
-		if batch := batchFrom(msg); batch != nil {
-			tried, err := r.processBatch(msg.Context(), p, batch)
-			if tried != "" {
-				msg.Metadata.Set(metaTried, tried)
-			}
-			return err
-		}
-		n, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey))
-		msg.Metadata.Set(attemptsKey, strconv.Itoa(n+1))
-
-		rec, err := RecordFromMessage(msg)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errPermanent, err)
-		}
-		ev, err := r.cfg.Codec.DecodeRecorded(rec)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errPermanent, err)
-		}
-		_, err = r.process(msg.Context(), p, Envelope{Record: rec, Event: ev.(domain.Event)})
-		return err
+// decode turns a recorded event into an Envelope.
+func (r *Runner) decode(rec eventstore.RecordedEvent) (Envelope, error) {
+	ev, err := r.cfg.Codec.DecodeRecorded(rec)
+	if err != nil {
+		return Envelope{}, err
 	}
+	return Envelope{Record: rec, Event: ev.(domain.Event)}, nil
 }
 
-// process applies one event to one consumer, exactly once: under the consumer's locked
-// checkpoint row, skipping what the checkpoint already covers, and moving the checkpoint
-// in the same transaction. It reports whether the event was applied.
-func (r *Runner) process(ctx context.Context, p Projection, e Envelope) (applied bool, err error) {
+// process applies one event to one consumer on conn, the connection holding its lock,
+// exactly once: under the consumer's locked checkpoint row, skipping what the checkpoint
+// already covers, and moving the checkpoint in the same transaction. It reports whether
+// the event was applied.
+func (r *Runner) process(ctx context.Context, conn *pgx.Conn, p Projection, e Envelope) (applied bool, err error) {
 	name := p.Name()
 	if h := r.cfg.hooks.beforeLock; h != nil {
 		h(name, e)
 	}
-	tx, err := r.begin(ctx)
+	tx, err := begin(ctx, conn)
 	if err != nil {
 		return false, fmt.Errorf("projections: %s: begin: %w", name, err)
 	}
@@ -300,44 +257,30 @@ func (r *Runner) process(ctx context.Context, p Projection, e Envelope) (applied
 		}
 		return false, fmt.Errorf("%w: %s: apply %s (event %s at %s): %w", errApply, name, e.Record.Type, e.Record.ID, e.Record.Position, err)
 	}
-	if err := advanceCheckpoint(ctx, tx, name, cp, e.Record.Position); err != nil {
-		return false, err
-	}
-	if h := r.cfg.hooks.beforeCommit; h != nil {
-		if err := h(name, e); err != nil {
-			return false, err
-		}
-	}
-	if err := commit(ctx, tx, name); err != nil {
-		return false, err
-	}
-	if h := r.cfg.hooks.afterCommit; h != nil {
-		h(name, e)
-	}
-	return true, nil
+	return true, r.commitApplied(ctx, tx, name, cp, []Envelope{e})
 }
 
-// processBatch applies a batch of events to one consumer in one transaction with one
-// checkpoint update, skipping what the checkpoint already covers. Any failure of the
+// processBatch applies a batch of events to one consumer on conn in one transaction with
+// one checkpoint update, skipping what the checkpoint already covers. Any failure of the
 // events or the projection (decoding, Apply, a panic) rolls it all back and returns
-// errSplit, so each event is then handled alone; failures of the runner's own work are
-// returned as they are and retried.
-func (r *Runner) processBatch(ctx context.Context, p Projection, batch []eventstore.RecordedEvent) (tried string, err error) {
+// errSplit, with tried naming the event whose Apply failed, so each event is then handled
+// alone; failures of the runner's own work are returned as they are and retried.
+func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent) (tried string, err error) {
 	name := p.Name()
 	envs := make([]Envelope, 0, len(batch))
 	for _, rec := range batch {
-		ev, derr := r.cfg.Codec.DecodeRecorded(rec)
+		e, derr := r.decode(rec)
 		if derr != nil {
 			return "", fmt.Errorf("%w: %s: decode event %s: %w", errSplit, name, rec.ID, derr)
 		}
-		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+		envs = append(envs, e)
 	}
 	if h := r.cfg.hooks.beforeLock; h != nil {
 		for _, e := range envs {
 			h(name, e)
 		}
 	}
-	tx, err := r.begin(ctx)
+	tx, err := begin(ctx, conn)
 	if err != nil {
 		return "", fmt.Errorf("projections: %s: begin: %w", name, err)
 	}
@@ -347,39 +290,8 @@ func (r *Runner) processBatch(ctx context.Context, p Projection, batch []eventst
 	if err != nil {
 		return "", err
 	}
-	// A read model's writes are pipelined (its contract lets Apply ignore command tags);
-	// other projections (the mailer's intake) read theirs.
-	var atx pgx.Tx = tx
-	var pt *pipelinedTx
-	if _, ok := p.(ReadModel); ok {
-		pt = &pipelinedTx{Tx: tx}
-		atx = pt
-	}
-	applied := envs[:0:0]
-	if err := func() (err error) {
-		defer func() {
-			if v := recover(); v != nil {
-				err = fmt.Errorf("panic: %v", v)
-			}
-		}()
-		for _, e := range envs {
-			if !cp.Less(e.Record.Position) {
-				if h := r.cfg.hooks.skipped; h != nil {
-					h(name, e)
-				}
-				continue
-			}
-			tried = e.Record.ID.String()
-			if err := p.Apply(ctx, atx, e); err != nil {
-				return fmt.Errorf("apply %s (event %s at %s): %w", e.Record.Type, e.Record.ID, e.Record.Position, err)
-			}
-			applied = append(applied, e)
-		}
-		if pt != nil {
-			return pt.flush(ctx)
-		}
-		return nil
-	}(); err != nil {
+	applied, tried, err := r.applyAfter(ctx, tx, p, cp, envs)
+	if err != nil {
 		if ctx.Err() != nil || tx.Conn().IsClosed() {
 			return "", fmt.Errorf("projections: %s: %w", name, err)
 		}
@@ -391,36 +303,72 @@ func (r *Runner) processBatch(ctx context.Context, p Projection, batch []eventst
 	if len(applied) == 0 {
 		return "", commit(ctx, tx, name)
 	}
+	return "", r.commitApplied(ctx, tx, name, cp, applied)
+}
+
+// applyAfter applies to p, in tx, the events after the checkpoint cp, and returns them;
+// tried is the id of the last event Apply was called with, and a panic is an error. A
+// read model's writes are pipelined (its contract lets Apply ignore command tags); other
+// projections (the mailer's intake) read theirs.
+func (r *Runner) applyAfter(ctx context.Context, tx pgx.Tx, p Projection, cp eventstore.Position, envs []Envelope) (applied []Envelope, tried string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	var atx pgx.Tx = tx
+	var pt *pipelinedTx
+	if _, ok := p.(ReadModel); ok {
+		pt = &pipelinedTx{Tx: tx}
+		atx = pt
+	}
+	for _, e := range envs {
+		if !cp.Less(e.Record.Position) {
+			if h := r.cfg.hooks.skipped; h != nil {
+				h(p.Name(), e)
+			}
+			continue
+		}
+		tried = e.Record.ID.String()
+		if err := p.Apply(ctx, atx, e); err != nil {
+			return applied, tried, fmt.Errorf("apply %s (event %s at %s): %w", e.Record.Type, e.Record.ID, e.Record.Position, err)
+		}
+		applied = append(applied, e)
+	}
+	if pt != nil {
+		return applied, tried, pt.flush(ctx)
+	}
+	return applied, tried, nil
+}
+
+// commitApplied moves the checkpoint from cp to the last of applied and commits, with
+// the test hooks around the commit.
+func (r *Runner) commitApplied(ctx context.Context, tx pgx.Tx, name string, cp eventstore.Position, applied []Envelope) error {
 	if err := advanceCheckpoint(ctx, tx, name, cp, applied[len(applied)-1].Record.Position); err != nil {
-		return "", err
+		return err
 	}
 	if h := r.cfg.hooks.beforeCommit; h != nil {
 		for _, e := range applied {
 			if err := h(name, e); err != nil {
-				return "", err
+				return err
 			}
 		}
 	}
 	if err := commit(ctx, tx, name); err != nil {
-		return "", err
+		return err
 	}
 	if h := r.cfg.hooks.afterCommit; h != nil {
 		for _, e := range applied {
 			h(name, e)
 		}
 	}
-	return "", nil
+	return nil
 }
 
-// begin starts a consumer's transaction on the connection holding its lock (from the
-// message's context), or on the pool when the feed takes no locks, with Schema first on
-// its search_path (UseSchema).
-func (r *Runner) begin(ctx context.Context) (pgx.Tx, error) {
-	opts := pgx.TxOptions{BeginQuery: sqlBeginInSchema}
-	if conn := connFrom(ctx); conn != nil {
-		return conn.BeginTx(ctx, opts)
-	}
-	return r.cfg.Pool.BeginTx(ctx, opts)
+// begin starts a consumer's transaction on conn, the connection holding its lock, with
+// Schema first on its search_path (UseSchema).
+func begin(ctx context.Context, conn *pgx.Conn) (pgx.Tx, error) {
+	return conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: sqlBeginInSchema})
 }
 
 func commit(ctx context.Context, tx pgx.Tx, name string) error {
@@ -434,8 +382,6 @@ func commit(ctx context.Context, tx pgx.Tx, name string) error {
 func parkable(err error) bool {
 	var panicked middleware.RecoveredPanicError
 	switch {
-	case errors.Is(err, errSplit):
-		return false // the feed delivers the batch's events one by one
 	case errors.Is(err, errPermanent), errors.As(err, &panicked):
 		return true
 	case errors.Is(err, errApply):
@@ -454,50 +400,10 @@ func parkable(err error) bool {
 	return false
 }
 
-// attemptsMiddleware stops the retries of an event that failed its last attempt, counting
-// the attempt it had inside a batch (the feed then marks its message, see MetaTried).
-func (r *Runner) attemptsMiddleware(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
-		if err != nil && batchFrom(msg) == nil && parkable(err) {
-			if n, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey)); n >= r.cfg.Retry.MaxAttempts {
-				return nil, fmt.Errorf("%w: %w", errPermanent, err)
-			}
-		}
-		return out, err
-	}
-}
-
-// parkMiddleware is the outermost step: an event the retries could not apply is parked
-// and acked, so the consumer moves on. Shutdown and infrastructure failures are returned
-// (the message is nacked and delivered again later).
-func (r *Runner) parkMiddleware(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
-		if err == nil {
-			return out, nil
-		}
-		ctx := msg.Context()
-		if ctx.Err() != nil || !parkable(err) || batchFrom(msg) != nil {
-			return nil, err
-		}
-		consumer := message.HandlerNameFromCtx(ctx)
-		rec, derr := RecordFromMessage(msg)
-		if derr != nil || consumer == "" {
-			return nil, errors.Join(err, derr)
-		}
-		attempts, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey))
-		if perr := r.park(ctx, consumer, rec, err, attempts); perr != nil {
-			return nil, errors.Join(err, perr)
-		}
-		return nil, nil
-	}
-}
-
 // park records rec as parked for consumer and moves the checkpoint past it, in one
-// transaction. An event the checkpoint already covers is left alone.
-func (r *Runner) park(ctx context.Context, consumer string, rec eventstore.RecordedEvent, cause error, attempts int) error {
-	tx, err := r.begin(ctx)
+// transaction on conn, the connection holding the consumer's lock. An event the checkpoint already covers is left alone.
+func (r *Runner) park(ctx context.Context, conn *pgx.Conn, consumer string, rec eventstore.RecordedEvent, cause error, attempts int) error {
+	tx, err := begin(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("projections: park: begin: %w", err)
 	}

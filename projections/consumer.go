@@ -1,0 +1,230 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5"
+
+	"selfreset/eventstore"
+)
+
+// consume feeds p until ctx ends, one session after another. A session that fails (the
+// store or the lock's connection lost) has let go of the lock; the next one starts after
+// ResubscribeDelay from the checkpoint stored in the database.
+func (r *Runner) consume(ctx context.Context, p Projection) {
+	log := r.log.With("consumer", p.Name())
+	for {
+		err := r.session(ctx, p, log)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("projections: feed interrupted; subscribing again from the checkpoint", "error", err, "after", r.cfg.Feed.ResubscribeDelay)
+		if !sleep(ctx, r.cfg.Feed.ResubscribeDelay) {
+			return
+		}
+	}
+}
+
+// session takes p's advisory lock on a connection of its own and holds it until
+// something fails or ctx ends: it reads the checkpoint, follows the feed from there and
+// applies each batch on that connection. Only this goroutine uses the connection, so
+// every write stops the moment the lock is lost (fencing), and a consumer waiting on a
+// checkpoint row (during a rebuild) takes no connection from the pool.
+func (r *Runner) session(ctx context.Context, p Projection, log *slog.Logger) error {
+	conn, err := acquireLock(ctx, r.cfg.Pool, p.Name(), r.cfg.Feed.LockPollInterval, log)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	after, err := readCheckpoint(ctx, conn, p.Name())
+	if err != nil {
+		return err
+	}
+	log.Debug("projections: following the feed", "after", after.String())
+	f := follow(ctx, r.cfg.Store, after, r.cfg.Feed)
+	defer f.close()
+	one := r.eventHandler(conn, p)
+	for {
+		batch, err := f.next(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if err := r.deliver(ctx, conn, p, one, batch); err != nil {
+			return err
+		}
+	}
+}
+
+// deliver applies batch to p on conn, in one transaction when it can. A batch that fails
+// for the events' or the projection's fault (or keeps failing after the retries) is then
+// applied event by event through one, so retries and parking isolate the bad event.
+func (r *Runner) deliver(ctx context.Context, conn *pgx.Conn, p Projection, one message.HandlerFunc, batch []eventstore.RecordedEvent) error {
+	var tried string
+	if len(batch) > 1 {
+		var err error
+		if tried, err = r.deliverBatch(ctx, conn, p, batch); err == nil {
+			return nil
+		}
+		if err := stopped(ctx, conn); err != nil {
+			return err
+		}
+		r.log.Warn("projections: batch not applied; applying its events one by one", "consumer", p.Name(), "events", len(batch), "error", err)
+	}
+	for _, rec := range batch {
+		if err := r.deliverOne(ctx, conn, one, rec, rec.ID.String() == tried); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverBatch applies batch in one transaction, retrying failures of the runner's own
+// work (watermill's Retry middleware); tried names the event whose Apply failed.
+func (r *Runner) deliverBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent) (tried string, err error) {
+	h := r.retry().Middleware(middleware.Recoverer(func(*message.Message) ([]*message.Message, error) {
+		var err error
+		tried, err = r.processBatch(ctx, conn, p, batch)
+		return nil, err
+	}))
+	// The message only carries the cancellation the retries wait on: the batch is the
+	// closure's.
+	msg := message.NewMessage(batch[0].ID.String()+".."+batch[len(batch)-1].ID.String(), nil)
+	msg.SetContext(ctx)
+	_, err = h(msg)
+	return tried, err
+}
+
+// deliverOne hands rec to the consumer's handler until it is applied or parked. A
+// failure that is not the event's (the database, the connection) sends it again after
+// RedeliveryDelay, as a new message. tried says the event had one attempt already, in a
+// batch.
+func (r *Runner) deliverOne(ctx context.Context, conn *pgx.Conn, one message.HandlerFunc, rec eventstore.RecordedEvent, tried bool) error {
+	for {
+		if err := stopped(ctx, conn); err != nil {
+			return err
+		}
+		msg, err := NewMessage(rec)
+		if err != nil {
+			return err
+		}
+		if tried {
+			msg.Metadata.Set(attemptsKey, "1")
+			tried = false // a redelivery starts counting again, as it always has
+		}
+		msg.SetContext(ctx)
+		if _, err := one(msg); err == nil {
+			return nil
+		} else if ctx.Err() == nil {
+			r.log.Warn("projections: event not applied; trying it again", "event_id", rec.ID, "after", r.cfg.Feed.RedeliveryDelay, "error", err)
+		}
+		if !sleep(ctx, r.cfg.Feed.RedeliveryDelay) {
+			return ctx.Err()
+		}
+	}
+}
+
+// stopped says why the session cannot go on, if it cannot: ctx ended, or the lock's
+// connection is gone.
+func stopped(ctx context.Context, conn *pgx.Conn) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if conn.IsClosed() {
+		return errLockLost
+	}
+	return nil
+}
+
+// eventHandler is the handler of one event for p on conn, for one session: watermill's
+// middlewares around the apply (outermost first) park what the retries could not fix,
+// retry what failed or panicked, stop at the last attempt, and turn a panic into an error.
+func (r *Runner) eventHandler(conn *pgx.Conn, p Projection) message.HandlerFunc {
+	apply := func(msg *message.Message) ([]*message.Message, error) {
+		return nil, r.handleEvent(msg.Context(), conn, p, msg)
+	}
+	return r.parkMiddleware(conn, p.Name())(r.retry().Middleware(r.attemptsMiddleware(middleware.Recoverer(apply))))
+}
+
+// handleEvent counts the attempt, decodes the message's event and applies it.
+func (r *Runner) handleEvent(ctx context.Context, conn *pgx.Conn, p Projection, msg *message.Message) error {
+	n, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey))
+	msg.Metadata.Set(attemptsKey, strconv.Itoa(n+1))
+	rec, err := RecordFromMessage(msg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errPermanent, err)
+	}
+	e, err := r.decode(rec)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errPermanent, err)
+	}
+	_, err = r.process(ctx, conn, p, e)
+	return err
+}
+
+// retry is watermill's Retry middleware set from Config.Retry. Failures a retry cannot
+// fix, and batches that must be split, are not retried.
+func (r *Runner) retry() middleware.Retry {
+	rc := r.cfg.Retry
+	return middleware.Retry{
+		MaxRetries:          rc.MaxAttempts - 1,
+		InitialInterval:     rc.InitialInterval,
+		MaxInterval:         rc.MaxInterval,
+		Multiplier:          rc.Multiplier,
+		RandomizationFactor: rc.Jitter,
+		ResetContextOnRetry: true,
+		ShouldRetry: func(p middleware.RetryParams) bool {
+			return !errors.Is(p.Err, errPermanent) && !errors.Is(p.Err, errSplit)
+		},
+		OnRetryHook: func(n int, delay time.Duration) {
+			r.log.Debug("projections: retrying", "retry", n, "delay", delay)
+		},
+	}
+}
+
+// attemptsMiddleware stops the retries of an event that failed its last attempt, counting
+// the attempt it had inside a batch (deliverOne then starts its count at one).
+func (r *Runner) attemptsMiddleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err != nil && parkable(err) {
+			if n, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey)); n >= r.cfg.Retry.MaxAttempts {
+				return nil, fmt.Errorf("%w: %w", errPermanent, err)
+			}
+		}
+		return out, err
+	}
+}
+
+// parkMiddleware returns the outermost step for consumer on conn: an event the retries
+// could not apply is parked, so the consumer moves on. Shutdown and infrastructure
+// failures are returned (deliverOne tries the event again later).
+func (r *Runner) parkMiddleware(conn *pgx.Conn, consumer string) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil {
+				return out, nil
+			}
+			ctx := msg.Context()
+			if ctx.Err() != nil || !parkable(err) {
+				return nil, err
+			}
+			rec, derr := RecordFromMessage(msg)
+			if derr != nil {
+				return nil, errors.Join(err, derr)
+			}
+			attempts, _ := strconv.Atoi(msg.Metadata.Get(attemptsKey))
+			if perr := r.park(ctx, conn, consumer, rec, err, attempts); perr != nil {
+				return nil, errors.Join(err, perr)
+			}
+			return nil, nil
+		}
+	}
+}
