@@ -102,7 +102,7 @@ const DefaultSealInterval = time.Minute
 // when two race, one seal is kept and the other replica finds the range sealed next time.
 type Sealer struct {
 	Store eventstore.Store
-	Codec *eventstore.Codec
+	Codec *domain.Codec
 	Key   Key
 	Clock Clock
 	// Interval between seals (DefaultSealInterval when zero).
@@ -164,7 +164,7 @@ type storedSeal struct {
 }
 
 // readSeals reads the seal stream in order from revision from on.
-func readSeals(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, from uint64) ([]storedSeal, error) {
+func readSeals(ctx context.Context, store eventstore.Store, codec *domain.Codec, from uint64) ([]storedSeal, error) {
 	events, err := store.ReadStream(ctx, domain.SealStream, from)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
 		return nil, nil

@@ -14,7 +14,7 @@ import (
 // Service is the audit API's access to the event store (the http package's AuditLog).
 type Service struct {
 	Store eventstore.Store
-	Codec *eventstore.Codec
+	Codec *domain.Codec
 	Clock Clock
 }
 

@@ -80,7 +80,7 @@ type Config struct {
 // Handler runs commands.
 type Handler struct {
 	store   eventstore.Store
-	codec   *eventstore.Codec
+	codec   *domain.Codec
 	clock   Clock
 	hasher  PasswordHasher
 	secrets Secrets
@@ -109,23 +109,13 @@ func New(c Config) *Handler {
 	if c.Snapshots == nil {
 		c.Snapshots, _ = c.Store.(eventstore.SnapshotStore)
 	}
-	return &Handler{store: c.Store, codec: NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
+	return &Handler{store: c.Store, codec: domain.NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
 		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer,
 		snaps: newSnapshots(c.Snapshots, c.Logger)}
 }
 
-// NewCodec returns the codec that knows every domain event at its current schema version.
-// Upcasters for older schema versions are registered here as events evolve.
-func NewCodec() *eventstore.Codec {
-	c := eventstore.NewCodec()
-	for _, e := range domain.AllEvents() {
-		c.Register(e, 1)
-	}
-	return c
-}
-
 // Codec is the handler's codec (for readers of the same store).
-func (h *Handler) Codec() *eventstore.Codec { return h.codec }
+func (h *Handler) Codec() *domain.Codec { return h.codec }
 
 // Policy is the rules the handler enforces.
 func (h *Handler) Policy() domain.Policy { return h.policy }
@@ -230,7 +220,7 @@ func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen
 		if err != nil {
 			return loaded{}, nil, fmt.Errorf("read %s at revision %d: %w", stream, r.Revision, err)
 		}
-		apply(v.(domain.Event))
+		apply(v)
 		ids = append(ids, r.ID)
 	}
 	l = loaded{exists: from > 0 || len(recs) > 0, decided: decided}

@@ -235,7 +235,7 @@ func (e *env) projectAdminUsers(streams ...string) {
 	if err := projections.Migrate(e.ctx, e.store.Pool()); err != nil {
 		e.t.Fatal(err)
 	}
-	codec := commands.NewCodec()
+	codec := domain.NewCodec()
 	tx, err := e.store.Pool().Begin(e.ctx)
 	if err != nil {
 		e.t.Fatal(err)
@@ -254,7 +254,7 @@ func (e *env) projectAdminUsers(streams ...string) {
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			if err := (projections.AdminUsers{}).Apply(e.ctx, tx, projections.Envelope{Record: rec, Event: v.(domain.Event)}); err != nil {
+			if err := (projections.AdminUsers{}).Apply(e.ctx, tx, projections.Envelope{Record: rec, Event: v}); err != nil {
 				e.t.Fatal(err)
 			}
 		}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
@@ -295,7 +294,7 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 			}
 			continue
 		}
-		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+		envs = append(envs, Envelope{Record: rec, Event: ev})
 	}
 	// The whole batch in one savepoint, its writes pipelined; only when something fails is
 	// each event applied in a savepoint of its own (and each model in one of its own when

@@ -3,7 +3,6 @@ package projections
 import (
 	"testing"
 
-	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
@@ -37,7 +36,7 @@ func TestReplay(t *testing.T) {
 		ev, err := codec.DecodeRecorded(rec)
 		e.must(err)
 		for _, m := range models {
-			applied, err := r.process(e.ctx, m, Envelope{Record: rec, Event: ev.(domain.Event)})
+			applied, err := r.process(e.ctx, m, Envelope{Record: rec, Event: ev})
 			e.must(err)
 			if applied {
 				t.Fatalf("%s applied %s at %s a second time", m.Name(), rec.Type, rec.Position)

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
 )
@@ -39,8 +38,8 @@ type Config struct {
 	Store eventstore.Store
 	// Pool is the read-model database (checkpoints, parked events, read models).
 	Pool *pgxpool.Pool
-	// Codec decodes events (default commands.NewCodec()).
-	Codec  *eventstore.Codec
+	// Codec decodes events (default domain.NewCodec()).
+	Codec  *domain.Codec
 	Logger *slog.Logger
 	// Projections are the consumers Run feeds and Status reports (default ReadModels()).
 	// Only ReadModels among them can be rebuilt.
@@ -88,7 +87,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, errors.New("projections: Config.Store and Config.Pool are required")
 	}
 	if cfg.Codec == nil {
-		cfg.Codec = commands.NewCodec()
+		cfg.Codec = domain.NewCodec()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -264,7 +263,7 @@ func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 		if err != nil {
 			return fmt.Errorf("%w: %w", errPermanent, err)
 		}
-		_, err = r.process(msg.Context(), p, Envelope{Record: rec, Event: ev.(domain.Event)})
+		_, err = r.process(msg.Context(), p, Envelope{Record: rec, Event: ev})
 		return err
 	}
 }
@@ -330,7 +329,7 @@ func (r *Runner) processBatch(ctx context.Context, p Projection, batch []eventst
 		if derr != nil {
 			return "", fmt.Errorf("%w: %s: decode event %s: %w", errSplit, name, rec.ID, derr)
 		}
-		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+		envs = append(envs, Envelope{Record: rec, Event: ev})
 	}
 	if h := r.cfg.hooks.beforeLock; h != nil {
 		for _, e := range envs {
