@@ -91,9 +91,6 @@ func fromFeed(p domain.FeedPosition) eventstore.Position {
 	return eventstore.Position{Commit: p.Commit, Prepare: p.Prepare}
 }
 
-// Clock tells the time (the sealer stamps its events with it).
-type Clock interface{ Now() time.Time }
-
 // DefaultSealInterval is how often serve seals the feed when nothing else is configured.
 const DefaultSealInterval = time.Minute
 
@@ -104,7 +101,7 @@ type Sealer struct {
 	Store eventstore.Store
 	Codec *domain.Codec
 	Key   Key
-	Clock Clock
+	Clock domain.Clock // stamps the seals
 	// Interval between seals (DefaultSealInterval when zero).
 	Interval time.Duration
 	// MaxEvents bounds one seal's range, so a first seal over a long history is cut into

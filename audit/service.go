@@ -15,7 +15,7 @@ import (
 type Service struct {
 	Store eventstore.Store
 	Codec *domain.Codec
-	Clock Clock
+	Clock domain.Clock
 }
 
 // Events runs Query.

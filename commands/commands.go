@@ -20,17 +20,6 @@ import (
 	"selfreset/eventstore"
 )
 
-// Clock tells the time; tests inject a fixed or movable one.
-type Clock interface {
-	Now() time.Time
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns the current time in UTC.
-func (SystemClock) Now() time.Time { return time.Now().UTC() }
-
 // PasswordHasher hashes and verifies passwords (argon2id through password.Bounded in
 // production). Both may wait for a free slot; when ctx ends first they return an error
 // wrapping ctx.Err().
@@ -62,7 +51,7 @@ const (
 // Config wires a Handler.
 type Config struct {
 	Store   eventstore.Store
-	Clock   Clock
+	Clock   domain.Clock
 	Hasher  PasswordHasher
 	Secrets Secrets
 	Common  CommonPasswords
@@ -81,7 +70,7 @@ type Config struct {
 type Handler struct {
 	store   eventstore.Store
 	codec   *domain.Codec
-	clock   Clock
+	clock   domain.Clock
 	hasher  PasswordHasher
 	secrets Secrets
 	common  CommonPasswords
@@ -98,7 +87,7 @@ var ErrTooMuchContention = errors.New("commands: too much contention on the stre
 // New builds a Handler.
 func New(c Config) *Handler {
 	if c.Clock == nil {
-		c.Clock = SystemClock{}
+		c.Clock = domain.SystemClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -157,14 +157,14 @@ type Tx interface {
 // "mailer" checkpoint). It never sends: Sender does, so a slow mail server never holds
 // back the feed, and a queued mail survives a crash.
 type Projection struct {
-	clock Clock
+	clock domain.Clock
 }
 
 // NewProjection returns the intake. clock stamps created_at and the first due time;
 // nil means the system clock.
-func NewProjection(clock Clock) *Projection {
+func NewProjection(clock domain.Clock) *Projection {
 	if clock == nil {
-		clock = systemClock{}
+		clock = domain.SystemClock{}
 	}
 	return &Projection{clock: clock}
 }

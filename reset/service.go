@@ -48,11 +48,6 @@ type Commands interface {
 
 var _ Commands = (*commands.Handler)(nil)
 
-// Clock tells the time (the commands' clock).
-type Clock interface {
-	Now() time.Time
-}
-
 // Sender queues an asynchronous command durably: it returns nil only once the command
 // is stored (the intake's *Bus).
 type Sender interface {
@@ -77,7 +72,7 @@ var (
 type Config struct {
 	Commands Commands
 	Keyring  *secret.Keyring
-	Clock    Clock // defaults to commands.SystemClock; must be the commands' clock
+	Clock    domain.Clock // defaults to domain.SystemClock; must be the commands' clock
 	Intake   Sender
 	Logger   *slog.Logger
 	// PublishTimeout bounds queuing one command (default 5s): past it the answer is
@@ -89,7 +84,7 @@ type Config struct {
 type Service struct {
 	cmds    Commands
 	keys    *secret.Keyring
-	clock   Clock
+	clock   domain.Clock
 	intake  Sender
 	log     *slog.Logger
 	timeout time.Duration
@@ -101,7 +96,7 @@ func New(c Config) (*Service, error) {
 		return nil, errors.New("reset: New needs Commands, Keyring and Intake")
 	}
 	if c.Clock == nil {
-		c.Clock = commands.SystemClock{}
+		c.Clock = domain.SystemClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

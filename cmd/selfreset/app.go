@@ -127,7 +127,7 @@ func (a *app) commands() (*commands.Handler, error) {
 	a.hashSlots = limiter.Slots()
 	a.handler = commands.New(commands.Config{
 		Store:    a.store,
-		Clock:    commands.SystemClock{},
+		Clock:    domain.SystemClock{},
 		Hasher:   limiter,
 		Secrets:  keys,
 		Common:   password.NewCommonList(),

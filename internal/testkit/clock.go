@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Clock is a movable test clock, safe for concurrent use. It satisfies commands.Clock.
+// Clock is a movable test clock, safe for concurrent use. It satisfies domain.Clock.
 type Clock struct {
 	mu sync.Mutex
 	t  time.Time
