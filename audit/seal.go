@@ -234,7 +234,7 @@ func (s *Sealer) SealOnce(ctx context.Context) (bool, error) {
 	}
 	_, err = s.Store.Append(ctx, domain.SealStream, expected, eventstore.EventData{
 		ID: uuid.New(), Type: typ, SchemaVersion: version, OccurredAt: s.Clock.Now(), Data: json.RawMessage(data),
-		Metadata: eventstore.Metadata{Actor: "system:audit-sealer"},
+		Metadata: eventstore.Metadata{Actor: domain.SystemActorID("audit-sealer")},
 	})
 	if errors.Is(err, eventstore.ErrConflict) {
 		return false, nil // another replica sealed first

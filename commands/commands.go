@@ -336,7 +336,7 @@ func (h *Handler) updateProvider(ctx context.Context, actor, code string, decide
 // unmatched requests do not all wait for one stream's lock.
 func (h *Handler) recordUnmatched(ctx context.Context, code, login string, e domain.Event) error {
 	stream := domain.UnmatchedShard(h.secrets.HashEmail(code + "/" + login))
-	return h.append(ctx, stream, eventstore.Any, "anonymous", []domain.Event{e})
+	return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
 }
 
 // clip keeps attacker-supplied identifiers short before they are recorded.

@@ -250,7 +250,7 @@ func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswor
 
 func (h *Handler) authenticate(ctx context.Context, code, login, password string, decide func(u domain.User, ok bool) ([]domain.Event, error)) (domain.User, error) {
 	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
-	actor := "user:" + code + "/" + login
+	actor := domain.UserActorID(code, login)
 	var checked, verified bool
 	var verifiedHash string
 	for range h.tries {

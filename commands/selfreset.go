@@ -13,7 +13,7 @@ type SelfUser struct {
 }
 
 func (s SelfUser) actor() string {
-	return "user:" + domain.NormalizeProviderCode(s.Provider) + "/" + domain.NormalizeLogin(s.Login)
+	return domain.UserActorID(domain.NormalizeProviderCode(s.Provider), domain.NormalizeLogin(s.Login))
 }
 
 // StartEmailVerification sends a 6-digit code to Email. The caller is responsible for the
@@ -84,7 +84,7 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 	emailHash := h.secrets.HashEmail(c.Email)
 	// One fold of the account: an unknown one is found by the decision itself.
 	unknown := false
-	err = h.updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if unknown = !u.Registered; unknown {
 			return nil, domain.ErrUnknownAccount
 		}
@@ -138,7 +138,7 @@ func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tok
 	if err != nil {
 		return "", err
 	}
-	err = h.updateUser(ctx, "anonymous", c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if !u.Registered {
 			return nil, domain.ErrUnknownAccount
 		}
@@ -170,7 +170,7 @@ type ResetPassword struct {
 func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) (err error) {
 	defer h.observe("reset_password", time.Now(), &err)
 	match := h.secrets.Matcher(KindResetToken)
-	return h.updateUser(ctx, "anonymous", c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	return h.updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		now := h.clock.Now()
 		// Check the token before spending argon2id time on the new password; a refusal
 		// comes with the events that record it.
