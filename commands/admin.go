@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"selfreset/domain"
+	"selfreset/secret"
 )
 
 // ---- the User Administrator's tools (issue 9) ----
@@ -105,7 +106,7 @@ func (h *Handler) withoutUserAdmin(ctx context.Context, c UserCommand, decide fu
 // configured recovery email (the mailer sends it on ResetTokenIssued).
 func (h *Handler) SendPasswordReset(ctx context.Context, c UserCommand) (tokenID string, err error) {
 	defer h.observe("send_password_reset", time.Now(), &err)
-	token, err := h.secrets.Issue(KindResetToken)
+	token, err := h.secrets.Issue(secret.KindResetToken)
 	if err != nil {
 		return "", err
 	}

@@ -42,12 +42,6 @@ type CommonPasswords interface {
 	IsCommon(password string) bool
 }
 
-// Secret kinds, as package secret names them.
-const (
-	KindResetToken = "reset-token"
-	KindEmailCode  = "email-code"
-)
-
 // Config wires a Handler.
 type Config struct {
 	Store   eventstore.Store

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"selfreset/domain"
+	"selfreset/secret"
 )
 
 // SelfUser names the signed-in user acting on their own account.
@@ -26,7 +27,7 @@ type StartEmailVerification struct {
 // StartEmailVerification returns the id of the code it issued (the mailer derives the code).
 func (h *Handler) StartEmailVerification(ctx context.Context, c StartEmailVerification) (codeID string, err error) {
 	defer h.observe("start_email_verification", time.Now(), &err)
-	code, err := h.secrets.Issue(KindEmailCode)
+	code, err := h.secrets.Issue(secret.KindEmailCode)
 	if err != nil {
 		return "", err
 	}
@@ -44,7 +45,7 @@ type VerifyEmailCode struct {
 
 func (h *Handler) VerifyEmailCode(ctx context.Context, c VerifyEmailCode) (err error) {
 	defer h.observe("verify_email_code", time.Now(), &err)
-	match := h.secrets.Matcher(KindEmailCode)
+	match := h.secrets.Matcher(secret.KindEmailCode)
 	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.VerifyEmailCode(h.policy, p, c.Code, match, h.clock.Now())
 	})
@@ -77,7 +78,7 @@ type RequestResetToken struct {
 func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (tokenID string, err error) {
 	defer h.observe("request_reset_token", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
-	token, err := h.secrets.Issue(KindResetToken)
+	token, err := h.secrets.Issue(secret.KindResetToken)
 	if err != nil {
 		return "", err
 	}
@@ -134,7 +135,7 @@ type ResendResetToken struct {
 // domain.ErrUnknownAccount and nothing is recorded (the original request already was).
 func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tokenID string, err error) {
 	defer h.observe("resend_reset_token", time.Now(), &err)
-	token, err := h.secrets.Issue(KindResetToken)
+	token, err := h.secrets.Issue(secret.KindResetToken)
 	if err != nil {
 		return "", err
 	}
@@ -169,7 +170,7 @@ type ResetPassword struct {
 
 func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) (err error) {
 	defer h.observe("reset_password", time.Now(), &err)
-	match := h.secrets.Matcher(KindResetToken)
+	match := h.secrets.Matcher(secret.KindResetToken)
 	return h.updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		now := h.clock.Now()
 		// Check the token before spending argon2id time on the new password; a refusal

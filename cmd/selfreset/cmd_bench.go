@@ -13,6 +13,7 @@ import (
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
+	"selfreset/secret"
 )
 
 var benchGroup = group{
@@ -91,7 +92,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			if err != nil {
 				return err
 			}
-			v, err := keys.Value(commands.KindEmailCode, keys.CurrentKeyID(), id)
+			v, err := keys.Value(secret.KindEmailCode, keys.CurrentKeyID(), id)
 			if err != nil {
 				return err
 			}
@@ -105,7 +106,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			if err != nil {
 				return err
 			}
-			tokens[i], err = keys.Value(commands.KindResetToken, keys.CurrentKeyID(), id)
+			tokens[i], err = keys.Value(secret.KindResetToken, keys.CurrentKeyID(), id)
 			return err
 		}),
 		measure(ctx, "unmatched request", logins, *conc, func(ctx context.Context, i int, l string) error {
