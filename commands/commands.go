@@ -332,12 +332,3 @@ func (h *Handler) recordUnmatched(ctx context.Context, code, login string, e dom
 	stream := domain.UnmatchedShard(h.secrets.HashEmail(code + "/" + login))
 	return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
 }
-
-// clip keeps attacker-supplied identifiers short before they are recorded.
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) > n {
-		return string(r[:n])
-	}
-	return s
-}

@@ -92,8 +92,8 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token, SealedEmail: c.NoticeEmail}, h.clock.Now())
 	})
 	if unknown {
-		err := h.recordUnmatched(ctx, code, login, domain.UnmatchedResetRequest(clip(code, 64), clip(login, 64),
-			clip(c.Email, 254), emailHash, c.NoticeEmail, h.clock.Now()))
+		err := h.recordUnmatched(ctx, code, login, domain.UnmatchedResetRequest(domain.Clip(code, 64), domain.Clip(login, 64),
+			domain.Clip(c.Email, 254), emailHash, c.NoticeEmail, h.clock.Now()))
 		if err != nil {
 			return "", err
 		}
@@ -123,7 +123,7 @@ func (h *Handler) RecordUnmatchedToken(ctx context.Context, c RecordUnmatchedTok
 		return err
 	}
 	return h.recordUnmatched(ctx, code, login, domain.ResetTokenRejected{Reason: domain.ReasonNoTokenForRequest,
-		Provider: clip(code, 64), Login: clip(login, 64)})
+		Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)})
 }
 
 // ResendResetToken is the Change Password page's Resend.

@@ -48,8 +48,8 @@ func (s *Server) handleForgotSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	login, code, email := formValue(r, "login_name"), formValue(r, "provider_code"), formValue(r, "email")
-	pg := page{Form: map[string]string{"login_name": clipString(login, maxIdentLen),
-		"provider_code": clipString(code, maxIdentLen), "email": clipString(email, maxIdentLen)}}
+	pg := page{Form: map[string]string{"login_name": domain.Clip(login, maxIdentLen),
+		"provider_code": domain.Clip(code, maxIdentLen), "email": domain.Clip(email, maxIdentLen)}}
 	if login == "" || code == "" || email == "" {
 		pg.Error = "Enter your Login Name, Provider Code and Email."
 		s.renderForgot(w, r, http.StatusBadRequest, pg)

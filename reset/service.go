@@ -133,7 +133,8 @@ func (s *Service) Expired(ref Ref) bool {
 // metadata (commands.WithMetadata) travels with the command. The error is ErrUnavailable
 // (wrapping the cause) when the command could not be queued.
 func (s *Service) RequestReset(ctx context.Context, provider, login, email string) (Accepted, error) {
-	code, login := clip(domain.NormalizeProviderCode(provider)), clip(domain.NormalizeLogin(login))
+	code := domain.Clip(domain.NormalizeProviderCode(provider), domain.MaxIdentLen)
+	login = domain.Clip(domain.NormalizeLogin(login), domain.MaxIdentLen)
 	ref := newResetRef(s.keys, code, login, email, s.clock.Now())
 	sealed, err := s.keys.Encrypt(emailLabel, []byte(email))
 	if err != nil {
@@ -255,12 +256,4 @@ func (s *Service) CompleteReset(ctx context.Context, resetID, token, newPassword
 		return ref, s.tokenError(ref, err)
 	}
 	return ref, nil
-}
-
-// clip keeps a client's identifier within domain.MaxIdentLen bytes.
-func clip(s string) string {
-	if len(s) > domain.MaxIdentLen {
-		return s[:domain.MaxIdentLen]
-	}
-	return s
 }
