@@ -48,7 +48,7 @@ type SenderConfig struct {
 	// come from Config (ConfigFromEnv validated them).
 	From      string
 	PublicURL string
-	Paths     Paths // zero means DefaultPaths
+	Paths     Paths // zero: the token email links to the bare Change Password page
 	// Retry policy (zero means Config's defaults).
 	RetryBase   time.Duration
 	RetryMax    time.Duration
