@@ -267,7 +267,7 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			checked, verifiedHash = true, u.PasswordHash
 		}
 		if !u.Registered {
-			err := h.recordUnmatched(ctx, code, login, domain.LoginFailed{Reason: domain.ErrUnknownAccount.Code, Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)})
+			err := h.recordUnmatched(ctx, code, login, domain.LoginFailed{Reason: domain.ReasonUnknownAccount, Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)})
 			if err != nil {
 				return domain.User{}, err
 			}

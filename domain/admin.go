@@ -157,5 +157,5 @@ func (u User) ChangePassword(p Policy, c PasswordChange, now time.Time) ([]Event
 		return nil, ErrInvalidInput
 	}
 	events := []Event{PasswordChanged{PasswordHash: c.Hash, Method: PasswordChangedBySelf, ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
-	return append(events, u.revokeActiveToken("password_changed")...), nil
+	return append(events, u.revokeActiveToken(ReasonPasswordChanged)...), nil
 }

@@ -58,7 +58,9 @@ func TestUserAdministration(t *testing.T) {
 	adminActor := domain.UserActor(given(adminHistory()...))
 	lockedAdmin := domain.UserActor(given(with(adminHistory(), domain.AccountAdminLocked{By: "system"})...))
 	withToken := with(configured(), issued(tokA, t0.Add(-time.Minute)))
-	revokedA := func(reason string) domain.Event { return domain.ResetTokenRevoked{TokenID: tokA.ID, Reason: reason} }
+	revokedA := func(reason domain.Reason) domain.Event {
+		return domain.ResetTokenRevoked{TokenID: tokA.ID, Reason: reason}
+	}
 
 	runUserCases(t, []userCase{
 		// register

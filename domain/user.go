@@ -46,7 +46,7 @@ type ResetToken struct {
 	Attempts  int
 	State     string
 	// RevokedReason says why a revoked token died (too_many_attempts, admin_locked, …).
-	RevokedReason string
+	RevokedReason Reason
 }
 
 // maxSupersededKept is how many replaced tokens a user's state remembers, so that an old
@@ -119,7 +119,7 @@ func (u *User) Apply(e Event) {
 	case RecoveryEmailCodeRejected:
 		if u.Code != nil && u.Code.ID == e.CodeID {
 			u.Code.Attempts = e.Attempts
-			if e.Reason == ErrTooManyAttempts.Code {
+			if e.Reason == ReasonTooManyAttempts {
 				u.Code.Dead = true
 			}
 		}
@@ -143,7 +143,7 @@ func (u *User) Apply(e Event) {
 			u.Notified = append(u.Notified, e.NotifiedAt)
 		}
 	case ResetTokenRejected:
-		if u.Token != nil && u.Token.ID == e.TokenID && e.Reason == "wrong_token" {
+		if u.Token != nil && u.Token.ID == e.TokenID && e.Reason == ReasonWrongToken {
 			u.Token.Attempts = e.Attempts
 		}
 	case ResetTokenRevoked:
@@ -167,7 +167,7 @@ func (u *User) Apply(e Event) {
 	case LoginFailed:
 		// Counted, not copied from the event: failed attempts may be appended without an
 		// expected revision (see commands), so two may carry the same stale number.
-		if e.Reason == "wrong_password" {
+		if e.Reason == ReasonWrongPassword {
 			u.FailedLogins++
 		}
 	case AccountLocked:
@@ -206,7 +206,7 @@ func (u User) statusError() error {
 }
 
 // revokeActiveToken returns the event that kills a live token, if there is one.
-func (u User) revokeActiveToken(reason string) []Event {
+func (u User) revokeActiveToken(reason Reason) []Event {
 	if u.Token != nil && u.Token.State == TokenActive {
 		return []Event{ResetTokenRevoked{TokenID: u.Token.ID, Reason: reason}}
 	}
@@ -323,7 +323,7 @@ func (u User) DisableSelfReset(actor Actor) ([]Event, error) {
 	if !u.SelfResetEnabled {
 		return nil, nil
 	}
-	return append([]Event{SelfResetDisabled{By: actor.ID()}}, u.revokeActiveToken("self_reset_disabled")...), nil
+	return append([]Event{SelfResetDisabled{By: actor.ID()}}, u.revokeActiveToken(ReasonSelfResetDisabled)...), nil
 }
 
 // AdminLock locks the account until an admin unlocks it; a self-service reset never does.
@@ -334,7 +334,7 @@ func (u User) AdminLock(actor Actor) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken("admin_locked")...), nil
+	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken(ReasonAdminLocked)...), nil
 }
 
 // AdminUnlock lifts an admin lock and the failed-login lock with it.
@@ -349,7 +349,7 @@ func (u User) AdminUnlock(actor Actor) ([]Event, error) {
 	// Failed logins count even where racing attempts crossed the limit before an
 	// AccountLocked was recorded: an unlock clears them too.
 	if u.Locked || u.FailedLogins > 0 {
-		events = append(events, AccountUnlocked{Reason: "admin", By: actor.ID()})
+		events = append(events, AccountUnlocked{Reason: ReasonByAdmin, By: actor.ID()})
 	}
 	return events, nil
 }
@@ -362,7 +362,7 @@ func (u User) Deactivate(actor Actor) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken("deactivated")...), nil
+	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken(ReasonDeactivated)...), nil
 }
 
 // Reactivate restores a deactivated account.
@@ -384,7 +384,7 @@ func (u User) Delete(actor Actor) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken("deleted")...), nil
+	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken(ReasonDeleted)...), nil
 }
 
 // ---- signing in ----
@@ -407,22 +407,22 @@ func (u User) authenticate(p Policy, passwordOK, stepUp bool, success Event) ([]
 	if !u.Registered {
 		return nil, ErrInvalidCredentials
 	}
-	reason := ""
+	var reason Reason
 	switch {
 	case u.Deleted:
-		reason = ErrDeleted.Code
+		reason = ReasonDeleted
 	case u.Deactivated:
-		reason = ErrDeactivated.Code
+		reason = ReasonDeactivated
 	case u.AdminLocked:
-		reason = ErrAdminLocked.Code
+		reason = ReasonAdminLocked
 	case u.Locked || u.FailedLogins >= p.MaxFailedLogins:
-		reason = "locked"
+		reason = ReasonLocked
 	}
 	if reason != "" {
 		return []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}, ErrInvalidCredentials
 	}
 	if !passwordOK {
-		return []Event{LoginFailed{Reason: "wrong_password", FailedAttempts: u.FailedLogins + 1, StepUp: stepUp}}, ErrInvalidCredentials
+		return []Event{LoginFailed{Reason: ReasonWrongPassword, FailedAttempts: u.FailedLogins + 1, StepUp: stepUp}}, ErrInvalidCredentials
 	}
 	return []Event{success}, nil
 }
@@ -483,17 +483,17 @@ func (u User) VerifyEmailCode(p Policy, provider Provider, presented string, mat
 		return nil, ErrNoPendingCode
 	}
 	if c.Dead {
-		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrTooManyAttempts.Code, Attempts: c.Attempts}}, ErrTooManyAttempts
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonTooManyAttempts, Attempts: c.Attempts}}, ErrTooManyAttempts
 	}
 	if !now.Before(c.ExpiresAt) {
-		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrCodeExpired.Code, Attempts: c.Attempts}}, ErrCodeExpired
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonCodeExpired, Attempts: c.Attempts}}, ErrCodeExpired
 	}
 	if !match(c.KeyID, c.Hash, presented) {
 		n := c.Attempts + 1
 		if n >= p.MaxCodeAttempts {
-			return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrTooManyAttempts.Code, Attempts: n}}, ErrTooManyAttempts
+			return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonTooManyAttempts, Attempts: n}}, ErrTooManyAttempts
 		}
-		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: "wrong_code", Attempts: n}}, ErrInvalidCode
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonWrongCode, Attempts: n}}, ErrInvalidCode
 	}
 	return []Event{RecoveryEmailVerified{CodeID: c.ID, Email: c.Email}}, nil
 }
@@ -528,10 +528,10 @@ type ResetRequest struct {
 // notifiable reasons: the verified owner is told why no token came (DESIGN §4), but only
 // when the request named the owner's own email (or came from a reset id made with it),
 // so strangers cannot aim the exact reason at anyone.
-var notifiable = map[string]bool{
-	ErrProviderNotAllowed.Code: true, ErrUserNotEnabled.Code: true, ErrNotConfigured.Code: true,
-	ErrAdminLocked.Code: true, ErrDeactivated.Code: true, ErrDeleted.Code: true, ErrResendAfterExpiry.Code: true,
-	ErrThrottled.Code: true, ErrNoActiveToken.Code: true,
+var notifiable = map[Reason]bool{
+	ReasonProviderNotAllowed: true, ReasonUserNotEnabled: true, ReasonNotConfigured: true,
+	ReasonAdminLocked: true, ReasonDeactivated: true, ReasonDeleted: true, ReasonResendAfterExpiry: true,
+	ReasonThrottled: true, ReasonNoActiveToken: true,
 }
 
 // nextTokenAt is when the throttle lets this account have a token again (now if it does).
@@ -555,7 +555,7 @@ func (u User) nextTokenAt(p Policy, now time.Time) time.Time {
 // address is valid; nothing tells it that the login does not exist.
 func UnmatchedResetRequest(code, login, email, emailHash string, sealed []byte, now time.Time) ResetRequestRejected {
 	email = NormalizeEmail(email)
-	e := ResetRequestRejected{Reason: ErrUnknownAccount.Code, Provider: code, Login: login,
+	e := ResetRequestRejected{Reason: ReasonUnknownAccount, Provider: code, Login: login,
 		EmailMasked: MaskEmail(email), EmailHash: emailHash}
 	if len(sealed) > 0 && ValidEmail(email) {
 		e.NoticeEmail, e.NoticeAt = sealed, now
@@ -575,7 +575,7 @@ func (u User) knownEmail() string {
 // owner's verified address, with the exact reason, when the request named it (capped by
 // Notified); else to the typed address, with the fixed reasons text, when the caller
 // sealed it and it is a valid address (capped per recipient by the mailer).
-func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, sealed []byte, resend bool) ([]Event, error) {
+func (u User) reject(p Policy, now time.Time, reason Reason, email, emailHash string, sealed []byte, resend bool) ([]Event, error) {
 	e := ResetRequestRejected{Reason: reason, Provider: u.Provider, Login: u.Login, EmailHash: emailHash, Resend: resend}
 	if email != "" {
 		e.EmailMasked = MaskEmail(email)
@@ -585,7 +585,7 @@ func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, s
 	case known != "" && (resend || email == known):
 		if notifiable[reason] && recent(u.Notified, p, now) < p.MaxTokensPerWindow {
 			e.NotifyEmail, e.NotifiedAt = known, now
-			if reason == ErrThrottled.Code || reason == ErrNoActiveToken.Code || reason == ErrResendAfterExpiry.Code {
+			if reason == ReasonThrottled || reason == ReasonNoActiveToken || reason == ReasonResendAfterExpiry {
 				if at := u.nextTokenAt(p, now); at.After(now) {
 					e.RetryAt = at
 				}
@@ -598,22 +598,22 @@ func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, s
 }
 
 // requestRefusal is why this account may not get a token now ("" when it may).
-func (u User) requestRefusal(p Policy, provider Provider, now time.Time) string {
+func (u User) requestRefusal(p Policy, provider Provider, now time.Time) Reason {
 	switch {
 	case u.Deleted:
-		return ErrDeleted.Code
+		return ReasonDeleted
 	case u.Deactivated:
-		return ErrDeactivated.Code
+		return ReasonDeactivated
 	case u.AdminLocked:
-		return ErrAdminLocked.Code
+		return ReasonAdminLocked
 	case !provider.SelfResetAllowed:
-		return ErrProviderNotAllowed.Code
+		return ReasonProviderNotAllowed
 	case !u.SelfResetEnabled:
-		return ErrUserNotEnabled.Code
+		return ReasonUserNotEnabled
 	case !u.Configured:
-		return ErrNotConfigured.Code
+		return ReasonNotConfigured
 	case recent(u.Issued, p, now) >= p.MaxTokensPerWindow:
-		return ErrThrottled.Code
+		return ReasonThrottled
 	}
 	return ""
 }
@@ -627,8 +627,8 @@ func (u User) RequestResetToken(p Policy, provider Provider, r ResetRequest, now
 	reason := u.requestRefusal(p, provider, now)
 	// A wrong email outranks throttling and missing configuration: it is what the
 	// requester got wrong, and it must never trigger mail to the owner.
-	if u.Configured && email != u.RecoveryEmail && reason != ErrDeleted.Code && reason != ErrDeactivated.Code && reason != ErrAdminLocked.Code {
-		reason = ErrIdentifiersMismatch.Code
+	if u.Configured && email != u.RecoveryEmail && reason != ReasonDeleted && reason != ReasonDeactivated && reason != ReasonAdminLocked {
+		reason = ReasonIdentifiersMismatch
 	}
 	if reason != "" {
 		return u.reject(p, now, reason, email, r.EmailHash, r.SealedEmail, false)
@@ -651,10 +651,10 @@ func (u User) issue(p Policy, t Secret, now time.Time, resend bool) ResetTokenIs
 // start again from Forgot Password?.
 func (u User) ResendResetToken(p Policy, provider Provider, t Secret, now time.Time) ([]Event, error) {
 	if u.Token == nil || u.Token.State != TokenActive {
-		return u.reject(p, now, ErrNoActiveToken.Code, "", "", nil, true)
+		return u.reject(p, now, ReasonNoActiveToken, "", "", nil, true)
 	}
 	if !now.Before(u.Token.ExpiresAt) {
-		return u.reject(p, now, ErrResendAfterExpiry.Code, "", "", nil, true)
+		return u.reject(p, now, ReasonResendAfterExpiry, "", "", nil, true)
 	}
 	if reason := u.requestRefusal(p, provider, now); reason != "" {
 		return u.reject(p, now, reason, "", "", nil, true)
@@ -679,7 +679,7 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 	}
 	t := u.Token
 	if t == nil {
-		return []Event{ResetTokenRejected{Reason: ErrNoActiveToken.Code}}, ErrInvalidToken
+		return []Event{ResetTokenRejected{Reason: ReasonNoActiveToken}}, ErrInvalidToken
 	}
 	// Only whoever holds the right value learns a token's fate (used, expired, replaced);
 	// any other value gets invalid_token, so the page cannot be used to probe accounts.
@@ -688,19 +688,19 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 		// (DESIGN §4) and do not count it as a guess against the live token.
 		for i := len(u.Superseded) - 1; i >= 0; i-- {
 			if old := u.Superseded[i]; match(old.KeyID, old.Hash, presented) {
-				return []Event{ResetTokenRejected{TokenID: old.ID, Reason: ErrTokenSuperseded.Code, Attempts: old.Attempts}}, ErrTokenSuperseded
+				return []Event{ResetTokenRejected{TokenID: old.ID, Reason: ReasonTokenSuperseded, Attempts: old.Attempts}}, ErrTokenSuperseded
 			}
 		}
 		if t.State != TokenActive || !now.Before(t.ExpiresAt) {
-			return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrInvalidToken.Code, Attempts: t.Attempts}}, ErrInvalidToken
+			return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonInvalidToken, Attempts: t.Attempts}}, ErrInvalidToken
 		}
 		n := t.Attempts + 1
-		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: "wrong_token", Attempts: n}}
+		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonWrongToken, Attempts: n}}
 		if n >= p.MaxTokenAttempts {
 			// The token dies, but the answer stays invalid_token: a wrong value must not
 			// learn that it reached a live token. Whoever holds the right value is told
 			// too_many_attempts when they try it.
-			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrInvalidToken
+			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ReasonTooManyAttempts}), ErrInvalidToken
 		}
 		return events, ErrInvalidToken
 	}
@@ -708,26 +708,26 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 		err := map[string]error{TokenUsed: ErrTokenUsed, TokenSuperseded: ErrTokenSuperseded}[t.State]
 		if err == nil {
 			err = ErrTokenRevoked
-			if t.RevokedReason == ErrTooManyAttempts.Code {
+			if t.RevokedReason == ReasonTooManyAttempts {
 				err = ErrTooManyAttempts
 			}
 		}
-		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}}, err
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonOf(err), Attempts: t.Attempts}}, err
 	}
 	if err := u.statusError(); err != nil {
-		return append([]Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}},
-			u.revokeActiveToken(Code(err))...), ErrTokenRevoked
+		return append([]Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonOf(err), Attempts: t.Attempts}},
+			u.revokeActiveToken(ReasonOf(err))...), ErrTokenRevoked
 	}
 	if !provider.SelfResetAllowed || !u.SelfResetEnabled {
-		reason := ErrProviderNotAllowed.Code
+		reason := ReasonProviderNotAllowed
 		if provider.SelfResetAllowed {
-			reason = ErrUserNotEnabled.Code
+			reason = ReasonUserNotEnabled
 		}
 		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: reason, Attempts: t.Attempts},
-			ResetTokenRevoked{TokenID: t.ID, Reason: "self_reset_not_allowed"}}, ErrTokenRevoked
+			ResetTokenRevoked{TokenID: t.ID, Reason: ReasonSelfResetNotAllowed}}, ErrTokenRevoked
 	}
 	if !now.Before(t.ExpiresAt) {
-		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrTokenExpired.Code, Attempts: t.Attempts}}, ErrTokenExpired
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonTokenExpired, Attempts: t.Attempts}}, ErrTokenExpired
 	}
 	return nil, nil
 }
@@ -751,7 +751,7 @@ func (u User) ResetPassword(p Policy, provider Provider, np NewPassword, match S
 	events := []Event{PasswordChanged{PasswordHash: np.Hash, Method: PasswordChangedBySelfReset, TokenID: t.ID,
 		ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
 	if u.Locked {
-		events = append(events, AccountUnlocked{Reason: "password_reset"})
+		events = append(events, AccountUnlocked{Reason: ReasonPasswordReset})
 	}
 	return events, nil
 }

@@ -100,7 +100,7 @@ func DeliveryFor(rec eventstore.RecordedEvent, ev domain.Event) (Delivery, bool)
 	case domain.ResetRequestRejected:
 		switch {
 		case e.NotifyEmail != "":
-			d.Kind, d.Recipient, d.Reason, d.RetryAt = MailResetError, e.NotifyEmail, e.Reason, e.RetryAt
+			d.Kind, d.Recipient, d.Reason, d.RetryAt = MailResetError, e.NotifyEmail, string(e.Reason), e.RetryAt
 			at(e.NotifiedAt)
 		case len(e.NoticeEmail) > 0 && e.EmailHash != "":
 			// The reason stays out of the row: the mail says the same whatever it was.

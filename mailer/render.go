@@ -126,7 +126,7 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 	}
 	switch d.Kind {
 	case MailResetError:
-		data.Reason, data.Hint = reasonText(d.Reason)
+		data.Reason, data.Hint = reasonText(domain.Reason(d.Reason))
 		data.RetryAt = formatTime(d.RetryAt)
 	case MailResetNotice:
 		data.Reasons = domain.ResetErrorReasons
@@ -157,32 +157,22 @@ func streamAccount(stream string) (provider, login string) {
 	return p, l
 }
 
-// reasonErrors are the refusals a ResetRequestRejected can record.
-var reasonErrors = []*domain.Error{
-	domain.ErrProviderNotAllowed, domain.ErrUserNotEnabled, domain.ErrNotConfigured, domain.ErrIdentifiersMismatch,
-	domain.ErrResendAfterExpiry, domain.ErrAdminLocked, domain.ErrDeactivated, domain.ErrDeleted, domain.ErrThrottled,
-	domain.ErrUnknownAccount, domain.ErrNoActiveToken,
-}
-
 const contactAdmin = "Please contact your User Administrator."
 
-// reasonText maps a recorded refusal code to the seed's words and a next step.
-func reasonText(code string) (reason, hint string) {
+// reasonText maps a recorded refusal reason to the seed's words and a next step.
+func reasonText(code domain.Reason) (reason, hint string) {
 	msg := "Self Password Reset could not issue a Password token for this account"
-	for _, e := range reasonErrors {
-		if e.Code == code {
-			msg = e.Message
-			break
-		}
+	if e, ok := domain.RequestRefusal(code); ok {
+		msg = e.Message
 	}
 	switch code {
-	case domain.ErrNotConfigured.Code:
+	case domain.ReasonNotConfigured:
 		hint = "Configure Self Password Reset from the Settings tab (Configure, beside Self Password Reset), then try again."
-	case domain.ErrResendAfterExpiry.Code:
+	case domain.ReasonResendAfterExpiry:
 		hint = "" // the message already says what to do
-	case domain.ErrNoActiveToken.Code:
+	case domain.ReasonNoActiveToken:
 		hint = "Go back to the login page and click Forgot Password? to receive a new Password token."
-	case domain.ErrThrottled.Code:
+	case domain.ReasonThrottled:
 		hint = "Too many Password tokens were asked for in a short time."
 	default:
 		hint = contactAdmin

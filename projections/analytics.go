@@ -78,7 +78,7 @@ func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	if err != nil {
 		return nil // provider events say nothing about accounts
 	}
-	config := func(kind, codeID, reason string) error {
+	config := func(kind, codeID string, reason domain.Reason) error {
 		_, err := tx.Exec(ctx, sqlInsertConfigFact, e.Record.ID, kind, provider, login, utcDay(at), at,
 			nullString(codeID), nullString(reason))
 		return err
@@ -110,7 +110,7 @@ func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	return nil
 }
 
-func insertLoginFact(ctx context.Context, tx pgx.Tx, e Envelope, provider, login, kind, reason string, stepUp bool, attempts *int) error {
+func insertLoginFact(ctx context.Context, tx pgx.Tx, e Envelope, provider, login, kind string, reason domain.Reason, stepUp bool, attempts *int) error {
 	at := eventTime(e.Record)
 	_, err := tx.Exec(ctx, sqlInsertLoginFact, e.Record.ID, kind, domain.NormalizeProviderCode(provider), nullString(login),
 		utcDay(at), at, nullString(reason), stepUp, attempts)

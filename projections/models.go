@@ -30,9 +30,10 @@ func utcDay(t time.Time) time.Time {
 }
 
 // nullString maps "" to SQL NULL.
-func nullString(s string) *string {
+func nullString[S ~string](s S) *string {
 	if s == "" {
 		return nil
 	}
-	return &s
+	v := string(s)
+	return &v
 }

@@ -49,7 +49,7 @@ const sqlInsertFact = `INSERT INTO reset_activity_facts
 
 type fact struct {
 	kind    string
-	reason  string
+	reason  domain.Reason
 	resend  bool
 	tokenID string
 }
