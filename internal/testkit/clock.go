@@ -3,7 +3,11 @@ package testkit
 import (
 	"sync"
 	"time"
+
+	"selfreset/domain"
 )
+
+var _ domain.Clock = (*Clock)(nil)
 
 // Clock is a movable test clock, safe for concurrent use. It satisfies domain.Clock.
 type Clock struct {
