@@ -85,114 +85,137 @@ type streamState struct {
 // signature is valid). It stops at the first break and reports it; an error means the
 // verification could not be done.
 func Verify(ctx context.Context, store eventstore.Store, codec *domain.Codec, opts VerifyOptions) (Report, error) {
-	var rep Report
-	rep.SignaturesChecked = len(opts.Keys) > 0
-	seals, err := readSeals(ctx, store, codec, 0)
-	if err != nil {
-		return rep, err
+	v := &verifier{opts: opts, streams: map[string]*streamState{}}
+	v.rep.SignaturesChecked = len(opts.Keys) > 0
+	var err error
+	if v.seals, err = readSeals(ctx, store, codec, 0); err != nil {
+		return v.rep, err
 	}
-	pageSize := opts.PageSize
+	b, err := v.feed(ctx, store)
+	if err != nil {
+		return v.rep, err
+	}
+	// Seals whose ranges end after the last event read: their events are gone.
+	for b == nil && v.next < len(v.seals) {
+		b = v.checkSeal()
+	}
+	if b != nil {
+		v.rep.Break = b
+		return v.rep, nil
+	}
+	v.rep.Unsealed = v.fh.count
+	return v.rep, nil
+}
+
+// verifier is one run of Verify: the report so far, the chain state of every stream
+// and where the seals stand.
+type verifier struct {
+	opts    VerifyOptions
+	rep     Report
+	streams map[string]*streamState
+	seals   []storedSeal
+	next    int      // the seal to check next
+	fh      feedHash // the range hashed since the last seal checked
+	// prevThrough is where the last seal checked ended.
+	prevThrough domain.FeedPosition
+}
+
+// feed reads the feed page by page and checks each event, up to the first break.
+func (v *verifier) feed(ctx context.Context, store eventstore.Store) (*Break, error) {
+	pageSize := v.opts.PageSize
 	if pageSize <= 0 {
 		pageSize = 5000
 	}
-	streams := map[string]*streamState{}
-	next := 0 // the seal to check next
-	var fh feedHash
-	var prevThrough domain.FeedPosition
-
-	// checkSeal compares seal `next` with the range hashed so far.
-	checkSeal := func() *Break {
-		s := seals[next]
-		b := &Break{Stream: s.event.Stream, Revision: s.event.Revision, Position: s.event.Position}
-		switch {
-		case s.seal.After != prevThrough:
-			b.What = fmt.Sprintf("seal starts after %s, but the seal before it ended at %s (a seal was removed)", pos(s.seal.After), pos(prevThrough))
-		case rep.SignaturesChecked && opts.Keys[s.seal.KeyID] == nil:
-			b.What = fmt.Sprintf("seal is signed with key %q, which is not among the seal keys given", s.seal.KeyID)
-		case rep.SignaturesChecked && !equalHex(Sign(opts.Keys[s.seal.KeyID], s.seal), s.seal.Signature):
-			b.What = "seal signature is not valid (the seal was edited or forged)"
-		case s.seal.Count != fh.count:
-			b.What = fmt.Sprintf("seal over feed positions (%s, %s] counted %d events, the feed now holds %d there (events deleted or inserted)",
-				pos(s.seal.After), pos(s.seal.Through), s.seal.Count, fh.count)
-		case !equalHex(s.seal.Digest, fh.digest):
-			b.What = fmt.Sprintf("seal over feed positions (%s, %s] has digest %s, the feed now gives %s (events reordered or their chain values replaced)",
-				pos(s.seal.After), pos(s.seal.Through), s.seal.Digest, fh.digest)
-		default:
-			rep.Seals++
-			rep.SealedEvents += fh.count
-			prevThrough = s.seal.Through
-			fh = feedHash{digest: s.seal.Digest}
-			next++
-			return nil
-		}
-		return b
-	}
-
 	// Every event up to the newest seal's end was readable when it was sealed. The feed may
 	// still hold back a moment what it showed before (PostgreSQL's watermark can err low
 	// while unrelated transactions end), so an early end is read again a few times before
 	// it is believed: a sealed range that stays short then is a break, not a race.
 	var sealedTo eventstore.Position
-	if len(seals) > 0 {
-		sealedTo = fromFeed(seals[len(seals)-1].seal.Through)
+	if len(v.seals) > 0 {
+		sealedTo = fromFeed(v.seals[len(v.seals)-1].seal.Through)
 	}
 	after := eventstore.Start
 	for retries := 0; ; {
 		page, err := store.ReadAll(ctx, after, pageSize)
 		if err != nil {
-			return rep, fmt.Errorf("audit: verify: read the feed: %w", err)
+			return nil, fmt.Errorf("audit: verify: read the feed: %w", err)
 		}
 		if len(page) == 0 {
-			if after.Less(sealedTo) && retries < feedRetries {
-				retries++
-				select {
-				case <-ctx.Done():
-					return rep, ctx.Err()
-				case <-time.After(feedRetryWait):
-				}
-				continue
+			if !after.Less(sealedTo) || retries >= feedRetries {
+				return nil, nil
 			}
-			break
+			retries++
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(feedRetryWait):
+			}
+			continue
 		}
 		retries = 0
 		for _, e := range page {
 			after = e.Position
-			rep.Events++
-			if b := checkLink(streams, e, opts, &rep); b != nil {
-				rep.Break = b
-				return rep, nil
-			}
-			if sealed(e) {
-				continue
-			}
-			// A seal whose last event is gone: check it before this event joins the range.
-			for next < len(seals) && fromFeed(seals[next].seal.Through).Less(e.Position) {
-				if b := checkSeal(); b != nil {
-					rep.Break = b
-					return rep, nil
-				}
-			}
-			h, err := EventHash(e)
-			if err != nil {
-				return rep, fmt.Errorf("audit: verify: %w", err)
-			}
-			fh.add(e.Stream, e.Revision, h)
-			if next < len(seals) && fromFeed(seals[next].seal.Through) == e.Position {
-				if b := checkSeal(); b != nil {
-					rep.Break = b
-					return rep, nil
-				}
+			if b, err := v.event(e); b != nil || err != nil {
+				return b, err
 			}
 		}
 	}
-	for next < len(seals) {
-		if b := checkSeal(); b != nil {
-			rep.Break = b
-			return rep, nil
+}
+
+// event checks e's chain link and adds it to the sealed range it belongs to, checking
+// the seals that range completes.
+func (v *verifier) event(e eventstore.RecordedEvent) (*Break, error) {
+	v.rep.Events++
+	if b := checkLink(v.streams, e, v.opts, &v.rep); b != nil {
+		return b, nil
+	}
+	if sealed(e) {
+		return nil, nil
+	}
+	// A seal whose last event is gone: check it before this event joins the range.
+	for v.next < len(v.seals) && fromFeed(v.seals[v.next].seal.Through).Less(e.Position) {
+		if b := v.checkSeal(); b != nil {
+			return b, nil
 		}
 	}
-	rep.Unsealed = fh.count
-	return rep, nil
+	h, err := EventHash(e)
+	if err != nil {
+		return nil, fmt.Errorf("audit: verify: %w", err)
+	}
+	v.fh.add(e.Stream, e.Revision, h)
+	if v.next < len(v.seals) && fromFeed(v.seals[v.next].seal.Through) == e.Position {
+		return v.checkSeal(), nil
+	}
+	return nil, nil
+}
+
+// checkSeal compares the next seal with the range hashed so far and, if they agree,
+// starts the next range.
+func (v *verifier) checkSeal() *Break {
+	s, keys := v.seals[v.next], v.opts.Keys
+	b := &Break{Stream: s.event.Stream, Revision: s.event.Revision, Position: s.event.Position}
+	switch {
+	case s.seal.After != v.prevThrough:
+		b.What = fmt.Sprintf("seal starts after %s, but the seal before it ended at %s (a seal was removed)", pos(s.seal.After), pos(v.prevThrough))
+	case v.rep.SignaturesChecked && keys[s.seal.KeyID] == nil:
+		b.What = fmt.Sprintf("seal is signed with key %q, which is not among the seal keys given", s.seal.KeyID)
+	case v.rep.SignaturesChecked && !equalHex(Sign(keys[s.seal.KeyID], s.seal), s.seal.Signature):
+		b.What = "seal signature is not valid (the seal was edited or forged)"
+	case s.seal.Count != v.fh.count:
+		b.What = fmt.Sprintf("seal over feed positions (%s, %s] counted %d events, the feed now holds %d there (events deleted or inserted)",
+			pos(s.seal.After), pos(s.seal.Through), s.seal.Count, v.fh.count)
+	case !equalHex(s.seal.Digest, v.fh.digest):
+		b.What = fmt.Sprintf("seal over feed positions (%s, %s] has digest %s, the feed now gives %s (events reordered or their chain values replaced)",
+			pos(s.seal.After), pos(s.seal.Through), s.seal.Digest, v.fh.digest)
+	default:
+		v.rep.Seals++
+		v.rep.SealedEvents += v.fh.count
+		v.prevThrough = s.seal.Through
+		v.fh = feedHash{digest: s.seal.Digest}
+		v.next++
+		return nil
+	}
+	return b
 }
 
 // checkLink checks e against the state of its stream and moves that state on.

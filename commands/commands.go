@@ -73,6 +73,7 @@ type Handler struct {
 	tries   int
 	obs     Observer
 	snaps   *snapshots
+	provs   *providerCache
 }
 
 // ErrTooMuchContention means every attempt lost the optimistic-concurrency race.
@@ -94,7 +95,7 @@ func New(c Config) *Handler {
 	}
 	return &Handler{store: c.Store, codec: domain.NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
 		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer,
-		snaps: newSnapshots(c.Snapshots, c.Logger)}
+		snaps: newSnapshots(c.Snapshots, c.Logger), provs: newProviderCache()}
 }
 
 // Codec is the handler's codec (for readers of the same store).
@@ -216,40 +217,30 @@ func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen
 	return l, ids, nil
 }
 
-// LoadProvider folds a provider's stream.
+// LoadProvider folds a provider's stream (from the handler's cache, reading only the
+// events after it).
 func (h *Handler) LoadProvider(ctx context.Context, code string) (domain.Provider, error) {
-	p, _, err := h.loadProvider(ctx, code)
+	p, _, err := h.unit().provider(ctx, code)
 	return p, err
-}
-
-func (h *Handler) loadProvider(ctx context.Context, code string) (domain.Provider, loaded, error) {
-	var p domain.Provider
-	if !domain.ValidProviderCode(domain.NormalizeProviderCode(code)) {
-		return p, loaded{}, nil
-	}
-	l, err := h.fold(ctx, domain.ProviderStream(code), p.Apply)
-	return p, l, err
 }
 
 // LoadUser folds a user's stream; Registered is false when there is no such user.
 // The second result is the stream revision, for callers that cache by it.
 func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User, uint64, error) {
-	u, l, err := h.loadUser(ctx, code, login)
+	u, l, err := h.unit().user(ctx, code, login)
 	return u, l.revision, err
-}
-
-func (h *Handler) loadUser(ctx context.Context, code, login string) (domain.User, loaded, error) {
-	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
-	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
-		return domain.User{}, loaded{}, nil
-	}
-	return h.snaps.loadUser(ctx, h, domain.UserStream(code, login))
 }
 
 // append encodes events and appends them to stream under expected.
 func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, actor string, events []domain.Event) error {
+	_, err := h.appendResult(ctx, stream, expected, actor, events)
+	return err
+}
+
+// appendResult is append, telling where the events landed (zero when there were none).
+func (h *Handler) appendResult(ctx context.Context, stream string, expected eventstore.ExpectedRevision, actor string, events []domain.Event) (eventstore.AppendResult, error) {
 	if len(events) == 0 {
-		return nil
+		return eventstore.AppendResult{}, nil
 	}
 	md := metadataFrom(ctx, actor)
 	now := h.clock.Now()
@@ -258,7 +249,7 @@ func (h *Handler) append(ctx context.Context, stream string, expected eventstore
 	for i, e := range events {
 		typ, ver, raw, err := h.codec.Encode(e)
 		if err != nil {
-			return err
+			return eventstore.AppendResult{}, err
 		}
 		id := uuid.New()
 		if hasCmd {
@@ -266,10 +257,11 @@ func (h *Handler) append(ctx context.Context, stream string, expected eventstore
 		}
 		data = append(data, eventstore.EventData{ID: id, Type: typ, SchemaVersion: ver, OccurredAt: now, Data: raw, Metadata: md})
 	}
-	if _, err := h.store.Append(ctx, stream, expected, data...); err != nil {
-		return fmt.Errorf("append to %s: %w", stream, err)
+	res, err := h.store.Append(ctx, stream, expected, data...)
+	if err != nil {
+		return res, fmt.Errorf("append to %s: %w", stream, err)
 	}
-	return nil
+	return res, nil
 }
 
 // userDecision decides on a user, given the provider it belongs to.
@@ -277,14 +269,15 @@ type userDecision func(u domain.User, p domain.Provider) ([]domain.Event, error)
 
 // updateUser is load → decide → append for one user stream, retried on conflict. Events
 // the decision returns are appended even when it also returns a refusal (a wrong token
-// is recorded and refused); the refusal is then returned.
-func (h *Handler) updateUser(ctx context.Context, actor, code, login string, decide userDecision) error {
-	for range h.tries {
-		p, _, err := h.loadProvider(ctx, code)
+// is recorded and refused); the refusal is then returned. The provider is folded once
+// per command: it is read, not guarded (only the user's stream is appended to).
+func (un *unit) updateUser(ctx context.Context, actor, code, login string, decide userDecision) error {
+	for range un.h.tries {
+		p, _, err := un.provider(ctx, code)
 		if err != nil {
 			return err
 		}
-		u, l, err := h.loadUser(ctx, code, login)
+		u, l, err := un.user(ctx, code, login)
 		if err != nil {
 			return err
 		}
@@ -292,7 +285,7 @@ func (h *Handler) updateUser(ctx context.Context, actor, code, login string, dec
 			return ErrAlreadyDecided
 		}
 		events, derr := decide(u, p)
-		err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)
+		err = un.appendUser(ctx, code, login, l.expected(), actor, events)
 		if errors.Is(err, eventstore.ErrConflict) {
 			continue
 		}
@@ -305,14 +298,14 @@ func (h *Handler) updateUser(ctx context.Context, actor, code, login string, dec
 }
 
 // updateProvider is the same for a provider stream.
-func (h *Handler) updateProvider(ctx context.Context, actor, code string, decide func(p domain.Provider) ([]domain.Event, error)) error {
-	for range h.tries {
-		p, l, err := h.loadProvider(ctx, code)
+func (un *unit) updateProvider(ctx context.Context, actor, code string, decide func(p domain.Provider) ([]domain.Event, error)) error {
+	for range un.h.tries {
+		p, l, err := un.provider(ctx, code)
 		if err != nil {
 			return err
 		}
 		events, derr := decide(p)
-		err = h.append(ctx, domain.ProviderStream(code), l.expected(), actor, events)
+		err = un.appendProvider(ctx, code, l.expected(), actor, events)
 		if errors.Is(err, eventstore.ErrConflict) {
 			continue
 		}

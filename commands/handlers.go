@@ -26,7 +26,7 @@ func (h *Handler) RegisterProvider(ctx context.Context, c RegisterProvider) (err
 	if !domain.ValidProviderCode(code) {
 		return domain.ErrInvalidInput
 	}
-	return h.updateProvider(ctx, c.Actor.ID(), code, func(p domain.Provider) ([]domain.Event, error) {
+	return h.unit().updateProvider(ctx, c.Actor.ID(), code, func(p domain.Provider) ([]domain.Event, error) {
 		events, err := p.RegisterProvider(c.Actor, code, c.Name)
 		if err != nil || !c.AllowSelfReset {
 			return events, err
@@ -47,14 +47,14 @@ type ProviderCommand struct {
 
 func (h *Handler) AllowProviderSelfReset(ctx context.Context, c ProviderCommand) (err error) {
 	defer h.observe("allow_provider_self_reset", time.Now(), &err)
-	return h.updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
+	return h.unit().updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
 		return p.AllowSelfReset(c.Actor)
 	})
 }
 
 func (h *Handler) RevokeProviderSelfReset(ctx context.Context, c ProviderCommand) (err error) {
 	defer h.observe("revoke_provider_self_reset", time.Now(), &err)
-	return h.updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
+	return h.unit().updateProvider(ctx, c.Actor.ID(), c.Code, func(p domain.Provider) ([]domain.Event, error) {
 		return p.RevokeSelfReset(c.Actor)
 	})
 }
@@ -73,17 +73,19 @@ type RegisterUser struct {
 
 func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) (err error) {
 	defer h.observe("register_user", time.Now(), &err)
-	actor, err := h.refreshActor(ctx, c.Actor)
+	un := h.unit()
+	actor, err := un.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
 	}
 	c.Actor = actor
-	return h.registerUser(ctx, c, false)
+	return un.registerUser(ctx, c, false)
 }
 
 // registerUser registers the account and, when it holds the User Administrative role,
 // counts it on the provider's stream. temporary marks the password as one to change.
-func (h *Handler) registerUser(ctx context.Context, c RegisterUser, temporary bool) error {
+func (un *unit) registerUser(ctx context.Context, c RegisterUser, temporary bool) error {
+	h := un.h
 	login := domain.NormalizeLogin(c.Login)
 	if !domain.ValidLogin(login) || !domain.ValidProviderCode(domain.NormalizeProviderCode(c.Provider)) {
 		return domain.ErrInvalidInput
@@ -95,14 +97,14 @@ func (h *Handler) registerUser(ctx context.Context, c RegisterUser, temporary bo
 	if err != nil {
 		return err
 	}
-	err = h.updateUser(ctx, c.Actor.ID(), c.Provider, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = un.updateUser(ctx, c.Actor.ID(), c.Provider, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.RegisterUser(p, c.Actor, domain.RegisterUserCommand{Login: login, DisplayName: c.DisplayName, PasswordHash: hash,
 			Roles: c.Roles, MustChangePassword: temporary})
 	})
 	if err != nil || !slices.Contains(c.Roles, domain.RoleUserAdmin) {
 		return err
 	}
-	return h.countUserAdmin(ctx, c.Actor, c.Provider, login)
+	return un.countUserAdmin(ctx, c.Actor, c.Provider, login)
 }
 
 // UserCommand names a user and who acts on them.
@@ -122,17 +124,18 @@ type RoleCommand struct {
 // provider's (again when the role was already held, which repairs an interrupted grant).
 func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) (err error) {
 	defer h.observe("grant_role", time.Now(), &err)
-	actor, err := h.refreshActor(ctx, c.Actor)
+	un := h.unit()
+	actor, err := un.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
 	}
-	err = h.updateUser(ctx, actor.ID(), c.Provider, c.Login, func(u domain.User, _ domain.Provider) ([]domain.Event, error) {
+	err = un.updateUser(ctx, actor.ID(), c.Provider, c.Login, func(u domain.User, _ domain.Provider) ([]domain.Event, error) {
 		return u.GrantRole(actor, c.Role)
 	})
 	if err != nil || c.Role != domain.RoleUserAdmin {
 		return err
 	}
-	return h.countUserAdmin(ctx, actor, c.Provider, c.Login)
+	return un.countUserAdmin(ctx, actor, c.Provider, c.Login)
 }
 
 // RevokeRole takes the role away; the User Administrative role never from the provider's
@@ -143,70 +146,72 @@ func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) (err error) {
 		return u.RevokeRole(a, c.Role)
 	}
 	if c.Role != domain.RoleUserAdmin {
-		return h.admin(ctx, c.UserCommand, decide)
+		return h.unit().admin(ctx, c.UserCommand, decide)
 	}
-	return h.withoutUserAdmin(ctx, c.UserCommand, decide)
+	return h.unit().withoutUserAdmin(ctx, c.UserCommand, decide)
 }
 
 func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("enable_self_reset", time.Now(), &err)
-	return h.admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) {
+	return h.unit().admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.EnableSelfReset(p, a)
 	})
 }
 
 func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("disable_self_reset", time.Now(), &err)
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.DisableSelfReset(a)
 	})
 }
 
 func (h *Handler) AdminLock(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("admin_lock", time.Now(), &err)
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminLock(a) })
+	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminLock(a) })
 }
 
 func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("admin_unlock", time.Now(), &err)
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
+	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
 		return u.AdminUnlock(a)
 	})
 }
 
 func (h *Handler) Deactivate(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("deactivate", time.Now(), &err)
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Deactivate(a) })
+	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Deactivate(a) })
 }
 
 func (h *Handler) Reactivate(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("reactivate", time.Now(), &err)
-	return h.admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Reactivate(a) })
+	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Reactivate(a) })
 }
 
 // Delete ends the account; a user administrator's only when another remains.
 func (h *Handler) Delete(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("delete", time.Now(), &err)
-	return h.withoutUserAdmin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
+	return h.unit().withoutUserAdmin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
 }
 
 // admin runs an administrative decision after refreshing a signed-in actor from their own
 // stream, so a revoked admin role or a locked admin account takes effect at once.
-func (h *Handler) admin(ctx context.Context, c UserCommand, decide func(u domain.User, p domain.Provider, actor domain.Actor) ([]domain.Event, error)) error {
-	actor, err := h.refreshActor(ctx, c.Actor)
+func (un *unit) admin(ctx context.Context, c UserCommand, decide func(u domain.User, p domain.Provider, actor domain.Actor) ([]domain.Event, error)) error {
+	actor, err := un.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
 	}
-	return h.updateUser(ctx, actor.ID(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	return un.updateUser(ctx, actor.ID(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return decide(u, p, actor)
 	})
 }
 
-func (h *Handler) refreshActor(ctx context.Context, a domain.Actor) (domain.Actor, error) {
+// refreshActor reads a signed-in actor from their own stream (once per command: when
+// they act on their own account, the decision reuses this fold).
+func (un *unit) refreshActor(ctx context.Context, a domain.Actor) (domain.Actor, error) {
 	if a.System {
 		return a, nil
 	}
-	u, _, err := h.loadUser(ctx, a.Provider, a.Login)
+	u, _, err := un.user(ctx, a.Provider, a.Login)
 	if err != nil {
 		return a, err
 	}
@@ -253,8 +258,9 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 	actor := domain.UserActorID(code, login)
 	var checked, verified bool
 	var verifiedHash string
+	un := h.unit()
 	for range h.tries {
-		u, l, err := h.loadUser(ctx, code, login)
+		u, l, err := un.user(ctx, code, login)
 		if err != nil {
 			return domain.User{}, err
 		}
@@ -277,7 +283,7 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 		if refined := u.SignInRefusal(verified); derr != nil && refined != nil {
 			derr = refined
 		}
-		out, retry, err := h.settlePassword(ctx, code, login, actor, u, l, events, derr)
+		out, retry, err := un.settlePassword(ctx, code, login, actor, l, events, derr)
 		if retry {
 			continue
 		}
@@ -287,28 +293,28 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 	return domain.User{}, ErrTooMuchContention
 }
 
-// settlePassword appends the outcome of a password-checked decision on u: a refusal is
-// recorded with recordFailedPassword and returned; a success is appended at the revision
-// u was folded at and u is returned with it applied. retry reports a lost race: fold
-// and decide again.
-func (h *Handler) settlePassword(ctx context.Context, code, login, actor string, u domain.User, l loaded, events []domain.Event, derr error) (out domain.User, retry bool, err error) {
+// settlePassword appends the outcome of a password-checked decision on the account folded
+// at l: a refusal is recorded with recordFailedPassword and returned; a success is
+// appended at l's revision and the account returned as it left it. retry reports a lost
+// race: fold and decide again.
+func (un *unit) settlePassword(ctx context.Context, code, login, actor string, l loaded, events []domain.Event, derr error) (out domain.User, retry bool, err error) {
 	if derr != nil {
-		if err := h.recordFailedPassword(ctx, code, login, actor, events); err != nil {
+		if err := un.recordFailedPassword(ctx, code, login, actor, events); err != nil {
 			return domain.User{}, false, err
 		}
 		return domain.User{}, false, derr
 	}
-	err = h.append(ctx, domain.UserStream(code, login), l.expected(), actor, events)
+	err = un.appendUser(ctx, code, login, l.expected(), actor, events)
 	if errors.Is(err, eventstore.ErrConflict) {
 		return domain.User{}, true, nil
 	}
 	if err != nil {
 		return domain.User{}, false, err
 	}
-	for _, e := range events {
-		u.Apply(e)
-	}
-	return u, false, nil
+	// The view moved on with the append (or, if another writer slipped in between, is
+	// folded afresh: what the caller gets back is then the stream as it stands).
+	out, _, err = un.user(ctx, code, login)
+	return out, false, err
 }
 
 // recordFailedPassword records a refused password check (sign-in, step-up, the signed-in
@@ -316,36 +322,36 @@ func (h *Handler) settlePassword(ctx context.Context, code, login, actor string,
 // without an expected revision: racing failures must neither escape the count nor answer
 // differently from an unknown account (which never conflicts). The fold counts them, so
 // stale numbers are harmless.
-func (h *Handler) recordFailedPassword(ctx context.Context, code, login, actor string, events []domain.Event) error {
-	stream := domain.UserStream(code, login)
-	if err := h.append(ctx, stream, eventstore.Any, actor, events); err != nil {
+func (un *unit) recordFailedPassword(ctx context.Context, code, login, actor string, events []domain.Event) error {
+	if err := un.appendUser(ctx, code, login, eventstore.Any, actor, events); err != nil {
 		return err
 	}
-	return h.lockIfDue(ctx, code, login, stream, actor)
+	return un.lockIfDue(ctx, code, login, actor)
 }
 
 // lockIfDue appends the failed-login lock when the folded count calls for it
 // (domain.User.LockDue), with an expected revision: of racing attempts exactly one lock
 // lands, and the others reload, see it and append nothing. Should the races outlast the
 // retries, the count itself still refuses every sign-in, and the next attempt records
-// the lock.
-func (h *Handler) lockIfDue(ctx context.Context, code, login, stream, actor string) error {
-	for range lockTries * h.tries {
-		u, l, err := h.loadUser(ctx, code, login)
+// the lock. The first round decides on the view the refusal left when no other writer
+// came in between; otherwise, and after a conflict, on a fresh fold.
+func (un *unit) lockIfDue(ctx context.Context, code, login, actor string) error {
+	for range lockTries * un.h.tries {
+		u, l, err := un.user(ctx, code, login)
 		if err != nil {
 			return err
 		}
-		events := u.LockDue(h.policy)
+		events := u.LockDue(un.h.policy)
 		if len(events) == 0 {
 			return nil
 		}
-		err = h.append(ctx, stream, l.expected(), actor, events)
+		err = un.appendUser(ctx, code, login, l.expected(), actor, events)
 		if !errors.Is(err, eventstore.ErrConflict) {
 			return err
 		}
 	}
-	h.log.LogAttrs(ctx, slog.LevelWarn, "failed-login lock not recorded under contention; the next attempt records it",
-		slog.String("stream", stream))
+	un.h.log.LogAttrs(ctx, slog.LevelWarn, "failed-login lock not recorded under contention; the next attempt records it",
+		slog.String("stream", domain.UserStream(code, login)))
 	return nil
 }
 

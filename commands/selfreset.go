@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"selfreset/domain"
@@ -31,7 +32,7 @@ func (h *Handler) StartEmailVerification(ctx context.Context, c StartEmailVerifi
 	if err != nil {
 		return "", err
 	}
-	err = h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.StartEmailVerification(h.policy, p, c.Email, code, h.clock.Now())
 	})
 	return code.ID, err
@@ -46,7 +47,7 @@ type VerifyEmailCode struct {
 func (h *Handler) VerifyEmailCode(ctx context.Context, c VerifyEmailCode) (err error) {
 	defer h.observe("verify_email_code", time.Now(), &err)
 	match := h.secrets.Matcher(secret.KindEmailCode)
-	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	return h.unit().updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.VerifyEmailCode(h.policy, p, c.Code, match, h.clock.Now())
 	})
 }
@@ -58,7 +59,7 @@ type ConfigureSelfReset struct {
 
 func (h *Handler) ConfigureSelfReset(ctx context.Context, c ConfigureSelfReset) (err error) {
 	defer h.observe("configure_self_reset", time.Now(), &err)
-	return h.updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	return h.unit().updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.ConfigureSelfReset(p)
 	})
 }
@@ -85,7 +86,7 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 	emailHash := h.secrets.HashEmail(c.Email)
 	// One fold of the account: an unknown one is found by the decision itself.
 	unknown := false
-	err = h.updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if unknown = !u.Registered; unknown {
 			return nil, domain.ErrUnknownAccount
 		}
@@ -105,30 +106,17 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 	return token.ID, nil
 }
 
-// RecordUnmatchedToken records a Password token typed on the Change Password page of a
-// request that reached no token (see the reset package). It does the work a wrong token
-// on a matched request does (load the provider and the account, append one event), so
-// the answer's timing does not tell the two apart.
-type RecordUnmatchedToken struct {
-	Provider, Login string
-}
-
-func (h *Handler) RecordUnmatchedToken(ctx context.Context, c RecordUnmatchedToken) (err error) {
-	defer h.observe("record_unmatched_token", time.Now(), &err)
-	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
-	if _, _, err := h.loadProvider(ctx, code); err != nil {
-		return err
-	}
-	if _, _, err := h.loadUser(ctx, code, login); err != nil {
-		return err
-	}
-	return h.recordUnmatched(ctx, code, login, domain.ResetTokenRejected{Reason: domain.ReasonNoTokenForRequest,
-		Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)})
-}
+// ErrNotForRequest means the account's current token was not issued for the request the
+// caller named (ResendResetToken.ForRequest, ResetPassword.ForRequest).
+var ErrNotForRequest = errors.New("commands: the account's token was not issued for this request")
 
 // ResendResetToken is the Change Password page's Resend.
 type ResendResetToken struct {
 	Provider, Login string
+	// ForRequest, when set, tells on the account's fold whether its token belongs to the
+	// request the caller holds (package reset's reset ids); when it does not, nothing is
+	// appended and the answer is ErrNotForRequest. One fold serves that check and the decision.
+	ForRequest func(domain.User) bool
 }
 
 // ResendResetToken returns the new token's id. An unknown account gets
@@ -139,9 +127,12 @@ func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tok
 	if err != nil {
 		return "", err
 	}
-	err = h.updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if !u.Registered {
 			return nil, domain.ErrUnknownAccount
+		}
+		if c.ForRequest != nil && !c.ForRequest(u) {
+			return nil, ErrNotForRequest
 		}
 		events, err := u.ResendResetToken(h.policy, p, token, h.clock.Now())
 		// A Resend names no email; the owner's notice is keyed by its recipient's hash
@@ -166,33 +157,36 @@ type ResetPassword struct {
 	Provider, Login string
 	Token           string
 	NewPassword     string
+	// ForRequest, when set, tells on the account's fold whether its token belongs to the
+	// request the caller holds (package reset's reset ids). When it does not, the try is
+	// recorded on the unmatched-requests stream instead (the same work as a wrong token:
+	// one fold of the provider and the account, one append) and the answer is
+	// ErrNotForRequest. One fold serves that check and the decision.
+	ForRequest func(domain.User) bool
 }
 
+// ResetPassword lets the domain decide on one fold of the account: the token, then the
+// password rules, then (asked for by the domain only when those pass) the hashing.
 func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) (err error) {
 	defer h.observe("reset_password", time.Now(), &err)
+	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
 	match := h.secrets.Matcher(secret.KindResetToken)
-	return h.updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
-		now := h.clock.Now()
-		// Check the token before spending argon2id time on the new password; a refusal
-		// comes with the events that record it.
-		if events, err := u.CheckResetToken(h.policy, p, c.Token, match, now); err != nil {
-			return events, err
+	next := &newPasswordWork{hasher: h.hasher, password: c.NewPassword}
+	common := h.common.IsCommon(c.NewPassword)
+	unmatched := false
+	err = h.unit().updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+		if unmatched = c.ForRequest != nil && !c.ForRequest(u); unmatched {
+			return nil, ErrNotForRequest
 		}
-		cand := domain.PasswordCandidate{Password: c.NewPassword, Login: u.Login, IsCommon: h.common.IsCommon(c.NewPassword)}
-		if err := h.policy.CheckPassword(cand); err != nil {
-			return nil, err
-		}
-		same, err := h.hasher.Verify(ctx, c.NewPassword, u.PasswordHash)
-		if err != nil {
-			return nil, err
-		}
-		cand.SameAsCurrent = same
-		hash := ""
-		if !same {
-			if hash, err = h.hasher.Hash(ctx, c.NewPassword); err != nil {
-				return nil, err
-			}
-		}
-		return u.ResetPassword(h.policy, p, domain.NewPassword{Token: c.Token, Candidate: cand, Hash: hash}, match, now)
+		np := domain.NewPassword{Token: c.Token, Candidate: domain.PasswordCandidate{Password: c.NewPassword, IsCommon: common},
+			Work: next.against(ctx, u.PasswordHash)}
+		return u.ResetPassword(h.policy, p, np, match, h.clock.Now())
 	})
+	if unmatched {
+		if err := h.recordUnmatched(ctx, code, login, domain.ResetTokenRejected{Reason: domain.ReasonNoTokenForRequest,
+			Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)}); err != nil {
+			return err
+		}
+	}
+	return err
 }

@@ -1,9 +1,9 @@
 // Package config reads the service's configuration from environment variables.
 //
 // It is pure: FromEnv takes the lookup function (os.Getenv in the binary, a map in tests)
-// and does no I/O of its own, so every rule here is table-tested. New settings (mail,
-// listen address, …) are added here, each as a field, a constant naming its variable,
-// a default and a check.
+// and does no I/O of its own, so every rule here is table-tested. Every setting lives
+// here, each as a field, a constant naming its variable, a default and a check; the
+// packages that use them (mailer, http, …) get plain structs and read no environment.
 package config
 
 import (
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"selfreset/domain"
+	"selfreset/mailer"
 	"selfreset/secret"
 )
 
@@ -35,9 +36,13 @@ const (
 	EnvAddr = "SELFRESET_ADDR"
 	// EnvMetricsAddr is where `serve` answers Prometheus scrapes on GET /metrics, a
 	// listener of its own (host:port); unset, there is none.
-	EnvMetricsAddr    = "SELFRESET_METRICS_ADDR"
+	EnvMetricsAddr = "SELFRESET_METRICS_ADDR"
+	// EnvPprof (true/false, default false) adds Go's profiling endpoints (/debug/pprof/)
+	// to the metrics listener; it needs SELFRESET_METRICS_ADDR.
+	EnvPprof          = "SELFRESET_PPROF"
 	EnvRateLimitPerIP = "SELFRESET_RATE_LIMIT_PER_IP"
-	// EnvRateLimitPerAccount is the same budget per account; unset means the per-IP figure.
+	// EnvRateLimitPerAccount is the same budget per account; unset means the per-IP
+	// figure, 0 turns it off.
 	EnvRateLimitPerAccount = "SELFRESET_RATE_LIMIT_PER_ACCOUNT"
 	// EnvResetWorkers is how many queued Forgot Password commands one worker process
 	// (serve --role all or worker) decides at once, each on a PostgreSQL connection of
@@ -113,11 +118,13 @@ type Config struct {
 	Addr string
 	// MetricsAddr is where `serve` serves /metrics (host:port); "" means not at all.
 	MetricsAddr string
+	// Pprof serves /debug/pprof/ on the metrics listener.
+	Pprof bool
 	// RateLimitPerIP is requests per minute per client IP on the login, forgot-password,
 	// resend, code and token routes; 0 turns the limit off.
 	RateLimitPerIP int
 	// RateLimitPerAccount is that budget per account (provider + login); 0 turns it off.
-	// Unset, it equals RateLimitPerIP.
+	// Unset (the variable), it equals RateLimitPerIP. http.Config gives 0 the same meaning.
 	RateLimitPerAccount int
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -135,6 +142,13 @@ type Config struct {
 	AuditSealKeyID        string
 	PreviousAuditSealKeys [][]byte
 	AuditSealInterval     time.Duration
+
+	// Mail is what the mailer gets (SELFRESET_MAIL_*, SELFRESET_SMTP_*,
+	// SELFRESET_MAILGUN_*, SELFRESET_PUBLIC_URL), checked and with defaults filled in.
+	Mail mailer.Config
+	// PublicURLSet says SELFRESET_PUBLIC_URL was given; otherwise Mail.PublicURL is
+	// http:// + Addr.
+	PublicURLSet bool
 }
 
 // Option changes how FromEnv reads the environment.
@@ -166,41 +180,65 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 		opt(&o)
 	}
 	var c Config
-
-	c.DatabaseURL = strings.TrimSpace(getenv(EnvDatabaseURL))
-	if c.DatabaseURL == "" {
-		return Config{}, &Error{EnvDatabaseURL, "not set; it must name the PostgreSQL database, e.g. postgres://user:password@host:5432/selfreset"}
-	}
-	if err := checkPostgresURL(c.DatabaseURL); err != "" {
-		return Config{}, &Error{EnvDatabaseURL, err}
-	}
-
-	c.EventStore, c.EventStoreURL = EventStorePostgres, c.DatabaseURL
-	if es := strings.TrimSpace(getenv(EnvEventStoreURL)); es != "" {
-		switch scheme(es) {
-		case "esdb", "esdb+discover":
-			c.EventStore, c.EventStoreURL = EventStoreESDB, es
-		case "postgres", "postgresql":
-			if err := checkPostgresURL(es); err != "" {
-				return Config{}, &Error{EnvEventStoreURL, err}
-			}
-			c.EventStoreURL = es
-		default:
-			return Config{}, &Error{EnvEventStoreURL, "must start with esdb:// or esdb+discover:// (EventStoreDB) or postgres:// (a separate PostgreSQL event store)"}
+	// In this order: the audit seal keys must differ from the secrets, and the mail's
+	// default public URL is the listen address.
+	for _, read := range []func(getenv func(string) string) error{
+		c.stores,
+		func(getenv func(string) string) error { return c.secrets(getenv, o) },
+		c.auditSealKeys,
+		c.lifetimes,
+		c.listeners,
+		c.workers,
+		c.mail,
+	} {
+		if err := read(getenv); err != nil {
+			return Config{}, err
 		}
 	}
+	return c, nil
+}
 
+// stores reads the read-model database and the event store.
+func (c *Config) stores(getenv func(string) string) error {
+	c.DatabaseURL = strings.TrimSpace(getenv(EnvDatabaseURL))
+	if c.DatabaseURL == "" {
+		return &Error{EnvDatabaseURL, "not set; it must name the PostgreSQL database, e.g. postgres://user:password@host:5432/selfreset"}
+	}
+	if err := checkPostgresURL(c.DatabaseURL); err != "" {
+		return &Error{EnvDatabaseURL, err}
+	}
+	c.EventStore, c.EventStoreURL = EventStorePostgres, c.DatabaseURL
+	es := strings.TrimSpace(getenv(EnvEventStoreURL))
+	if es == "" {
+		return nil
+	}
+	switch scheme(es) {
+	case "esdb", "esdb+discover":
+		c.EventStore, c.EventStoreURL = EventStoreESDB, es
+	case "postgres", "postgresql":
+		if err := checkPostgresURL(es); err != "" {
+			return &Error{EnvEventStoreURL, err}
+		}
+		c.EventStoreURL = es
+	default:
+		return &Error{EnvEventStoreURL, "must start with esdb:// or esdb+discover:// (EventStoreDB) or postgres:// (a separate PostgreSQL event store)"}
+	}
+	return nil
+}
+
+// secrets reads the server key and the earlier keys kept during a rotation.
+func (c *Config) secrets(getenv func(string) string, o options) error {
 	switch s := getenv(EnvSecret); {
 	case s == "" && o.secretOptional:
 		// nothing to derive, nothing to check
 	case s == "" && o.dev:
 		c.Secret, c.DevSecret = []byte(DevSecret), true
 	case s == "":
-		return Config{}, &Error{EnvSecret, fmt.Sprintf("not set; it must hold at least %d random bytes (e.g. openssl rand -base64 48), or pass --dev to use the development key", secret.MinKeyLength)}
+		return &Error{EnvSecret, fmt.Sprintf("not set; it must hold at least %d random bytes (e.g. openssl rand -base64 48), or pass --dev to use the development key", secret.MinKeyLength)}
 	case s == DevSecret && !o.dev:
-		return Config{}, &Error{EnvSecret, "is the public development key; generate a secret of your own (e.g. openssl rand -base64 48)"}
+		return &Error{EnvSecret, "is the public development key; generate a secret of your own (e.g. openssl rand -base64 48)"}
 	case len(s) < secret.MinKeyLength:
-		return Config{}, &Error{EnvSecret, fmt.Sprintf("is %d bytes; at least %d are required (e.g. openssl rand -base64 48)", len(s), secret.MinKeyLength)}
+		return &Error{EnvSecret, fmt.Sprintf("is %d bytes; at least %d are required (e.g. openssl rand -base64 48)", len(s), secret.MinKeyLength)}
 	default:
 		c.Secret, c.DevSecret = []byte(s), s == DevSecret
 	}
@@ -213,65 +251,77 @@ func FromEnv(getenv func(string) string, opts ...Option) (Config, error) {
 			continue
 		}
 		if len(old) < secret.MinKeyLength {
-			return Config{}, &Error{EnvSecretPrevious, fmt.Sprintf("entry %d is %d bytes; at least %d are required", i+1, len(old), secret.MinKeyLength)}
+			return &Error{EnvSecretPrevious, fmt.Sprintf("entry %d is %d bytes; at least %d are required", i+1, len(old), secret.MinKeyLength)}
 		}
 		if c.Secret != nil && old == string(c.Secret) {
-			return Config{}, &Error{EnvSecretPrevious, fmt.Sprintf("entry %d is the current %s; list only earlier secrets", i+1, EnvSecret)}
+			return &Error{EnvSecretPrevious, fmt.Sprintf("entry %d is the current %s; list only earlier secrets", i+1, EnvSecret)}
 		}
 		c.PreviousSecrets = append(c.PreviousSecrets, []byte(old))
 	}
+	return nil
+}
 
-	if err := c.auditSealKeys(getenv); err != nil {
-		return Config{}, err
-	}
-
+// lifetimes reads how long secrets live and how often the feed is sealed.
+func (c *Config) lifetimes(getenv func(string) string) error {
 	def := domain.DefaultPolicy()
 	var err error
 	if c.ResetTokenTTL, err = duration(getenv, EnvResetTokenTTL, def.ResetTokenTTL); err != nil {
-		return Config{}, err
+		return err
 	}
 	if c.EmailCodeTTL, err = duration(getenv, EnvEmailCodeTTL, def.EmailCodeTTL); err != nil {
-		return Config{}, err
+		return err
 	}
+	c.AuditSealInterval, err = duration(getenv, EnvAuditSealInterval, DefaultAuditSealInterval)
+	return err
+}
+
+// listeners reads the HTTP side: where serve listens, its rate limits and trusted proxies.
+func (c *Config) listeners(getenv func(string) string) error {
+	var err error
 	if c.Addr, err = listenAddr(getenv(EnvAddr)); err != nil {
-		return Config{}, err
+		return err
 	}
 	if m := strings.TrimSpace(getenv(EnvMetricsAddr)); m != "" {
 		if c.MetricsAddr, err = hostPort(EnvMetricsAddr, m); err != nil {
-			return Config{}, err
+			return err
 		}
 		if c.MetricsAddr == c.Addr {
-			return Config{}, &Error{EnvMetricsAddr, fmt.Sprintf("%q is %s; metrics need a listener of their own", m, EnvAddr)}
+			return &Error{EnvMetricsAddr, fmt.Sprintf("%q is %s; metrics need a listener of their own", m, EnvAddr)}
 		}
 	}
+	if c.Pprof, err = boolean(getenv, EnvPprof, false); err != nil {
+		return err
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return &Error{EnvPprof, "needs " + EnvMetricsAddr + ": the profiles are served on the metrics listener"}
+	}
 	if c.RateLimitPerIP, err = nonNegativeInt(getenv, EnvRateLimitPerIP, DefaultRateLimitPerIP); err != nil {
-		return Config{}, err
+		return err
 	}
 	if c.RateLimitPerAccount, err = nonNegativeInt(getenv, EnvRateLimitPerAccount, c.RateLimitPerIP); err != nil {
-		return Config{}, err
+		return err
 	}
-	if c.TrustedProxies, err = prefixes(getenv(EnvTrustedProxies)); err != nil {
-		return Config{}, err
-	}
+	c.TrustedProxies, err = prefixes(getenv(EnvTrustedProxies))
+	return err
+}
+
+// workers reads how much work one process does at once.
+func (c *Config) workers(getenv func(string) string) error {
+	var err error
 	if c.ResetWorkers, err = nonNegativeInt(getenv, EnvResetWorkers, DefaultResetWorkers); err != nil {
-		return Config{}, err
+		return err
 	}
 	if c.ResetWorkers < 1 || c.ResetWorkers > 64 {
-		return Config{}, &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 64", c.ResetWorkers)}
+		return &Error{EnvResetWorkers, fmt.Sprintf("%d must be from 1 to 64", c.ResetWorkers)}
 	}
 	if c.HashConcurrency, err = nonNegativeInt(getenv, EnvHashConcurrency, 0); err != nil {
-		return Config{}, err
+		return err
 	}
 	if c.HashConcurrency > MaxHashConcurrency {
-		return Config{}, &Error{EnvHashConcurrency, fmt.Sprintf("%d must be from 0 (one per CPU) to %d", c.HashConcurrency, MaxHashConcurrency)}
+		return &Error{EnvHashConcurrency, fmt.Sprintf("%d must be from 0 (one per CPU) to %d", c.HashConcurrency, MaxHashConcurrency)}
 	}
-	if c.AuditSealInterval, err = duration(getenv, EnvAuditSealInterval, DefaultAuditSealInterval); err != nil {
-		return Config{}, err
-	}
-	if c.NotifyUnknownRecipients, err = boolean(getenv, EnvNotifyUnknownRecipients, true); err != nil {
-		return Config{}, err
-	}
-	return c, nil
+	c.NotifyUnknownRecipients, err = boolean(getenv, EnvNotifyUnknownRecipients, true)
+	return err
 }
 
 // DefaultAuditSealInterval is how often serve seals the feed.

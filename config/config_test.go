@@ -26,14 +26,7 @@ func TestFromEnv(t *testing.T) {
 	base := []string{EnvDatabaseURL, testDB, EnvSecret, testSecret}
 	with := func(kv ...string) func(string) string { return env(append(append([]string{}, base...), kv...)...) }
 
-	tests := []struct {
-		name    string
-		getenv  func(string) string
-		opts    []Option
-		check   func(t *testing.T, c Config)
-		wantVar string // the variable the error must name; "" means no error
-		wantMsg string // a fragment of the error message
-	}{
+	runEnvCases(t, []envCase{
 		{
 			name:   "defaults",
 			getenv: with(),
@@ -66,15 +59,22 @@ func TestFromEnv(t *testing.T) {
 			if c.Addr != DefaultAddr || c.RateLimitPerIP != DefaultRateLimitPerIP || c.TrustedProxies != nil {
 				t.Errorf("addr %q limit %d proxies %v", c.Addr, c.RateLimitPerIP, c.TrustedProxies)
 			}
-			if c.MetricsAddr != "" {
-				t.Errorf("metrics on %q without %s", c.MetricsAddr, EnvMetricsAddr)
+			if c.MetricsAddr != "" || c.Pprof {
+				t.Errorf("metrics on %q, pprof %v without %s", c.MetricsAddr, c.Pprof, EnvMetricsAddr)
 			}
 		}},
 		{name: "metrics addr", getenv: with(EnvMetricsAddr, " 127.0.0.1:9464 "), check: func(t *testing.T, c Config) {
-			if c.MetricsAddr != "127.0.0.1:9464" {
-				t.Errorf("metrics addr %q", c.MetricsAddr)
+			if c.MetricsAddr != "127.0.0.1:9464" || c.Pprof {
+				t.Errorf("metrics addr %q, pprof %v", c.MetricsAddr, c.Pprof)
 			}
 		}},
+		{name: "pprof on the metrics listener", getenv: with(EnvMetricsAddr, "127.0.0.1:9464", EnvPprof, " 1 "), check: func(t *testing.T, c Config) {
+			if !c.Pprof {
+				t.Error("pprof off")
+			}
+		}},
+		{name: "pprof without metrics", getenv: with(EnvPprof, "true"), wantVar: EnvPprof, wantMsg: EnvMetricsAddr},
+		{name: "pprof bad value", getenv: with(EnvMetricsAddr, "127.0.0.1:9464", EnvPprof, "maybe"), wantVar: EnvPprof, wantMsg: "true or false"},
 		{name: "previous secrets", getenv: with(EnvSecretPrevious, " "+strings.Repeat("o", 32)+" , "+strings.Repeat("p", 40)),
 			check: func(t *testing.T, c Config) {
 				if len(c.PreviousSecrets) != 2 {
@@ -293,32 +293,7 @@ func TestFromEnv(t *testing.T) {
 			getenv:  with(EnvEmailCodeTTL, "10"),
 			wantVar: EnvEmailCodeTTL, wantMsg: "not a duration",
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := FromEnv(tt.getenv, tt.opts...)
-			if tt.wantVar == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				tt.check(t, c)
-				return
-			}
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("want a *config.Error for %s, got %v", tt.wantVar, err)
-			}
-			if ce.Var != tt.wantVar || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Errorf("error %q: want variable %s and %q", err, tt.wantVar, tt.wantMsg)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error spans lines: %q", err)
-			}
-			if strings.Contains(err.Error(), ":pw@") || strings.Contains(err.Error(), "p%zz") {
-				t.Errorf("error leaks a password: %q", err)
-			}
-		})
-	}
+	})
 }
 
 func TestKeyring(t *testing.T) {
@@ -344,5 +319,47 @@ func TestKeyIDIsStable(t *testing.T) {
 	// printf %s 0123456789abcdef0123456789abcdef | sha256sum → 3eb1bd43…
 	if got := KeyID([]byte(testSecret)); got != "3eb1bd43" {
 		t.Fatalf("KeyID = %q, want 3eb1bd43", got)
+	}
+}
+
+// envCase is one FromEnv case: an environment, and either checks of the result or
+// the variable the error must name.
+type envCase struct {
+	name    string
+	getenv  func(string) string
+	opts    []Option
+	check   func(t *testing.T, c Config)
+	wantVar string // the variable the error must name; "" means no error
+	wantMsg string // a fragment of the error message
+}
+
+// runEnvCases runs each case; every error must be one *Error line that names its
+// variable and leaks no password.
+func runEnvCases(t *testing.T, tests []envCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := FromEnv(tt.getenv, tt.opts...)
+			if tt.wantVar == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("want a *config.Error for %s, got %v", tt.wantVar, err)
+			}
+			if ce.Var != tt.wantVar || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q: want variable %s and %q", err, tt.wantVar, tt.wantMsg)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+			if strings.Contains(err.Error(), ":pw@") || strings.Contains(err.Error(), "p%zz") {
+				t.Errorf("error leaks a password: %q", err)
+			}
+		})
 	}
 }

@@ -428,25 +428,25 @@ func TestComposeService(t *testing.T) {
 	}
 
 	// Mail: SMTP to Mailpit, in plain text (Mailpit offers no TLS by default).
-	if got := env[mailer.EnvDriver]; got != mailer.DriverSMTP {
-		t.Errorf("%s = %q, want %q", mailer.EnvDriver, got, mailer.DriverSMTP)
+	if got := env[config.EnvMailDriver]; got != mailer.DriverSMTP {
+		t.Errorf("%s = %q, want %q", config.EnvMailDriver, got, mailer.DriverSMTP)
 	}
-	if got, want := env[mailer.EnvSMTPAddr], net.JoinHostPort(svcMailpit, "1025"); got != want {
-		t.Errorf("%s = %q, want %q", mailer.EnvSMTPAddr, got, want)
+	if got, want := env[config.EnvSMTPAddr], net.JoinHostPort(svcMailpit, "1025"); got != want {
+		t.Errorf("%s = %q, want %q", config.EnvSMTPAddr, got, want)
 	}
-	if got := env[mailer.EnvSMTPTLS]; got != string(mailer.TLSNone) {
-		t.Errorf("%s = %q, want %q", mailer.EnvSMTPTLS, got, mailer.TLSNone)
+	if got := env[config.EnvSMTPTLS]; got != string(mailer.TLSNone) {
+		t.Errorf("%s = %q, want %q", config.EnvSMTPTLS, got, mailer.TLSNone)
 	}
-	if env[mailer.EnvFrom] == "" {
-		t.Errorf("%s is not set (the smtp driver requires it)", mailer.EnvFrom)
+	if env[config.EnvMailFrom] == "" {
+		t.Errorf("%s is not set (the smtp driver requires it)", config.EnvMailFrom)
 	}
 
 	// HTTP: listen on every interface of the container; links point at the published port.
 	if host, port, err := net.SplitHostPort(env[config.EnvAddr]); err != nil || (host != "0.0.0.0" && host != "") || port != "8080" {
 		t.Errorf("%s = %q, want 0.0.0.0:8080 (127.0.0.1 is unreachable from outside the container)", config.EnvAddr, env[config.EnvAddr])
 	}
-	if got, want := env[mailer.EnvPublicURL], "http://localhost:8080"; got != want {
-		t.Errorf("%s = %q, want %q", mailer.EnvPublicURL, got, want)
+	if got, want := env[config.EnvPublicURL], "http://localhost:8080"; got != want {
+		t.Errorf("%s = %q, want %q", config.EnvPublicURL, got, want)
 	}
 }
 
@@ -477,7 +477,7 @@ func TestComposeRequiresSecret(t *testing.T) {
 func TestComposeVariablesAreKnown(t *testing.T) {
 	known := knownVariables(t)
 	for _, v := range []string{config.EnvDatabaseURL, config.EnvEventStoreURL, config.EnvSecret, config.EnvAddr,
-		mailer.EnvDriver, mailer.EnvSMTPAddr, mailer.EnvPublicURL} {
+		config.EnvMailDriver, config.EnvSMTPAddr, config.EnvPublicURL} {
 		if !known[v] {
 			t.Fatalf("the source scan missed %s (found %v): fix knownVariables", v, keys(known))
 		}
@@ -529,10 +529,7 @@ func TestComposeEnvironmentIsAccepted(t *testing.T) {
 		t.Errorf("config.FromEnv refuses the compose environment during a rotation: %v", err)
 	}
 
-	mcfg, err := mailer.ConfigFromEnv(getenv)
-	if err != nil {
-		t.Fatalf("mailer.ConfigFromEnv refuses the compose environment: %v", err)
-	}
+	mcfg := cfg.Mail
 	if mcfg.Driver != mailer.DriverSMTP || mcfg.SMTP.Addr != "mailpit:1025" || mcfg.SMTP.TLS != mailer.TLSNone {
 		t.Errorf("mailer: driver %q, SMTP %q, TLS %q; want smtp to mailpit:1025 without TLS",
 			mcfg.Driver, mcfg.SMTP.Addr, mcfg.SMTP.TLS)

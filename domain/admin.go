@@ -128,13 +128,16 @@ func (u User) AdminSendReset(p Policy, provider Provider, actor Actor, t Secret,
 	return []Event{e}, nil
 }
 
-// PasswordChange is a signed-in Change Password once the caller has done the work that
-// needs I/O: verified the current password (CurrentOK), looked the new one up in the
-// common-password list and against the current hash (Candidate), and hashed it (Hash).
+// PasswordChange is a signed-in Change Password with the facts the caller looked up: the
+// current password verified (CurrentOK) and the new one in the common-password list
+// (Candidate.IsCommon). Either Work is set, and asked for the comparison with the current
+// password and the new hash once every other rule passes, or those facts are given
+// (Candidate.SameAsCurrent, Hash).
 type PasswordChange struct {
 	CurrentOK bool
 	Candidate PasswordCandidate
 	Hash      string
+	Work      PasswordWork
 }
 
 // ChangePassword decides a signed-in user's own Change Password. A wrong current password
@@ -150,12 +153,10 @@ func (u User) ChangePassword(p Policy, c PasswordChange, now time.Time) ([]Event
 	}
 	cand := c.Candidate
 	cand.Login = u.Login
-	if err := p.CheckPassword(cand); err != nil {
+	hash, err := p.newPasswordHash(cand, c.Hash, c.Work)
+	if err != nil {
 		return nil, err
 	}
-	if c.Hash == "" {
-		return nil, ErrInvalidInput
-	}
-	events := []Event{PasswordChanged{PasswordHash: c.Hash, Method: PasswordChangedBySelf, ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
+	events := []Event{PasswordChanged{PasswordHash: hash, Method: PasswordChangedBySelf, ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
 	return append(events, u.revokeActiveToken(ReasonPasswordChanged)...), nil
 }

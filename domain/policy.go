@@ -72,4 +72,34 @@ func (p Policy) CheckPassword(c PasswordCandidate) error {
 	return nil
 }
 
+// PasswordWork is the costly part of judging a new password, done by the caller (who owns
+// the hasher): whether it verifies against the current hash, and, when it does not, its
+// hash. A decision asks for it only once every rule that needs none has passed, so a
+// wrong token, a wrong current password or a too-short password costs no argon2id time.
+type PasswordWork func() (sameAsCurrent bool, hash string, err error)
+
+// newPasswordHash applies the password rules to cand and returns the hash to store. With
+// work, the rules that need no hashing are checked first and work is asked for only when
+// they pass; without it, cand.SameAsCurrent and hash are the facts already known.
+func (p Policy) newPasswordHash(cand PasswordCandidate, hash string, work PasswordWork) (string, error) {
+	if err := p.CheckPassword(cand); err != nil {
+		return "", err
+	}
+	if work != nil {
+		same, h, err := work()
+		if err != nil {
+			return "", err
+		}
+		if same {
+			cand.SameAsCurrent = true
+			return "", p.CheckPassword(cand)
+		}
+		hash = h
+	}
+	if hash == "" {
+		return "", ErrInvalidInput
+	}
+	return hash, nil
+}
+
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -809,7 +810,7 @@ func TestResetIDBindsToItsRequest(t *testing.T) {
 }
 
 func TestRateLimitPerIP(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 3; c.RateLimitPerAccount = -1 })
+	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 3; c.RateLimitPerAccount = 0 })
 	login := func(name string) resp {
 		return e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": name, "password": "wrong-password"}})
 	}
@@ -828,6 +829,20 @@ func TestRateLimitPerIP(t *testing.T) {
 	e.clock.Add(20 * time.Second)
 	expect(t, login("usere"), http.StatusUnauthorized, domain.ErrInvalidCredentials.Code)
 	expect(t, login("userf"), http.StatusTooManyRequests, CodeRateLimited)
+}
+
+// 0 turns the account budget off, as SELFRESET_RATE_LIMIT_PER_ACCOUNT=0 does (it once
+// meant "the per-IP figure" here and "off" in config).
+func TestRateLimitPerAccountZeroIsOff(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.RateLimitPerIP, c.RateLimitPerAccount = 1, 0
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	for i := range 4 {
+		expect(t, e.do(req{Method: "POST", Path: "/api/v1/password-resets", Header: map[string]string{"X-Forwarded-For": "198.51.100." + strconv.Itoa(i+1)},
+			Body: map[string]string{"login_name": "jane", "provider_code": "ACME", "email": "x@example.org"}}), http.StatusAccepted, "")
+	}
+	e.drain()
 }
 
 func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {

@@ -35,7 +35,7 @@ func TestReplicasShareOnePerIPBudget(t *testing.T) {
 		t.Cleanup(pool.Close)
 		srv := NewServer(Config{Commands: e.cmds, Users: NewPGUserLister(pool), Sessions: NewPGSessions(pool),
 			Resets: e.resets, Clock: e.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			RateLimiter: ratelimit.New(pool, e.clock), RateLimitPerIP: perMinute, RateLimitPerAccount: -1})
+			RateLimiter: ratelimit.New(pool, e.clock), RateLimitPerIP: perMinute, RateLimitPerAccount: 0})
 		ts := httptest.NewServer(srv.Handler())
 		t.Cleanup(func() { ts.Close(); _ = srv.Close(context.Background()) })
 		replicas = append(replicas, ts)
@@ -109,7 +109,7 @@ func TestUnreachableBudgetsAnswer503(t *testing.T) {
 		http.StatusServiceUnavailable, "temporarily unavailable")
 
 	off := newEnv(t, func(c *Config) {
-		c.RateLimiter, c.RateLimitPerIP, c.RateLimitPerAccount = ratelimit.New(dead, c.Clock), 0, -1
+		c.RateLimiter, c.RateLimitPerIP, c.RateLimitPerAccount = ratelimit.New(dead, c.Clock), 0, 0
 	})
 	expect(t, off.do(login), http.StatusCreated, "")
 }

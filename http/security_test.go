@@ -174,7 +174,7 @@ func TestAdminLockThenUnlockEndsSessions(t *testing.T) {
 // Review finding 6 (fixed): the per-IP budget was per IPv6 address. Every client holds at
 // least a /64 (2^64 addresses), so it got a fresh budget per request.
 func TestPerIPLimitCoversAnIPv6Slash64(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 2; c.RateLimitPerAccount = -1 })
+	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 2; c.RateLimitPerAccount = 0 })
 	h := e.srv.Handler()
 	statuses := make([]int, 0, 5)
 	for i := range 5 {

@@ -75,7 +75,7 @@ type Config struct {
 	// (SELFRESET_RATE_LIMIT_PER_IP); 0 turns the IP limits off.
 	RateLimitPerIP int
 	// RateLimitPerAccount is the same budget per account (provider+login, or the account
-	// a reset id names); 0 means the same as RateLimitPerIP, negative turns it off.
+	// a reset id names; SELFRESET_RATE_LIMIT_PER_ACCOUNT); 0 turns the account limits off.
 	RateLimitPerAccount int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -151,11 +151,7 @@ func NewServer(c Config) *Server {
 	if c.StepUpTTL <= 0 {
 		c.StepUpTTL = 10 * time.Minute
 	}
-	perAccount := c.RateLimitPerAccount
-	if perAccount == 0 {
-		perAccount = c.RateLimitPerIP
-	}
-	if (c.RateLimitPerIP > 0 || perAccount > 0) && c.RateLimiter == nil {
+	if (c.RateLimitPerIP > 0 || c.RateLimitPerAccount > 0) && c.RateLimiter == nil {
 		panic("http: NewServer needs a RateLimiter when a rate limit is on")
 	}
 	s := &Server{
@@ -167,7 +163,7 @@ func NewServer(c Config) *Server {
 		router:       mux.NewRouter(),
 		limiter:      c.RateLimiter,
 		ipLimit:      ratelimit.PerMinute(c.RateLimitPerIP),
-		accountLimit: ratelimit.PerMinute(perAccount),
+		accountLimit: ratelimit.PerMinute(c.RateLimitPerAccount),
 		openAPI:      docs.OpenAPI(),
 	}
 	s.routes()

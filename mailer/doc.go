@@ -41,7 +41,8 @@
 //
 // console (the development default) prints the text body; smtp speaks SMTP with
 // github.com/emersion/go-smtp (TLS none, starttls or tls; AUTH PLAIN) and sends a
-// multipart/alternative MIME message; mailgun uses mailgun-go. ConfigFromEnv reads the
-// SELFRESET_MAIL_*, SELFRESET_SMTP_*, SELFRESET_MAILGUN_* and SELFRESET_PUBLIC_URL
-// variables; links in emails are built from the public URL only.
+// multipart/alternative MIME message; mailgun uses mailgun-go. A Config is a plain
+// struct: config.FromEnv reads it from the SELFRESET_MAIL_*, SELFRESET_SMTP_*,
+// SELFRESET_MAILGUN_* and SELFRESET_PUBLIC_URL variables. Links in emails are built
+// from the public URL only.
 package mailer

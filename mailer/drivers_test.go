@@ -247,16 +247,12 @@ func TestConsoleDriverPrintsTextBody(t *testing.T) {
 }
 
 func TestNewDriverPicksTheConfiguredDriver(t *testing.T) {
-	env := map[string]string{
-		mailer.EnvFrom: "no-reply@example.org", mailer.EnvPublicURL: "https://reset.example.org",
-		mailer.EnvSMTPAddr: "smtp.example.org:587", mailer.EnvMailgunDomain: "mg.example.org", mailer.EnvMailgunAPIKey: "k",
-	}
+	base := mailer.Config{From: "no-reply@example.org", PublicURL: "https://reset.example.org",
+		SMTP:    mailer.SMTPConfig{Addr: "smtp.example.org:587"},
+		Mailgun: mailer.MailgunConfig{Domain: "mg.example.org", APIKey: "k"}}
 	for _, driver := range []string{"console", "smtp", "mailgun"} {
-		env[mailer.EnvDriver] = driver
-		cfg, err := mailer.ConfigFromEnv(func(k string) string { return env[k] })
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := base
+		cfg.Driver = driver
 		d, err := mailer.NewDriver(cfg, &bytes.Buffer{})
 		if err != nil {
 			t.Fatal(err)

@@ -79,13 +79,8 @@ func newWorld(t *testing.T) *world {
 	w.h = testkit.Handler(t, store, w.clock, keys)
 
 	// Wired the way cmd/selfreset wires it.
-	cfg, err := mailer.ConfigFromEnv(env{
-		mailer.EnvDriver: "smtp", mailer.EnvSMTPAddr: w.srv.Addr, mailer.EnvSMTPTLS: "none",
-		mailer.EnvFrom: "Self Password Reset <no-reply@reset.example.org>", mailer.EnvPublicURL: publicURL,
-	}.get)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mailer.Config{Driver: mailer.DriverSMTP, SMTP: mailer.SMTPConfig{Addr: w.srv.Addr, TLS: mailer.TLSNone},
+		From: "Self Password Reset <no-reply@reset.example.org>", PublicURL: publicURL}
 	drv, err := mailer.NewDriver(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -105,10 +100,6 @@ func newWorld(t *testing.T) *world {
 	w.proj = mailer.NewProjection(w.clock)
 	return w
 }
-
-type env map[string]string
-
-func (e env) get(k string) string { return e[k] }
 
 func (w *world) must(t *testing.T, err error) {
 	t.Helper()

@@ -15,11 +15,11 @@ type MailgunDriver struct {
 	mg *mailgun.MailgunImpl
 }
 
-// NewMailgunDriver checks cfg and returns the driver. client may be nil (a client with a
-// 30-second timeout is used).
+// NewMailgunDriver returns the driver (config.FromEnv checked the operator's settings).
+// client may be nil (a client with a 30-second timeout is used).
 func NewMailgunDriver(cfg MailgunConfig, client *http.Client) (*MailgunDriver, error) {
-	if errs := cfg.validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("mailer: mailgun: %w", errors.Join(errs...))
+	if cfg.Domain == "" || cfg.APIKey == "" {
+		return nil, errors.New("mailer: mailgun: a domain and an API key are required")
 	}
 	mg := mailgun.NewMailgun(cfg.Domain, cfg.APIKey.Reveal())
 	if cfg.APIBase != "" {

@@ -57,7 +57,7 @@ type Renderer struct {
 // NewRenderer parses the embedded templates. publicURL is the validated
 // Config.PublicURL; links are built from it alone.
 func NewRenderer(publicURL string, paths Paths) (*Renderer, error) {
-	u, err := parsePublicURL(publicURL)
+	u, err := ParsePublicURL(publicURL)
 	if err != nil {
 		return nil, fmt.Errorf("mailer: public URL: %w", err)
 	}

@@ -45,7 +45,7 @@ type SenderConfig struct {
 	Driver  Driver
 	Secrets Secrets
 	// From is the sender address; PublicURL the base of links in emails. Both usually
-	// come from Config (ConfigFromEnv validated them).
+	// come from Config (config.FromEnv validated them).
 	From      string
 	PublicURL string
 	Paths     Paths // zero: the token email links to the bare Change Password page

@@ -22,12 +22,21 @@ type SMTPDriver struct {
 	host string
 }
 
-// NewSMTPDriver checks cfg and returns the driver. It does not connect.
+// NewSMTPDriver returns the driver. It does not connect. The operator's settings were
+// checked by config.FromEnv (clear-text credentials included); here only what the driver
+// cannot work without.
 func NewSMTPDriver(cfg SMTPConfig) (*SMTPDriver, error) {
-	if errs := cfg.validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("mailer: smtp: %w", errors.Join(errs...))
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || host == "" {
+		return nil, fmt.Errorf("mailer: smtp: address %q is not host:port", cfg.Addr)
 	}
-	host, _, _ := net.SplitHostPort(cfg.Addr)
+	switch cfg.TLS {
+	case "":
+		cfg.TLS = TLSStartTLS
+	case TLSNone, TLSStartTLS, TLSImplicit:
+	default:
+		return nil, fmt.Errorf("mailer: smtp: unknown TLS mode %q", cfg.TLS)
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = defaultSMTPTimeout
 	}
@@ -47,6 +56,77 @@ func (d *SMTPDriver) tlsConfig() *tls.Config {
 
 // smtpStage wraps an error with the SMTP step it happened in.
 func smtpStage(stage string, err error) error { return fmt.Errorf("smtp %s: %w", stage, err) }
+
+// connect dials the server, sets up TLS as configured and logs in. stop ends the
+// watch that closes the connection when ctx ends; the caller closes the client.
+func (d *SMTPDriver) connect(ctx context.Context) (c *smtp.Client, stop func() bool, err error) {
+	dialer := net.Dialer{Timeout: d.cfg.Timeout}
+	conn, err := dialer.DialContext(ctx, "tcp", d.cfg.Addr)
+	if err != nil {
+		return nil, nil, smtpStage("connect", err)
+	}
+	// The client sets its own per-command deadlines; closing the connection is how a
+	// cancelled context interrupts it.
+	stop = context.AfterFunc(ctx, func() { conn.Close() })
+	if d.cfg.TLS == TLSImplicit {
+		tc := tls.Client(conn, d.tlsConfig())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			stop()
+			conn.Close()
+			return nil, nil, smtpStage("tls handshake", err)
+		}
+		conn = tc
+	}
+	if d.cfg.TLS == TLSStartTLS {
+		if c, err = smtp.NewClientStartTLS(conn, d.tlsConfig()); err != nil {
+			stop()
+			return nil, nil, smtpStage("starttls", err) // NewClientStartTLS closed the connection
+		}
+	} else {
+		c = smtp.NewClient(conn)
+	}
+	c.CommandTimeout = d.cfg.Timeout
+	c.SubmissionTimeout = 2 * d.cfg.Timeout
+	if d.cfg.Username != "" {
+		if err := c.Auth(sasl.NewPlainClient("", d.cfg.Username, d.cfg.Password.Reveal())); err != nil {
+			c.Close()
+			stop()
+			return nil, nil, smtpStage("auth", err)
+		}
+	}
+	return c, stop, nil
+}
+
+// submit sends one message from one sender to one recipient over c.
+func submit(c *smtp.Client, from, to string, body []byte) error {
+	var mailOpts *smtp.MailOptions
+	if !isASCII(from) || !isASCII(to) {
+		mailOpts = &smtp.MailOptions{UTF8: true}
+	}
+	if err := c.Mail(from, mailOpts); err != nil {
+		return smtpStage("MAIL FROM", err)
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		if rejected(err) {
+			return Permanent(smtpStage("RCPT TO", err))
+		}
+		return smtpStage("RCPT TO", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return smtpStage("DATA", err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return smtpStage("DATA", err)
+	}
+	if _, err := w.CloseWithResponse(); err != nil {
+		if rejected(err) {
+			return Permanent(smtpStage("message", err))
+		}
+		return smtpStage("message", err)
+	}
+	return nil
+}
 
 // rejected reports whether err is a 5xx reply from the server.
 func rejected(err error) bool {
@@ -74,66 +154,14 @@ func (d *SMTPDriver) Send(ctx context.Context, m Message) (string, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout*4) // a whole transaction: connect, hello, auth, send
 	defer cancel()
-	dialer := net.Dialer{Timeout: d.cfg.Timeout}
-	conn, err := dialer.DialContext(ctx, "tcp", d.cfg.Addr)
+	c, stop, err := d.connect(ctx)
 	if err != nil {
-		return "", smtpStage("connect", err)
+		return "", err
 	}
-	// The client sets its own per-command deadlines; closing the connection is how a
-	// cancelled context interrupts it.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-
-	if d.cfg.TLS == TLSImplicit {
-		tc := tls.Client(conn, d.tlsConfig())
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return "", smtpStage("tls handshake", err)
-		}
-		conn = tc
-	}
-	var c *smtp.Client
-	if d.cfg.TLS == TLSStartTLS {
-		if c, err = smtp.NewClientStartTLS(conn, d.tlsConfig()); err != nil {
-			return "", smtpStage("starttls", err) // NewClientStartTLS closed the connection
-		}
-	} else {
-		c = smtp.NewClient(conn)
-	}
 	defer c.Close()
-	c.CommandTimeout = d.cfg.Timeout
-	c.SubmissionTimeout = 2 * d.cfg.Timeout
-
-	if d.cfg.Username != "" {
-		if err := c.Auth(sasl.NewPlainClient("", d.cfg.Username, d.cfg.Password.Reveal())); err != nil {
-			return "", smtpStage("auth", err)
-		}
-	}
-	var mailOpts *smtp.MailOptions
-	if !isASCII(from.Address) || !isASCII(to.Address) {
-		mailOpts = &smtp.MailOptions{UTF8: true}
-	}
-	if err := c.Mail(from.Address, mailOpts); err != nil {
-		return "", smtpStage("MAIL FROM", err)
-	}
-	if err := c.Rcpt(to.Address, nil); err != nil {
-		if rejected(err) {
-			return "", Permanent(smtpStage("RCPT TO", err))
-		}
-		return "", smtpStage("RCPT TO", err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		return "", smtpStage("DATA", err)
-	}
-	if _, err := w.Write(body); err != nil {
-		return "", smtpStage("DATA", err)
-	}
-	if _, err := w.CloseWithResponse(); err != nil {
-		if rejected(err) {
-			return "", Permanent(smtpStage("message", err))
-		}
-		return "", smtpStage("message", err)
+	if err := submit(c, from.Address, to.Address, body); err != nil {
+		return "", err
 	}
 	_ = c.Quit() // the server has taken the message; a failed goodbye changes nothing
 	return id, nil

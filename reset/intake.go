@@ -369,21 +369,27 @@ func (w *Worker) handleResend(ctx context.Context, cmd *ResendToken) error {
 		w.log.LogAttrs(ctx, slog.LevelError, "intake: resend command names a reset id that does not open; dropped")
 		return nil
 	}
-	u, _, err := w.cmds.LoadUser(ctx, ref.Provider, ref.Login)
-	if err != nil {
-		return w.outcome(ctx, "resend-reset-token", err)
-	}
-	if !tokenForRequest(w.keys, u, ref) {
-		return nil // nothing was sent for this request: nothing to resend
-	}
-	expired := !cmd.RequestedAt.Before(ref.IssuedAt.Add(w.cmds.Policy().ResetTokenTTL))
-	if expired && u.Token.State == domain.TokenActive && cmd.RequestedAt.Before(u.Token.ExpiresAt) {
-		return nil // a later request's token is live; an old reset id must not replace it
-	}
-	// The command decides: a fresh token, or a recorded refusal (after expiry the owner
+	ttl := w.cmds.Policy().ResetTokenTTL
+	// The command decides on one fold of the account whether this request may resend
+	// (ForRequest), and then a fresh token or a recorded refusal (after expiry the owner
 	// gets a Password Reset Error email).
-	_, err = w.cmds.ResendResetToken(ctx, commands.ResendResetToken{Provider: ref.Provider, Login: ref.Login})
+	_, err = w.cmds.ResendResetToken(ctx, commands.ResendResetToken{Provider: ref.Provider, Login: ref.Login,
+		ForRequest: func(u domain.User) bool { return resendFor(w.keys, u, ref, cmd.RequestedAt, ttl) }})
+	if errors.Is(err, commands.ErrNotForRequest) {
+		return nil
+	}
 	return w.outcome(ctx, "resend-reset-token", err)
+}
+
+// resendFor reports whether a Resend of the request ref names, asked for at, may act on
+// u: only when a token was sent for that request (nothing to resend otherwise), and not
+// when an old reset id would replace the live token of a later request.
+func resendFor(k *secret.Keyring, u domain.User, ref Ref, at time.Time, ttl time.Duration) bool {
+	if !tokenForRequest(k, u, ref) {
+		return false
+	}
+	expired := !at.Before(ref.IssuedAt.Add(ttl))
+	return !expired || u.Token.State != domain.TokenActive || !at.Before(u.Token.ExpiresAt)
 }
 
 // outcome acks decisions and asks for a retry of failures. Refusals are decisions (the

@@ -38,11 +38,9 @@ import (
 
 // Commands is the part of *commands.Handler the reset protocol uses.
 type Commands interface {
-	LoadUser(ctx context.Context, provider, login string) (domain.User, uint64, error)
 	RequestResetToken(ctx context.Context, c commands.RequestResetToken) (string, error)
 	ResendResetToken(ctx context.Context, c commands.ResendResetToken) (string, error)
 	ResetPassword(ctx context.Context, c commands.ResetPassword) error
-	RecordUnmatchedToken(ctx context.Context, c commands.RecordUnmatchedToken) error
 	Policy() domain.Policy
 }
 
@@ -236,20 +234,16 @@ func (s *Service) CompleteReset(ctx context.Context, resetID, token, newPassword
 	if token == "" || len(token) > 64 {
 		return ref, domain.ErrInvalidToken
 	}
-	u, _, err := s.cmds.LoadUser(ctx, ref.Provider, ref.Login)
-	if err != nil {
-		return ref, err
-	}
-	if !tokenForRequest(s.keys, u, ref) {
-		// Record the try, as a wrong token on a matched request is recorded: the same
-		// work, so the answer's timing does not tell the two apart either.
-		if err := s.cmds.RecordUnmatchedToken(ctx, commands.RecordUnmatchedToken{Provider: ref.Provider, Login: ref.Login}); err != nil {
-			return ref, err
-		}
+	// One fold of the account serves both the match and the decision: the command asks
+	// tokenForRequest on it, and for a request that reached no token records the try on
+	// the unmatched stream (the same work as a wrong token on a matched request, so the
+	// answer's timing does not tell the two apart either).
+	err := s.cmds.ResetPassword(ctx, commands.ResetPassword{Provider: ref.Provider, Login: ref.Login, Token: token, NewPassword: newPassword,
+		ForRequest: func(u domain.User) bool { return tokenForRequest(s.keys, u, ref) }})
+	switch {
+	case errors.Is(err, commands.ErrNotForRequest):
 		return ref, s.unmatchedAnswer(ref)
-	}
-	err = s.cmds.ResetPassword(ctx, commands.ResetPassword{Provider: ref.Provider, Login: ref.Login, Token: token, NewPassword: newPassword})
-	if err != nil {
+	case err != nil:
 		if errors.Is(err, commands.ErrTooMuchContention) {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "password token check lost every race; answered as a wrong token")
 		}

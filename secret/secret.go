@@ -16,6 +16,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"selfreset/domain"
@@ -38,8 +40,13 @@ const TokenLength = 10
 // CodeDigits is the length of an email verification code.
 const CodeDigits = 6
 
-// crockford is Crockford's base32 alphabet: no I, L, O or U, so nothing is misread.
-var crockford = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
+// crockfordAlphabet is Crockford's base32 alphabet: no I, L, O or U, so nothing is misread.
+const crockfordAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+var crockford = base32.NewEncoding(crockfordAlphabet).WithPadding(base32.NoPadding)
+
+// TokenLine matches a reset token alone on its line, as a mail carries it.
+var TokenLine = regexp.MustCompile(`^[` + crockfordAlphabet + `]{` + strconv.Itoa(TokenLength) + `}$`)
 
 // ErrUnknownKey means a secret was derived under a key this server no longer has.
 var ErrUnknownKey = errors.New("secret: unknown key id")

@@ -1,9 +1,19 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"selfreset/config"
 )
 
 // selfreset bench runs every operation against the configured store, once per user, and
@@ -33,4 +43,78 @@ func TestBenchCommand(t *testing.T) {
 		}
 	}
 	e.fails(t, exitUsage, "", "bench", "--users", "0")
+}
+
+// selfreset bench --http drives a real serve (built, run as a process, its mail sent to
+// the harness's own SMTP sink) for about a second per phase, and writes JSON whose counts
+// show each part worked: answers, decision events, token mails, the floor and VmHWM. The
+// figures themselves are never asserted.
+func TestBenchHTTPSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the binary and runs serve under the harness (about 30 s)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newEnv(t)
+	e.ok(t, "", "migrate")
+	dir := t.TempDir()
+	bin := buildBinary(t, ctx, dir)
+	smtpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	srv := repStartReplica(t, bin, dir, "bench", repEnv(t, e[config.EnvDatabaseURL], "bench",
+		config.EnvAddr+"=127.0.0.1:0", config.EnvRateLimitPerIP+"=0",
+		config.EnvMetricsAddr+"="+metricsAddr, config.EnvPprof+"=true",
+		config.EnvMailDriver+"=smtp", config.EnvSMTPAddr+"="+smtpAddr, config.EnvSMTPTLS+"=none",
+		config.EnvMailFrom+"=Bench <no-reply@bench.example.org>", config.EnvPublicURL+"=http://bench.example.org"))
+	client := &http.Client{Timeout: 30 * time.Second}
+	srv.waitReady(t, client, 30*time.Second)
+
+	out := filepath.Join(dir, "bench.json")
+	e.ok(t, "", "bench", "--http", "http://"+srv.Addr, "--smtp-listen", smtpAddr, "--concurrency", "2",
+		"--duration", "1s", "--max-requests", "300", "--accounts", "4", "--json", out)
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep benchReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.PID != srv.cmd.Process.Pid || rep.VmHWMBytes <= 0 || len(rep.Levels) != 1 {
+		t.Fatalf("pid %d (serve is %d), VmHWM %d, %d levels", rep.PID, srv.cmd.Process.Pid, rep.VmHWMBytes, len(rep.Levels))
+	}
+	phases := map[string]phaseReport{}
+	for _, p := range rep.Levels[0].Phases {
+		phases[p.Phase] = p
+		if p.Requests == 0 || p.Errors != 0 || p.Requests > 300 {
+			t.Errorf("%s: %d requests, %d errors (outcomes %v)", p.Phase, p.Requests, p.Errors, p.Outcomes)
+		}
+	}
+	if len(phases) != len(allPhases) {
+		t.Fatalf("phases %v, want %v", slices.Sorted(maps.Keys(phases)), allPhases)
+	}
+	if f := phases[phaseForgot]; f.Events.InWindow+f.Events.After < f.Outcomes["matched 202"] || f.Mail.TokenMails == 0 ||
+		f.Lag.Samples == 0 || f.Outcomes["unmatched 202"] == 0 {
+		t.Errorf("forgot password: events %+v, mail %+v, lag %+v, outcomes %v", f.Events, f.Mail, f.Lag, f.Outcomes)
+	}
+	if r := phases[phaseResetFlow]; r.Mail.TokenDelay.N == 0 || r.Steps["complete"].N != r.Requests {
+		t.Errorf("reset flow: mail %+v, steps %+v", r.Mail, r.Steps)
+	}
+	if a := phases[phaseAppendFloor]; a.Events.InWindow+a.Events.After < a.Requests {
+		t.Errorf("append floor: %d appends, %d events in the feed", a.Requests, a.Events.InWindow)
+	}
+	for _, k := range []string{"forgot_answers_to_insert_floor", "forgot_events_to_append_floor"} {
+		if rep.Levels[0].Ratios[k] <= 0 {
+			t.Errorf("ratio %s missing: %v", k, rep.Levels[0].Ratios)
+		}
+	}
+	res, err := client.Get("http://" + metricsAddr + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("pprof with %s=true: %s", config.EnvPprof, res.Status)
+	}
+	e.fails(t, exitUsage, "", "bench", "--http", "http://example.org:8080")
+	e.fails(t, exitUsage, "", "bench", "--http", "http://"+srv.Addr, "--phases", "nap")
 }

@@ -194,11 +194,11 @@ func startService(t *testing.T, ctx context.Context, inbox *testkit.SMTPServer) 
 		config.EnvDatabaseURL: testdb.New(t),
 		config.EnvSecret:      bwSecret,
 		config.EnvAddr:        addr,
-		mailer.EnvDriver:      mailer.DriverSMTP,
-		mailer.EnvSMTPAddr:    inbox.Addr,
-		mailer.EnvSMTPTLS:     string(mailer.TLSNone),
-		mailer.EnvPublicURL:   base,
-		mailer.EnvFrom:        "Self Password Reset <no-reply@example.org>",
+		config.EnvMailDriver:  mailer.DriverSMTP,
+		config.EnvSMTPAddr:    inbox.Addr,
+		config.EnvSMTPTLS:     string(mailer.TLSNone),
+		config.EnvPublicURL:   base,
+		config.EnvMailFrom:    "Self Password Reset <no-reply@example.org>",
 	}
 	getenv := func(k string) string { return env[k] }
 	cli := func(stdin string, args ...string) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"selfreset/commands"
+	"selfreset/config"
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/secret"
@@ -18,7 +19,7 @@ import (
 
 var benchGroup = group{
 	name:    "bench",
-	summary: "measure the command path and the feed against the configured stores (bounded; writes a throwaway provider)",
+	summary: "measure the command path in process, or with --http a running serve against its floor (bounded; writes a throwaway provider)",
 	run:     runBench,
 }
 
@@ -27,6 +28,7 @@ type benchResult struct {
 	name      string
 	latencies []time.Duration
 	errors    int
+	firstErr  error
 	wall      time.Duration
 }
 
@@ -36,22 +38,57 @@ func (r benchResult) row() string {
 	}
 	s := slices.Clone(r.latencies)
 	slices.Sort(s)
-	pct := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	pct := func(p float64) time.Duration { return percentile(s, p).Round(10 * time.Microsecond) }
 	return fmt.Sprintf("%-28s %8d %10.1f %10s %10s %10s %6d", r.name, len(s),
-		float64(len(s))/r.wall.Seconds(), pct(0.50).Round(10*time.Microsecond),
-		pct(0.95).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), r.errors)
+		float64(len(s))/r.wall.Seconds(), pct(0.50), pct(0.95), pct(0.99), r.errors)
 }
 
 func runBench(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("bench", "selfreset bench [--users N] [--concurrency N]")
+	fs := newFlagSet("bench", "selfreset bench [--users N] [--concurrency N]\n"+
+		"       selfreset bench --http http://127.0.0.1:8080 [--smtp-listen 127.0.0.1:2525] [--concurrency 1,8,32] [--duration 20s] [--json out.json]")
 	users := fs.Int("users", 200, "accounts to create (each gets one token request and one reset)")
-	conc := fs.Int("concurrency", 8, "concurrent callers")
+	conc := fs.String("concurrency", "8", "concurrent callers; with --http a list of levels, e.g. 1,8,32")
+	var hc httpBenchConfig
+	fs.StringVar(&hc.base, "http", "", "drive the serve running at this loopback URL instead of calling the commands in process")
+	fs.StringVar(&hc.smtpListen, "smtp-listen", "127.0.0.1:2525", "with --http: where the harness's SMTP sink listens (the serve's SELFRESET_SMTP_ADDR); \"\" for none")
+	fs.DurationVar(&hc.duration, "duration", 20*time.Second, "with --http: how long each phase runs at each level")
+	fs.IntVar(&hc.maxRequests, "max-requests", 100000, "with --http: at most this many requests per phase and level")
+	fs.IntVar(&hc.accounts, "accounts", 200, "with --http: accounts per pool and level (forgot password, reset flows)")
+	phases := fs.String("phases", "all", "with --http: the phases to run, comma-separated ("+strings.Join(allPhases, ",")+")")
+	fs.StringVar(&hc.jsonPath, "json", "", "with --http: also write the figures to this JSON file")
+	fs.IntVar(&hc.pid, "pid", 0, "with --http: the serve's process id, for its VmHWM (default: the process listening on the --http port)")
+	dbURL := fs.String("database-url", "", "the database the serve under test uses (default "+config.EnvDatabaseURL+")")
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	if *users < 1 || *users > 5000 || *conc < 1 || *conc > 256 {
-		return usagef("bench: --users must be 1..5000 and --concurrency 1..256")
+	if *dbURL != "" {
+		c = c.withEnv(config.EnvDatabaseURL, *dbURL)
 	}
+	levels, err := parseLevels(*conc)
+	if err != nil {
+		return err
+	}
+	if hc.base != "" {
+		if hc.base, err = checkBase(hc.base); err != nil {
+			return err
+		}
+		if hc.phases, err = parsePhases(*phases); err != nil {
+			return err
+		}
+		if hc.duration <= 0 || hc.duration > time.Hour || hc.maxRequests < 1 || hc.accounts < 1 || hc.accounts > 10000 {
+			return usagef("bench: --duration must be up to 1h, --max-requests at least 1 and --accounts 1..10000")
+		}
+		hc.levels = levels
+		return runBenchHTTP(ctx, c, hc)
+	}
+	if *users < 1 || *users > 5000 || len(levels) != 1 {
+		return usagef("bench: --users must be 1..5000 and --concurrency one number 1..256 (a list needs --http)")
+	}
+	return runBenchCommands(ctx, c, *users, levels[0])
+}
+
+// runBenchCommands measures the command handler in process, once per user.
+func runBenchCommands(ctx context.Context, c *cli, users, conc int) error {
 	a, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -64,11 +101,11 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
 	code := "BENCH" + strings.ToUpper(hex.EncodeToString(suffix[:]))
-	c.printf("bench: provider %s, %d users, concurrency %d, event store %s\n", code, *users, *conc, a.cfg.EventStore)
+	c.printf("bench: provider %s, %d users, concurrency %d, event store %s\n", code, users, conc, a.cfg.EventStore)
 	if err := h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: code, Name: "Benchmark", AllowSelfReset: true}); err != nil {
 		return err
 	}
-	logins := make([]string, *users)
+	logins := make([]string, users)
 	for i := range logins {
 		logins[i] = fmt.Sprintf("u%05d", i)
 	}
@@ -76,50 +113,34 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	email := func(login string) string { return login + "@bench.invalid" }
 	tokens := make([]string, len(logins))
 
 	results := []benchResult{
-		measure(ctx, "register user (argon2id)", logins, *conc, func(ctx context.Context, i int, l string) error {
-			return h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: l, DisplayName: l, Password: "bench-password-" + l})
+		measure(ctx, "register user (argon2id)", logins, conc, func(ctx context.Context, i int, l string) error {
+			return benchRegister(ctx, h, code, l)
 		}),
-		measure(ctx, "enable + configure", logins, *conc, func(ctx context.Context, i int, l string) error {
-			if err := h.EnableSelfReset(ctx, commands.UserCommand{Actor: operator, Provider: code, Login: l}); err != nil {
-				return err
-			}
-			self := commands.SelfUser{Provider: code, Login: l}
-			id, err := h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: email(l)})
-			if err != nil {
-				return err
-			}
-			v, err := keys.Value(secret.KindEmailCode, keys.CurrentKeyID(), id)
-			if err != nil {
-				return err
-			}
-			if err := h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: v}); err != nil {
-				return err
-			}
-			return h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self})
+		measure(ctx, "enable + configure", logins, conc, func(ctx context.Context, i int, l string) error {
+			return benchConfigure(ctx, h, keys, code, l)
 		}),
-		measure(ctx, "forgot password (token)", logins, *conc, func(ctx context.Context, i int, l string) error {
-			id, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: l, Email: email(l)})
+		measure(ctx, "forgot password (token)", logins, conc, func(ctx context.Context, i int, l string) error {
+			id, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: l, Email: benchEmail(l)})
 			if err != nil {
 				return err
 			}
 			tokens[i], err = keys.Value(secret.KindResetToken, keys.CurrentKeyID(), id)
 			return err
 		}),
-		measure(ctx, "unmatched request", logins, *conc, func(ctx context.Context, i int, l string) error {
-			_, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "nobody" + l, Email: email(l)})
+		measure(ctx, "unmatched request", logins, conc, func(ctx context.Context, i int, l string) error {
+			_, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: code, Login: "nobody" + l, Email: benchEmail(l)})
 			if domain.Code(err) == domain.ErrUnknownAccount.Code {
 				return nil
 			}
 			return err
 		}),
-		measure(ctx, "reset password (argon2id)", logins, *conc, func(ctx context.Context, i int, l string) error {
+		measure(ctx, "reset password (argon2id)", logins, conc, func(ctx context.Context, i int, l string) error {
 			return h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: l, Token: tokens[i], NewPassword: "new-bench-password-" + l})
 		}),
-		measure(ctx, "load user (fold stream)", logins, *conc, func(ctx context.Context, i int, l string) error {
+		measure(ctx, "load user (fold stream)", logins, conc, func(ctx context.Context, i int, l string) error {
 			_, _, err := h.LoadUser(ctx, code, l)
 			return err
 		}),
@@ -132,6 +153,35 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	}
 	c.printf("\nThe provider %s and its users stay in the event store (events are never deleted).\n", code)
 	return nil
+}
+
+func benchEmail(login string) string    { return login + "@bench.invalid" }
+func benchPassword(login string) string { return "bench-password-" + login }
+
+// benchRegister registers a bench account with its password (argon2id, as configured).
+func benchRegister(ctx context.Context, h *commands.Handler, code, login string) error {
+	return h.RegisterUser(ctx, commands.RegisterUser{Actor: operator, Provider: code, Login: login, DisplayName: login, Password: benchPassword(login)})
+}
+
+// benchConfigure enables Self Password Reset for the account and configures its recovery
+// email, verified with the code derived from the keyring (no mail needed).
+func benchConfigure(ctx context.Context, h *commands.Handler, keys *secret.Keyring, code, login string) error {
+	if err := h.EnableSelfReset(ctx, commands.UserCommand{Actor: operator, Provider: code, Login: login}); err != nil {
+		return err
+	}
+	self := commands.SelfUser{Provider: code, Login: login}
+	id, err := h.StartEmailVerification(ctx, commands.StartEmailVerification{SelfUser: self, Email: benchEmail(login)})
+	if err != nil {
+		return err
+	}
+	v, err := keys.Value(secret.KindEmailCode, keys.CurrentKeyID(), id)
+	if err != nil {
+		return err
+	}
+	if err := h.VerifyEmailCode(ctx, commands.VerifyEmailCode{SelfUser: self, Code: v}); err != nil {
+		return err
+	}
+	return h.ConfigureSelfReset(ctx, commands.ConfigureSelfReset{SelfUser: self})
 }
 
 // measure runs op once per login with conc workers and records each call's latency.
@@ -151,6 +201,9 @@ func measure(ctx context.Context, name string, logins []string, conc int, op fun
 				res.latencies = append(res.latencies, d)
 				if err != nil {
 					res.errors++
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
 				}
 				mu.Unlock()
 			}
@@ -188,4 +241,16 @@ func measureFeed(ctx context.Context, store eventstore.Store) benchResult {
 	}
 	res.wall = time.Since(start)
 	return res
+}
+
+// withEnv is c with one environment variable set to value (a flag that overrides it).
+func (c *cli) withEnv(name, value string) *cli {
+	out := *c
+	out.getenv = func(k string) string {
+		if k == name {
+			return value
+		}
+		return c.getenv(k)
+	}
+	return &out
 }

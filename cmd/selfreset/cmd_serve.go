@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/audit"
+	"selfreset/commands"
 	"selfreset/config"
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
@@ -23,6 +24,7 @@ import (
 	"selfreset/projections"
 	"selfreset/ratelimit"
 	"selfreset/reset"
+	"selfreset/secret"
 )
 
 var serveGroup = group{
@@ -69,186 +71,257 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	mcfg, err := mailer.ConfigFromEnv(c.getenv)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	if mcfg.Driver == mailer.DriverConsole && !c.dev && *role != roleWeb {
+	if cfg.Mail.Driver == mailer.DriverConsole && !c.dev && *role != roleWeb {
 		// The console driver prints every token and code: fine on a laptop, a secret in
 		// the logs anywhere else.
-		return usagef("%s is console, which prints tokens and codes to the output; set smtp or mailgun, or run with --dev", mailer.EnvDriver)
+		return usagef("%s is console, which prints tokens and codes to the output; set smtp or mailgun, or run with --dev", config.EnvMailDriver)
 	}
-	explicitURL := strings.TrimSpace(c.getenv(mailer.EnvPublicURL)) != ""
-	if !explicitURL {
-		// Links in emails point at this process unless a public address is configured.
-		mcfg.PublicURL = "http://" + cfg.Addr
+	s := &server{cli: c, cfg: cfg, role: *role}
+	defer s.close()
+	if err := s.build(ctx, *migrate); err != nil {
+		return err
 	}
+	return s.run(ctx)
+}
 
-	a, err := c.openWith(ctx, cfg)
+// server is serve's Main, after WTF Dial's: build opens the stores and wires every part
+// (a failure there starts nothing), run starts the parts and waits until ctx ends or one
+// fails, and close releases what build opened, last first.
+type server struct {
+	cli  *cli
+	cfg  config.Config
+	role string
+
+	app      *app
+	pool     *pgxpool.Pool
+	handler  *commands.Handler
+	keys     *secret.Keyring
+	metrics  *metrics.Metrics // nil: SELFRESET_METRICS_ADDR is not set
+	observer httpapi.Observer
+
+	parts   []part   // what run starts
+	closers []func() // what close releases, in reverse
+}
+
+// part is one thing run starts: it runs until ctx ends and fails only for real.
+type part struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+func (s *server) start(name string, run func(context.Context) error) {
+	s.parts = append(s.parts, part{name, run})
+}
+
+func (s *server) onClose(fn func()) { s.closers = append(s.closers, fn) }
+
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// build opens the stores, migrates, builds the command handler and then the parts of
+// the role. The worker's parts come last: its intake pool is only released by its Run.
+func (s *server) build(ctx context.Context, migrate bool) error {
+	if err := s.open(ctx, migrate); err != nil {
+		return err
+	}
+	if err := s.buildCommands(); err != nil {
+		return err
+	}
+	if s.role != roleWorker {
+		if err := s.buildWeb(ctx); err != nil {
+			return err
+		}
+	}
+	if s.role != roleWeb {
+		return s.buildWorker(ctx)
+	}
+	return nil
+}
+
+// open connects the event store and the read-model pool and brings the schema up to date.
+func (s *server) open(ctx context.Context, migrate bool) error {
+	a, err := s.cli.openWith(ctx, s.cfg)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	s.app = a
+	s.onClose(a.Close)
 	pool, closePool, err := a.readModelPool(ctx)
 	if err != nil {
 		return err
 	}
-	defer closePool()
-	if *migrate {
-		for _, m := range migrations {
-			if _, err := m.run(ctx, c, cfg); err != nil {
-				return fmt.Errorf("migrate %s: %w", m.name, err)
-			}
+	s.pool = pool
+	s.onClose(closePool)
+	if !migrate {
+		return nil
+	}
+	for _, m := range migrations {
+		if _, err := m.run(ctx, s.cli, s.cfg); err != nil {
+			return fmt.Errorf("migrate %s: %w", m.name, err)
 		}
 	}
-	// Metrics first: the command handler records into them from its first command.
-	metricsLn, err := metricsListener(cfg)
+	return nil
+}
+
+// buildCommands builds the command handler and the keyring, metrics first: the handler
+// records into them from its first command.
+func (s *server) buildCommands() error {
+	ln, err := metricsListener(s.cfg)
 	if err != nil {
 		return err
 	}
-	var (
-		m        *metrics.Metrics
-		observer httpapi.Observer
-	)
-	if metricsLn != nil {
-		defer metricsLn.Close()
-		m = metrics.New()
-		a.metrics, observer = m, m
+	if ln != nil {
+		s.onClose(func() { ln.Close() })
+		s.metrics = metrics.New()
+		s.app.metrics, s.observer = s.metrics, s.metrics
 	}
-	h, err := a.commands()
-	if err != nil {
+	if s.handler, err = s.app.commands(); err != nil {
 		return err
 	}
-	if strings.TrimSpace(c.getenv("GOMEMLIMIT")) == "" {
+	if ln != nil {
+		m, pool, h := s.metrics, s.pool, s.handler
+		s.start("metrics", func(ctx context.Context) error { return serveMetrics(ctx, s.cli, s.app, m, pool, h, ln) })
+	}
+	if strings.TrimSpace(s.cli.getenv("GOMEMLIMIT")) == "" {
 		// Each argon2id run leaves a 19 MiB block behind; with the collector's default
 		// pacing a burst's worth lingers before it runs. A soft limit sized to what the
 		// hashing slots can hold keeps peak memory near what is live. GOMEMLIMIT overrides.
-		debug.SetMemoryLimit(serveMemoryLimit(a.hashSlots))
+		debug.SetMemoryLimit(serveMemoryLimit(s.app.hashSlots))
 	}
-	keys, err := cfg.Keyring()
+	s.keys, err = s.cfg.Keyring()
+	return err
+}
+
+// buildWorker wires the reset intake worker, the projections, the mail sender and the
+// audit sealer.
+func (s *server) buildWorker(ctx context.Context) error {
+	c, h, keys := s.cli, s.handler, s.keys
+	driver, err := mailer.NewDriver(s.cfg.Mail, c.stdout)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	runner, err := projections.New(projections.Config{Store: s.app.store, Pool: s.pool, Logger: c.log,
+		Projections: consumers()})
 	if err != nil {
 		return err
 	}
+	sc := mailer.SenderConfigFrom(s.cfg.Mail, s.pool, driver, keys)
+	sc.Logger = c.log
+	sc.Paths.ResetLink = func(provider, login, email string, issuedAt time.Time) string {
+		return reset.LinkID(keys, provider, login, email, issuedAt)
+	}
+	sender, err := mailer.NewSender(sc)
+	if err != nil {
+		return err
+	}
+	worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: s.pool, Commands: h, Keyring: keys,
+		Logger: c.log, Concurrency: s.cfg.ResetWorkers, NoTypedAddressNotice: !s.cfg.NotifyUnknownRecipients})
+	if err != nil {
+		return err
+	}
+	// The intake drains its running commands itself when ctx ends (Router.Close).
+	s.start("reset intake", worker.Run)
+	s.start("projections", runner.Run)
+	s.start("mailer", sender.Run)
+	if sealer := newSealer(s.app, s.cfg, h, c.log); sealer != nil {
+		s.start("audit sealer", sealer.Run)
+	}
+	c.log.Info("consumers started", "projections", len(consumers()), "mail driver", s.cfg.Mail.Driver)
+	return nil
+}
 
-	// Everything below runs until ctx ends (SIGINT/SIGTERM); the first part to fail
-	// stops the others.
+// buildWeb wires the HTTP pages and API and opens their listener.
+func (s *server) buildWeb(ctx context.Context) error {
+	c, h, pool := s.cli, s.handler, s.pool
+	sessions := httpapi.NewPGSessions(pool)
+	bus, err := reset.NewBus(pool, c.log)
+	if err != nil {
+		return err
+	}
+	s.onClose(func() { bus.Close() })
+	resets, err := reset.New(reset.Config{Commands: h, Keyring: s.keys, Clock: h, Intake: bus, Logger: c.log})
+	if err != nil {
+		return err
+	}
+	// Budgets live in PostgreSQL so that every web replica spends the same ones.
+	limiter := ratelimit.New(pool, h)
+	srv := httpapi.NewServer(httpapi.Config{
+		Commands: h, Resets: resets, Users: httpapi.NewPGUserLister(pool), Sessions: sessions,
+		Audit: &audit.Service{Store: s.app.store, Codec: s.app.codec, Clock: h},
+		Clock: h, Logger: c.log, RateLimitPerIP: s.cfg.RateLimitPerIP, RateLimitPerAccount: s.cfg.RateLimitPerAccount,
+		RateLimiter: limiter, RequestTimeout: requestTimeout, TrustedProxies: s.cfg.TrustedProxies,
+		// Cookies lose Secure only for a plain-http address someone chose (or --dev):
+		// behind a TLS proxy with no public URL set, they stay Secure.
+		InsecureCookies: strings.HasPrefix(s.cfg.Mail.PublicURL, "http://") && (s.cfg.PublicURLSet || c.dev),
+		Ready:           httpapi.PingAll(pool, eventStorePing{s.app.store}),
+		Observer:        s.observer,
+	})
+	srv.MountPages()
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return &config.Error{Var: config.EnvAddr, Msg: err.Error()}
+	}
+	s.onClose(func() { ln.Close() })
+	c.log.Info("listening", "addr", ln.Addr().String(), "public_url", s.cfg.Mail.PublicURL, "role", s.role)
+	s.serveHTTP(srv, ln)
+	s.start("session cleanup", every(time.Hour, func(ctx context.Context) {
+		if _, err := sessions.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			c.log.Warn("deleting expired sessions failed", "err", err)
+		}
+	}))
+	// Full buckets carry no information; every web replica deletes them (in bounded
+	// batches; concurrent runs are harmless).
+	s.start("rate-limit cleanup", every(time.Minute, func(ctx context.Context) {
+		if _, err := limiter.Cleanup(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("deleting full rate-limit buckets failed", "err", err)
+		}
+	}))
+	return nil
+}
+
+// serveHTTP adds the parts that serve srv on ln and shut it down when ctx ends.
+func (s *server) serveHTTP(srv *httpapi.Server, ln net.Listener) {
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: writeTimeout, IdleTimeout: 2 * time.Minute}
+	s.start("http", func(ctx context.Context) error {
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	s.start("http shutdown", func(ctx context.Context) error {
+		<-ctx.Done()
+		// /readyz turns 503, then in-flight requests finish. Answered Forgot Password
+		// work is already in the intake queue.
+		sctx, done := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer done()
+		_ = srv.Close(sctx)
+		return hs.Shutdown(sctx)
+	})
+}
+
+// run starts every part and waits until ctx ends (SIGINT/SIGTERM) or a part fails,
+// which stops the others; it returns once all have returned.
+func (s *server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	start := func(name string, fn func(context.Context) error) {
+	for _, p := range s.parts {
 		wg.Go(func() {
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				cancel(fmt.Errorf("%s: %w", name, err))
+			if err := p.run(ctx); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", p.name, err))
 			}
 		})
 	}
-
-	if m != nil {
-		start("metrics", func(ctx context.Context) error { return serveMetrics(ctx, c, a, m, pool, h, metricsLn) })
-	}
-
-	if *role != roleWeb {
-		driver, err := mailer.NewDriver(mcfg, c.stdout)
-		if err != nil {
-			return usagef("%v", err)
-		}
-		runner, err := projections.New(projections.Config{Store: a.store, Pool: pool, Logger: c.log,
-			Projections: consumers()})
-		if err != nil {
-			return err
-		}
-		sc := mailer.SenderConfigFrom(mcfg, pool, driver, keys)
-		sc.Logger = c.log
-		sc.Paths.ResetLink = func(provider, login, email string, issuedAt time.Time) string {
-			return reset.LinkID(keys, provider, login, email, issuedAt)
-		}
-		sender, err := mailer.NewSender(sc)
-		if err != nil {
-			return err
-		}
-		worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: pool, Commands: h, Keyring: keys,
-			Logger: c.log, Concurrency: cfg.ResetWorkers, NoTypedAddressNotice: !cfg.NotifyUnknownRecipients})
-		if err != nil {
-			return err
-		}
-		// The intake drains its running commands itself when ctx ends (Router.Close).
-		start("reset intake", worker.Run)
-		start("projections", runner.Run)
-		start("mailer", sender.Run)
-		if sealer := newSealer(a, cfg, h, c.log); sealer != nil {
-			start("audit sealer", sealer.Run)
-		}
-		c.log.Info("consumers started", "projections", len(consumers()), "mail driver", mcfg.Driver)
-	}
-
-	if *role != roleWorker {
-		sessions := httpapi.NewPGSessions(pool)
-		bus, err := reset.NewBus(pool, c.log)
-		if err != nil {
-			return err
-		}
-		defer bus.Close()
-		resets, err := reset.New(reset.Config{Commands: h, Keyring: keys, Clock: h, Intake: bus, Logger: c.log})
-		if err != nil {
-			return err
-		}
-		// Budgets live in PostgreSQL so that every web replica spends the same ones.
-		limiter := ratelimit.New(pool, h)
-		srv := httpapi.NewServer(httpapi.Config{
-			Commands: h, Resets: resets, Users: httpapi.NewPGUserLister(pool), Sessions: sessions,
-			Audit: &audit.Service{Store: a.store, Codec: a.codec, Clock: h},
-			Clock: h, Logger: c.log, RateLimitPerIP: cfg.RateLimitPerIP, RateLimitPerAccount: accountLimit(cfg),
-			RateLimiter: limiter, RequestTimeout: requestTimeout, TrustedProxies: cfg.TrustedProxies,
-			// Cookies lose Secure only for a plain-http address someone chose (or --dev):
-			// behind a TLS proxy with no public URL set, they stay Secure.
-			InsecureCookies: strings.HasPrefix(mcfg.PublicURL, "http://") && (explicitURL || c.dev),
-			Ready:           httpapi.PingAll(pool, eventStorePing{a.store}),
-			Observer:        observer,
-		})
-		srv.MountPages()
-		ln, err := net.Listen("tcp", cfg.Addr)
-		if err != nil {
-			return &config.Error{Var: config.EnvAddr, Msg: err.Error()}
-		}
-		hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: writeTimeout, IdleTimeout: 2 * time.Minute}
-		c.log.Info("listening", "addr", ln.Addr().String(), "public_url", mcfg.PublicURL, "role", *role)
-		start("http", func(ctx context.Context) error {
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		start("http shutdown", func(ctx context.Context) error {
-			<-ctx.Done()
-			// /readyz turns 503, then in-flight requests finish. Answered Forgot Password
-			// work is already in the intake queue.
-			sctx, done := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-			defer done()
-			_ = srv.Close(sctx)
-			return hs.Shutdown(sctx)
-		})
-		start("session cleanup", every(time.Hour, func(ctx context.Context) {
-			if _, err := sessions.DeleteExpired(ctx, time.Now()); err != nil && ctx.Err() == nil {
-				c.log.Warn("deleting expired sessions failed", "err", err)
-			}
-		}))
-		// Full buckets carry no information; every web replica deletes them (in bounded
-		// batches; concurrent runs are harmless).
-		start("rate-limit cleanup", every(time.Minute, func(ctx context.Context) {
-			if _, err := limiter.Cleanup(ctx); err != nil && ctx.Err() == nil {
-				c.log.Warn("deleting full rate-limit buckets failed", "err", err)
-			}
-		}))
-
-	}
-
 	<-ctx.Done()
 	wg.Wait()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	c.log.Info("stopped cleanly")
+	s.cli.log.Info("stopped cleanly")
 	return nil
 }
 
@@ -285,15 +358,6 @@ type eventStorePing struct{ store eventstore.Store }
 func (p eventStorePing) Ping(ctx context.Context) error {
 	_, err := p.store.Head(ctx)
 	return err
-}
-
-// accountLimit maps the configured per-account budget to the http package's convention
-// (0 there means "same as per IP", negative means off).
-func accountLimit(cfg config.Config) int {
-	if cfg.RateLimitPerAccount == 0 {
-		return -1
-	}
-	return cfg.RateLimitPerAccount
 }
 
 // consumers are every read model plus the mailer, each fed from its own checkpoint.

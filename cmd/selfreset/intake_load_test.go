@@ -18,7 +18,6 @@ import (
 	"selfreset/config"
 	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
-	"selfreset/mailer"
 	"selfreset/reset"
 	"selfreset/secret"
 )
@@ -63,16 +62,16 @@ func TestIntakeUnderOverload(t *testing.T) {
 
 	sink := (&testkit.SMTPServer{}).Start(t)
 	env := repEnv(t, dbURL, "load", config.EnvAddr+"=127.0.0.1:0", config.EnvRateLimitPerIP+"=0",
-		config.EnvResetWorkers+"="+strconv.Itoa(workers), mailer.EnvDriver+"=smtp", mailer.EnvSMTPAddr+"="+sink.Addr,
-		mailer.EnvSMTPTLS+"=none", mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
-		mailer.EnvPublicURL+"=http://reset.example.org")
+		config.EnvResetWorkers+"="+strconv.Itoa(workers), config.EnvMailDriver+"=smtp", config.EnvSMTPAddr+"="+sink.Addr,
+		config.EnvSMTPTLS+"=none", config.EnvMailFrom+"=Self Password Reset <no-reply@reset.example.org>",
+		config.EnvPublicURL+"=http://reset.example.org")
 	// A web process answers; a worker process decides (the production split, so the
 	// answers' latency is the publish path's, not the command side's).
 	srv := repStartReplica(t, bin, dir, "load", env, "--migrate=false", "--role=web")
 	worker := exec.Command(bin, "serve", "--migrate=false", "--role=worker")
-	worker.Env = repEnv(t, dbURL, "load-worker", config.EnvResetWorkers+"="+strconv.Itoa(workers), mailer.EnvDriver+"=smtp",
-		mailer.EnvSMTPAddr+"="+sink.Addr, mailer.EnvSMTPTLS+"=none", mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
-		mailer.EnvPublicURL+"=http://reset.example.org")
+	worker.Env = repEnv(t, dbURL, "load-worker", config.EnvResetWorkers+"="+strconv.Itoa(workers), config.EnvMailDriver+"=smtp",
+		config.EnvSMTPAddr+"="+sink.Addr, config.EnvSMTPTLS+"=none", config.EnvMailFrom+"=Self Password Reset <no-reply@reset.example.org>",
+		config.EnvPublicURL+"=http://reset.example.org")
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -65,13 +65,13 @@ func TestForgotPasswordSurvivesKill9(t *testing.T) {
 		return repEnv(t, dbURL, name,
 			config.EnvAddr+"=127.0.0.1:0",
 			config.EnvRateLimitPerIP+"=0",
-			mailer.EnvDriver+"=smtp",
-			mailer.EnvSMTPAddr+"="+smtpSink.Addr,
-			mailer.EnvSMTPTLS+"=none",
-			mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
-			mailer.EnvPublicURL+"=http://reset.example.org",
-			mailer.EnvSendTimeout+"=2s",
-			mailer.EnvLease+"=4s",
+			config.EnvMailDriver+"=smtp",
+			config.EnvSMTPAddr+"="+smtpSink.Addr,
+			config.EnvSMTPTLS+"=none",
+			config.EnvMailFrom+"=Self Password Reset <no-reply@reset.example.org>",
+			config.EnvPublicURL+"=http://reset.example.org",
+			config.EnvMailSendTimeout+"=2s",
+			config.EnvMailLease+"=4s",
 		)
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

@@ -1,6 +1,7 @@
-// Command selfreset is the self-service password reset service: its operator commands
-// (migrate, provider, user), the auditors' view of the event history (audit), and, in
-// later versions, the HTTP service itself. Run `selfreset help` for the list.
+// Command selfreset is the self-service password reset service: the HTTP pages and API
+// with the workers behind them (serve), the operator commands (migrate, provider, user,
+// projections), the auditors' view of the event history (audit) and the load benchmark
+// (bench). Run `selfreset help` for the list.
 package main
 
 import (

@@ -100,14 +100,14 @@ func TestReplicasSurviveAKilledLockHolder(t *testing.T) {
 			config.EnvAddr+"=127.0.0.1:0",
 			config.EnvRateLimitPerIP+"=0", // 0 also turns the per-account limit off (it defaults to the IP limit)
 			config.EnvResetWorkers+"=4",   // three replicas share one PostgreSQL's connections
-			mailer.EnvDriver+"=smtp",
-			mailer.EnvSMTPAddr+"="+smtpSink.Addr,
-			mailer.EnvSMTPTLS+"=none",
-			mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
-			mailer.EnvPublicURL+"=http://reset.example.org",
+			config.EnvMailDriver+"=smtp",
+			config.EnvSMTPAddr+"="+smtpSink.Addr,
+			config.EnvSMTPTLS+"=none",
+			config.EnvMailFrom+"=Self Password Reset <no-reply@reset.example.org>",
+			config.EnvPublicURL+"=http://reset.example.org",
 			// A short lease: mail the killed sender had claimed goes out again this soon.
-			mailer.EnvSendTimeout+"=3s",
-			mailer.EnvLease+"=6s",
+			config.EnvMailSendTimeout+"=3s",
+			config.EnvMailLease+"=6s",
 		)
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{

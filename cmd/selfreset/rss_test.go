@@ -21,7 +21,6 @@ import (
 	"selfreset/eventstore/postgres"
 	"selfreset/internal/testdb"
 	"selfreset/internal/testkit"
-	"selfreset/mailer"
 	"selfreset/password"
 	"selfreset/secret"
 )
@@ -73,11 +72,11 @@ func TestPeakRSSOfConcurrentCompletes(t *testing.T) {
 			config.EnvAddr+"=127.0.0.1:0",
 			config.EnvRateLimitPerIP+"=1000", // on (the budgets are spent in PostgreSQL) but not in the way
 			config.EnvHashConcurrency+"="+tc.slots,
-			mailer.EnvDriver+"=smtp",
-			mailer.EnvSMTPAddr+"="+sink.Addr,
-			mailer.EnvSMTPTLS+"=none",
-			mailer.EnvFrom+"=Self Password Reset <no-reply@reset.example.org>",
-			mailer.EnvPublicURL+"=http://reset.example.org",
+			config.EnvMailDriver+"=smtp",
+			config.EnvSMTPAddr+"="+sink.Addr,
+			config.EnvSMTPTLS+"=none",
+			config.EnvMailFrom+"=Self Password Reset <no-reply@reset.example.org>",
+			config.EnvPublicURL+"=http://reset.example.org",
 		)
 		srv := repStartReplica(t, bin, dir, fmt.Sprintf("rss%d", round), env)
 		srv.waitReady(t, client, 30*time.Second)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,7 +45,11 @@ func serveMetrics(ctx context.Context, c *cli, a *app, m *metrics.Metrics, pool 
 	}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler(c.log))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	if a.cfg.Pprof {
+		mountPprof(mux)
+		c.log.Info("serving profiles on the metrics listener", "path", "/debug/pprof/")
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: metricsWriteTimeout(a.cfg)}
 	c.log.Info("serving metrics", "addr", ln.Addr().String())
 	go func() {
 		<-ctx.Done()
@@ -56,4 +61,27 @@ func serveMetrics(ctx context.Context, c *cli, a *app, m *metrics.Metrics, pool 
 		return err
 	}
 	return nil
+}
+
+// pprofMaxSeconds bounds ?seconds= of a CPU profile or trace: the listener's write
+// timeout is raised to let one that long finish.
+const pprofMaxSeconds = 120
+
+// metricsWriteTimeout is 30 s for scrapes, longer with profiling on so that
+// /debug/pprof/profile?seconds=N (N ≤ pprofMaxSeconds) can answer.
+func metricsWriteTimeout(cfg config.Config) time.Duration {
+	if cfg.Pprof {
+		return (pprofMaxSeconds + 10) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// mountPprof adds net/http/pprof's handlers. They are registered on this mux, never on
+// http.DefaultServeMux, so they are reachable only on the metrics listener.
+func mountPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }

@@ -244,13 +244,14 @@ func readErrorFor(stream string, code esdbc.ErrorCode, err error) error {
 
 // streamFilter says which events of $all belong to this service: those of a stream with
 // one of the prefixes (any stream not starting with "$" when there are none), and never a
-// system event (type starting with "$", e.g. a tombstone's $streamDeleted or a link's $>).
+// system event (type starting with "$", e.g. a tombstone's $streamDeleted or a link's $>),
+// nor a snapshot (snapshot.go).
 type streamFilter struct {
 	prefixes []string
 }
 
 func (f streamFilter) match(stream, eventType string) bool {
-	if strings.HasPrefix(eventType, "$") || strings.HasPrefix(stream, "$") || stream == "" {
+	if strings.HasPrefix(eventType, "$") || strings.HasPrefix(stream, "$") || stream == "" || isSnapshotStream(stream) {
 		return false
 	}
 	if len(f.prefixes) == 0 {

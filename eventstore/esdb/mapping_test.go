@@ -399,6 +399,7 @@ func TestStreamFilter(t *testing.T) {
 		{"$projections-$all", "$ProjectionsInitialized", false, false},
 		{"user-ACME-alice", "$streamDeleted", false, false},
 		{"", "X", false, false},
+		{snapshotStream("user-ACME-alice"), snapshotEventType, false, false}, // snapshots are not events
 	}
 	for _, c := range cases {
 		if got := all.match(c.stream, c.typ); got != c.all {

@@ -86,23 +86,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		current = uint64(len(revs) - 1)
 	}
 
-	// Idempotency, as in the other adapters: events already in this stream are skipped,
-	// and if all are, the append is a retry of one that succeeded and answers as it did.
-	// An id stored in another stream is a conflict (Postgres: a unique violation).
-	fresh := make([]eventstore.EventData, 0, len(events))
-	var last *eventstore.RecordedEvent
-	for _, e := range events {
-		i, ok := s.ids[e.ID]
-		if !ok {
-			fresh = append(fresh, e)
-			continue
-		}
-		if s.feed[i].Stream != stream {
-			return eventstore.AppendResult{}, fmt.Errorf("eventstore/memory: append to %q: event id %s is stored in another stream: %w", stream, e.ID, eventstore.ErrConflict)
-		}
-		if last == nil || last.Revision < s.feed[i].Revision {
-			last = &s.feed[i]
-		}
+	fresh, last, err := s.unstored(stream, events)
+	if err != nil {
+		return eventstore.AppendResult{}, err
 	}
 	if len(events) > 0 && len(fresh) == 0 {
 		return eventstore.AppendResult{NextRevision: last.Revision, Position: last.Position}, nil
@@ -128,7 +114,37 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if _, err := chain.Link(stream, first, prev, fresh); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/memory: append to %q: %w", stream, err)
 	}
-	for k, e := range fresh {
+	end := s.write(stream, first, fresh)
+	return eventstore.AppendResult{NextRevision: end.Revision, Position: end.Position}, nil
+}
+
+// unstored returns the events not yet stored, and the latest of those in stream already.
+// Idempotency, as in the other adapters: events already in this stream are skipped, and
+// if all are, the append is a retry of one that succeeded and answers as it did. An id
+// stored in another stream is a conflict (Postgres: a unique violation). s.mu must be held.
+func (s *Store) unstored(stream string, events []eventstore.EventData) ([]eventstore.EventData, *eventstore.RecordedEvent, error) {
+	fresh := make([]eventstore.EventData, 0, len(events))
+	var last *eventstore.RecordedEvent
+	for _, e := range events {
+		i, ok := s.ids[e.ID]
+		if !ok {
+			fresh = append(fresh, e)
+			continue
+		}
+		if s.feed[i].Stream != stream {
+			return nil, nil, fmt.Errorf("eventstore/memory: append to %q: event id %s is stored in another stream: %w", stream, e.ID, eventstore.ErrConflict)
+		}
+		if last == nil || last.Revision < s.feed[i].Revision {
+			last = &s.feed[i]
+		}
+	}
+	return fresh, last, nil
+}
+
+// write stores events at revisions first, first+1, … of stream, wakes the subscribers
+// and returns the last event written. s.mu must be held.
+func (s *Store) write(stream string, first uint64, events []eventstore.EventData) eventstore.RecordedEvent {
+	for k, e := range events {
 		data := bytes.Clone(e.Data)
 		if len(bytes.TrimSpace(data)) == 0 {
 			data = json.RawMessage("null")
@@ -149,8 +165,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		s.ids[e.ID] = i
 	}
 	s.broadcast()
-	end := s.feed[len(s.feed)-1]
-	return eventstore.AppendResult{NextRevision: end.Revision, Position: end.Position}, nil
+	return s.feed[len(s.feed)-1]
 }
 
 // broadcast wakes every waiting subscriber. s.mu must be held.

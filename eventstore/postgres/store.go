@@ -202,73 +202,103 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 // (it must not have a transaction id before the stream lock is held).
 func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedRevision, events []eventstore.EventData) (eventstore.AppendResult, error) {
 	what := "append to " + quote(stream)
-	// The stream lock comes first, before anything that could assign a transaction id: the id
-	// of an append must be larger than that of the stream's previous writer, and the
-	// watermark relies on an append holding the lock for as long as it has an id.
-	if _, err := tx.Exec(ctx, lockStreamSQL, stream); err != nil {
-		return eventstore.AppendResult{}, wrapErr(what+": lock stream", err)
+	head, err := lockHead(ctx, tx, stream)
+	if err != nil {
+		return eventstore.AppendResult{}, wrapErr(what, err)
 	}
-	// Read under the lock, in a fresh statement snapshot: the previous writer has committed.
-	// The last event's chain value comes with it: new events link to it (eventstore/chain).
-	var current int64
-	var prevChain *string
-	exists := true
-	err := tx.QueryRow(ctx, `SELECT s.revision, e.metadata->>'chain' FROM streams s
-		LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
-		WHERE s.stream = $1`, stream).Scan(&current, &prevChain)
-	if errors.Is(err, pgx.ErrNoRows) {
-		exists = false
-	} else if err != nil {
-		return eventstore.AppendResult{}, wrapErr(what+": read revision", err)
-	}
-
 	// Idempotency: events already in the stream are skipped; if all are, the append is a
 	// retry of one that succeeded and answers as it did.
-	if exists && len(events) > 0 {
-		stored, last, err := storedEvents(ctx, tx, stream, events)
+	if head.exists && len(events) > 0 {
+		fresh, last, err := unstored(ctx, tx, stream, events)
 		if err != nil {
 			return eventstore.AppendResult{}, wrapErr(what+": check event ids", err)
 		}
-		if len(stored) == len(events) {
+		if len(fresh) == 0 {
 			return last, nil
 		}
-		if len(stored) > 0 {
-			fresh := make([]eventstore.EventData, 0, len(events)-len(stored))
-			for _, e := range events {
-				if !stored[e.ID] {
-					fresh = append(fresh, e)
-				}
-			}
-			events = fresh
-		}
+		events = fresh
 	}
-
-	if !expected.Check(uint64(current), exists) {
+	if !expected.Check(uint64(head.revision), head.exists) {
 		state := "no stream"
-		if exists {
-			state = fmt.Sprintf("revision %d", current)
+		if head.exists {
+			state = fmt.Sprintf("revision %d", head.revision)
 		}
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: %s: expected %s, stream is at %s: %w", what, expected, state, eventstore.ErrConflict)
 	}
 	if len(events) == 0 {
-		return eventstore.AppendResult{NextRevision: uint64(current)}, nil // Position unknown: nothing written
+		return eventstore.AppendResult{NextRevision: uint64(head.revision)}, nil // Position unknown: nothing written
 	}
-
-	next := int64(-1)
-	prev := ""
-	if exists {
-		next = current
-		if prevChain != nil {
-			prev = *prevChain
-		}
+	next := head.revision + 1
+	if !head.exists {
+		next = 0
 	}
 	// Link a copy: the caller's slice stays as given.
 	events = append([]eventstore.EventData(nil), events...)
-	if _, err := chain.Link(stream, uint64(next+1), prev, events); err != nil {
+	if _, err := chain.Link(stream, uint64(next), head.chain, events); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: %s: %w", what, err)
 	}
+	res, err := insertEvents(ctx, tx, stream, next, events)
+	if err != nil {
+		return eventstore.AppendResult{}, wrapErr(what, err)
+	}
+	return res, nil
+}
+
+// streamHead is a stream's state when an append begins.
+type streamHead struct {
+	exists   bool
+	revision int64  // the last event's revision (when exists)
+	chain    string // the last event's chain value ("" before chaining began)
+}
+
+// lockHead takes the stream lock and reads the stream's head under it.
+func lockHead(ctx context.Context, tx pgx.Tx, stream string) (streamHead, error) {
+	// The stream lock comes first, before anything that could assign a transaction id: the id
+	// of an append must be larger than that of the stream's previous writer, and the
+	// watermark relies on an append holding the lock for as long as it has an id.
+	if _, err := tx.Exec(ctx, lockStreamSQL, stream); err != nil {
+		return streamHead{}, fmt.Errorf("lock stream: %w", err)
+	}
+	// Read under the lock, in a fresh statement snapshot: the previous writer has committed.
+	// The last event's chain value comes with it: new events link to it (eventstore/chain).
+	var prevChain *string
+	h := streamHead{exists: true}
+	err := tx.QueryRow(ctx, `SELECT s.revision, e.metadata->>'chain' FROM streams s
+		LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
+		WHERE s.stream = $1`, stream).Scan(&h.revision, &prevChain)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return streamHead{}, nil
+	case err != nil:
+		return streamHead{}, fmt.Errorf("read revision: %w", err)
+	case prevChain != nil:
+		h.chain = *prevChain
+	}
+	return h, nil
+}
+
+// unstored returns the events not yet in stream and, when there are none, the append
+// result of the latest stored one.
+func unstored(ctx context.Context, tx pgx.Tx, stream string, events []eventstore.EventData) ([]eventstore.EventData, eventstore.AppendResult, error) {
+	stored, last, err := storedEvents(ctx, tx, stream, events)
+	if err != nil || len(stored) == 0 {
+		return events, last, err
+	}
+	fresh := make([]eventstore.EventData, 0, len(events)-len(stored))
+	for _, e := range events {
+		if !stored[e.ID] {
+			fresh = append(fresh, e)
+		}
+	}
+	return fresh, last, nil
+}
+
+// insertEvents writes events at revisions first, first+1, …, moves the stream's head and
+// notifies subscribers, in one batch.
+func insertEvents(ctx context.Context, tx pgx.Tx, stream string, first int64, events []eventstore.EventData) (eventstore.AppendResult, error) {
 	// One statement per event so that seq follows revision order within the append.
 	batch := &pgx.Batch{}
+	next := first - 1
 	for _, e := range events {
 		next++
 		data := e.Data
@@ -290,11 +320,11 @@ func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore
 	for range events {
 		if err := br.QueryRow().Scan(&txID, &seq); err != nil {
 			_ = br.Close()
-			return eventstore.AppendResult{}, wrapErr(what+": insert", err)
+			return eventstore.AppendResult{}, fmt.Errorf("insert: %w", err)
 		}
 	}
 	if err := br.Close(); err != nil {
-		return eventstore.AppendResult{}, wrapErr(what, err)
+		return eventstore.AppendResult{}, err
 	}
 	return eventstore.AppendResult{
 		NextRevision: uint64(next),

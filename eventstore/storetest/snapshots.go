@@ -10,6 +10,37 @@ import (
 	"selfreset/eventstore"
 )
 
+// snapFixture is a fixture whose store keeps snapshots.
+type snapFixture struct {
+	*fixture
+	ss eventstore.SnapshotStore
+}
+
+func (f *snapFixture) read(t *testing.T, stream string) (eventstore.Snapshot, error) {
+	t.Helper()
+	return f.ss.ReadSnapshot(f.ctx, stream)
+}
+
+func (f *snapFixture) write(t *testing.T, stream string, rev uint64, data string) {
+	t.Helper()
+	if err := f.ss.WriteSnapshot(f.ctx, stream, eventstore.Snapshot{Revision: rev, Schema: "v1", Data: json.RawMessage(data)}); err != nil {
+		t.Fatalf("WriteSnapshot(%s, %d): %v", stream, rev, err)
+	}
+}
+
+// want fails t unless stream's snapshot is at rev with data.
+func (f *snapFixture) want(t *testing.T, stream string, rev uint64, data string) {
+	t.Helper()
+	got, err := f.read(t, stream)
+	if err != nil {
+		t.Fatalf("ReadSnapshot(%s): %v", stream, err)
+	}
+	if got.Revision != rev || got.Schema != "v1" || !jsonEqual(got.Data, json.RawMessage(data)) {
+		t.Fatalf("ReadSnapshot(%s) = revision %d schema %q data %s, want revision %d schema v1 data %s",
+			stream, got.Revision, got.Schema, got.Data, rev, data)
+	}
+}
+
 // testSnapshots checks eventstore.SnapshotStore, for adapters that implement it (an
 // adapter without one makes its callers fold in full, which the other tests cover).
 func testSnapshots(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
@@ -18,27 +49,8 @@ func testSnapshots(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	if !ok {
 		t.Skipf("%T does not implement eventstore.SnapshotStore; its callers fold streams in full", f.store)
 	}
-	read := func(t *testing.T, stream string) (eventstore.Snapshot, error) {
-		t.Helper()
-		return ss.ReadSnapshot(f.ctx, stream)
-	}
-	write := func(t *testing.T, stream string, rev uint64, data string) {
-		t.Helper()
-		if err := ss.WriteSnapshot(f.ctx, stream, eventstore.Snapshot{Revision: rev, Schema: "v1", Data: json.RawMessage(data)}); err != nil {
-			t.Fatalf("WriteSnapshot(%s, %d): %v", stream, rev, err)
-		}
-	}
-	want := func(t *testing.T, stream string, rev uint64, data string) {
-		t.Helper()
-		got, err := read(t, stream)
-		if err != nil {
-			t.Fatalf("ReadSnapshot(%s): %v", stream, err)
-		}
-		if got.Revision != rev || got.Schema != "v1" || !jsonEqual(got.Data, json.RawMessage(data)) {
-			t.Fatalf("ReadSnapshot(%s) = revision %d schema %q data %s, want revision %d schema v1 data %s",
-				stream, got.Revision, got.Schema, got.Data, rev, data)
-		}
-	}
+	sf := &snapFixture{f, ss}
+	read, write, want := sf.read, sf.write, sf.want
 
 	t.Run("missing is ErrSnapshotNotFound", func(t *testing.T) {
 		if _, err := read(t, f.stream("none")); !errors.Is(err, eventstore.ErrSnapshotNotFound) {

@@ -250,30 +250,32 @@ func testAppend(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		})
 	}
 
-	t.Run("Exact chain of appends", func(t *testing.T) {
-		f := setup(t, newStore)
-		s := f.stream("chain")
-		res := f.append(s, eventstore.NoStream, newEvent("First", 0))
-		for i := 1; i <= 5; i++ {
-			next := f.append(s, eventstore.Exact(res.NextRevision), newEvent("Next", i))
-			if next.NextRevision != res.NextRevision+1 {
-				t.Fatalf("append %d: NextRevision = %d, want %d", i, next.NextRevision, res.NextRevision+1)
-			}
-			if !res.Position.Less(next.Position) {
-				t.Fatalf("append %d: Position %v is not after %v", i, next.Position, res.Position)
-			}
-			res = next
-		}
-		if _, err := f.store.Append(f.ctx, s, eventstore.Exact(res.NextRevision-1), newEvent("Stale", 9)); !errors.Is(err, eventstore.ErrConflict) {
-			t.Fatalf("stale Exact: %v, want ErrConflict", err)
-		}
-	})
+	t.Run("Exact chain of appends", func(t *testing.T) { testExactChain(t, newStore) })
 }
 
-func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+func testExactChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	f := setup(t, newStore)
-	s := f.stream("roundtrip")
-	events := []eventstore.EventData{
+	s := f.stream("chain")
+	res := f.append(s, eventstore.NoStream, newEvent("First", 0))
+	for i := 1; i <= 5; i++ {
+		next := f.append(s, eventstore.Exact(res.NextRevision), newEvent("Next", i))
+		if next.NextRevision != res.NextRevision+1 {
+			t.Fatalf("append %d: NextRevision = %d, want %d", i, next.NextRevision, res.NextRevision+1)
+		}
+		if !res.Position.Less(next.Position) {
+			t.Fatalf("append %d: Position %v is not after %v", i, next.Position, res.Position)
+		}
+		res = next
+	}
+	if _, err := f.store.Append(f.ctx, s, eventstore.Exact(res.NextRevision-1), newEvent("Stale", 9)); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("stale Exact: %v, want ErrConflict", err)
+	}
+}
+
+// envelopeEvents use every envelope field, with data and times that catch lossy
+// encodings (key order, escapes, sub-millisecond times).
+func envelopeEvents() []eventstore.EventData {
+	return []eventstore.EventData{
 		{
 			ID:            uuid.New(),
 			Type:          "ThingHappened",
@@ -305,6 +307,12 @@ func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) 
 			Metadata:      eventstore.Metadata{ClientIP: "192.0.2.7"},
 		},
 	}
+}
+
+func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	s := f.stream("roundtrip")
+	events := envelopeEvents()
 	f.append(s, eventstore.NoStream, events[:2]...)
 	f.append(s, eventstore.Exact(1), events[2:]...)
 
@@ -416,11 +424,9 @@ func testIdempotency(t *testing.T, newStore func(t *testing.T) eventstore.Store)
 	})
 }
 
-func testReadAll(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
-	f := setup(t, newStore)
-	a, b, c := f.stream("a"), f.stream("b"), f.stream("c")
-	headBefore := f.head()
-
+// appendInterleaved appends to a, b and c in turn, one append after the other, and
+// returns the ids in the order the feed must hold them.
+func appendInterleaved(f *fixture, a, b, c string) []uuid.UUID {
 	// Appended one after the other, so feed order is this order.
 	type write struct {
 		stream   string
@@ -439,6 +445,39 @@ func testReadAll(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		f.append(w.stream, w.expected, w.events...)
 		want = append(want, dataIDs(w.events)...)
 	}
+	return want
+}
+
+// checkFeedMatchesStreams compares the feed's events of each stream with ReadStream's.
+func checkFeedMatchesStreams(t *testing.T, f *fixture, feed []eventstore.RecordedEvent, streams ...string) {
+	t.Helper()
+	for _, s := range streams {
+		var fromFeed []eventstore.RecordedEvent
+		for _, e := range feed {
+			if e.Stream == s {
+				fromFeed = append(fromFeed, e)
+			}
+		}
+		fromStream := f.readStream(s, 0)
+		if len(fromFeed) != len(fromStream) {
+			t.Fatalf("%s: feed has %d events, stream %d", s, len(fromFeed), len(fromStream))
+		}
+		for i := range fromStream {
+			g, w := fromFeed[i], fromStream[i]
+			if g.ID != w.ID || g.Revision != w.Revision || g.Position != w.Position || g.Type != w.Type ||
+				g.SchemaVersion != w.SchemaVersion || !g.OccurredAt.Equal(w.OccurredAt) || g.Metadata != w.Metadata || !jsonEqual(g.Data, w.Data) {
+				t.Errorf("%s event %d: feed %+v, stream %+v", s, i, g, w)
+			}
+		}
+	}
+}
+
+func testReadAll(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	a, b, c := f.stream("a"), f.stream("b"), f.stream("c")
+	headBefore := f.head()
+
+	want := appendInterleaved(f, a, b, c)
 	own := f.readFeed(headBefore, 1000, len(want))
 
 	t.Run("returns events in append order", func(t *testing.T) {
@@ -464,25 +503,7 @@ func testReadAll(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 
 	t.Run("agrees with ReadStream", func(t *testing.T) {
 		f := f.in(t)
-		for _, s := range []string{a, b, c} {
-			var fromFeed []eventstore.RecordedEvent
-			for _, e := range own {
-				if e.Stream == s {
-					fromFeed = append(fromFeed, e)
-				}
-			}
-			fromStream := f.readStream(s, 0)
-			if len(fromFeed) != len(fromStream) {
-				t.Fatalf("%s: feed has %d events, stream %d", s, len(fromFeed), len(fromStream))
-			}
-			for i := range fromStream {
-				g, w := fromFeed[i], fromStream[i]
-				if g.ID != w.ID || g.Revision != w.Revision || g.Position != w.Position || g.Type != w.Type ||
-					g.SchemaVersion != w.SchemaVersion || !g.OccurredAt.Equal(w.OccurredAt) || g.Metadata != w.Metadata || !jsonEqual(g.Data, w.Data) {
-					t.Errorf("%s event %d: feed %+v, stream %+v", s, i, g, w)
-				}
-			}
-		}
+		checkFeedMatchesStreams(t, f, own, a, b, c)
 	})
 
 	t.Run("returns only events after the position", func(t *testing.T) {
@@ -631,239 +652,260 @@ func (sub *subscription) wait(f *fixture) error {
 }
 
 func testSubscribeAll(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
-	t.Run("delivers history then live appends", func(t *testing.T) {
-		f := setup(t, newStore)
-		s1, s2 := f.stream("one"), f.stream("two")
-		headBefore := f.head()
-		history := newEvents("History", 3)
-		f.append(s1, eventstore.NoStream, history[:2]...)
-		f.append(s2, eventstore.NoStream, history[2])
+	t.Run("delivers history then live appends", func(t *testing.T) { testSubscribeHistoryThenLive(t, newStore) })
 
+	t.Run("starts strictly after the given position", func(t *testing.T) { testSubscribeAfter(t, newStore) })
+
+	t.Run("returns ctx.Err when the context ends", func(t *testing.T) { testSubscribeContextEnds(t, newStore) })
+
+	t.Run("returns the handler's error", func(t *testing.T) { testSubscribeHandlerError(t, newStore) })
+}
+
+func testSubscribeHistoryThenLive(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	s1, s2 := f.stream("one"), f.stream("two")
+	headBefore := f.head()
+	history := newEvents("History", 3)
+	f.append(s1, eventstore.NoStream, history[:2]...)
+	f.append(s2, eventstore.NoStream, history[2])
+
+	col := newCollector(f.prefix, true)
+	sub := subscribe(f.ctx, f, headBefore, col.handle)
+	col.waitFor(f, sub, 3)
+
+	live := newEvents("Live", 3)
+	f.append(s1, eventstore.Exact(1), live[0])
+	f.append(s2, eventstore.Any, live[1:]...)
+	got := col.waitFor(f, sub, 6)
+	want := append(dataIDs(history), dataIDs(live)...)
+	if !reflect.DeepEqual(recordedIDs(got), want) {
+		t.Fatalf("delivered %v, want %v", recordedIDs(got), want)
+	}
+	sub.cancel()
+	if err := sub.wait(f); !errors.Is(err, context.Canceled) {
+		t.Fatalf("after cancel SubscribeAll returned %v, want context.Canceled", err)
+	}
+}
+
+func testSubscribeAfter(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	s := f.stream("from")
+	headBefore := f.head()
+	events := newEvents("E", 3)
+	f.append(s, eventstore.NoStream, events...)
+	own := f.readFeed(headBefore, 100, 3)
+
+	col := newCollector(f.prefix, false)
+	sub := subscribe(f.ctx, f, own[1].Position, col.handle)
+	col.waitFor(f, sub, 1)
+	later := newEvent("E", 3)
+	f.append(s, eventstore.Exact(2), later)
+	got := col.waitFor(f, sub, 2)
+	want := []uuid.UUID{events[2].ID, later.ID}
+	if !reflect.DeepEqual(recordedIDs(got), want) {
+		t.Fatalf("delivered %v, want %v", recordedIDs(got), want)
+	}
+}
+
+func testSubscribeContextEnds(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	headBefore := f.head()
+	f.append(f.stream("marker"), eventstore.NoStream, newEvent("Marker", 0))
+
+	t.Run("cancelled while live", func(t *testing.T) {
+		f := f.in(t)
 		col := newCollector(f.prefix, true)
 		sub := subscribe(f.ctx, f, headBefore, col.handle)
-		col.waitFor(f, sub, 3)
-
-		live := newEvents("Live", 3)
-		f.append(s1, eventstore.Exact(1), live[0])
-		f.append(s2, eventstore.Any, live[1:]...)
-		got := col.waitFor(f, sub, 6)
-		want := append(dataIDs(history), dataIDs(live)...)
-		if !reflect.DeepEqual(recordedIDs(got), want) {
-			t.Fatalf("delivered %v, want %v", recordedIDs(got), want)
-		}
+		col.waitFor(f, sub, 1) // caught up
 		sub.cancel()
 		if err := sub.wait(f); !errors.Is(err, context.Canceled) {
-			t.Fatalf("after cancel SubscribeAll returned %v, want context.Canceled", err)
+			t.Fatalf("SubscribeAll returned %v, want context.Canceled", err)
 		}
 	})
+	t.Run("already cancelled", func(t *testing.T) {
+		f := f.in(t)
+		ctx, cancel := context.WithCancel(f.ctx)
+		cancel()
+		sub := subscribe(ctx, f, headBefore, newCollector(f.prefix, true).handle)
+		if err := sub.wait(f); !errors.Is(err, context.Canceled) {
+			t.Fatalf("SubscribeAll returned %v, want context.Canceled", err)
+		}
+	})
+	t.Run("deadline passes", func(t *testing.T) {
+		f := f.in(t)
+		ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
+		defer cancel()
+		sub := subscribe(ctx, f, headBefore, newCollector(f.prefix, true).handle)
+		if err := sub.wait(f); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("SubscribeAll returned %v, want context.DeadlineExceeded", err)
+		}
+	})
+}
 
-	t.Run("starts strictly after the given position", func(t *testing.T) {
-		f := setup(t, newStore)
-		s := f.stream("from")
-		headBefore := f.head()
-		events := newEvents("E", 3)
-		f.append(s, eventstore.NoStream, events...)
-		own := f.readFeed(headBefore, 100, 3)
+func testSubscribeHandlerError(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	s := f.stream("boom")
+	headBefore := f.head()
+	errBoom := errors.New("storetest: boom")
+	history, live := newEvent("History", 0), newEvent("Live", 1)
+	f.append(s, eventstore.NoStream, history)
 
-		col := newCollector(f.prefix, false)
-		sub := subscribe(f.ctx, f, own[1].Position, col.handle)
+	failOn := func(id uuid.UUID, col *collector) eventstore.Handler {
+		return func(ctx context.Context, e eventstore.RecordedEvent) error {
+			if e.ID == id {
+				return errBoom
+			}
+			return col.handle(ctx, e)
+		}
+	}
+	t.Run("on a history event", func(t *testing.T) {
+		f := f.in(t)
+		sub := subscribe(f.ctx, f, headBefore, failOn(history.ID, newCollector(f.prefix, true)))
+		if err := sub.wait(f); !errors.Is(err, errBoom) {
+			t.Fatalf("SubscribeAll returned %v, want the handler's error", err)
+		}
+	})
+	t.Run("on a live event", func(t *testing.T) {
+		f := f.in(t)
+		col := newCollector(f.prefix, true)
+		sub := subscribe(f.ctx, f, headBefore, failOn(live.ID, col))
 		col.waitFor(f, sub, 1)
-		later := newEvent("E", 3)
-		f.append(s, eventstore.Exact(2), later)
-		got := col.waitFor(f, sub, 2)
-		want := []uuid.UUID{events[2].ID, later.ID}
-		if !reflect.DeepEqual(recordedIDs(got), want) {
-			t.Fatalf("delivered %v, want %v", recordedIDs(got), want)
+		f.append(s, eventstore.Exact(0), live)
+		if err := sub.wait(f); !errors.Is(err, errBoom) {
+			t.Fatalf("SubscribeAll returned %v, want the handler's error", err)
 		}
-	})
-
-	t.Run("returns ctx.Err when the context ends", func(t *testing.T) {
-		f := setup(t, newStore)
-		headBefore := f.head()
-		f.append(f.stream("marker"), eventstore.NoStream, newEvent("Marker", 0))
-
-		t.Run("cancelled while live", func(t *testing.T) {
-			f := f.in(t)
-			col := newCollector(f.prefix, true)
-			sub := subscribe(f.ctx, f, headBefore, col.handle)
-			col.waitFor(f, sub, 1) // caught up
-			sub.cancel()
-			if err := sub.wait(f); !errors.Is(err, context.Canceled) {
-				t.Fatalf("SubscribeAll returned %v, want context.Canceled", err)
-			}
-		})
-		t.Run("already cancelled", func(t *testing.T) {
-			f := f.in(t)
-			ctx, cancel := context.WithCancel(f.ctx)
-			cancel()
-			sub := subscribe(ctx, f, headBefore, newCollector(f.prefix, true).handle)
-			if err := sub.wait(f); !errors.Is(err, context.Canceled) {
-				t.Fatalf("SubscribeAll returned %v, want context.Canceled", err)
-			}
-		})
-		t.Run("deadline passes", func(t *testing.T) {
-			f := f.in(t)
-			ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
-			defer cancel()
-			sub := subscribe(ctx, f, headBefore, newCollector(f.prefix, true).handle)
-			if err := sub.wait(f); !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("SubscribeAll returned %v, want context.DeadlineExceeded", err)
-			}
-		})
-	})
-
-	t.Run("returns the handler's error", func(t *testing.T) {
-		f := setup(t, newStore)
-		s := f.stream("boom")
-		headBefore := f.head()
-		errBoom := errors.New("storetest: boom")
-		history, live := newEvent("History", 0), newEvent("Live", 1)
-		f.append(s, eventstore.NoStream, history)
-
-		failOn := func(id uuid.UUID, col *collector) eventstore.Handler {
-			return func(ctx context.Context, e eventstore.RecordedEvent) error {
-				if e.ID == id {
-					return errBoom
-				}
-				return col.handle(ctx, e)
-			}
-		}
-		t.Run("on a history event", func(t *testing.T) {
-			f := f.in(t)
-			sub := subscribe(f.ctx, f, headBefore, failOn(history.ID, newCollector(f.prefix, true)))
-			if err := sub.wait(f); !errors.Is(err, errBoom) {
-				t.Fatalf("SubscribeAll returned %v, want the handler's error", err)
-			}
-		})
-		t.Run("on a live event", func(t *testing.T) {
-			f := f.in(t)
-			col := newCollector(f.prefix, true)
-			sub := subscribe(f.ctx, f, headBefore, failOn(live.ID, col))
-			col.waitFor(f, sub, 1)
-			f.append(s, eventstore.Exact(0), live)
-			if err := sub.wait(f); !errors.Is(err, errBoom) {
-				t.Fatalf("SubscribeAll returned %v, want the handler's error", err)
-			}
-		})
 	})
 }
 
 func testConcurrency(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
-	t.Run("concurrent appenders with a subscriber and a paging reader", func(t *testing.T) {
-		const (
-			writers         = 8
-			perWriter       = 500 // events to the writer's own stream
-			sharedPerWriter = 25  // events to the one shared stream
-			total           = writers * (perWriter + sharedPerWriter)
-		)
-		f := setup(t, newStore)
-		shared := f.stream("shared")
-		headBefore := f.head()
+	t.Run("concurrent appenders with a subscriber and a paging reader", func(t *testing.T) { testConcurrentWritersAndReaders(t, newStore) })
 
-		sub := newCollector(f.prefix, true)
-		subscription := subscribe(f.ctx, f, headBefore, sub.handle)
+	t.Run("concurrent Exact appends: one wins, the rest conflict", func(t *testing.T) { testConcurrentExact(t, newStore) })
 
-		// A second reader pages through ReadAll while the writers run.
-		pager := newCollector(f.prefix, true)
-		pagerDone := make(chan error, 1)
-		go func() { pagerDone <- pageUntil(f, headBefore, 50, total, pager) }()
+	t.Run("concurrent NoStream appends: one wins, the rest conflict", func(t *testing.T) { testConcurrentNoStream(t, newStore) })
+}
 
-		written := make([][]uuid.UUID, writers)
-		errs := make(chan error, writers)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
+func testConcurrentWritersAndReaders(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	const (
+		writers         = 8
+		perWriter       = 500 // events to the writer's own stream
+		sharedPerWriter = 25  // events to the one shared stream
+		total           = writers * (perWriter + sharedPerWriter)
+	)
+	f := setup(t, newStore)
+	shared := f.stream("shared")
+	headBefore := f.head()
+
+	sub := newCollector(f.prefix, true)
+	subscription := subscribe(f.ctx, f, headBefore, sub.handle)
+
+	// A second reader pages through ReadAll while the writers run.
+	pager := newCollector(f.prefix, true)
+	pagerDone := make(chan error, 1)
+	go func() { pagerDone <- pageUntil(f, headBefore, 50, total, pager) }()
+
+	written := runWriters(t, f, writers, perWriter, sharedPerWriter, shared)
+	for w, ids := range written {
+		got := f.readStream(f.stream(fmt.Sprintf("w%d", w)), 0)
+		if !reflect.DeepEqual(recordedIDs(got), ids) {
+			t.Fatalf("writer %d: stream holds %d events, not the %d written in order", w, len(got), len(ids))
+		}
+	}
+	if got := f.readStream(shared, 0); len(got) != writers*sharedPerWriter {
+		t.Fatalf("shared stream holds %d events, want %d", len(got), writers*sharedPerWriter)
+	}
+
+	sub.waitFor(f, subscription, total)
+	select {
+	case err := <-pagerDone:
+		if err != nil {
+			t.Fatalf("paging reader: %v", err)
+		}
+	case <-f.ctx.Done():
+		t.Fatalf("paging reader did not finish before the deadline")
+	}
+
+	// Anything delivered twice would arrive before this sentinel.
+	sentinel := newEvent("Sentinel", 0)
+	f.append(f.stream("sentinel"), eventstore.NoStream, sentinel)
+	got := sub.waitFor(f, subscription, total+1)
+	if len(got) != total+1 || got[total].ID != sentinel.ID {
+		t.Fatalf("subscriber saw %d events before the sentinel, want %d", len(got)-1, total)
+	}
+	for _, col := range []*collector{sub, pager} {
+		col.mu.Lock()
 		for w := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				ids, err := writeMany(f, w, perWriter, sharedPerWriter, shared)
-				written[w] = ids
-				errs <- err
-			}()
-		}
-		close(start)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
+			if n := col.next[f.stream(fmt.Sprintf("w%d", w))]; n != perWriter {
+				t.Errorf("writer %d: reader saw %d events, want %d", w, n, perWriter)
 			}
 		}
+		if n := col.next[shared]; n != writers*sharedPerWriter {
+			t.Errorf("shared stream: reader saw %d events, want %d", n, writers*sharedPerWriter)
+		}
+		col.mu.Unlock()
+	}
+}
 
-		for w, ids := range written {
-			got := f.readStream(f.stream(fmt.Sprintf("w%d", w)), 0)
-			if !reflect.DeepEqual(recordedIDs(got), ids) {
-				t.Fatalf("writer %d: stream holds %d events, not the %d written in order", w, len(got), len(ids))
-			}
-		}
-		if got := f.readStream(shared, 0); len(got) != writers*sharedPerWriter {
-			t.Fatalf("shared stream holds %d events, want %d", len(got), writers*sharedPerWriter)
-		}
+func testConcurrentExact(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	const racers, rounds = 8, 5
+	f := setup(t, newStore)
+	s := f.stream("race")
+	f.append(s, eventstore.NoStream, newEvent("First", 0))
+	for round := range rounds {
+		errs := race(f, racers, func() error {
+			_, err := f.store.Append(f.ctx, s, eventstore.Exact(uint64(round)), newEvent("Racer", round))
+			return err
+		})
+		checkOneWinner(t, fmt.Sprintf("round %d", round), errs)
+	}
+	if got := f.readStream(s, 0); len(got) != rounds+1 {
+		t.Fatalf("stream holds %d events, want %d", len(got), rounds+1)
+	}
+}
 
-		sub.waitFor(f, subscription, total)
-		select {
-		case err := <-pagerDone:
-			if err != nil {
-				t.Fatalf("paging reader: %v", err)
-			}
-		case <-f.ctx.Done():
-			t.Fatalf("paging reader did not finish before the deadline")
+func testConcurrentNoStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	const racers, rounds = 8, 5
+	f := setup(t, newStore)
+	for round := range rounds {
+		s := f.stream(fmt.Sprintf("create%d", round))
+		errs := race(f, racers, func() error {
+			_, err := f.store.Append(f.ctx, s, eventstore.NoStream, newEvent("Created", round))
+			return err
+		})
+		checkOneWinner(t, s, errs)
+		if got := f.readStream(s, 0); len(got) != 1 {
+			t.Fatalf("%s holds %d events, want 1", s, len(got))
 		}
+	}
+}
 
-		// Anything delivered twice would arrive before this sentinel.
-		sentinel := newEvent("Sentinel", 0)
-		f.append(f.stream("sentinel"), eventstore.NoStream, sentinel)
-		got := sub.waitFor(f, subscription, total+1)
-		if len(got) != total+1 || got[total].ID != sentinel.ID {
-			t.Fatalf("subscriber saw %d events before the sentinel, want %d", len(got)-1, total)
+// runWriters runs writeMany for writers writers at once and returns what each wrote to
+// its own stream.
+func runWriters(t *testing.T, f *fixture, writers, perWriter, sharedPerWriter int, shared string) [][]uuid.UUID {
+	t.Helper()
+	written := make([][]uuid.UUID, writers)
+	errs := make(chan error, writers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			ids, err := writeMany(f, w, perWriter, sharedPerWriter, shared)
+			written[w] = ids
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, col := range []*collector{sub, pager} {
-			col.mu.Lock()
-			for w := range writers {
-				if n := col.next[f.stream(fmt.Sprintf("w%d", w))]; n != perWriter {
-					t.Errorf("writer %d: reader saw %d events, want %d", w, n, perWriter)
-				}
-			}
-			if n := col.next[shared]; n != writers*sharedPerWriter {
-				t.Errorf("shared stream: reader saw %d events, want %d", n, writers*sharedPerWriter)
-			}
-			col.mu.Unlock()
-		}
-	})
-
-	t.Run("concurrent Exact appends: one wins, the rest conflict", func(t *testing.T) {
-		const racers, rounds = 8, 5
-		f := setup(t, newStore)
-		s := f.stream("race")
-		f.append(s, eventstore.NoStream, newEvent("First", 0))
-		for round := range rounds {
-			errs := race(f, racers, func() error {
-				_, err := f.store.Append(f.ctx, s, eventstore.Exact(uint64(round)), newEvent("Racer", round))
-				return err
-			})
-			checkOneWinner(t, fmt.Sprintf("round %d", round), errs)
-		}
-		if got := f.readStream(s, 0); len(got) != rounds+1 {
-			t.Fatalf("stream holds %d events, want %d", len(got), rounds+1)
-		}
-	})
-
-	t.Run("concurrent NoStream appends: one wins, the rest conflict", func(t *testing.T) {
-		const racers, rounds = 8, 5
-		f := setup(t, newStore)
-		for round := range rounds {
-			s := f.stream(fmt.Sprintf("create%d", round))
-			errs := race(f, racers, func() error {
-				_, err := f.store.Append(f.ctx, s, eventstore.NoStream, newEvent("Created", round))
-				return err
-			})
-			checkOneWinner(t, s, errs)
-			if got := f.readStream(s, 0); len(got) != 1 {
-				t.Fatalf("%s holds %d events, want 1", s, len(got))
-			}
-		}
-	})
+	}
+	return written
 }
 
 // writeMany appends perWriter events to writer w's own stream in batches of 1 to 4 with

@@ -86,27 +86,15 @@ func Up(ctx context.Context, pool *pgxpool.Pool, files fs.FS, dir, table string)
 		return fail(err)
 	}
 
-	src, err := iofs.New(files, dir)
-	if err != nil {
-		return fail(err)
-	}
 	// Dedicated connections rather than stdlib.OpenDBFromPool(pool): if WithInstance fails
 	// after taking its connection it never gives it back, and a pool connection held
 	// forever makes pool.Close block forever. The connector remembers every connection it
 	// opens, and closeAll closes any the driver left open.
 	conns := &connector{Connector: stdlib.GetConnector(*pool.Config().ConnConfig)}
 	defer conns.closeAll()
-	db := sql.OpenDB(conns)
-	if err := db.PingContext(ctx); err != nil { // connect under ctx; WithInstance reuses it
-		return fail(errors.Join(err, db.Close(), src.Close()))
-	}
-	drv, err := migratepgx.WithInstance(db, &migratepgx.Config{MigrationsTable: table})
+	m, drv, err := newMigrator(ctx, conns, files, dir, table)
 	if err != nil {
-		return fail(errors.Join(dbError(err), db.Close(), src.Close()))
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
-	if err != nil {
-		return fail(errors.Join(err, drv.Close(), src.Close())) // drv.Close closes db
+		return fail(err)
 	}
 	defer func() {
 		srcErr, dbErr := m.Close()
@@ -131,24 +119,8 @@ func Up(ctx context.Context, pool *pgxpool.Pool, files fs.FS, dir, table string)
 	} else if !dirty && v != database.NilVersion && uint(v) > list.newest() {
 		return nil // a newer release migrated this database; nothing here is pending
 	}
-
-	switch err := m.Up(); {
-	case err == nil, errors.Is(err, migrate.ErrNoChange):
-	case errors.Is(err, migrate.ErrLockTimeout):
-		// golang-migrate leaves its pg_advisory_lock waiting: m.Close waits for it to
-		// return, and closeAll then closes the connection, which releases the lock.
-		return fail(fmt.Errorf("another process held the migration lock for longer than %s: %w", m.LockTimeout, err))
-	default:
-		var de migrate.ErrDirty
-		if errors.As(err, &de) {
-			return &dirtyError{
-				msg: fmt.Sprintf("pgmigrate: %s is marked dirty at version %d: %s failed or was interrupted in an earlier run, "+
-					"and no migration runs until that is resolved. %s",
-					table, de.Version, list.describe(uint(de.Version)), list.recovery(table, uint(de.Version))),
-				cause: err,
-			}
-		}
-		return migrationFailed(drv, list, table, err)
+	if err := upError(m.Up(), m.LockTimeout, drv, list, table); err != nil {
+		return err
 	}
 	if ctx.Err() != nil { // GracefulStop may have cut the run short
 		if v, _, verr := drv.Version(); verr != nil || v == database.NilVersion || uint(v) < list.newest() {
@@ -156,6 +128,50 @@ func Up(ctx context.Context, pool *pgxpool.Pool, files fs.FS, dir, table string)
 		}
 	}
 	return nil
+}
+
+// newMigrator builds the migrator over files in dir and the versions table, connecting through
+// conns under ctx. On error everything it opened is closed again.
+func newMigrator(ctx context.Context, conns *connector, files fs.FS, dir, table string) (*migrate.Migrate, database.Driver, error) {
+	src, err := iofs.New(files, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	db := sql.OpenDB(conns)
+	if err := db.PingContext(ctx); err != nil { // connect under ctx; WithInstance reuses it
+		return nil, nil, errors.Join(err, db.Close(), src.Close())
+	}
+	drv, err := migratepgx.WithInstance(db, &migratepgx.Config{MigrationsTable: table})
+	if err != nil {
+		return nil, nil, errors.Join(dbError(err), db.Close(), src.Close())
+	}
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		return nil, nil, errors.Join(err, drv.Close(), src.Close()) // drv.Close closes db
+	}
+	return m, drv, nil
+}
+
+// upError explains what m.Up returned (nil when it applied everything or had nothing to do).
+func upError(err error, lockTimeout time.Duration, drv database.Driver, list migrations, table string) error {
+	switch {
+	case err == nil, errors.Is(err, migrate.ErrNoChange):
+		return nil
+	case errors.Is(err, migrate.ErrLockTimeout):
+		// golang-migrate leaves its pg_advisory_lock waiting: m.Close waits for it to
+		// return, and closeAll then closes the connection, which releases the lock.
+		return fmt.Errorf("pgmigrate: %s: another process held the migration lock for longer than %s: %w", table, lockTimeout, err)
+	}
+	var de migrate.ErrDirty
+	if errors.As(err, &de) {
+		return &dirtyError{
+			msg: fmt.Sprintf("pgmigrate: %s is marked dirty at version %d: %s failed or was interrupted in an earlier run, "+
+				"and no migration runs until that is resolved. %s",
+				table, de.Version, list.describe(uint(de.Version)), list.recovery(table, uint(de.Version))),
+			cause: err,
+		}
+	}
+	return migrationFailed(drv, list, table, err)
 }
 
 // migrationFailed explains an error of m.Up that is not ErrDirty: if a file failed, the

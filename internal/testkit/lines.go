@@ -4,11 +4,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"selfreset/secret"
 )
 
 var (
 	// TokenLine is a reset token alone on its line: 10 Crockford base32 characters.
-	TokenLine = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{10}$`)
+	TokenLine = secret.TokenLine
 	// CodeLine is an email verification code alone on its line: 6 digits.
 	CodeLine = regexp.MustCompile(`^[0-9]{6}$`)
 )
