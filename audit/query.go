@@ -99,7 +99,7 @@ const QueryPageSize = 1000
 // once it has emitted limit of them (limit 0: no limit). It reads the global feed page by
 // page, so it holds one page in memory whatever the history's size. It returns the
 // position to resume from and whether it stopped at the limit rather than at the feed's end.
-func Query(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, f Filter, after eventstore.Position, limit int, emit func(Record) error) (next eventstore.Position, more bool, err error) {
+func Query(ctx context.Context, store eventstore.Store, codec *domain.Codec, f Filter, after eventstore.Position, limit int, emit func(Record) error) (next eventstore.Position, more bool, err error) {
 	if f.Provider == "" {
 		return after, false, errors.New("audit: query: no provider")
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
@@ -45,7 +46,7 @@ type RecordMetadata struct {
 
 // NewRecord decodes e (upcasting old schema versions, as every reader does) and redacts
 // its hashes. An event this binary cannot decode is shown as stored, flagged.
-func NewRecord(codec *eventstore.Codec, e eventstore.RecordedEvent) Record {
+func NewRecord(codec *domain.Codec, e eventstore.RecordedEvent) Record {
 	r := Record{
 		Position: e.Position, Stream: e.Stream, Revision: e.Revision, EventID: e.ID.String(),
 		Type: e.Type, SchemaVersion: e.SchemaVersion, OccurredAt: e.OccurredAt.UTC(),

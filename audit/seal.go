@@ -91,9 +91,6 @@ func fromFeed(p domain.FeedPosition) eventstore.Position {
 	return eventstore.Position{Commit: p.Commit, Prepare: p.Prepare}
 }
 
-// Clock tells the time (the sealer stamps its events with it).
-type Clock interface{ Now() time.Time }
-
 // DefaultSealInterval is how often serve seals the feed when nothing else is configured.
 const DefaultSealInterval = time.Minute
 
@@ -102,9 +99,9 @@ const DefaultSealInterval = time.Minute
 // when two race, one seal is kept and the other replica finds the range sealed next time.
 type Sealer struct {
 	Store eventstore.Store
-	Codec *eventstore.Codec
+	Codec *domain.Codec
 	Key   Key
-	Clock Clock
+	Clock domain.Clock // stamps the seals
 	// Interval between seals (DefaultSealInterval when zero).
 	Interval time.Duration
 	// MaxEvents bounds one seal's range, so a first seal over a long history is cut into
@@ -164,7 +161,7 @@ type storedSeal struct {
 }
 
 // readSeals reads the seal stream in order from revision from on.
-func readSeals(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, from uint64) ([]storedSeal, error) {
+func readSeals(ctx context.Context, store eventstore.Store, codec *domain.Codec, from uint64) ([]storedSeal, error) {
 	events, err := store.ReadStream(ctx, domain.SealStream, from)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
 		return nil, nil
@@ -237,7 +234,7 @@ func (s *Sealer) SealOnce(ctx context.Context) (bool, error) {
 	}
 	_, err = s.Store.Append(ctx, domain.SealStream, expected, eventstore.EventData{
 		ID: uuid.New(), Type: typ, SchemaVersion: version, OccurredAt: s.Clock.Now(), Data: json.RawMessage(data),
-		Metadata: eventstore.Metadata{Actor: "system:audit-sealer"},
+		Metadata: eventstore.Metadata{Actor: domain.SystemActorID("audit-sealer")},
 	})
 	if errors.Is(err, eventstore.ErrConflict) {
 		return false, nil // another replica sealed first

@@ -14,8 +14,8 @@ import (
 // Service is the audit API's access to the event store (the http package's AuditLog).
 type Service struct {
 	Store eventstore.Store
-	Codec *eventstore.Codec
-	Clock Clock
+	Codec *domain.Codec
+	Clock domain.Clock
 }
 
 // Events runs Query.

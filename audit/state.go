@@ -66,7 +66,7 @@ func ViewUser(login string, u domain.User, at time.Time) UserState {
 
 // StateAt folds provider's stream, and its users' streams (only login's when set), from
 // the events that occurred at or before asOf.
-func StateAt(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, provider, login string, asOf time.Time) (ProviderState, error) {
+func StateAt(ctx context.Context, store eventstore.Store, codec *domain.Codec, provider, login string, asOf time.Time) (ProviderState, error) {
 	st := ProviderState{Provider: provider, AsOf: asOf.UTC(), Users: []UserState{}}
 	var p domain.Provider
 	if _, _, err := foldUntil(ctx, store, codec, domain.ProviderStream(provider), asOf, p.Apply); err != nil {
@@ -104,7 +104,7 @@ func StateAt(ctx context.Context, store eventstore.Store, codec *eventstore.Code
 
 // foldUntil applies the events of stream that occurred at or before asOf, and returns how
 // many it applied and the revision of the last.
-func foldUntil(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, stream string, asOf time.Time, apply func(domain.Event)) (int, uint64, error) {
+func foldUntil(ctx context.Context, store eventstore.Store, codec *domain.Codec, stream string, asOf time.Time, apply func(domain.Event)) (int, uint64, error) {
 	events, err := store.ReadStream(ctx, stream, 0)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
 		return 0, 0, nil
@@ -121,7 +121,7 @@ func foldUntil(ctx context.Context, store eventstore.Store, codec *eventstore.Co
 		if err != nil {
 			return 0, 0, fmt.Errorf("audit: %s@%d: %w", stream, e.Revision, err)
 		}
-		apply(v.(domain.Event))
+		apply(v)
 		n, last = n+1, e.Revision
 	}
 	return n, last, nil

@@ -84,7 +84,7 @@ type streamState struct {
 // and every seal (its range holds as many events, with the same running digest, and its
 // signature is valid). It stops at the first break and reports it; an error means the
 // verification could not be done.
-func Verify(ctx context.Context, store eventstore.Store, codec *eventstore.Codec, opts VerifyOptions) (Report, error) {
+func Verify(ctx context.Context, store eventstore.Store, codec *domain.Codec, opts VerifyOptions) (Report, error) {
 	v := &verifier{opts: opts, streams: map[string]*streamState{}}
 	v.rep.SignaturesChecked = len(opts.Keys) > 0
 	var err error

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/eventstore/chain"
@@ -29,7 +28,7 @@ type world struct {
 	ctx    context.Context
 	store  *postgres.Store
 	pool   *pgxpool.Pool
-	codec  *eventstore.Codec
+	codec  *domain.Codec
 	clock  *testkit.Clock
 	sealer *Sealer
 	last   eventstore.Position // where the newest append landed
@@ -75,7 +74,7 @@ func newWorld(t testing.TB) *world {
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, ctx: ctx, store: s, pool: s.Pool(), codec: commands.NewCodec(), clock: testkit.NewClock(t0)}
+	w := &world{t: t, ctx: ctx, store: s, pool: s.Pool(), codec: domain.NewCodec(), clock: testkit.NewClock(t0)}
 	w.sealer = &Sealer{Store: &settledFeed{Store: s, w: w}, Codec: w.codec, Key: sealKey, Clock: w.clock}
 	return w
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"selfreset/domain"
+	"selfreset/secret"
 )
 
 // ---- the User Administrator's tools (issue 9) ----
@@ -103,7 +104,7 @@ func (un *unit) withoutUserAdmin(ctx context.Context, c UserCommand, decide func
 // configured recovery email (the mailer sends it on ResetTokenIssued).
 func (h *Handler) SendPasswordReset(ctx context.Context, c UserCommand) (tokenID string, err error) {
 	defer h.observe("send_password_reset", time.Now(), &err)
-	token, err := h.secrets.Issue(KindResetToken)
+	token, err := h.secrets.Issue(secret.KindResetToken)
 	if err != nil {
 		return "", err
 	}

@@ -20,17 +20,6 @@ import (
 	"selfreset/eventstore"
 )
 
-// Clock tells the time; tests inject a fixed or movable one.
-type Clock interface {
-	Now() time.Time
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns the current time in UTC.
-func (SystemClock) Now() time.Time { return time.Now().UTC() }
-
 // PasswordHasher hashes and verifies passwords (argon2id through password.Bounded in
 // production). Both may wait for a free slot; when ctx ends first they return an error
 // wrapping ctx.Err().
@@ -53,16 +42,10 @@ type CommonPasswords interface {
 	IsCommon(password string) bool
 }
 
-// Secret kinds, as package secret names them.
-const (
-	KindResetToken = "reset-token"
-	KindEmailCode  = "email-code"
-)
-
 // Config wires a Handler.
 type Config struct {
 	Store   eventstore.Store
-	Clock   Clock
+	Clock   domain.Clock
 	Hasher  PasswordHasher
 	Secrets Secrets
 	Common  CommonPasswords
@@ -80,8 +63,8 @@ type Config struct {
 // Handler runs commands.
 type Handler struct {
 	store   eventstore.Store
-	codec   *eventstore.Codec
-	clock   Clock
+	codec   *domain.Codec
+	clock   domain.Clock
 	hasher  PasswordHasher
 	secrets Secrets
 	common  CommonPasswords
@@ -99,7 +82,7 @@ var ErrTooMuchContention = errors.New("commands: too much contention on the stre
 // New builds a Handler.
 func New(c Config) *Handler {
 	if c.Clock == nil {
-		c.Clock = SystemClock{}
+		c.Clock = domain.SystemClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -110,23 +93,13 @@ func New(c Config) *Handler {
 	if c.Snapshots == nil {
 		c.Snapshots, _ = c.Store.(eventstore.SnapshotStore)
 	}
-	return &Handler{store: c.Store, codec: NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
+	return &Handler{store: c.Store, codec: domain.NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
 		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer,
 		snaps: newSnapshots(c.Snapshots, c.Logger), provs: newProviderCache()}
 }
 
-// NewCodec returns the codec that knows every domain event at its current schema version.
-// Upcasters for older schema versions are registered here as events evolve.
-func NewCodec() *eventstore.Codec {
-	c := eventstore.NewCodec()
-	for _, e := range domain.AllEvents() {
-		c.Register(e, 1)
-	}
-	return c
-}
-
 // Codec is the handler's codec (for readers of the same store).
-func (h *Handler) Codec() *eventstore.Codec { return h.codec }
+func (h *Handler) Codec() *domain.Codec { return h.codec }
 
 // Policy is the rules the handler enforces.
 func (h *Handler) Policy() domain.Policy { return h.policy }
@@ -231,7 +204,7 @@ func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen
 		if err != nil {
 			return loaded{}, nil, fmt.Errorf("read %s at revision %d: %w", stream, r.Revision, err)
 		}
-		apply(v.(domain.Event))
+		apply(v)
 		ids = append(ids, r.ID)
 	}
 	l = loaded{exists: from > 0 || len(recs) > 0, decided: decided}
@@ -350,14 +323,5 @@ func (un *unit) updateProvider(ctx context.Context, actor, code string, decide f
 // unmatched requests do not all wait for one stream's lock.
 func (h *Handler) recordUnmatched(ctx context.Context, code, login string, e domain.Event) error {
 	stream := domain.UnmatchedShard(h.secrets.HashEmail(code + "/" + login))
-	return h.append(ctx, stream, eventstore.Any, "anonymous", []domain.Event{e})
-}
-
-// clip keeps attacker-supplied identifiers short before they are recorded.
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) > n {
-		return string(r[:n])
-	}
-	return s
+	return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
 }

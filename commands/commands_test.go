@@ -219,7 +219,7 @@ func TestUnmatchedRequestsAreRecordedWithoutTheEmail(t *testing.T) {
 		}
 		var e domain.ResetRequestRejected
 		must(t, json.Unmarshal(r.Data, &e))
-		if e.Reason != domain.ErrUnknownAccount.Code || e.EmailMasked != "s***r@e***e.net" || e.EmailHash == "" {
+		if e.Reason != domain.ReasonUnknownAccount || e.EmailMasked != "s***r@e***e.net" || e.EmailHash == "" {
 			t.Fatalf("unmatched request recorded as %+v", e)
 		}
 		// New requests go to a shard, the one the keyed hash of the attempt names; the
@@ -403,7 +403,7 @@ func TestConcurrentWrongLoginsRecordExactlyOneLock(t *testing.T) {
 }
 
 // countReason counts jane's LoginFailed events with the given reason.
-func countReason(t *testing.T, f *fixture, reason string) int {
+func countReason(t *testing.T, f *fixture, reason domain.Reason) int {
 	t.Helper()
 	recs, err := f.store.ReadStream(context.Background(), domain.UserStream(f.code, "jane"), 0)
 	must(t, err)

@@ -255,7 +255,7 @@ func (h *Handler) VerifyPasswordForSettings(ctx context.Context, c VerifyPasswor
 
 func (h *Handler) authenticate(ctx context.Context, code, login, password string, decide func(u domain.User, ok bool) ([]domain.Event, error)) (domain.User, error) {
 	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
-	actor := "user:" + code + "/" + login
+	actor := domain.UserActorID(code, login)
 	var checked, verified bool
 	var verifiedHash string
 	un := h.unit()
@@ -273,7 +273,7 @@ func (h *Handler) authenticate(ctx context.Context, code, login, password string
 			checked, verifiedHash = true, u.PasswordHash
 		}
 		if !u.Registered {
-			err := h.recordUnmatched(ctx, code, login, domain.LoginFailed{Reason: domain.ErrUnknownAccount.Code, Provider: clip(code, 64), Login: clip(login, 64)})
+			err := h.recordUnmatched(ctx, code, login, domain.LoginFailed{Reason: domain.ReasonUnknownAccount, Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)})
 			if err != nil {
 				return domain.User{}, err
 			}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"selfreset/domain"
+	"selfreset/secret"
 )
 
 // SelfUser names the signed-in user acting on their own account.
@@ -14,7 +15,7 @@ type SelfUser struct {
 }
 
 func (s SelfUser) actor() string {
-	return "user:" + domain.NormalizeProviderCode(s.Provider) + "/" + domain.NormalizeLogin(s.Login)
+	return domain.UserActorID(domain.NormalizeProviderCode(s.Provider), domain.NormalizeLogin(s.Login))
 }
 
 // StartEmailVerification sends a 6-digit code to Email. The caller is responsible for the
@@ -27,7 +28,7 @@ type StartEmailVerification struct {
 // StartEmailVerification returns the id of the code it issued (the mailer derives the code).
 func (h *Handler) StartEmailVerification(ctx context.Context, c StartEmailVerification) (codeID string, err error) {
 	defer h.observe("start_email_verification", time.Now(), &err)
-	code, err := h.secrets.Issue(KindEmailCode)
+	code, err := h.secrets.Issue(secret.KindEmailCode)
 	if err != nil {
 		return "", err
 	}
@@ -45,7 +46,7 @@ type VerifyEmailCode struct {
 
 func (h *Handler) VerifyEmailCode(ctx context.Context, c VerifyEmailCode) (err error) {
 	defer h.observe("verify_email_code", time.Now(), &err)
-	match := h.secrets.Matcher(KindEmailCode)
+	match := h.secrets.Matcher(secret.KindEmailCode)
 	return h.unit().updateUser(ctx, c.actor(), c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		return u.VerifyEmailCode(h.policy, p, c.Code, match, h.clock.Now())
 	})
@@ -78,22 +79,22 @@ type RequestResetToken struct {
 func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (tokenID string, err error) {
 	defer h.observe("request_reset_token", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
-	token, err := h.secrets.Issue(KindResetToken)
+	token, err := h.secrets.Issue(secret.KindResetToken)
 	if err != nil {
 		return "", err
 	}
 	emailHash := h.secrets.HashEmail(c.Email)
 	// One fold of the account: an unknown one is found by the decision itself.
 	unknown := false
-	err = h.unit().updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if unknown = !u.Registered; unknown {
 			return nil, domain.ErrUnknownAccount
 		}
 		return u.RequestResetToken(h.policy, p, domain.ResetRequest{Email: c.Email, EmailHash: emailHash, Token: token, SealedEmail: c.NoticeEmail}, h.clock.Now())
 	})
 	if unknown {
-		err := h.recordUnmatched(ctx, code, login, domain.UnmatchedResetRequest(clip(code, 64), clip(login, 64),
-			clip(c.Email, 254), emailHash, c.NoticeEmail, h.clock.Now()))
+		err := h.recordUnmatched(ctx, code, login, domain.UnmatchedResetRequest(domain.Clip(code, 64), domain.Clip(login, 64),
+			domain.Clip(c.Email, 254), emailHash, c.NoticeEmail, h.clock.Now()))
 		if err != nil {
 			return "", err
 		}
@@ -122,11 +123,11 @@ type ResendResetToken struct {
 // domain.ErrUnknownAccount and nothing is recorded (the original request already was).
 func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tokenID string, err error) {
 	defer h.observe("resend_reset_token", time.Now(), &err)
-	token, err := h.secrets.Issue(KindResetToken)
+	token, err := h.secrets.Issue(secret.KindResetToken)
 	if err != nil {
 		return "", err
 	}
-	err = h.unit().updateUser(ctx, "anonymous", c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if !u.Registered {
 			return nil, domain.ErrUnknownAccount
 		}
@@ -169,11 +170,11 @@ type ResetPassword struct {
 func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) (err error) {
 	defer h.observe("reset_password", time.Now(), &err)
 	code, login := domain.NormalizeProviderCode(c.Provider), domain.NormalizeLogin(c.Login)
-	match := h.secrets.Matcher(KindResetToken)
+	match := h.secrets.Matcher(secret.KindResetToken)
 	next := &newPasswordWork{hasher: h.hasher, password: c.NewPassword}
 	common := h.common.IsCommon(c.NewPassword)
 	unmatched := false
-	err = h.unit().updateUser(ctx, "anonymous", code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if unmatched = c.ForRequest != nil && !c.ForRequest(u); unmatched {
 			return nil, ErrNotForRequest
 		}
@@ -183,7 +184,7 @@ func (h *Handler) ResetPassword(ctx context.Context, c ResetPassword) (err error
 	})
 	if unmatched {
 		if err := h.recordUnmatched(ctx, code, login, domain.ResetTokenRejected{Reason: domain.ReasonNoTokenForRequest,
-			Provider: clip(code, 64), Login: clip(login, 64)}); err != nil {
+			Provider: domain.Clip(code, 64), Login: domain.Clip(login, 64)}); err != nil {
 			return err
 		}
 	}

@@ -41,12 +41,28 @@ func UserActor(u User) Actor {
 // ID is the stable text recorded as "by" and as the metadata actor.
 func (a Actor) ID() string {
 	if a.System {
-		if a.Name == "" {
-			return "system"
-		}
-		return "system:" + a.Name
+		return SystemActorID(a.Name)
 	}
-	return "user:" + a.Provider + "/" + a.Login
+	return UserActorID(a.Provider, a.Login)
+}
+
+// Actor ids are built only here: auditors filter the history by them, so one format.
+
+// ActorAnonymous is the actor of a request made without a session (a reset request, a
+// sign-in attempt, a token typed on the Change Password page).
+const ActorAnonymous = "anonymous"
+
+// UserActorID is the actor id of a user, signed in or signing in: "user:PROVIDER/login".
+// provider and login must already be normalized.
+func UserActorID(provider, login string) string { return "user:" + provider + "/" + login }
+
+// SystemActorID is the actor id of an operator or a background job: "system:name", or
+// "system" without a name.
+func SystemActorID(name string) string {
+	if name == "" {
+		return "system"
+	}
+	return "system:" + name
 }
 
 // CanAdminister reports whether the actor may manage users of provider.

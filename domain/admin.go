@@ -158,5 +158,5 @@ func (u User) ChangePassword(p Policy, c PasswordChange, now time.Time) ([]Event
 		return nil, err
 	}
 	events := []Event{PasswordChanged{PasswordHash: hash, Method: PasswordChangedBySelf, ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
-	return append(events, u.revokeActiveToken("password_changed")...), nil
+	return append(events, u.revokeActiveToken(ReasonPasswordChanged)...), nil
 }

@@ -43,6 +43,10 @@ func TestActor(t *testing.T) {
 	if id := ops.ID(); id != "system:ops" || !ops.CanAdminister("ANY") {
 		t.Errorf("ops = %q", id)
 	}
+	// A signed-in user's actor and the id commands record for a sign-in are one format.
+	if id, want := granted.ID(), domain.UserActorID(granted.Provider, granted.Login); id != want || id != "user:"+granted.Provider+"/"+granted.Login {
+		t.Errorf("user actor id = %q, UserActorID = %q", id, want)
+	}
 }
 
 func TestUserAdministration(t *testing.T) {
@@ -54,7 +58,9 @@ func TestUserAdministration(t *testing.T) {
 	adminActor := domain.UserActor(given(adminHistory()...))
 	lockedAdmin := domain.UserActor(given(with(adminHistory(), domain.AccountAdminLocked{By: "system"})...))
 	withToken := with(configured(), issued(tokA, t0.Add(-time.Minute)))
-	revokedA := func(reason string) domain.Event { return domain.ResetTokenRevoked{TokenID: tokA.ID, Reason: reason} }
+	revokedA := func(reason domain.Reason) domain.Event {
+		return domain.ResetTokenRevoked{TokenID: tokA.ID, Reason: reason}
+	}
 
 	runUserCases(t, []userCase{
 		// register

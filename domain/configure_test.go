@@ -61,7 +61,7 @@ func TestVerifyEmailCode(t *testing.T) {
 		}
 	}
 	pending := with(enabled(), codeSent(code2, janeEmail, t0.Add(-time.Minute))) // expires t0+9m
-	rejected := func(reason string, n int) domain.Event {
+	rejected := func(reason domain.Reason, n int) domain.Event {
 		return domain.RecoveryEmailCodeRejected{CodeID: code2.ID, Reason: reason, Attempts: n}
 	}
 	dead := func(t *testing.T, u domain.User) {

@@ -14,7 +14,7 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Refusals. Reset-request reasons double as the Reason recorded in ResetRequestRejected.
+// Refusals. Those that events also record take their code from the Reason (reasons.go).
 var (
 	ErrInvalidInput        = &Error{"invalid_input", "the request is not well formed"}
 	ErrForbidden           = &Error{"forbidden", "you are not allowed to do this"}
@@ -23,26 +23,26 @@ var (
 	ErrUserExists          = &Error{"user_exists", "a user with this login name already exists at this provider"}
 	ErrUserNotFound        = &Error{"user_not_found", "no such user"}
 	ErrInvalidCredentials  = &Error{"invalid_credentials", "login name, provider code or password is wrong, or the account is locked; use Forgot Password? to reset it"}
-	ErrProviderNotAllowed  = &Error{"provider_not_allowed", "Self Password Reset is not enabled for the provider"}
-	ErrUserNotEnabled      = &Error{"user_not_enabled", "Self Password Reset is not enabled for the user account"}
-	ErrNotConfigured       = &Error{"not_configured", "Self Password Reset was not configured with the user's email information"}
-	ErrIdentifiersMismatch = &Error{"identifiers_mismatch", "the Login Name, Provider Code or Email is incorrect"}
-	ErrResendAfterExpiry   = &Error{"resend_after_expiry", "the Password token has expired; go back to the login page and click Forgot Password? again"}
-	ErrAdminLocked         = &Error{"admin_locked", "the account has been Admin Locked"}
-	ErrDeactivated         = &Error{"deactivated", "the account has been Deactivated"}
-	ErrDeleted             = &Error{"deleted", "the account has been Deleted"}
-	ErrThrottled           = &Error{"throttled", "too many requests for this account; try again later"}
-	ErrUnknownAccount      = &Error{"unknown_account", "no account matches these identifiers"}
-	ErrNoActiveToken       = &Error{"no_active_token", "there is no password token to resend"}
-	ErrInvalidToken        = &Error{"invalid_token", "the Password Token is not valid"}
-	ErrTokenExpired        = &Error{"token_expired", "the Password Token has expired"}
-	ErrTokenUsed           = &Error{"token_used", "the Password Token has already been used"}
-	ErrTokenSuperseded     = &Error{"token_superseded", "a newer Password Token was sent; use the latest one"}
-	ErrTokenRevoked        = &Error{"token_revoked", "the Password Token is no longer valid"}
-	ErrTooManyAttempts     = &Error{"too_many_attempts", "too many wrong attempts; request a new one"}
+	ErrProviderNotAllowed  = &Error{string(ReasonProviderNotAllowed), "Self Password Reset is not enabled for the provider"}
+	ErrUserNotEnabled      = &Error{string(ReasonUserNotEnabled), "Self Password Reset is not enabled for the user account"}
+	ErrNotConfigured       = &Error{string(ReasonNotConfigured), "Self Password Reset was not configured with the user's email information"}
+	ErrIdentifiersMismatch = &Error{string(ReasonIdentifiersMismatch), "the Login Name, Provider Code or Email is incorrect"}
+	ErrResendAfterExpiry   = &Error{string(ReasonResendAfterExpiry), "the Password token has expired; go back to the login page and click Forgot Password? again"}
+	ErrAdminLocked         = &Error{string(ReasonAdminLocked), "the account has been Admin Locked"}
+	ErrDeactivated         = &Error{string(ReasonDeactivated), "the account has been Deactivated"}
+	ErrDeleted             = &Error{string(ReasonDeleted), "the account has been Deleted"}
+	ErrThrottled           = &Error{string(ReasonThrottled), "too many requests for this account; try again later"}
+	ErrUnknownAccount      = &Error{string(ReasonUnknownAccount), "no account matches these identifiers"}
+	ErrNoActiveToken       = &Error{string(ReasonNoActiveToken), "there is no password token to resend"}
+	ErrInvalidToken        = &Error{string(ReasonInvalidToken), "the Password Token is not valid"}
+	ErrTokenExpired        = &Error{string(ReasonTokenExpired), "the Password Token has expired"}
+	ErrTokenUsed           = &Error{string(ReasonTokenUsed), "the Password Token has already been used"}
+	ErrTokenSuperseded     = &Error{string(ReasonTokenSuperseded), "a newer Password Token was sent; use the latest one"}
+	ErrTokenRevoked        = &Error{string(ReasonTokenRevoked), "the Password Token is no longer valid"}
+	ErrTooManyAttempts     = &Error{string(ReasonTooManyAttempts), "too many wrong attempts; request a new one"}
 	ErrInvalidCode         = &Error{"invalid_code", "the code is not correct"}
 	ErrNoPendingCode       = &Error{"no_pending_code", "no verification code is pending; ask for a new one"}
-	ErrCodeExpired         = &Error{"code_expired", "the code has expired; ask for a new one"}
+	ErrCodeExpired         = &Error{string(ReasonCodeExpired), "the code has expired; ask for a new one"}
 	ErrEmailNotVerified    = &Error{"email_not_verified", "verify the email address before clicking Update"}
 	ErrReauthRequired      = &Error{"reauth_required", "enter your login password again to continue"}
 	ErrPasswordRejected    = &Error{"password_rejected", "the new password does not meet the password policy"}
@@ -76,12 +76,21 @@ func Code(err error) string {
 }
 
 // reasonError maps a recorded reason back to its refusal.
-func reasonError(reason string) error {
-	for _, e := range []*Error{ErrProviderNotAllowed, ErrUserNotEnabled, ErrNotConfigured, ErrIdentifiersMismatch,
-		ErrResendAfterExpiry, ErrAdminLocked, ErrDeactivated, ErrDeleted, ErrThrottled, ErrUnknownAccount, ErrNoActiveToken} {
-		if e.Code == reason {
-			return e
-		}
+func reasonError(reason Reason) error {
+	if e, ok := RequestRefusal(reason); ok {
+		return e
 	}
 	return ErrInvalidInput
+}
+
+// RequestRefusal is the refusal whose code a ResetRequestRejected records as reason; false
+// for any other reason. The mailer words the "Password Reset Error" email from it.
+func RequestRefusal(reason Reason) (*Error, bool) {
+	for _, e := range []*Error{ErrProviderNotAllowed, ErrUserNotEnabled, ErrNotConfigured, ErrIdentifiersMismatch,
+		ErrResendAfterExpiry, ErrAdminLocked, ErrDeactivated, ErrDeleted, ErrThrottled, ErrUnknownAccount, ErrNoActiveToken} {
+		if e.Code == string(reason) {
+			return e, true
+		}
+	}
+	return nil, false
 }

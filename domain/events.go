@@ -77,7 +77,7 @@ type RecoveryEmailCodeSent struct {
 // RecoveryEmailCodeRejected: a wrong or late code. Attempts counts wrong tries so far.
 type RecoveryEmailCodeRejected struct {
 	CodeID   string `json:"code_id"`
-	Reason   string `json:"reason"` // wrong_code, code_expired, too_many_attempts
+	Reason   Reason `json:"reason"` // wrong_code, code_expired, too_many_attempts
 	Attempts int    `json:"attempts"`
 }
 
@@ -115,19 +115,16 @@ type ResetTokenIssued struct {
 // Provider and Login say what was attempted.
 type ResetTokenRejected struct {
 	TokenID  string `json:"token_id,omitempty"`
-	Reason   string `json:"reason"` // wrong_token, token_expired, token_used, token_superseded, token_revoked, no_active_token, no_token_for_request
+	Reason   Reason `json:"reason"` // wrong_token, token_expired, token_used, token_superseded, token_revoked, no_active_token, no_token_for_request
 	Attempts int    `json:"attempts"`
 	Provider string `json:"provider,omitempty"`
 	Login    string `json:"login,omitempty"`
 }
 
-// ReasonNoTokenForRequest is ResetTokenRejected's reason on UnmatchedStream.
-const ReasonNoTokenForRequest = "no_token_for_request"
-
 // ResetTokenRevoked: the token died before use (too many wrong tries, account change).
 type ResetTokenRevoked struct {
 	TokenID string `json:"token_id"`
-	Reason  string `json:"reason"`
+	Reason  Reason `json:"reason"`
 }
 
 // ResetRequestRejected: a Forgot Password (or Resend) request got no token. The attempted
@@ -135,7 +132,7 @@ type ResetTokenRevoked struct {
 // NotifyEmail is set when the verified owner should get a "Password Reset Error" email.
 // On UnmatchedStream, Provider and Login say what was attempted.
 type ResetRequestRejected struct {
-	Reason      string `json:"reason"`
+	Reason      Reason `json:"reason"`
 	Provider    string `json:"provider"`
 	Login       string `json:"login"`
 	EmailMasked string `json:"email_masked,omitempty"`
@@ -184,7 +181,7 @@ type LoginSucceeded struct {
 // LoginFailed: a login (or settings re-authentication) was refused.
 // On UnmatchedStream, Provider and Login say what was attempted.
 type LoginFailed struct {
-	Reason         string `json:"reason"` // wrong_password, locked, admin_locked, deactivated, deleted, unknown_account
+	Reason         Reason `json:"reason"` // wrong_password, locked, admin_locked, deactivated, deleted, unknown_account
 	FailedAttempts int    `json:"failed_attempts"`
 	StepUp         bool   `json:"step_up,omitempty"`
 	Provider       string `json:"provider,omitempty"`
@@ -198,7 +195,7 @@ type AccountLocked struct {
 
 // AccountUnlocked: the failed-login lock was lifted.
 type AccountUnlocked struct {
-	Reason string `json:"reason"` // password_reset, admin
+	Reason Reason `json:"reason"` // password_reset, admin
 	By     string `json:"by,omitempty"`
 }
 

@@ -18,11 +18,11 @@ func TestResetErrorNotices(t *testing.T) {
 		}
 	}
 	stranger := "mallory@evil.test"
-	toTyped := func(reason string) domain.Event {
+	toTyped := func(reason domain.Reason) domain.Event {
 		return domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: "m***y@e***l.test",
 			EmailHash: "eh", NoticeEmail: sealed, NoticeAt: t0}
 	}
-	toOwner := func(reason string) domain.ResetRequestRejected {
+	toOwner := func(reason domain.Reason) domain.ResetRequestRejected {
 		return domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: janeMask,
 			EmailHash: "eh", NotifyEmail: janeEmail, NotifiedAt: t0}
 	}
@@ -85,7 +85,7 @@ func TestUnmatchedResetRequest(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := domain.UnmatchedResetRequest("ACME", "nobody", tc.email, "eh", tc.sealed, t0)
-			if e.Reason != domain.ErrUnknownAccount.Code || e.Provider != "ACME" || e.Login != "nobody" || e.EmailHash != "eh" {
+			if e.Reason != domain.ReasonUnknownAccount || e.Provider != "ACME" || e.Login != "nobody" || e.EmailHash != "eh" {
 				t.Errorf("event %+v", e)
 			}
 			if got := len(e.NoticeEmail) > 0 && e.NoticeAt.Equal(t0); got != tc.notice {

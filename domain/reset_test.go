@@ -19,7 +19,7 @@ func TestRequestResetToken(t *testing.T) {
 		}
 	}
 	// rejected is what the auditors see for the owner's own email.
-	rejected := func(reason, notify string) domain.Event {
+	rejected := func(reason domain.Reason, notify string) domain.Event {
 		e := domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: janeMask,
 			EmailHash: "eh:" + janeEmail, NotifyEmail: notify}
 		if notify != "" {
@@ -33,7 +33,7 @@ func TestRequestResetToken(t *testing.T) {
 		return r
 	}
 	stranger := "mallory@evil.test"
-	rejectedStranger := func(reason string) domain.Event {
+	rejectedStranger := func(reason domain.Reason) domain.Event {
 		return domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, EmailMasked: "m***y@e***l.test",
 			EmailHash: "eh:" + stranger}
 	}
@@ -181,7 +181,7 @@ func TestResendResetToken(t *testing.T) {
 			return u.ResendResetToken(pol, p, tokB, now)
 		}
 	}
-	rejected := func(reason, notify string, at ...time.Time) domain.Event {
+	rejected := func(reason domain.Reason, notify string, at ...time.Time) domain.Event {
 		e := domain.ResetRequestRejected{Reason: reason, Provider: acme, Login: jane, NotifyEmail: notify, Resend: true}
 		if notify != "" {
 			e.NotifiedAt = append(at, t0)[0]
@@ -260,7 +260,7 @@ func TestResetPassword(t *testing.T) {
 	changed := func(tok domain.Secret, at time.Time) domain.Event {
 		return domain.PasswordChanged{PasswordHash: newHash, Method: domain.PasswordChangedBySelfReset, TokenID: tok.ID, ChangedAt: at, NotifyEmail: janeEmail}
 	}
-	rejectedA := func(reason string, n int) domain.Event {
+	rejectedA := func(reason domain.Reason, n int) domain.Event {
 		return domain.ResetTokenRejected{TokenID: tokA.ID, Reason: reason, Attempts: n}
 	}
 	used := with(withA, changed(tokA, t0.Add(time.Minute)))

@@ -26,6 +26,20 @@ func ValidText(s string) bool {
 	return true
 }
 
+// Clip cuts s to at most n bytes, at a rune boundary, so valid UTF-8 stays valid (PostgreSQL
+// and JSON would refuse or mangle half a character). It is the one way client text is kept
+// short before it is recorded, shown back in a form or put in request metadata; bytes, not
+// runes, because the bounds it serves (MaxIdentLen, column and log sizes) are in bytes.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // ResetErrorNote and ResetErrorReasons are the seed's note on the Password Reset Error,
 // word for word: the Change Password page shows them after Submit, and the error email to
 // a typed address lists them (never saying which applies). The seed has a no-break

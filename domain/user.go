@@ -43,7 +43,7 @@ type ResetToken struct {
 	Attempts  int
 	State     string
 	// RevokedReason says why a revoked token died (too_many_attempts, admin_locked, …).
-	RevokedReason string
+	RevokedReason Reason
 }
 
 // maxSupersededKept is how many replaced tokens a user's state remembers, so that an old
@@ -143,7 +143,7 @@ func (u *User) applySignIn(e Event) bool {
 	case LoginFailed:
 		// Counted, not copied from the event: failed attempts may be appended without an
 		// expected revision (see commands), so two may carry the same stale number.
-		if e.Reason == "wrong_password" {
+		if e.Reason == ReasonWrongPassword {
 			u.FailedLogins++
 		}
 	case AccountLocked:
@@ -167,7 +167,7 @@ func (u *User) applySettings(e Event) bool {
 	case RecoveryEmailCodeRejected:
 		if u.Code != nil && u.Code.ID == e.CodeID {
 			u.Code.Attempts = e.Attempts
-			if e.Reason == ErrTooManyAttempts.Code {
+			if e.Reason == ReasonTooManyAttempts {
 				u.Code.Dead = true
 			}
 		}
@@ -192,7 +192,7 @@ func (u *User) applyReset(e Event) bool {
 			u.Notified = append(u.Notified, e.NotifiedAt)
 		}
 	case ResetTokenRejected:
-		if u.Token != nil && u.Token.ID == e.TokenID && e.Reason == "wrong_token" {
+		if u.Token != nil && u.Token.ID == e.TokenID && e.Reason == ReasonWrongToken {
 			u.Token.Attempts = e.Attempts
 		}
 	case ResetTokenRevoked:
@@ -249,7 +249,7 @@ func (u User) statusError() error {
 }
 
 // revokeActiveToken returns the event that kills a live token, if there is one.
-func (u User) revokeActiveToken(reason string) []Event {
+func (u User) revokeActiveToken(reason Reason) []Event {
 	if u.Token != nil && u.Token.State == TokenActive {
 		return []Event{ResetTokenRevoked{TokenID: u.Token.ID, Reason: reason}}
 	}

@@ -100,7 +100,7 @@ func (u User) DisableSelfReset(actor Actor) ([]Event, error) {
 	if !u.SelfResetEnabled {
 		return nil, nil
 	}
-	return append([]Event{SelfResetDisabled{By: actor.ID()}}, u.revokeActiveToken("self_reset_disabled")...), nil
+	return append([]Event{SelfResetDisabled{By: actor.ID()}}, u.revokeActiveToken(ReasonSelfResetDisabled)...), nil
 }
 
 // AdminLock locks the account until an admin unlocks it; a self-service reset never does.
@@ -111,7 +111,7 @@ func (u User) AdminLock(actor Actor) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken("admin_locked")...), nil
+	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken(ReasonAdminLocked)...), nil
 }
 
 // AdminUnlock lifts an admin lock and the failed-login lock with it.
@@ -126,7 +126,7 @@ func (u User) AdminUnlock(actor Actor) ([]Event, error) {
 	// Failed logins count even where racing attempts crossed the limit before an
 	// AccountLocked was recorded: an unlock clears them too.
 	if u.Locked || u.FailedLogins > 0 {
-		events = append(events, AccountUnlocked{Reason: "admin", By: actor.ID()})
+		events = append(events, AccountUnlocked{Reason: ReasonByAdmin, By: actor.ID()})
 	}
 	return events, nil
 }
@@ -139,7 +139,7 @@ func (u User) Deactivate(actor Actor) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken("deactivated")...), nil
+	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken(ReasonDeactivated)...), nil
 }
 
 // Reactivate restores a deactivated account.
@@ -161,5 +161,5 @@ func (u User) Delete(actor Actor) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken("deleted")...), nil
+	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken(ReasonDeleted)...), nil
 }

@@ -22,10 +22,10 @@ type ResetRequest struct {
 // notifiable reasons: the verified owner is told why no token came (DESIGN §4), but only
 // when the request named the owner's own email (or came from a reset id made with it),
 // so strangers cannot aim the exact reason at anyone.
-var notifiable = map[string]bool{
-	ErrProviderNotAllowed.Code: true, ErrUserNotEnabled.Code: true, ErrNotConfigured.Code: true,
-	ErrAdminLocked.Code: true, ErrDeactivated.Code: true, ErrDeleted.Code: true, ErrResendAfterExpiry.Code: true,
-	ErrThrottled.Code: true, ErrNoActiveToken.Code: true,
+var notifiable = map[Reason]bool{
+	ReasonProviderNotAllowed: true, ReasonUserNotEnabled: true, ReasonNotConfigured: true,
+	ReasonAdminLocked: true, ReasonDeactivated: true, ReasonDeleted: true, ReasonResendAfterExpiry: true,
+	ReasonThrottled: true, ReasonNoActiveToken: true,
 }
 
 // nextTokenAt is when the throttle lets this account have a token again (now if it does).
@@ -49,7 +49,7 @@ func (u User) nextTokenAt(p Policy, now time.Time) time.Time {
 // address is valid; nothing tells it that the login does not exist.
 func UnmatchedResetRequest(code, login, email, emailHash string, sealed []byte, now time.Time) ResetRequestRejected {
 	email = NormalizeEmail(email)
-	e := ResetRequestRejected{Reason: ErrUnknownAccount.Code, Provider: code, Login: login,
+	e := ResetRequestRejected{Reason: ReasonUnknownAccount, Provider: code, Login: login,
 		EmailMasked: MaskEmail(email), EmailHash: emailHash}
 	if len(sealed) > 0 && ValidEmail(email) {
 		e.NoticeEmail, e.NoticeAt = sealed, now
@@ -69,7 +69,7 @@ func (u User) knownEmail() string {
 // owner's verified address, with the exact reason, when the request named it (capped by
 // Notified); else to the typed address, with the fixed reasons text, when the caller
 // sealed it and it is a valid address (capped per recipient by the mailer).
-func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, sealed []byte, resend bool) ([]Event, error) {
+func (u User) reject(p Policy, now time.Time, reason Reason, email, emailHash string, sealed []byte, resend bool) ([]Event, error) {
 	e := ResetRequestRejected{Reason: reason, Provider: u.Provider, Login: u.Login, EmailHash: emailHash, Resend: resend}
 	if email != "" {
 		e.EmailMasked = MaskEmail(email)
@@ -79,7 +79,7 @@ func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, s
 	case known != "" && (resend || email == known):
 		if notifiable[reason] && recent(u.Notified, p, now) < p.MaxTokensPerWindow {
 			e.NotifyEmail, e.NotifiedAt = known, now
-			if reason == ErrThrottled.Code || reason == ErrNoActiveToken.Code || reason == ErrResendAfterExpiry.Code {
+			if reason == ReasonThrottled || reason == ReasonNoActiveToken || reason == ReasonResendAfterExpiry {
 				if at := u.nextTokenAt(p, now); at.After(now) {
 					e.RetryAt = at
 				}
@@ -92,22 +92,22 @@ func (u User) reject(p Policy, now time.Time, reason, email, emailHash string, s
 }
 
 // requestRefusal is why this account may not get a token now ("" when it may).
-func (u User) requestRefusal(p Policy, provider Provider, now time.Time) string {
+func (u User) requestRefusal(p Policy, provider Provider, now time.Time) Reason {
 	switch {
 	case u.Deleted:
-		return ErrDeleted.Code
+		return ReasonDeleted
 	case u.Deactivated:
-		return ErrDeactivated.Code
+		return ReasonDeactivated
 	case u.AdminLocked:
-		return ErrAdminLocked.Code
+		return ReasonAdminLocked
 	case !provider.SelfResetAllowed:
-		return ErrProviderNotAllowed.Code
+		return ReasonProviderNotAllowed
 	case !u.SelfResetEnabled:
-		return ErrUserNotEnabled.Code
+		return ReasonUserNotEnabled
 	case !u.Configured:
-		return ErrNotConfigured.Code
+		return ReasonNotConfigured
 	case recent(u.Issued, p, now) >= p.MaxTokensPerWindow:
-		return ErrThrottled.Code
+		return ReasonThrottled
 	}
 	return ""
 }
@@ -121,8 +121,8 @@ func (u User) RequestResetToken(p Policy, provider Provider, r ResetRequest, now
 	reason := u.requestRefusal(p, provider, now)
 	// A wrong email outranks throttling and missing configuration: it is what the
 	// requester got wrong, and it must never trigger mail to the owner.
-	if u.Configured && email != u.RecoveryEmail && reason != ErrDeleted.Code && reason != ErrDeactivated.Code && reason != ErrAdminLocked.Code {
-		reason = ErrIdentifiersMismatch.Code
+	if u.Configured && email != u.RecoveryEmail && reason != ReasonDeleted && reason != ReasonDeactivated && reason != ReasonAdminLocked {
+		reason = ReasonIdentifiersMismatch
 	}
 	if reason != "" {
 		return u.reject(p, now, reason, email, r.EmailHash, r.SealedEmail, false)
@@ -145,10 +145,10 @@ func (u User) issue(p Policy, t Secret, now time.Time, resend bool) ResetTokenIs
 // start again from Forgot Password?.
 func (u User) ResendResetToken(p Policy, provider Provider, t Secret, now time.Time) ([]Event, error) {
 	if u.Token == nil || u.Token.State != TokenActive {
-		return u.reject(p, now, ErrNoActiveToken.Code, "", "", nil, true)
+		return u.reject(p, now, ReasonNoActiveToken, "", "", nil, true)
 	}
 	if !now.Before(u.Token.ExpiresAt) {
-		return u.reject(p, now, ErrResendAfterExpiry.Code, "", "", nil, true)
+		return u.reject(p, now, ReasonResendAfterExpiry, "", "", nil, true)
 	}
 	if reason := u.requestRefusal(p, provider, now); reason != "" {
 		return u.reject(p, now, reason, "", "", nil, true)
@@ -176,7 +176,7 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 	}
 	t := u.Token
 	if t == nil {
-		return []Event{ResetTokenRejected{Reason: ErrNoActiveToken.Code}}, ErrInvalidToken
+		return []Event{ResetTokenRejected{Reason: ReasonNoActiveToken}}, ErrInvalidToken
 	}
 	// Only whoever holds the right value learns a token's fate (used, expired, replaced);
 	// any other value gets invalid_token, so the page cannot be used to probe accounts.
@@ -185,19 +185,19 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 		// (DESIGN §4) and do not count it as a guess against the live token.
 		for i := len(u.Superseded) - 1; i >= 0; i-- {
 			if old := u.Superseded[i]; match(old.KeyID, old.Hash, presented) {
-				return []Event{ResetTokenRejected{TokenID: old.ID, Reason: ErrTokenSuperseded.Code, Attempts: old.Attempts}}, ErrTokenSuperseded
+				return []Event{ResetTokenRejected{TokenID: old.ID, Reason: ReasonTokenSuperseded, Attempts: old.Attempts}}, ErrTokenSuperseded
 			}
 		}
 		if t.State != TokenActive || !now.Before(t.ExpiresAt) {
-			return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrInvalidToken.Code, Attempts: t.Attempts}}, ErrInvalidToken
+			return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonInvalidToken, Attempts: t.Attempts}}, ErrInvalidToken
 		}
 		n := t.Attempts + 1
-		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: "wrong_token", Attempts: n}}
+		events := []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonWrongToken, Attempts: n}}
 		if n >= p.MaxTokenAttempts {
 			// The token dies, but the answer stays invalid_token: a wrong value must not
 			// learn that it reached a live token. Whoever holds the right value is told
 			// too_many_attempts when they try it.
-			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ErrTooManyAttempts.Code}), ErrInvalidToken
+			return append(events, ResetTokenRevoked{TokenID: t.ID, Reason: ReasonTooManyAttempts}), ErrInvalidToken
 		}
 		return events, ErrInvalidToken
 	}
@@ -205,26 +205,26 @@ func (u User) CheckResetToken(p Policy, provider Provider, presented string, mat
 		err := map[string]error{TokenUsed: ErrTokenUsed, TokenSuperseded: ErrTokenSuperseded}[t.State]
 		if err == nil {
 			err = ErrTokenRevoked
-			if t.RevokedReason == ErrTooManyAttempts.Code {
+			if t.RevokedReason == ReasonTooManyAttempts {
 				err = ErrTooManyAttempts
 			}
 		}
-		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}}, err
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonOf(err), Attempts: t.Attempts}}, err
 	}
 	if err := u.statusError(); err != nil {
-		return append([]Event{ResetTokenRejected{TokenID: t.ID, Reason: Code(err), Attempts: t.Attempts}},
-			u.revokeActiveToken(Code(err))...), ErrTokenRevoked
+		return append([]Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonOf(err), Attempts: t.Attempts}},
+			u.revokeActiveToken(ReasonOf(err))...), ErrTokenRevoked
 	}
 	if !provider.SelfResetAllowed || !u.SelfResetEnabled {
-		reason := ErrProviderNotAllowed.Code
+		reason := ReasonProviderNotAllowed
 		if provider.SelfResetAllowed {
-			reason = ErrUserNotEnabled.Code
+			reason = ReasonUserNotEnabled
 		}
 		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: reason, Attempts: t.Attempts},
-			ResetTokenRevoked{TokenID: t.ID, Reason: "self_reset_not_allowed"}}, ErrTokenRevoked
+			ResetTokenRevoked{TokenID: t.ID, Reason: ReasonSelfResetNotAllowed}}, ErrTokenRevoked
 	}
 	if !now.Before(t.ExpiresAt) {
-		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ErrTokenExpired.Code, Attempts: t.Attempts}}, ErrTokenExpired
+		return []Event{ResetTokenRejected{TokenID: t.ID, Reason: ReasonTokenExpired, Attempts: t.Attempts}}, ErrTokenExpired
 	}
 	return nil, nil
 }
@@ -246,7 +246,7 @@ func (u User) ResetPassword(p Policy, provider Provider, np NewPassword, match S
 	events := []Event{PasswordChanged{PasswordHash: hash, Method: PasswordChangedBySelfReset, TokenID: t.ID,
 		ChangedAt: now, NotifyEmail: u.RecoveryEmail}}
 	if u.Locked {
-		events = append(events, AccountUnlocked{Reason: "password_reset"})
+		events = append(events, AccountUnlocked{Reason: ReasonPasswordReset})
 	}
 	return events, nil
 }

@@ -47,17 +47,17 @@ func (u User) VerifyEmailCode(p Policy, provider Provider, presented string, mat
 		return nil, ErrNoPendingCode
 	}
 	if c.Dead {
-		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrTooManyAttempts.Code, Attempts: c.Attempts}}, ErrTooManyAttempts
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonTooManyAttempts, Attempts: c.Attempts}}, ErrTooManyAttempts
 	}
 	if !now.Before(c.ExpiresAt) {
-		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrCodeExpired.Code, Attempts: c.Attempts}}, ErrCodeExpired
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonCodeExpired, Attempts: c.Attempts}}, ErrCodeExpired
 	}
 	if !match(c.KeyID, c.Hash, presented) {
 		n := c.Attempts + 1
 		if n >= p.MaxCodeAttempts {
-			return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ErrTooManyAttempts.Code, Attempts: n}}, ErrTooManyAttempts
+			return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonTooManyAttempts, Attempts: n}}, ErrTooManyAttempts
 		}
-		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: "wrong_code", Attempts: n}}, ErrInvalidCode
+		return []Event{RecoveryEmailCodeRejected{CodeID: c.ID, Reason: ReasonWrongCode, Attempts: n}}, ErrInvalidCode
 	}
 	return []Event{RecoveryEmailVerified{CodeID: c.ID, Email: c.Email}}, nil
 }

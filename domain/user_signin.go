@@ -20,22 +20,22 @@ func (u User) authenticate(p Policy, passwordOK, stepUp bool, success Event) ([]
 	if !u.Registered {
 		return nil, ErrInvalidCredentials
 	}
-	reason := ""
+	var reason Reason
 	switch {
 	case u.Deleted:
-		reason = ErrDeleted.Code
+		reason = ReasonDeleted
 	case u.Deactivated:
-		reason = ErrDeactivated.Code
+		reason = ReasonDeactivated
 	case u.AdminLocked:
-		reason = ErrAdminLocked.Code
+		reason = ReasonAdminLocked
 	case u.Locked || u.FailedLogins >= p.MaxFailedLogins:
-		reason = "locked"
+		reason = ReasonLocked
 	}
 	if reason != "" {
 		return []Event{LoginFailed{Reason: reason, FailedAttempts: u.FailedLogins, StepUp: stepUp}}, ErrInvalidCredentials
 	}
 	if !passwordOK {
-		return []Event{LoginFailed{Reason: "wrong_password", FailedAttempts: u.FailedLogins + 1, StepUp: stepUp}}, ErrInvalidCredentials
+		return []Event{LoginFailed{Reason: ReasonWrongPassword, FailedAttempts: u.FailedLogins + 1, StepUp: stepUp}}, ErrInvalidCredentials
 	}
 	return []Event{success}, nil
 }

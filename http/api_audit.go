@@ -103,7 +103,7 @@ func auditFilter(r *http.Request, code string) (audit.Filter, *Error) {
 // is not served.
 func (s *Server) recordRead(w http.ResponseWriter, r *http.Request, read domain.AuditLogRead) bool {
 	md := eventstore.Metadata{Actor: PrincipalFrom(r.Context()).Actor().ID(), CorrelationID: RequestID(r.Context()),
-		UserAgent: clipString(r.UserAgent(), 256)}
+		UserAgent: domain.Clip(r.UserAgent(), 256)}
 	if ip := ClientIP(r.Context()); ip.IsValid() {
 		md.ClientIP = ip.String()
 	}

@@ -236,7 +236,7 @@ func (e *env) projectAdminUsers(streams ...string) {
 	if err := projections.Migrate(e.ctx, e.pg()); err != nil {
 		e.t.Fatal(err)
 	}
-	codec := commands.NewCodec()
+	codec := domain.NewCodec()
 	tx, err := e.pg().Begin(e.ctx)
 	if err != nil {
 		e.t.Fatal(err)
@@ -255,7 +255,7 @@ func (e *env) projectAdminUsers(streams ...string) {
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			if err := (projections.AdminUsers{}).Apply(e.ctx, tx, projections.Envelope{Record: rec, Event: v.(domain.Event)}); err != nil {
+			if err := (projections.AdminUsers{}).Apply(e.ctx, tx, projections.Envelope{Record: rec, Event: v}); err != nil {
 				e.t.Fatal(err)
 			}
 		}

@@ -27,7 +27,7 @@ func secretField(name string) bool { return strings.HasSuffix(name, "password") 
 // (the client's own key) but never echoes the value.
 func badText(name string) *Error {
 	return NewError(http.StatusBadRequest, CodeBadRequest,
-		clipString(name, 64)+" must be valid UTF-8 text without control characters")
+		domain.Clip(name, 64)+" must be valid UTF-8 text without control characters")
 }
 
 // checkText is the edge's one rule: it returns the refusal for the first value that is

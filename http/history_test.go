@@ -39,7 +39,7 @@ func TestLongHistoryFigures(t *testing.T) {
 			n := min(to-have, 1000)
 			batch := make([]eventstore.EventData, n)
 			for i := range batch {
-				typ, ver, raw, err := e.cmds.Codec().Encode(domain.ResetRequestRejected{Reason: domain.ErrIdentifiersMismatch.Code,
+				typ, ver, raw, err := e.cmds.Codec().Encode(domain.ResetRequestRejected{Reason: domain.ReasonIdentifiersMismatch,
 					Provider: "ACME", Login: login, EmailMasked: "s***r@e***e.org", EmailHash: "bulk"})
 				if err != nil {
 					t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"selfreset/commands"
+	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/ratelimit"
 )
@@ -78,7 +79,7 @@ func (s *Server) requestContext(next http.Handler) http.Handler {
 			ip = ri.ip.String()
 		}
 		ctx := context.WithValue(r.Context(), infoKey{}, ri)
-		ctx = commands.WithMetadata(ctx, eventstore.Metadata{CorrelationID: id, ClientIP: ip, UserAgent: clipString(r.UserAgent(), 256)})
+		ctx = commands.WithMetadata(ctx, eventstore.Metadata{CorrelationID: id, ClientIP: ip, UserAgent: domain.Clip(r.UserAgent(), 256)})
 		if s.cfg.RequestTimeout > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -312,11 +313,4 @@ func (s *Server) limit(w http.ResponseWriter, r *http.Request, class, account st
 			Message: "too many requests; try again later", RetryAfter: wait})
 	}
 	return ok
-}
-
-func clipString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

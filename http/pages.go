@@ -32,6 +32,7 @@ import (
 	"unicode/utf8"
 
 	"selfreset/domain"
+	"selfreset/links"
 )
 
 //go:embed templates/*.html
@@ -87,12 +88,12 @@ var staticAssets = func() map[string]staticAsset {
 // browsers may cache it for long.
 var stylesheetURL = "/static/style.css?v=" + staticAssets["style.css"].version
 
-// Page paths. The mailer's links (mailer.DefaultPaths) point at /login, /forgot-password
-// and /change-password.
+// Page paths. The pages emails link to take theirs from package links, which the mailer
+// builds its links from.
 const (
-	PathLogin          = "/login"
-	PathForgotPassword = "/forgot-password"
-	PathChangePassword = "/change-password"
+	PathLogin          = links.Login
+	PathForgotPassword = links.ForgotPassword
+	PathChangePassword = links.ChangePassword
 	PathSettings       = "/settings"
 	PathSelfReset      = "/settings/self-reset"
 	// PathSettingsPassword is the signed-in Change Password (issue 9).

@@ -251,7 +251,7 @@ func (s *Server) handleNewUserSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	login, name := formValue(r, "login_name"), formValue(r, "display_name")
-	pg.Form = map[string]string{"login_name": clipString(login, maxIdentLen), "display_name": clipString(name, 200),
+	pg.Form = map[string]string{"login_name": domain.Clip(login, maxIdentLen), "display_name": domain.Clip(name, 200),
 		"user_admin": formValue(r, "user_admin")}
 	a := s.adminCmds()
 	if a == nil {

@@ -3,12 +3,12 @@ package http
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"selfreset/domain"
+	"selfreset/links"
 	"selfreset/reset"
 )
 
@@ -48,8 +48,8 @@ func (s *Server) handleForgotSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	login, code, email := formValue(r, "login_name"), formValue(r, "provider_code"), formValue(r, "email")
-	pg := page{Form: map[string]string{"login_name": clipString(login, maxIdentLen),
-		"provider_code": clipString(code, maxIdentLen), "email": clipString(email, maxIdentLen)}}
+	pg := page{Form: map[string]string{"login_name": domain.Clip(login, maxIdentLen),
+		"provider_code": domain.Clip(code, maxIdentLen), "email": domain.Clip(email, maxIdentLen)}}
 	if login == "" || code == "" || email == "" {
 		pg.Error = "Enter your Login Name, Provider Code and Email."
 		s.renderForgot(w, r, http.StatusBadRequest, pg)
@@ -75,7 +75,7 @@ func (s *Server) handleForgotSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setResetCookie(w, a.ResetID, a.ExpiresIn)
-	redirect(w, r, PathChangePassword+"/"+a.ResetID+"?sent=1")
+	redirect(w, r, links.ChangePasswordFor(a.ResetID)+"?sent=1")
 }
 
 // setResetCookie remembers this browser's latest reset id for the email link. Max-Age
@@ -103,7 +103,7 @@ func (s *Server) handleChangeLanding(w http.ResponseWriter, r *http.Request) {
 			code, login := q.Get("provider"), q.Get("login")
 			if (code == "" || domain.NormalizeProviderCode(code) == ref.Provider) &&
 				(login == "" || domain.NormalizeLogin(login) == ref.Login) {
-				redirect(w, r, PathChangePassword+"/"+url.PathEscape(c.Value))
+				redirect(w, r, links.ChangePasswordFor(c.Value))
 				return
 			}
 		}
@@ -245,5 +245,5 @@ func (s *Server) handleResendSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setResetCookie(w, a.ResetID, a.ExpiresIn)
-	redirect(w, r, PathChangePassword+"/"+a.ResetID+"?resent=1")
+	redirect(w, r, links.ChangePasswordFor(a.ResetID)+"?resent=1")
 }

@@ -33,7 +33,7 @@ func (s *Server) handleLoginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	login, code, password := formValue(r, "login_name"), formValue(r, "provider_code"), r.PostForm.Get("password")
-	pg.Form = map[string]string{"login_name": clipString(login, maxIdentLen), "provider_code": clipString(code, maxIdentLen)}
+	pg.Form = map[string]string{"login_name": domain.Clip(login, maxIdentLen), "provider_code": domain.Clip(code, maxIdentLen)}
 	if login == "" || code == "" || password == "" {
 		pg.Error = "Enter your Login Name, Provider Code and Password."
 		s.render(w, r, http.StatusBadRequest, "login", pg)
@@ -273,7 +273,7 @@ func (s *Server) handleSelfResetEmail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	email := formValue(r, "email")
-	form := map[string]string{"email": clipString(email, maxIdentLen)}
+	form := map[string]string{"email": domain.Clip(email, maxIdentLen)}
 	invalid := NewError(http.StatusBadRequest, domain.ErrInvalidInput.Code, "enter a valid email address")
 	if email == "" || len(email) > maxIdentLen || !domain.ValidEmail(domain.NormalizeEmail(email)) {
 		s.configureFailed(w, r, invalid, form)
@@ -306,7 +306,7 @@ func (s *Server) handleSelfResetCode(w http.ResponseWriter, r *http.Request) {
 		s.configureFailed(w, r, e, nil)
 		return
 	}
-	err := s.cmds.VerifyEmailCode(r.Context(), commands.VerifyEmailCode{SelfUser: self(p), Code: clipString(code, 64)})
+	err := s.cmds.VerifyEmailCode(r.Context(), commands.VerifyEmailCode{SelfUser: self(p), Code: domain.Clip(code, 64)})
 	if err != nil {
 		e := s.pageError(r, err)
 		if errors.Is(err, domain.ErrTooManyAttempts) {

@@ -10,7 +10,7 @@
 //	if err := httpapi.Migrate(ctx, pool); err != nil { … }
 //	srv := httpapi.NewServer(httpapi.Config{
 //		Commands: handler, Resets: resetService, Users: httpapi.NewPGUserLister(pool), Sessions: httpapi.NewPGSessions(pool),
-//		Clock: commands.SystemClock{}, Logger: log,
+//		Clock: domain.SystemClock{}, Logger: log,
 //		RateLimiter: ratelimit.New(pool, clock), RateLimitPerIP: n,
 //		TrustedProxies: prefixes, Ready: httpapi.PingAll(pool),
 //	})
@@ -57,11 +57,6 @@ type RateLimiter interface {
 	Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error)
 }
 
-// Clock tells the time (commands.SystemClock in production; tests move a fake one).
-type Clock interface {
-	Now() time.Time
-}
-
 // Config wires a Server. Commands, Resets and Sessions are required.
 type Config struct {
 	Commands Commands
@@ -69,7 +64,7 @@ type Config struct {
 	Users    UserLister // the admin user list read model
 	Audit    AuditLog   // the audit API's history (nil: the audit routes answer 503)
 	Sessions Sessions
-	Clock    Clock // defaults to commands.SystemClock; must be the commands' clock
+	Clock    domain.Clock // defaults to domain.SystemClock; must be the commands' clock
 	Logger   *slog.Logger
 
 	// RateLimiter keeps the budgets below, shared by every replica (*ratelimit.Limiter
@@ -124,7 +119,7 @@ type Server struct {
 	cmds   Commands
 	resets Resets
 	log    *slog.Logger
-	clock  Clock
+	clock  domain.Clock
 	router *mux.Router
 
 	limiter      RateLimiter
@@ -145,7 +140,7 @@ func NewServer(c Config) *Server {
 		panic("http: NewServer needs Commands, Resets and Sessions")
 	}
 	if c.Clock == nil {
-		c.Clock = commands.SystemClock{}
+		c.Clock = domain.SystemClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -230,7 +230,7 @@ func TestFullPath(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := w.proj.Apply(ctx, tx, projections.Envelope{Record: r, Event: v.(domain.Event)}); err != nil {
+				if err := w.proj.Apply(ctx, tx, projections.Envelope{Record: r, Event: v}); err != nil {
 					t.Fatal(err)
 				}
 				if err := tx.Commit(ctx); err != nil {

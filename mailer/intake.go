@@ -100,7 +100,7 @@ func DeliveryFor(rec eventstore.RecordedEvent, ev domain.Event) (Delivery, bool)
 	case domain.ResetRequestRejected:
 		switch {
 		case e.NotifyEmail != "":
-			d.Kind, d.Recipient, d.Reason, d.RetryAt = MailResetError, e.NotifyEmail, e.Reason, e.RetryAt
+			d.Kind, d.Recipient, d.Reason, d.RetryAt = MailResetError, e.NotifyEmail, string(e.Reason), e.RetryAt
 			at(e.NotifiedAt)
 		case len(e.NoticeEmail) > 0 && e.EmailHash != "":
 			// The reason stays out of the row: the mail says the same whatever it was.
@@ -157,14 +157,14 @@ type Tx interface {
 // "mailer" checkpoint). It never sends: Sender does, so a slow mail server never holds
 // back the feed, and a queued mail survives a crash.
 type Projection struct {
-	clock Clock
+	clock domain.Clock
 }
 
 // NewProjection returns the intake. clock stamps created_at and the first due time;
 // nil means the system clock.
-func NewProjection(clock Clock) *Projection {
+func NewProjection(clock domain.Clock) *Projection {
 	if clock == nil {
-		clock = systemClock{}
+		clock = domain.SystemClock{}
 	}
 	return &Projection{clock: clock}
 }

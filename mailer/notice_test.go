@@ -20,19 +20,19 @@ func TestErrorMailCapPerRecipient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notice := func(reason string) domain.ResetRequestRejected {
+	notice := func(reason domain.Reason) domain.ResetRequestRejected {
 		return domain.ResetRequestRejected{Reason: reason, EmailHash: hash, NoticeEmail: sealed, NoticeAt: f.clock.Now()}
 	}
-	owner := domain.ResetRequestRejected{Reason: domain.ErrDeactivated.Code, EmailHash: hash, NotifyEmail: recipient, NotifiedAt: f.clock.Now()}
+	owner := domain.ResetRequestRejected{Reason: domain.ReasonDeactivated, EmailHash: hash, NotifyEmail: recipient, NotifiedAt: f.clock.Now()}
 	// Three different streams: an account, another account, an unmatched shard.
 	recs := []struct {
 		stream string
 		ev     domain.ResetRequestRejected
 	}{
 		{domain.UserStream("ACME", "jane"), owner},
-		{domain.UserStream("ACME", "bob"), notice(domain.ErrIdentifiersMismatch.Code)},
-		{domain.UnmatchedShard("x"), notice(domain.ErrUnknownAccount.Code)},
-		{domain.UserStream("OTHER", "carl"), notice(domain.ErrIdentifiersMismatch.Code)}, // the fourth: capped
+		{domain.UserStream("ACME", "bob"), notice(domain.ReasonIdentifiersMismatch)},
+		{domain.UnmatchedShard("x"), notice(domain.ReasonUnknownAccount)},
+		{domain.UserStream("OTHER", "carl"), notice(domain.ReasonIdentifiersMismatch)}, // the fourth: capped
 	}
 	for _, r := range recs {
 		f.apply(t, f.record(r.stream, r.ev), r.ev)
@@ -67,7 +67,7 @@ func TestErrorMailCapPerRecipient(t *testing.T) {
 
 	// 15 minutes after the first, a slot frees up again.
 	f.clock.Add(12 * time.Minute)
-	ev := notice(domain.ErrUnknownAccount.Code)
+	ev := notice(domain.ReasonUnknownAccount)
 	f.apply(t, f.record(domain.UnmatchedShard("y"), ev), ev)
 	if res := f.sendDue(t); res.Sent != 1 {
 		t.Fatalf("after the window: %+v", res)

@@ -5,7 +5,6 @@ import (
 	"embed"
 	"fmt"
 	htmltemplate "html/template"
-	"net/url"
 	"strings"
 	texttemplate "text/template"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"selfreset/domain"
+	"selfreset/links"
 )
 
 //go:embed templates/*
@@ -36,22 +36,14 @@ var Subjects = map[string]string{
 	MailPasswordChanged: "Your password was changed",
 }
 
-// Paths are the pages emails link to, relative to the public URL. They must match the
-// routes of package http.
+// Paths says how emails link to pages. The page paths themselves are package links', the
+// same constants package http routes.
 type Paths struct {
-	Login          string
-	ForgotPassword string
-	ChangePassword string
-	// ResetLink, when set, makes the token email link to ChangePassword + "/" + the id it
-	// returns (reset.LinkID with the server keyring): an opaque, encrypted, expiring
+	// ResetLink, when set, makes the token email link to links.ChangePasswordFor(the id it
+	// returns) (reset.LinkID with the server keyring): an opaque, encrypted, expiring
 	// reference that opens the Change Password page on any device, no cookie needed.
-	// Unset, the link is the bare ChangePassword page, which explains where to go.
+	// Unset, the link is the bare Change Password page, which explains where to go.
 	ResetLink func(provider, login, email string, issuedAt time.Time) string
-}
-
-// DefaultPaths are the routes emails link to unless told otherwise.
-func DefaultPaths() Paths {
-	return Paths{Login: "/login", ForgotPassword: "/forgot-password", ChangePassword: "/change-password"}
 }
 
 // Renderer turns a delivery and its secret value into subject, text and HTML bodies.
@@ -68,18 +60,6 @@ func NewRenderer(publicURL string, paths Paths) (*Renderer, error) {
 	u, err := ParsePublicURL(publicURL)
 	if err != nil {
 		return nil, fmt.Errorf("mailer: public URL: %w", err)
-	}
-	def := DefaultPaths()
-	for _, p := range []struct {
-		v *string
-		d string
-	}{{&paths.Login, def.Login}, {&paths.ForgotPassword, def.ForgotPassword}, {&paths.ChangePassword, def.ChangePassword}} {
-		if *p.v == "" {
-			*p.v = p.d
-		}
-		if !strings.HasPrefix(*p.v, "/") || strings.HasPrefix(*p.v, "//") {
-			return nil, fmt.Errorf("mailer: link path %q must start with a single /", *p.v)
-		}
 	}
 	r := &Renderer{publicURL: u, paths: paths, text: map[string]*texttemplate.Template{}, html: map[string]*htmltemplate.Template{}}
 	for kind := range Subjects {
@@ -132,13 +112,13 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 		Login:             login,
 		Value:             value,
 		When:              formatTime(d.OccurredAt),
-		LoginURL:          r.publicURL + r.paths.Login,
-		ForgotPasswordURL: r.publicURL + r.paths.ForgotPassword,
-		ChangePasswordURL: r.publicURL + r.paths.ChangePassword,
+		LoginURL:          r.publicURL + links.Login,
+		ForgotPasswordURL: r.publicURL + links.ForgotPassword,
+		ChangePasswordURL: r.publicURL + links.ChangePassword,
 	}
 	// Only the token email links to its request; nothing readable goes in the link.
 	if d.Kind == MailResetToken && provider != "" && login != "" && r.paths.ResetLink != nil {
-		data.ChangePasswordURL += "/" + url.PathEscape(r.paths.ResetLink(provider, login, d.Recipient, d.OccurredAt))
+		data.ChangePasswordURL = r.publicURL + links.ChangePasswordFor(r.paths.ResetLink(provider, login, d.Recipient, d.OccurredAt))
 	}
 	if !d.ExpiresAt.IsZero() {
 		data.ExpiresAt = formatTime(d.ExpiresAt)
@@ -146,7 +126,7 @@ func (r *Renderer) Render(d Delivery, value string) (subject, text, html string,
 	}
 	switch d.Kind {
 	case MailResetError:
-		data.Reason, data.Hint = reasonText(d.Reason)
+		data.Reason, data.Hint = reasonText(domain.Reason(d.Reason))
 		data.RetryAt = formatTime(d.RetryAt)
 	case MailResetNotice:
 		data.Reasons = domain.ResetErrorReasons
@@ -177,32 +157,22 @@ func streamAccount(stream string) (provider, login string) {
 	return p, l
 }
 
-// reasonErrors are the refusals a ResetRequestRejected can record.
-var reasonErrors = []*domain.Error{
-	domain.ErrProviderNotAllowed, domain.ErrUserNotEnabled, domain.ErrNotConfigured, domain.ErrIdentifiersMismatch,
-	domain.ErrResendAfterExpiry, domain.ErrAdminLocked, domain.ErrDeactivated, domain.ErrDeleted, domain.ErrThrottled,
-	domain.ErrUnknownAccount, domain.ErrNoActiveToken,
-}
-
 const contactAdmin = "Please contact your User Administrator."
 
-// reasonText maps a recorded refusal code to the seed's words and a next step.
-func reasonText(code string) (reason, hint string) {
+// reasonText maps a recorded refusal reason to the seed's words and a next step.
+func reasonText(code domain.Reason) (reason, hint string) {
 	msg := "Self Password Reset could not issue a Password token for this account"
-	for _, e := range reasonErrors {
-		if e.Code == code {
-			msg = e.Message
-			break
-		}
+	if e, ok := domain.RequestRefusal(code); ok {
+		msg = e.Message
 	}
 	switch code {
-	case domain.ErrNotConfigured.Code:
+	case domain.ReasonNotConfigured:
 		hint = "Configure Self Password Reset from the Settings tab (Configure, beside Self Password Reset), then try again."
-	case domain.ErrResendAfterExpiry.Code:
+	case domain.ReasonResendAfterExpiry:
 		hint = "" // the message already says what to do
-	case domain.ErrNoActiveToken.Code:
+	case domain.ReasonNoActiveToken:
 		hint = "Go back to the login page and click Forgot Password? to receive a new Password token."
-	case domain.ErrThrottled.Code:
+	case domain.ReasonThrottled:
 		hint = "Too many Password tokens were asked for in a short time."
 	default:
 		hint = contactAdmin

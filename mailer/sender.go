@@ -15,15 +15,6 @@ import (
 	"selfreset/domain"
 )
 
-// Clock tells the time; tests inject a movable one. commands.SystemClock fits.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now().UTC() }
-
 // Rand is the jitter source: Float64 in [0, 1). *math/rand/v2.Rand fits.
 type Rand interface {
 	Float64() float64
@@ -57,13 +48,13 @@ type SenderConfig struct {
 	// come from Config (config.FromEnv validated them).
 	From      string
 	PublicURL string
-	Paths     Paths // zero means DefaultPaths
+	Paths     Paths // zero: the token email links to the bare Change Password page
 	// Retry policy (zero means Config's defaults).
 	RetryBase   time.Duration
 	RetryMax    time.Duration
 	MaxAttempts int
 
-	Clock  Clock        // nil: the system clock
+	Clock  domain.Clock // nil: the system clock
 	Rand   Rand         // nil: math/rand/v2
 	Logger *slog.Logger // nil: slog.Default()
 	// BatchSize is how many due deliveries one SendDue claims (default 20).
@@ -105,7 +96,7 @@ type Sender struct {
 	secrets  Secrets
 	render   *Renderer
 	from     string
-	clock    Clock
+	clock    domain.Clock
 	rand     Rand
 	log      *slog.Logger
 	base     time.Duration
@@ -136,7 +127,7 @@ func NewSender(c SenderConfig) (*Sender, error) {
 		clock: c.Clock, rand: c.Rand, log: c.Logger, base: c.RetryBase, max: c.RetryMax, attempts: c.MaxAttempts,
 		batch: c.BatchSize, timeout: c.SendTimeout, lease: c.Lease, poll: c.PollInterval}
 	if s.clock == nil {
-		s.clock = systemClock{}
+		s.clock = domain.SystemClock{}
 	}
 	if s.rand == nil {
 		s.rand = globalRand{}

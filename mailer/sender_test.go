@@ -222,10 +222,10 @@ func TestEveryMailWorthyEvent(t *testing.T) {
 	now := f.clock.Now()
 	codeRec := f.emit(t, domain.RecoveryEmailCodeSent{CodeID: code.ID, KeyID: code.KeyID, CodeHash: code.Hash, Email: "new@example.org",
 		SentAt: now, ExpiresAt: now.Add(10 * time.Minute)})
-	errRec := f.emit(t, domain.ResetRequestRejected{Reason: domain.ErrAdminLocked.Code, Provider: "ACME", Login: "jane", NotifyEmail: recipient})
+	errRec := f.emit(t, domain.ResetRequestRejected{Reason: domain.ReasonAdminLocked, Provider: "ACME", Login: "jane", NotifyEmail: recipient})
 	chRec := f.emit(t, domain.PasswordChanged{PasswordHash: "$argon2id$…", Method: domain.PasswordChangedBySelfReset, ChangedAt: now, NotifyEmail: recipient})
 	// Not mail-worthy: no one to notify, or nothing to say.
-	f.emit(t, domain.ResetRequestRejected{Reason: domain.ErrIdentifiersMismatch.Code, Provider: "ACME", Login: "jane", EmailMasked: "x***@e***.org"})
+	f.emit(t, domain.ResetRequestRejected{Reason: domain.ReasonIdentifiersMismatch, Provider: "ACME", Login: "jane", EmailMasked: "x***@e***.org"})
 	f.emit(t, domain.PasswordChanged{PasswordHash: "$argon2id$…", Method: domain.PasswordChangedBySelfReset, ChangedAt: now})
 	f.emit(t, domain.LoginFailed{Reason: "wrong_password", FailedAttempts: 1})
 	f.emit(t, domain.SelfResetConfigured{Email: recipient})

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/mailer"
 	"selfreset/projections"
@@ -28,11 +29,6 @@ type Feed interface {
 	ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error)
 }
 
-// Clock tells the time events are stamped with (the commands' clock).
-type Clock interface {
-	Now() time.Time
-}
-
 // ScrapeConfig says where the scrape-time figures come from. Each part left nil is
 // not reported.
 type ScrapeConfig struct {
@@ -42,7 +38,7 @@ type ScrapeConfig struct {
 	// of the oldest event a consumer has not applied yet.
 	Consumers Consumers
 	Feed      Feed
-	Clock     Clock
+	Clock     domain.Clock  // the commands' clock, which stamps the events
 	Timeout   time.Duration // per source; DefaultScrapeTimeout when 0
 	Logger    *slog.Logger
 }

@@ -112,7 +112,7 @@ func (Analytics) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) er
 // configuration_facts (configFactColumns) that e yields, or neither.
 func analyticsFacts(e Envelope) (loginFact, configFact []any) {
 	at := eventTime(e.Record)
-	loginRow := func(provider, login, kind, reason string, stepUp bool, attempts *int) []any {
+	loginRow := func(provider, login, kind string, reason domain.Reason, stepUp bool, attempts *int) []any {
 		return []any{pgUUID(e.Record.ID), kind, domain.NormalizeProviderCode(provider), nullString(login),
 			utcDay(at), at, nullString(reason), stepUp, attempts}
 	}
@@ -126,7 +126,7 @@ func analyticsFacts(e Envelope) (loginFact, configFact []any) {
 	if err != nil {
 		return nil, nil // provider events say nothing about accounts
 	}
-	configRow := func(kind, codeID, reason string) []any {
+	configRow := func(kind, codeID string, reason domain.Reason) []any {
 		return []any{pgUUID(e.Record.ID), kind, provider, login, utcDay(at), at, nullString(codeID), nullString(reason)}
 	}
 	switch ev := e.Event.(type) {

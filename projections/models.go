@@ -36,9 +36,10 @@ func utcDay(t time.Time) time.Time {
 func pgUUID(id uuid.UUID) [16]byte { return id }
 
 // nullString maps "" to SQL NULL.
-func nullString(s string) *string {
+func nullString[S ~string](s S) *string {
 	if s == "" {
 		return nil
 	}
-	return &s
+	v := string(s)
+	return &v
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
@@ -369,7 +368,7 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 			}
 			continue
 		}
-		envs = append(envs, Envelope{Record: rec, Event: ev.(domain.Event)})
+		envs = append(envs, Envelope{Record: rec, Event: ev})
 	}
 	for _, m := range sh.models {
 		if err := sh.applyModel(ctx, r, tx, m, envs); err != nil {

@@ -101,7 +101,7 @@ func figuresHistory(ctx context.Context, t *testing.T) (store *postgres.Store, p
 			size := min(1000, n-written)
 			batch := make([]eventstore.EventData, size)
 			for i := range batch {
-				var e domain.Event = domain.ResetRequestRejected{Reason: domain.ErrIdentifiersMismatch.Code, Provider: "ACME", Login: login,
+				var e domain.Event = domain.ResetRequestRejected{Reason: domain.ReasonIdentifiersMismatch, Provider: "ACME", Login: login,
 					EmailMasked: "s***r@e***e.org", EmailHash: "bulk"}
 				if i%2 == 1 {
 					e = domain.LoginFailed{Reason: "wrong_password", Provider: "ACME", Login: login, FailedAttempts: 1}

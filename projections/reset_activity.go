@@ -55,7 +55,7 @@ const (
 
 type fact struct {
 	kind    string
-	reason  string
+	reason  domain.Reason
 	resend  bool
 	tokenID string
 }

@@ -70,7 +70,7 @@ func (ResetTokens) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	case domain.ResetTokenRejected:
 		// Only wrong guesses count against a token (as on the aggregate); Attempts is the
 		// running total, so applying it twice changes nothing.
-		if ev.TokenID == "" || ev.Reason != "wrong_token" {
+		if ev.TokenID == "" || ev.Reason != domain.ReasonWrongToken {
 			return nil
 		}
 		_, err := tx.Exec(ctx, sqlTokenWrongAttempts, ev.TokenID, ev.Attempts, at)

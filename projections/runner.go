@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
 )
@@ -37,8 +36,8 @@ type Config struct {
 	Store eventstore.Store
 	// Pool is the read-model database (checkpoints, parked events, read models).
 	Pool *pgxpool.Pool
-	// Codec decodes events (default commands.NewCodec()).
-	Codec  *eventstore.Codec
+	// Codec decodes events (default domain.NewCodec()).
+	Codec  *domain.Codec
 	Logger *slog.Logger
 	// Projections are the consumers Run feeds and Status reports (default ReadModels()).
 	// Only ReadModels among them can be rebuilt.
@@ -87,7 +86,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, errors.New("projections: Config.Store and Config.Pool are required")
 	}
 	if cfg.Codec == nil {
-		cfg.Codec = commands.NewCodec()
+		cfg.Codec = domain.NewCodec()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -222,7 +221,7 @@ func (r *Runner) decode(rec eventstore.RecordedEvent) (Envelope, error) {
 	if err != nil {
 		return Envelope{}, err
 	}
-	return Envelope{Record: rec, Event: ev.(domain.Event)}, nil
+	return Envelope{Record: rec, Event: ev}, nil
 }
 
 // process applies one event to one consumer on conn, the connection holding its lock,

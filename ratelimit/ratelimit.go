@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"selfreset/domain"
 	"selfreset/internal/pgmigrate"
 )
 
@@ -35,13 +36,6 @@ import (
 type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// Clock tells the time; every replica's clock must be roughly right (NTP), since the
-// state they share is a timestamp. Skew of a few milliseconds is immaterial next to the
-// seconds between tokens.
-type Clock interface {
-	Now() time.Time
 }
 
 // Limit is a budget: Rate requests per Period, of which up to Rate may come at once
@@ -67,7 +61,7 @@ type Decision struct {
 // Limiter spends budgets kept in PostgreSQL. It is safe for concurrent use.
 type Limiter struct {
 	db      DB
-	clock   Clock
+	clock   domain.Clock
 	timeout time.Duration
 }
 
@@ -76,7 +70,9 @@ type Limiter struct {
 const DefaultTimeout = 2 * time.Second
 
 // New returns a limiter over db (whose schema Migrate created), reading time from clock.
-func New(db DB, clock Clock) *Limiter {
+// Every replica's clock must be roughly right (NTP), since the state they share is a
+// timestamp; skew of a few milliseconds is immaterial next to the seconds between tokens.
+func New(db DB, clock domain.Clock) *Limiter {
 	return &Limiter{db: db, clock: clock, timeout: DefaultTimeout}
 }
 

@@ -46,11 +46,6 @@ type Commands interface {
 
 var _ Commands = (*commands.Handler)(nil)
 
-// Clock tells the time (the commands' clock).
-type Clock interface {
-	Now() time.Time
-}
-
 // Sender queues an asynchronous command durably: it returns nil only once the command
 // is stored (the intake's *Bus).
 type Sender interface {
@@ -75,7 +70,7 @@ var (
 type Config struct {
 	Commands Commands
 	Keyring  *secret.Keyring
-	Clock    Clock // defaults to commands.SystemClock; must be the commands' clock
+	Clock    domain.Clock // defaults to domain.SystemClock; must be the commands' clock
 	Intake   Sender
 	Logger   *slog.Logger
 	// PublishTimeout bounds queuing one command (default 5s): past it the answer is
@@ -87,7 +82,7 @@ type Config struct {
 type Service struct {
 	cmds    Commands
 	keys    *secret.Keyring
-	clock   Clock
+	clock   domain.Clock
 	intake  Sender
 	log     *slog.Logger
 	timeout time.Duration
@@ -99,7 +94,7 @@ func New(c Config) (*Service, error) {
 		return nil, errors.New("reset: New needs Commands, Keyring and Intake")
 	}
 	if c.Clock == nil {
-		c.Clock = commands.SystemClock{}
+		c.Clock = domain.SystemClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,7 +131,8 @@ func (s *Service) Expired(ref Ref) bool {
 // metadata (commands.WithMetadata) travels with the command. The error is ErrUnavailable
 // (wrapping the cause) when the command could not be queued.
 func (s *Service) RequestReset(ctx context.Context, provider, login, email string) (Accepted, error) {
-	code, login := clip(domain.NormalizeProviderCode(provider)), clip(domain.NormalizeLogin(login))
+	code := domain.Clip(domain.NormalizeProviderCode(provider), domain.MaxIdentLen)
+	login = domain.Clip(domain.NormalizeLogin(login), domain.MaxIdentLen)
 	ref := newResetRef(s.keys, code, login, email, s.clock.Now())
 	sealed, err := s.keys.Encrypt(emailLabel, []byte(email))
 	if err != nil {
@@ -254,12 +250,4 @@ func (s *Service) CompleteReset(ctx context.Context, resetID, token, newPassword
 		return ref, s.tokenError(ref, err)
 	}
 	return ref, nil
-}
-
-// clip keeps a client's identifier within domain.MaxIdentLen bytes.
-func clip(s string) string {
-	if len(s) > domain.MaxIdentLen {
-		return s[:domain.MaxIdentLen]
-	}
-	return s
 }

@@ -26,8 +26,8 @@ import (
 // MinKeyLength is the shortest server secret accepted, in bytes.
 const MinKeyLength = 32
 
-// Kinds of derived secrets; each is derived under its own label so a code can never
-// double as a token.
+// Kinds of derived secrets, the one list (commands issue them, mail_deliveries stores
+// them); each is derived under its own label so a code can never double as a token.
 const (
 	KindResetToken = "reset-token"
 	KindEmailCode  = "email-code"

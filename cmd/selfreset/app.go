@@ -27,7 +27,7 @@ type app struct {
 	cfg   config.Config
 	cli   *cli
 	store eventstore.Store
-	codec *eventstore.Codec
+	codec *domain.Codec
 
 	handler   *commands.Handler
 	hashSlots int // how many argon2id computations the handler runs at once
@@ -67,7 +67,7 @@ func (c *cli) openWith(ctx context.Context, cfg config.Config) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &app{cfg: cfg, cli: c, store: store, codec: commands.NewCodec()}, nil
+	return &app{cfg: cfg, cli: c, store: store, codec: domain.NewCodec()}, nil
 }
 
 // openEventStore connects the adapter the configuration names.
@@ -127,7 +127,7 @@ func (a *app) commands() (*commands.Handler, error) {
 	a.hashSlots = limiter.Slots()
 	a.handler = commands.New(commands.Config{
 		Store:    a.store,
-		Clock:    commands.SystemClock{},
+		Clock:    domain.SystemClock{},
 		Hasher:   limiter,
 		Secrets:  keys,
 		Common:   password.NewCommonList(),

@@ -45,7 +45,7 @@ func TestAuditReadsEveryUnmatchedShard(t *testing.T) {
 	h := commands.New(commands.Config{Store: store, Hasher: password.NewBounded(hasher, 0), Secrets: keys, Common: password.NewCommonList(), Policy: domain.DefaultPolicy()})
 
 	// History from before the shards, on the legacy stream.
-	_, ver, data, err := h.Codec().Encode(domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code, Provider: "ACME", Login: "oldghost"})
+	_, ver, data, err := h.Codec().Encode(domain.ResetRequestRejected{Reason: domain.ReasonUnknownAccount, Provider: "ACME", Login: "oldghost"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/config"
+	"selfreset/domain"
 	"selfreset/eventstore"
 	"selfreset/projections"
 	"selfreset/secret"
@@ -57,7 +58,7 @@ type httpBench struct {
 	c        *cli
 	client   *http.Client
 	store    eventstore.Store
-	codec    *eventstore.Codec
+	codec    *domain.Codec
 	pool     *pgxpool.Pool
 	lag      *projections.Runner
 	mail     *mailbox

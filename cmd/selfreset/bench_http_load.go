@@ -54,7 +54,7 @@ func (b *httpBench) appendFloor(ctx context.Context, rec *recorder) {
 
 func (b *httpBench) appendOne(ctx context.Context) error {
 	id := uuid.New()
-	typ, ver, data, err := b.codec.Encode(domain.ResetRequestRejected{Reason: domain.ErrUnknownAccount.Code,
+	typ, ver, data, err := b.codec.Encode(domain.ResetRequestRejected{Reason: domain.ReasonUnknownAccount,
 		Provider: b.provider, Login: "floor-" + id.String()[:8]})
 	if err != nil {
 		return err

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"selfreset/audit"
-	"selfreset/commands"
 	"selfreset/config"
+	"selfreset/domain"
 	"selfreset/eventstore"
 )
 
@@ -270,7 +270,7 @@ func runAuditSeal(ctx context.Context, c *cli, args []string) error {
 	if a.cfg.AuditSealKey == nil {
 		return &config.Error{Var: config.EnvAuditSealKey, Msg: "not set; seals are signed with it"}
 	}
-	s := newSealer(a, a.cfg, commands.SystemClock{}, c.log)
+	s := newSealer(a, a.cfg, domain.SystemClock{}, c.log)
 	n := 0
 	for {
 		sealed, err := s.SealOnce(ctx)
@@ -287,7 +287,7 @@ func runAuditSeal(ctx context.Context, c *cli, args []string) error {
 }
 
 // newSealer is serve's audit sealer, or nil (and a warning) without a seal key.
-func newSealer(a *app, cfg config.Config, clock audit.Clock, log *slog.Logger) *audit.Sealer {
+func newSealer(a *app, cfg config.Config, clock domain.Clock, log *slog.Logger) *audit.Sealer {
 	if cfg.AuditSealKey == nil {
 		log.Warn(config.EnvAuditSealKey + " is not set: the event feed is not sealed; audit verify checks the hash chains only")
 		return nil

@@ -127,7 +127,7 @@ func runBenchCommands(ctx context.Context, c *cli, users, conc int) error {
 			if err != nil {
 				return err
 			}
-			tokens[i], err = keys.Value(commands.KindResetToken, keys.CurrentKeyID(), id)
+			tokens[i], err = keys.Value(secret.KindResetToken, keys.CurrentKeyID(), id)
 			return err
 		}),
 		measure(ctx, "unmatched request", logins, conc, func(ctx context.Context, i int, l string) error {
@@ -174,7 +174,7 @@ func benchConfigure(ctx context.Context, h *commands.Handler, keys *secret.Keyri
 	if err != nil {
 		return err
 	}
-	v, err := keys.Value(commands.KindEmailCode, keys.CurrentKeyID(), id)
+	v, err := keys.Value(secret.KindEmailCode, keys.CurrentKeyID(), id)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/config"
+	"selfreset/domain"
 	"selfreset/metrics"
 	"selfreset/projections"
 )
@@ -33,7 +34,7 @@ func metricsListener(cfg config.Config) (net.Listener, error) {
 // deliveries: shared state, the same from every role) and serves GET /metrics on ln
 // until ctx ends. Every role reports them, so they stay visible while, say, every
 // worker is down.
-func serveMetrics(ctx context.Context, c *cli, a *app, m *metrics.Metrics, pool *pgxpool.Pool, clock metrics.Clock, ln net.Listener) error {
+func serveMetrics(ctx context.Context, c *cli, a *app, m *metrics.Metrics, pool *pgxpool.Pool, clock domain.Clock, ln net.Listener) error {
 	lag, err := projections.New(projections.Config{Store: a.store, Pool: pool, Logger: c.log,
 		Projections: consumers(), LagCap: metrics.LagCap})
 	if err != nil {

@@ -3,9 +3,13 @@ package testkit
 import (
 	"sync"
 	"time"
+
+	"selfreset/domain"
 )
 
-// Clock is a movable test clock, safe for concurrent use. It satisfies commands.Clock.
+var _ domain.Clock = (*Clock)(nil)
+
+// Clock is a movable test clock, safe for concurrent use. It satisfies domain.Clock.
 type Clock struct {
 	mu sync.Mutex
 	t  time.Time

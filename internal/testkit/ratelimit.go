@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"selfreset/domain"
 	"selfreset/ratelimit"
 )
 
@@ -14,13 +15,13 @@ import (
 // tests on both; what only PostgreSQL does (hashed keys, cleanup, sharing between
 // replicas) is not here.
 type RateLimiter struct {
-	clock ratelimit.Clock
+	clock domain.Clock
 	mu    sync.Mutex
 	full  map[string]time.Time // per key, when its bucket is full again
 }
 
 // NewRateLimiter returns an empty in-memory limiter reading time from clock.
-func NewRateLimiter(clock ratelimit.Clock) *RateLimiter {
+func NewRateLimiter(clock domain.Clock) *RateLimiter {
 	return &RateLimiter{clock: clock, full: map[string]time.Time{}}
 }
 

@@ -45,7 +45,7 @@ func Keyring(t testing.TB, keyID string) *secret.Keyring {
 // Handler is a command handler over store with clock (nil: the system clock), keys, the
 // Hasher, the common-password list and the default policy; each of tune may change the
 // configuration (a logger, MaxAttempts…) before the handler is built.
-func Handler(t testing.TB, store eventstore.Store, clock commands.Clock, keys *secret.Keyring, tune ...func(*commands.Config)) *commands.Handler {
+func Handler(t testing.TB, store eventstore.Store, clock domain.Clock, keys *secret.Keyring, tune ...func(*commands.Config)) *commands.Handler {
 	t.Helper()
 	cfg := commands.Config{Store: store, Clock: clock, Hasher: Hasher(t), Secrets: keys,
 		Common: password.NewCommonList(), Policy: domain.DefaultPolicy()}

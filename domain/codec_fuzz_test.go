@@ -1,11 +1,10 @@
-package commands_test
+package domain_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"testing"
 
-	"selfreset/commands"
 	"selfreset/domain"
 )
 
@@ -14,7 +13,7 @@ import (
 // decodes to the same event again (compared through a second encoding, which is exact
 // where time zones would defeat a deep comparison). Seeds: testdata/fuzz/FuzzEventCodec.
 func FuzzEventCodec(f *testing.F) {
-	codec := commands.NewCodec()
+	codec := domain.NewCodec()
 	events := domain.AllEvents()
 	f.Add(uint8(0), 1, []byte(`{"code":"ACME","name":"Acme Care"}`))
 	f.Fuzz(func(t *testing.T, which uint8, version int, data []byte) {
