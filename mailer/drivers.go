@@ -16,10 +16,28 @@ func NewDriver(cfg Config, out io.Writer) (Driver, error) {
 		}
 		return NewConsoleDriver(out), nil
 	case DriverSMTP:
-		return NewSMTPDriver(cfg.SMTP)
+		smtpCfg := cfg.SMTP
+		smtpCfg.Conns = senders(cfg.Senders)
+		return NewSMTPDriver(smtpCfg)
 	case DriverMailgun:
-		return NewMailgunDriver(cfg.Mailgun, nil)
+		return NewMailgunDriver(cfg.Mailgun, mailgunClient(senders(cfg.Senders)))
 	default:
 		return nil, fmt.Errorf("mailer: unknown driver %q (console, smtp, mailgun)", cfg.Driver)
 	}
+}
+
+// senders is n, or DefaultSenders when unset.
+func senders(n int) int {
+	if n <= 0 {
+		return DefaultSenders
+	}
+	return n
+}
+
+// CloseDriver closes d if it holds connections (the smtp driver's open sessions).
+func CloseDriver(d Driver) error {
+	if c, ok := d.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }

@@ -60,10 +60,13 @@ func newFixture(t *testing.T, tune ...func(*mailer.SenderConfig)) *fixture {
 	t.Helper()
 	f := &fixture{pool: openPool(t), clock: newClock(), keys: testkit.Keyring(t, "k1"), srv: new(testkit.SMTPServer).Start(t), rev: map[string]uint64{}}
 	f.proj = mailer.NewProjection(f.clock)
-	drv, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: f.srv.Addr, TLS: mailer.TLSNone, Timeout: 5 * time.Second})
+	// As many sessions as the default number of senders, as mailer.NewDriver does.
+	drv, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: f.srv.Addr, TLS: mailer.TLSNone, Timeout: 5 * time.Second,
+		Conns: mailer.DefaultSenders})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	f.cfg = mailer.SenderConfig{Pool: f.pool, Driver: drv, Secrets: f.keys, From: "Self Password Reset <no-reply@reset.example.org>",
 		PublicURL: publicURL, RetryBase: 10 * time.Second, RetryMax: 80 * time.Second, MaxAttempts: 4,
 		Clock: f.clock, Rand: fixedRand(0.5), Logger: quiet}
@@ -687,9 +690,10 @@ func TestNewSenderChecksItsConfiguration(t *testing.T) {
 	}
 }
 
-// Shutting down mid-batch records what was sent and hands back what was not attempted.
+// Shutting down mid-batch records what was sent and hands back what was not attempted
+// (one sender: the second mail is not in flight when the first is done).
 func TestShutdownReleasesUnattemptedClaims(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, func(c *mailer.SenderConfig) { c.Senders = 1 })
 	first := f.emit(t, domain.PasswordChanged{Method: domain.PasswordChangedBySelfReset, ChangedAt: f.clock.Now(), NotifyEmail: recipient})
 	f.clock.Add(time.Second)
 	second := f.emit(t, domain.PasswordChanged{Method: domain.PasswordChangedBySelfReset, ChangedAt: f.clock.Now(), NotifyEmail: "john@example.org"})
