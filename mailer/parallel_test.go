@@ -21,7 +21,7 @@ func withSenders(n int) func(*mailer.SenderConfig) {
 
 // emitNotices queues n password-changed notices to distinct recipients, one a second
 // apart (the claim takes them in that order), and returns their event ids.
-func (f *fixture) emitNotices(t *testing.T, n int) []uuid.UUID {
+func (f *fixture) emitNotices(t testing.TB, n int) []uuid.UUID {
 	t.Helper()
 	ids := make([]uuid.UUID, n)
 	for i := range n {

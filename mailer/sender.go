@@ -91,6 +91,9 @@ func SenderConfigFrom(cfg Config, pool *pgxpool.Pool, driver Driver, secrets Sec
 // Sender works through the delivery log: it claims due deliveries, skips what must not
 // be sent any more, renders and sends the rest, and records the outcome.
 //
+// A claimed batch is sent by up to Senders goroutines, each taking the next delivery when
+// it is done with one; the driver keeps as many connections open.
+//
 // Several senders (replicas) may run against one database: a claim takes due rows with
 // SELECT … FOR UPDATE SKIP LOCKED and leases them (next_attempt_at moves to now+Lease)
 // in one short transaction, then sends outside any transaction, so that neither a slow
