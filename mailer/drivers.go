@@ -17,21 +17,13 @@ func NewDriver(cfg Config, out io.Writer) (Driver, error) {
 		return NewConsoleDriver(out), nil
 	case DriverSMTP:
 		smtpCfg := cfg.SMTP
-		smtpCfg.Conns = senders(cfg.Senders)
+		smtpCfg.Conns = orDefault(cfg.Senders, DefaultSenders)
 		return NewSMTPDriver(smtpCfg)
 	case DriverMailgun:
-		return NewMailgunDriver(cfg.Mailgun, mailgunClient(senders(cfg.Senders)))
+		return NewMailgunDriver(cfg.Mailgun, mailgunClient(orDefault(cfg.Senders, DefaultSenders)))
 	default:
 		return nil, fmt.Errorf("mailer: unknown driver %q (console, smtp, mailgun)", cfg.Driver)
 	}
-}
-
-// senders is n, or DefaultSenders when unset.
-func senders(n int) int {
-	if n <= 0 {
-		return DefaultSenders
-	}
-	return n
 }
 
 // CloseDriver closes d if it holds connections (the smtp driver's open sessions).

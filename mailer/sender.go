@@ -141,7 +141,7 @@ func NewSender(c SenderConfig) (*Sender, error) {
 	}
 	s := &Sender{pool: c.Pool, driver: c.Driver, secrets: c.Secrets, render: r, from: c.From,
 		clock: c.Clock, rand: c.Rand, log: c.Logger, base: c.RetryBase, max: c.RetryMax, attempts: c.MaxAttempts,
-		batch: c.BatchSize, senders: senders(c.Senders), timeout: c.SendTimeout, lease: c.Lease, poll: c.PollInterval}
+		batch: c.BatchSize, senders: orDefault(c.Senders, DefaultSenders), timeout: c.SendTimeout, lease: c.Lease, poll: c.PollInterval}
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}

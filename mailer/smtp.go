@@ -69,19 +69,11 @@ func NewSMTPDriver(cfg SMTPConfig) (*SMTPDriver, error) {
 	default:
 		return nil, fmt.Errorf("mailer: smtp: unknown TLS mode %q", cfg.TLS)
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = defaultSMTPTimeout
-	}
-	cfg.Conns = max(cfg.Conns, 1)
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultSMTPIdleTimeout
-	}
-	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = DefaultSMTPMaxAge
-	}
-	if cfg.MaxMessages <= 0 {
-		cfg.MaxMessages = DefaultSMTPMaxMessages
-	}
+	cfg.Timeout = orDefault(cfg.Timeout, defaultSMTPTimeout)
+	cfg.Conns = orDefault(cfg.Conns, 1)
+	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, DefaultSMTPIdleTimeout)
+	cfg.MaxAge = orDefault(cfg.MaxAge, DefaultSMTPMaxAge)
+	cfg.MaxMessages = orDefault(cfg.MaxMessages, DefaultSMTPMaxMessages)
 	d := &SMTPDriver{cfg: cfg, host: host, clock: cfg.Clock}
 	if d.clock == nil {
 		d.clock = systemClock{}
@@ -340,6 +332,14 @@ func (d *SMTPDriver) over(ctx context.Context, s *smtpSession, from, to string, 
 		s.c.Close()
 	}
 	return serr
+}
+
+// orDefault is v, or def when v is zero or less (unset).
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 func isASCII(s string) bool {
