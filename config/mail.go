@@ -37,10 +37,17 @@ const (
 	// delivery stays with its sender (longer than the send timeout).
 	EnvMailSendTimeout = "SELFRESET_MAIL_SEND_TIMEOUT"
 	EnvMailLease       = "SELFRESET_MAIL_LEASE"
+	// EnvMailSenders is how many mails one process sends at once (and how many SMTP
+	// sessions or Mailgun connections it keeps open).
+	EnvMailSenders = "SELFRESET_MAIL_SENDERS"
 )
 
-// MaxMailAttempts bounds SELFRESET_MAIL_MAX_ATTEMPTS.
-const MaxMailAttempts = 100
+// MaxMailAttempts bounds SELFRESET_MAIL_MAX_ATTEMPTS; MaxMailSenders bounds
+// SELFRESET_MAIL_SENDERS (relays limit connections per client, often to 10 or 20).
+const (
+	MaxMailAttempts = 100
+	MaxMailSenders  = 32
+)
 
 // mail reads the mail settings into c.Mail. It runs after the listen address is known:
 // that is the default public URL.
@@ -117,7 +124,8 @@ func publicURL(m *mailer.Config, addr string) error {
 	return nil
 }
 
-// mailTiming reads the retry backoff, the attempt limit, the send timeout and the lease.
+// mailTiming reads the retry backoff, the attempt limit, the send timeout, the lease and
+// the number of senders.
 func mailTiming(getenv func(string) string, m *mailer.Config) error {
 	var err error
 	for _, d := range []struct {
@@ -145,6 +153,12 @@ func mailTiming(getenv func(string) string, m *mailer.Config) error {
 	}
 	if m.MaxAttempts < 1 || m.MaxAttempts > MaxMailAttempts {
 		return &Error{EnvMailMaxAttempts, fmt.Sprintf("%d must be from 1 to %d", m.MaxAttempts, MaxMailAttempts)}
+	}
+	if m.Senders, err = nonNegativeInt(getenv, EnvMailSenders, mailer.DefaultSenders); err != nil {
+		return err
+	}
+	if m.Senders < 1 || m.Senders > MaxMailSenders {
+		return &Error{EnvMailSenders, fmt.Sprintf("%d must be from 1 to %d", m.Senders, MaxMailSenders)}
 	}
 	return nil
 }

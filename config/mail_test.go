@@ -25,7 +25,7 @@ func TestMailFromEnv(t *testing.T) {
 			m := c.Mail
 			if m.Driver != "console" || m.From != `"Self Password Reset" <no-reply@localhost>` ||
 				m.RetryBase != 5*time.Second || m.RetryMax != 10*time.Minute || m.MaxAttempts != 10 ||
-				m.SendTimeout != mailer.DefaultSendTimeout || m.Lease != mailer.DefaultLease {
+				m.SendTimeout != mailer.DefaultSendTimeout || m.Lease != mailer.DefaultLease || m.Senders != mailer.DefaultSenders {
 				t.Errorf("%+v", m)
 			}
 		}},
@@ -111,6 +111,14 @@ func TestMailFromEnv(t *testing.T) {
 		}},
 		{name: "lease not longer than the send timeout", getenv: with(EnvMailSendTimeout, "30s", EnvMailLease, "30s"), wantVar: EnvMailLease, wantMsg: "longer"},
 		{name: "bad lease", getenv: with(EnvMailLease, "soon"), wantVar: EnvMailLease, wantMsg: "not a duration"},
+		{name: "senders", getenv: with(EnvMailSenders, " 12 "), check: func(t *testing.T, c Config) {
+			if c.Mail.Senders != 12 {
+				t.Errorf("senders %d", c.Mail.Senders)
+			}
+		}},
+		{name: "no senders", getenv: with(EnvMailSenders, "0"), wantVar: EnvMailSenders, wantMsg: "from 1 to 32"},
+		{name: "too many senders", getenv: with(EnvMailSenders, "33"), wantVar: EnvMailSenders, wantMsg: "from 1 to 32"},
+		{name: "senders not a number", getenv: with(EnvMailSenders, "four"), wantVar: EnvMailSenders, wantMsg: "whole number"},
 		{name: "the first problem is the one reported", getenv: with(EnvMailDriver, "smtp", EnvSMTPTLS, "bogus"), wantVar: EnvMailFrom, wantMsg: "required with the smtp driver"},
 	})
 }

@@ -21,6 +21,10 @@ const (
 	DefaultRetryBase   = 5 * time.Second
 	DefaultRetryMax    = 10 * time.Minute
 	DefaultMaxAttempts = 10
+	// DefaultSenders is how many mails one process sends at once: enough to keep a
+	// relay's round trips overlapping, few enough that a relay's per-client connection
+	// limit (often 10 or 20) is not reached with a few replicas.
+	DefaultSenders = 4
 )
 
 // TLSMode is how the SMTP driver protects its connection.
@@ -67,6 +71,16 @@ type SMTPConfig struct {
 	// Timeout bounds dialing and each command (default 30s); the send's context may end
 	// it sooner.
 	Timeout time.Duration
+	// Conns is how many open sessions the driver keeps for reuse (default 1; NewDriver
+	// sets Config.Senders). The other limits default to DefaultSMTPIdleTimeout,
+	// DefaultSMTPMaxAge and DefaultSMTPMaxMessages; MaxMessages 1 is a new connection per
+	// message. Not read from the environment.
+	Conns       int
+	IdleTimeout time.Duration
+	MaxAge      time.Duration
+	MaxMessages int
+	// Clock tells session ages (nil: the system clock); tests move it.
+	Clock Clock
 }
 
 // MailgunConfig configures the mailgun driver.
@@ -95,6 +109,9 @@ type Config struct {
 	// lives 5 minutes, so the lease must be short: it is how late such a mail arrives.
 	SendTimeout time.Duration
 	Lease       time.Duration
+	// Senders is how many deliveries one process sends at once (DefaultSenders); the smtp
+	// driver keeps as many sessions open, the mailgun driver as many idle HTTP connections.
+	Senders int
 }
 
 // LogValue summarises the configuration without credentials.

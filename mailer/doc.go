@@ -19,7 +19,8 @@
 // MaxErrorMails of them per recipient within ErrorMailWindow (by event time, under an
 // advisory lock on the recipient); the rest are recorded as skipped, "capped".
 //
-// The Sender works the log off (Run, or SendDue step by step in tests). It claims due rows
+// The Sender works the log off (Run, or SendDue step by step in tests), sending up to
+// Senders (SELFRESET_MAIL_SENDERS) mails at once. It claims due rows
 // with SELECT … FOR UPDATE SKIP LOCKED, so replicas can compete, and settles what must not
 // be sent: a token or code past its expiry (skipped, "expired"), or one superseded by a
 // later secret of the same kind on the same stream (skipped, "superseded"). The rest it
@@ -41,7 +42,18 @@
 //
 // console (the development default) prints the text body; smtp speaks SMTP with
 // github.com/emersion/go-smtp (TLS none, starttls or tls; AUTH PLAIN) and sends a
-// multipart/alternative MIME message; mailgun uses mailgun-go. A Config is a plain
+// multipart/alternative MIME message; mailgun uses mailgun-go, over an HTTP client that
+// keeps one idle connection per sender.
+//
+// The smtp driver reuses sessions: it keeps up to Senders of them open and sends message
+// after message over each (after a refused message, RSET first), retiring a session after
+// DefaultSMTPIdleTimeout idle, DefaultSMTPMaxAge or DefaultSMTPMaxMessages, and on Close.
+// A session found dead on reuse (the relay hung up while it was idle) costs one redial,
+// never the message; if a connection breaks after the end of DATA, the message may have
+// been taken, so it is not sent again at once but left to the retry (at least once).
+// go-smtp, the library in use, offers the pieces (a Client that sends several messages
+// over one connection, Reset, Quit) but no pool of sessions; the pool is small enough to
+// own here rather than take another SMTP library as a dependency. A Config is a plain
 // struct: config.FromEnv reads it from the SELFRESET_MAIL_*, SELFRESET_SMTP_*,
 // SELFRESET_MAILGUN_* and SELFRESET_PUBLIC_URL variables. Links in emails are built
 // from the public URL only.

@@ -16,10 +16,20 @@ func NewDriver(cfg Config, out io.Writer) (Driver, error) {
 		}
 		return NewConsoleDriver(out), nil
 	case DriverSMTP:
-		return NewSMTPDriver(cfg.SMTP)
+		smtpCfg := cfg.SMTP
+		smtpCfg.Conns = orDefault(cfg.Senders, DefaultSenders)
+		return NewSMTPDriver(smtpCfg)
 	case DriverMailgun:
-		return NewMailgunDriver(cfg.Mailgun, nil)
+		return NewMailgunDriver(cfg.Mailgun, mailgunClient(orDefault(cfg.Senders, DefaultSenders)))
 	default:
 		return nil, fmt.Errorf("mailer: unknown driver %q (console, smtp, mailgun)", cfg.Driver)
 	}
+}
+
+// CloseDriver closes d if it holds connections (the smtp driver's open sessions).
+func CloseDriver(d Driver) error {
+	if c, ok := d.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }

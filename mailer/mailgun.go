@@ -15,8 +15,18 @@ type MailgunDriver struct {
 	mg *mailgun.MailgunImpl
 }
 
+// mailgunClient is the HTTP client of the mailgun driver: with conns senders at work it
+// keeps as many connections to the API open (http.DefaultTransport keeps 2 per host, so
+// with more senders every burst would dial and shake hands again).
+func mailgunClient(conns int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = conns
+	return &http.Client{Timeout: 30 * time.Second, Transport: t}
+}
+
 // NewMailgunDriver returns the driver (config.FromEnv checked the operator's settings).
-// client may be nil (a client with a 30-second timeout is used).
+// client may be nil (a client with a 30-second timeout that keeps DefaultSenders idle
+// connections is used).
 func NewMailgunDriver(cfg MailgunConfig, client *http.Client) (*MailgunDriver, error) {
 	if cfg.Domain == "" || cfg.APIKey == "" {
 		return nil, errors.New("mailer: mailgun: a domain and an API key are required")
@@ -26,7 +36,7 @@ func NewMailgunDriver(cfg MailgunConfig, client *http.Client) (*MailgunDriver, e
 		mg.SetAPIBase(cfg.APIBase)
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = mailgunClient(DefaultSenders)
 	}
 	mg.SetClient(client)
 	return &MailgunDriver{mg: mg}, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -59,6 +60,8 @@ type SenderConfig struct {
 	Logger *slog.Logger // nil: slog.Default()
 	// BatchSize is how many due deliveries one SendDue claims (default 20).
 	BatchSize int
+	// Senders is how many of a claimed batch are sent at once (default DefaultSenders).
+	Senders int
 	// SendTimeout bounds one driver call (default 1m). Lease is how long a claimed
 	// delivery is reserved for the sender that claimed it (default 3m); it must exceed
 	// SendTimeout, and when it runs out (the sender crashed) another sender retries.
@@ -73,11 +76,14 @@ type SenderConfig struct {
 func SenderConfigFrom(cfg Config, pool *pgxpool.Pool, driver Driver, secrets Secrets) SenderConfig {
 	return SenderConfig{Pool: pool, Driver: driver, Secrets: secrets, From: cfg.From, PublicURL: cfg.PublicURL,
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, MaxAttempts: cfg.MaxAttempts,
-		SendTimeout: cfg.SendTimeout, Lease: cfg.Lease}
+		SendTimeout: cfg.SendTimeout, Lease: cfg.Lease, Senders: cfg.Senders}
 }
 
 // Sender works through the delivery log: it claims due deliveries, skips what must not
 // be sent any more, renders and sends the rest, and records the outcome.
+//
+// A claimed batch is sent by up to Senders goroutines, each taking the next delivery when
+// it is done with one; the driver keeps as many connections open.
 //
 // Several senders (replicas) may run against one database: a claim takes due rows with
 // SELECT … FOR UPDATE SKIP LOCKED and leases them (next_attempt_at moves to now+Lease)
@@ -103,6 +109,7 @@ type Sender struct {
 	max      time.Duration
 	attempts int
 	batch    int
+	senders  int
 	timeout  time.Duration
 	lease    time.Duration
 	poll     time.Duration
@@ -125,7 +132,7 @@ func NewSender(c SenderConfig) (*Sender, error) {
 	}
 	s := &Sender{pool: c.Pool, driver: c.Driver, secrets: c.Secrets, render: r, from: c.From,
 		clock: c.Clock, rand: c.Rand, log: c.Logger, base: c.RetryBase, max: c.RetryMax, attempts: c.MaxAttempts,
-		batch: c.BatchSize, timeout: c.SendTimeout, lease: c.Lease, poll: c.PollInterval}
+		batch: c.BatchSize, senders: orDefault(c.Senders, DefaultSenders), timeout: c.SendTimeout, lease: c.Lease, poll: c.PollInterval}
 	if s.clock == nil {
 		s.clock = domain.SystemClock{}
 	}
@@ -203,28 +210,77 @@ type claimed struct {
 	attempt int // the attempts value written by the claim: the fencing token
 }
 
-// SendDue claims the deliveries due now (at most BatchSize), sends them, and records
-// each outcome. Tests call it directly as the step function of Run.
+// SendDue claims the deliveries due now (at most BatchSize), sends them, up to Senders
+// at once, and records each outcome. Tests call it directly as the step function of Run.
 func (s *Sender) SendDue(ctx context.Context) (Result, error) {
 	var res Result
 	batch, err := s.claim(ctx, &res)
 	if err != nil {
 		return res, err
 	}
-	for i, c := range batch {
-		if ctx.Err() != nil {
-			// Shutting down: hand back what was not attempted, so it neither waits for the
-			// lease nor loses an attempt.
-			s.release(batch[i:])
-			return res, ctx.Err()
-		}
-		o, err := s.deliver(ctx, c)
-		res.add(o)
-		if err != nil {
-			return res, err
-		}
+	o, err := s.sendAll(ctx, batch)
+	res.add(o)
+	return res, err
+}
+
+// sendAll delivers a claimed batch with up to Senders goroutines, each taking the next
+// delivery when it is done with one. Once ctx ends (shutdown) or recording an outcome
+// fails, no further delivery starts, and those not attempted are handed back so they
+// neither wait for the lease nor lose an attempt.
+func (s *Sender) sendAll(ctx context.Context, batch []claimed) (Result, error) {
+	var (
+		mu       sync.Mutex
+		res      Result
+		firstErr error
+		unsent   []claimed
+		wg       sync.WaitGroup
+	)
+	next := make(chan claimed)
+	for range min(s.senders, len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range next {
+				mu.Lock()
+				stop := ctx.Err() != nil || firstErr != nil
+				if stop {
+					unsent = append(unsent, c)
+				}
+				mu.Unlock()
+				if stop {
+					continue
+				}
+				o, err := s.deliver(ctx, c)
+				mu.Lock()
+				res.add(o)
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
 	}
-	return res, nil
+	for i, c := range batch {
+		mu.Lock()
+		stop := ctx.Err() != nil || firstErr != nil
+		if stop {
+			unsent = append(unsent, batch[i:]...)
+		}
+		mu.Unlock()
+		if stop {
+			break
+		}
+		next <- c
+	}
+	close(next)
+	wg.Wait()
+	if len(unsent) > 0 {
+		s.release(unsent)
+	}
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return res, firstErr
 }
 
 // release undoes the claim of deliveries that were not attempted.

@@ -40,7 +40,7 @@ type fixture struct {
 	rev    map[string]uint64
 }
 
-func openPool(t *testing.T) *pgxpool.Pool {
+func openPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, testdb.New(t))
@@ -56,14 +56,17 @@ func openPool(t *testing.T) *pgxpool.Pool {
 
 // newFixture: Postgres with the mailer's tables, an SMTP server, and a sender with
 // base 10s / max 80s backoff, 4 attempts and a jitter of exactly 0.5.
-func newFixture(t *testing.T, tune ...func(*mailer.SenderConfig)) *fixture {
+func newFixture(t testing.TB, tune ...func(*mailer.SenderConfig)) *fixture {
 	t.Helper()
 	f := &fixture{pool: openPool(t), clock: newClock(), keys: testkit.Keyring(t, "k1"), srv: new(testkit.SMTPServer).Start(t), rev: map[string]uint64{}}
 	f.proj = mailer.NewProjection(f.clock)
-	drv, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: f.srv.Addr, TLS: mailer.TLSNone, Timeout: 5 * time.Second})
+	// As many sessions as the default number of senders, as mailer.NewDriver does.
+	drv, err := mailer.NewSMTPDriver(mailer.SMTPConfig{Addr: f.srv.Addr, TLS: mailer.TLSNone, Timeout: 5 * time.Second,
+		Conns: mailer.DefaultSenders})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = drv.Close() })
 	f.cfg = mailer.SenderConfig{Pool: f.pool, Driver: drv, Secrets: f.keys, From: "Self Password Reset <no-reply@reset.example.org>",
 		PublicURL: publicURL, RetryBase: 10 * time.Second, RetryMax: 80 * time.Second, MaxAttempts: 4,
 		Clock: f.clock, Rand: fixedRand(0.5), Logger: quiet}
@@ -74,7 +77,7 @@ func newFixture(t *testing.T, tune ...func(*mailer.SenderConfig)) *fixture {
 	return f
 }
 
-func (f *fixture) newSender(t *testing.T, cfg mailer.SenderConfig) *mailer.Sender {
+func (f *fixture) newSender(t testing.TB, cfg mailer.SenderConfig) *mailer.Sender {
 	t.Helper()
 	s, err := mailer.NewSender(cfg)
 	if err != nil {
@@ -92,7 +95,7 @@ func (f *fixture) record(s string, ev domain.Event) eventstore.RecordedEvent {
 }
 
 // apply runs the projection on an event in its own transaction, as the runner does.
-func (f *fixture) apply(t *testing.T, rec eventstore.RecordedEvent, ev domain.Event) {
+func (f *fixture) apply(t testing.TB, rec eventstore.RecordedEvent, ev domain.Event) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := f.pool.Begin(ctx)
@@ -108,7 +111,7 @@ func (f *fixture) apply(t *testing.T, rec eventstore.RecordedEvent, ev domain.Ev
 	}
 }
 
-func (f *fixture) emit(t *testing.T, ev domain.Event) eventstore.RecordedEvent {
+func (f *fixture) emit(t testing.TB, ev domain.Event) eventstore.RecordedEvent {
 	t.Helper()
 	rec := f.record(stream, ev)
 	f.apply(t, rec, ev)
@@ -687,9 +690,10 @@ func TestNewSenderChecksItsConfiguration(t *testing.T) {
 	}
 }
 
-// Shutting down mid-batch records what was sent and hands back what was not attempted.
+// Shutting down mid-batch records what was sent and hands back what was not attempted
+// (one sender: the second mail is not in flight when the first is done).
 func TestShutdownReleasesUnattemptedClaims(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, func(c *mailer.SenderConfig) { c.Senders = 1 })
 	first := f.emit(t, domain.PasswordChanged{Method: domain.PasswordChangedBySelfReset, ChangedAt: f.clock.Now(), NotifyEmail: recipient})
 	f.clock.Add(time.Second)
 	second := f.emit(t, domain.PasswordChanged{Method: domain.PasswordChangedBySelfReset, ChangedAt: f.clock.Now(), NotifyEmail: "john@example.org"})

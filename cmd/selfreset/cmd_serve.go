@@ -225,7 +225,10 @@ func (s *server) buildWorker(ctx context.Context) error {
 	// The intake drains its running commands itself when ctx ends (Router.Close).
 	s.start("reset intake", worker.Run)
 	s.start("projections", runner.Run)
-	s.start("mailer", sender.Run)
+	s.start("mailer", func(ctx context.Context) error {
+		defer func() { _ = mailer.CloseDriver(driver) }() // the smtp driver's open sessions
+		return sender.Run(ctx)
+	})
 	if sealer := newSealer(s.app, s.cfg, h, c.log); sealer != nil {
 		s.start("audit sealer", sealer.Run)
 	}

@@ -41,6 +41,9 @@ type Server struct {
 	// OnMessage, when set, is called with each accepted message instead of keeping it
 	// (Messages then stays empty): a long load run counts and drops what it receives.
 	OnMessage func(Message)
+	// OnData, when set, is called at the end of each DATA before the message is taken; a
+	// test blocks in it to hold messages in flight.
+	OnData func()
 
 	// Addr is the host:port it listens on, once listening.
 	Addr string
@@ -52,6 +55,8 @@ type Server struct {
 	refuse   map[string]*smtp.SMTPError // by recipient: the reply to RCPT TO
 	tempFail int                        // answer the next n RCPT TO with ErrGreylisted
 	dataFail *smtp.SMTPError            // the reply to the end of DATA
+	conns    map[net.Conn]bool          // open connections
+	dialed   int                        // connections ever opened
 }
 
 // Message is one message the server accepted, with its envelope and taken apart.
@@ -80,6 +85,7 @@ var ErrGreylisted = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4
 // until Close.
 func (s *Server) Listen(addr string) error {
 	s.refuse = map[string]*smtp.SMTPError{}
+	s.conns = map[net.Conn]bool{}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		_, isTLS := c.TLSConnectionState()
 		return &session{s: s, tls: isTLS}, nil
@@ -89,10 +95,11 @@ func (s *Server) Listen(addr string) error {
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	srv.TLSConfig = s.TLS
 	srv.AllowInsecureAuth = s.TLS == nil
-	ln, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("smtp sink: %w", err)
 	}
+	var ln net.Listener = &countingListener{Listener: tcp, s: s}
 	if s.ImplicitTLS {
 		ln = tls.NewListener(ln, s.TLS)
 	}
@@ -177,6 +184,59 @@ func (s *Server) TempFail(n int) { s.mu.Lock(); defer s.mu.Unlock(); s.tempFail 
 // FailData answers the end of DATA with e from now on (nil: accept again).
 func (s *Server) FailData(e *smtp.SMTPError) { s.mu.Lock(); defer s.mu.Unlock(); s.dataFail = e }
 
+// Connections returns how many connections clients opened so far and how many are open.
+func (s *Server) Connections() (opened, open int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dialed, len(s.conns)
+}
+
+// DropConnections closes every open connection without a word, as a relay that timed
+// out idle sessions would.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// countingListener keeps track of the connections it accepts (below TLS: one per TCP
+// connection, however often the client says EHLO).
+type countingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, s: l.s}
+	l.s.mu.Lock()
+	l.s.conns[tc] = true
+	l.s.dialed++
+	l.s.mu.Unlock()
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	s *Server
+}
+
+func (c *trackedConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
+}
+
 type session struct {
 	s    *Server
 	tls  bool
@@ -230,6 +290,9 @@ func (se *session) Data(r io.Reader) error {
 		return err
 	}
 	time.Sleep(se.s.Delay)
+	if se.s.OnData != nil {
+		se.s.OnData()
+	}
 	m := Message{Received: time.Now(), From: se.from, To: append([]string(nil), se.to...), Data: raw, TLS: se.tls, User: se.user}
 	m.Err = m.parse()
 	if se.s.Strict {
