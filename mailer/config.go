@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"selfreset/domain"
 )
 
 // Drivers and defaults. config.FromEnv reads the settings (SELFRESET_MAIL_DRIVER, …)
@@ -80,7 +82,7 @@ type SMTPConfig struct {
 	MaxAge      time.Duration
 	MaxMessages int
 	// Clock tells session ages (nil: the system clock); tests move it.
-	Clock Clock
+	Clock domain.Clock
 }
 
 // MailgunConfig configures the mailgun driver.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"selfreset/domain"
 )
 
 // SMTP driver defaults (SMTPConfig's zero values).
@@ -36,7 +38,7 @@ const (
 type SMTPDriver struct {
 	cfg   SMTPConfig
 	host  string
-	clock Clock
+	clock domain.Clock
 
 	mu     sync.Mutex
 	idle   []*smtpSession // most recently used last
@@ -76,7 +78,7 @@ func NewSMTPDriver(cfg SMTPConfig) (*SMTPDriver, error) {
 	cfg.MaxMessages = orDefault(cfg.MaxMessages, DefaultSMTPMaxMessages)
 	d := &SMTPDriver{cfg: cfg, host: host, clock: cfg.Clock}
 	if d.clock == nil {
-		d.clock = systemClock{}
+		d.clock = domain.SystemClock{}
 	}
 	return d, nil
 }
