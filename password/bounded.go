@@ -16,10 +16,13 @@ type Computer interface {
 }
 
 // Bounded runs at most n computations of its Computer at once. Each argon2id run holds
-// its memory parameter (19 MiB by default) for its whole duration, so without a bound a
-// burst of 50 logins or password changes would hold 50 × 19 MiB at once; with one, the
+// its memory parameter (7 MiB by default) for its whole duration, so without a bound a
+// burst of 50 logins or password changes would hold 50 × 7 MiB at once; with one, the
 // extra callers wait in line (first come, first served) holding nothing but a goroutine.
-// Running more at once than there are CPUs would not finish any sooner anyway.
+// Running more at once than there are CPUs would not finish any sooner anyway. A slot is
+// the memory of one of the Computer's own hashes (when it tells: Hasher.Memory); verifying
+// a hash made with more memory (older parameters) takes as many slots as it needs, up to
+// all n, so the memory held stays within n slots whatever the stored hashes.
 //
 // A caller whose context ends while it waits gets an error that wraps the context's
 // (context.Canceled or context.DeadlineExceeded); the HTTP side answers it 503.
@@ -27,8 +30,11 @@ type Bounded struct {
 	inner Computer
 	slots *semaphore.Weighted
 	n     int
+	slot  int64 // memory of one slot (the inner Computer's own), 0 when it does not tell
 	// waited, if set, is told how long each computation waited for its slot (metrics).
 	waited func(time.Duration)
+	// collect runs the garbage collector after each computation (CollectAfterEach).
+	collect bool
 }
 
 // BoundedOption configures NewBounded.
@@ -40,6 +46,17 @@ func ObserveWait(f func(time.Duration)) BoundedOption {
 	return func(b *Bounded) { b.waited = f }
 }
 
+// CollectAfterEach has the garbage collector run after each computation, before its slot
+// is given back. The argon2id block a computation allocates is garbage once it returns;
+// collected at once, its memory is reused by the next computation instead of piling up
+// until the collector's next turn, so peak memory stays near the live heap plus one
+// block per slot. It costs a collection per computation (the blocks hold no pointers,
+// so a collection only marks the rest of the heap): a process that hashes a lot and
+// has little memory (serve) trades that CPU for the memory.
+func CollectAfterEach() BoundedOption {
+	return func(b *Bounded) { b.collect = true }
+}
+
 // NewBounded queues inner's computations through n slots; n ≤ 0 means one per CPU the
 // Go scheduler uses (runtime.GOMAXPROCS).
 func NewBounded(inner Computer, n int, opts ...BoundedOption) *Bounded {
@@ -47,6 +64,9 @@ func NewBounded(inner Computer, n int, opts ...BoundedOption) *Bounded {
 		n = runtime.GOMAXPROCS(0)
 	}
 	b := &Bounded{inner: inner, slots: semaphore.NewWeighted(int64(n)), n: n}
+	if m, ok := inner.(interface{ Memory() int64 }); ok {
+		b.slot = m.Memory()
+	}
 	for _, o := range opts {
 		o(b)
 	}
@@ -58,27 +78,44 @@ func (b *Bounded) Slots() int { return b.n }
 
 // Hash waits for a slot, then hashes password.
 func (b *Bounded) Hash(ctx context.Context, password string) (string, error) {
-	if err := b.acquire(ctx); err != nil {
+	if err := b.acquire(ctx, 1); err != nil {
 		return "", err
 	}
-	defer b.slots.Release(1)
+	defer b.release(1)
 	return b.inner.Hash(password)
 }
 
 // Verify waits for a slot, then checks password against hash (see Hasher.Verify).
 func (b *Bounded) Verify(ctx context.Context, password, hash string) (bool, error) {
-	if err := b.acquire(ctx); err != nil {
+	w := b.weight(hash)
+	if err := b.acquire(ctx, w); err != nil {
 		return false, err
 	}
-	defer b.slots.Release(1)
+	defer b.release(w)
 	return b.inner.Verify(password, hash)
 }
 
-func (b *Bounded) acquire(ctx context.Context) error {
+// weight is how many slots verifying hash takes: its memory in slots, from 1 to n.
+func (b *Bounded) weight(hash string) int64 {
+	m := hashMemory(hash)
+	if b.slot <= 0 || m <= b.slot {
+		return 1
+	}
+	return min(int64(b.n), (m+b.slot-1)/b.slot)
+}
+
+func (b *Bounded) release(w int64) {
+	if b.collect {
+		runtime.GC()
+	}
+	b.slots.Release(w)
+}
+
+func (b *Bounded) acquire(ctx context.Context, w int64) error {
 	if b.waited != nil {
 		defer func(start time.Time) { b.waited(time.Since(start)) }(time.Now())
 	}
-	if err := b.slots.Acquire(ctx, 1); err != nil {
+	if err := b.slots.Acquire(ctx, w); err != nil {
 		return fmt.Errorf("password: waiting for a hashing slot: %w", err)
 	}
 	return nil

@@ -73,15 +73,15 @@ func TestOtherParamsVerify(t *testing.T) {
 
 func TestDefaultParams(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: hashes with the production argon2id parameters (19 MiB, slow by design); runs in `make test`")
+		t.Skip("-short: hashes with the production argon2id parameters (slow by design); runs in `make test`")
 	}
 	h := hasher(t, password.DefaultParams)
 	hash, err := h.Hash("correct horse battery staple")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(hash, "$argon2id$v=19$m=19456,t=2,p=1$") {
-		t.Errorf("PHC string %q does not carry OWASP's argon2id minimum", hash)
+	if !strings.HasPrefix(hash, "$argon2id$v=19$m=7168,t=5,p=1$") {
+		t.Errorf("PHC string %q does not carry OWASP's argon2id minimum for 7 MiB", hash)
 	}
 	if ok, err := h.Verify("correct horse battery staple", hash); err != nil || !ok {
 		t.Errorf("Verify = %v, %v", ok, err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -31,12 +32,16 @@ import (
 // Each command has its own table (one topic each: a cqrs handler acks messages of
 // another command type as "not mine", so two commands must never share a queue). The
 // queue is watermill-sql's PostgreSQLQueueSchema with two changes (queueSchema):
-// SELECT … FOR UPDATE SKIP LOCKED under READ COMMITTED, one row at a time, so any number
-// of subscribers, in one process or many, take distinct rows and never wait on each
-// other; and the tables come from `migrate`, not from the hot path. A row is deleted in
-// the transaction that holds its lock, after the handler returned: a crash before that
-// leaves it for the next subscriber, and the handler makes the redelivery a no-op
-// (commands.WithCommandID derives the event ids from the message uuid).
+// SELECT … FOR UPDATE SKIP LOCKED under READ COMMITTED, a few rows at a time (claimBatch),
+// so any number of subscribers, in one process or many, take distinct rows and never
+// wait on each other; and the tables come from `migrate`, not from the hot path. A row is
+// deleted in the transaction that holds its lock, after the handler returned: a crash
+// before that leaves it for the next subscriber, and the handler makes the redelivery a
+// no-op (commands.WithCommandID derives the event ids from the message uuid). For the
+// same reason that transaction commits without waiting for its WAL flush
+// (synchronous_commit off on the worker's queue pool): a delete lost in a database crash
+// is one more redelivery, while the decision it follows was committed durably by the
+// event store, and the row itself by the publisher, before the 202.
 
 // Topics (and their tables).
 const (
@@ -99,12 +104,18 @@ type queueSchema struct {
 	wsql.PostgreSQLQueueSchema
 }
 
+// claimBatch is how many rows a subscriber claims in one transaction. watermill-sql hands
+// them to the handler one after another and deletes the decided ones in one statement
+// before one commit (queueOffsets), so the claim, delete and commit are paid once per
+// batch instead of once per command. A crash redelivers at most a batch per subscriber,
+// which the command ids make a no-op. Small, so that a short queue still spreads over
+// the subscribers rather than waiting behind one.
+const claimBatch = 4
+
 func newQueueSchema() queueSchema {
 	return queueSchema{wsql.PostgreSQLQueueSchema{
 		GenerateMessagesTableName: tableName,
-		// One row per transaction: a crash redelivers at most one message per
-		// subscriber, and watermill-sql acks a whole batch even after a nack within it.
-		SubscribeBatchSize: 1,
+		SubscribeBatchSize:        claimBatch,
 	}}
 }
 
@@ -113,7 +124,7 @@ func (s queueSchema) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, err
 		return wsql.Query{}, errors.New("reset: the intake queue has no consumer groups")
 	}
 	return wsql.Query{Query: `SELECT "offset", uuid, payload, metadata FROM ` + tableName(params.Topic) +
-		` WHERE acked = false ORDER BY "offset" LIMIT 1 FOR UPDATE SKIP LOCKED`}, nil
+		` WHERE acked = false ORDER BY "offset" LIMIT ` + strconv.Itoa(s.SubscribeBatchSize) + ` FOR UPDATE SKIP LOCKED`}, nil
 }
 
 // SubscribeIsolationLevel: READ COMMITTED, so a row another subscriber deleted after
@@ -123,6 +134,34 @@ func (queueSchema) SubscribeIsolationLevel() stdsql.IsolationLevel { return stds
 // SchemaInitializingQueries: none; Migrate creates the tables.
 func (queueSchema) SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	return nil, nil
+}
+
+// queueOffsets deletes only the rows of a claimed batch that were decided. watermill-sql
+// stops handing out a batch when the subscriber closes, and then acks it with every
+// claimed row in Rows; the rows it handed out, in offset order, end at LastRow. The
+// rest stay queued for the next subscriber.
+type queueOffsets struct {
+	wsql.PostgreSQLQueueOffsetsAdapter
+}
+
+func newQueueOffsets() queueOffsets {
+	return queueOffsets{wsql.PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true, GenerateMessagesTableName: tableName}}
+}
+
+func (a queueOffsets) AckMessageQuery(params wsql.AckMessageQueryParams) (wsql.Query, error) {
+	params.Rows = decidedRows(params.Rows, params.LastRow)
+	return a.PostgreSQLQueueOffsetsAdapter.AckMessageQuery(params)
+}
+
+// decidedRows are the rows of a batch up to and including last.
+func decidedRows(rows []wsql.Row, last wsql.Row) []wsql.Row {
+	out := make([]wsql.Row, 0, len(rows))
+	for _, r := range rows {
+		if r.Offset <= last.Offset {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 //go:embed migrations/*.sql
@@ -211,6 +250,9 @@ type WorkerConfig struct {
 	// NoTypedAddressNotice turns off the "Password Reset Error" email to a typed address
 	// that is not the account's verified one (SELFRESET_NOTIFY_UNKNOWN_RECIPIENTS=false).
 	NoTypedAddressNotice bool
+	// ackDeadline is how long a subscriber waits for one command of its batch before it
+	// gives the batch's undecided rows back (handlerTimeout; shorter in tests).
+	ackDeadline time.Duration
 }
 
 // Worker consumes the intake queue: a watermill Router with a cqrs CommandProcessor.
@@ -240,12 +282,17 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 	if c.PollInterval <= 0 {
 		c.PollInterval = 100 * time.Millisecond
 	}
+	if c.ackDeadline <= 0 {
+		c.ackDeadline = handlerTimeout
+	}
 	resenders := max(1, c.Concurrency/4)
 	// Subscribers hold a connection for as long as a command runs, and commands need
 	// connections of their own (event store, read models): a pool of its own keeps the
 	// queue from starving them.
 	pcfg := c.Pool.Config()
 	pcfg.MaxConns = int32(c.Concurrency + resenders)
+	// This pool only claims and deletes queue rows (see the top of the file).
+	pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("reset: intake pool: %w", err)
@@ -272,8 +319,9 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
 			return wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
 				SchemaAdapter:  newQueueSchema(),
-				OffsetsAdapter: wsql.PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true, GenerateMessagesTableName: tableName},
+				OffsetsAdapter: newQueueOffsets(),
 				PollInterval:   c.PollInterval,
+				AckDeadline:    &c.ackDeadline,
 				ResendInterval: 100 * time.Millisecond,
 				RetryInterval:  time.Second,
 			}, wlog)

@@ -272,6 +272,79 @@ func TestTransientFailuresAndContentionLoseNothing(t *testing.T) {
 	}
 }
 
+// stuckOn fails every RequestResetToken for one login (a command that cannot be decided
+// yet) and passes the others through.
+type stuckOn struct {
+	Commands
+	login string
+}
+
+func (c stuckOn) RequestResetToken(ctx context.Context, r commands.RequestResetToken) (string, error) {
+	if r.Login == c.login {
+		return "", errors.New("store unreachable for this account")
+	}
+	return c.Commands.RequestResetToken(ctx, r)
+}
+
+// A subscriber claims claimBatch rows at once. When one of them cannot be decided within
+// the ack deadline, the subscriber gives the batch back: it deletes the rows decided
+// before it and leaves the rest queued (watermill-sql's own ack would delete them all),
+// and the next worker decides them.
+func TestAStuckCommandGivesTheRestOfItsBatchBack(t *testing.T) {
+	f := newFixture(t)
+	logins := []string{"jane", "stuck", "ghost1", "ghost2"} // one batch, in this order
+	if len(logins) != claimBatch {
+		t.Fatalf("the test queues %d rows; claimBatch is %d", len(logins), claimBatch)
+	}
+	for _, l := range logins {
+		if _, err := f.svc.RequestReset(f.ctx, "ACME", l, l+"@example.org"); err != nil { // jane's address matches
+			t.Fatal(err)
+		}
+	}
+	w, err := NewWorker(f.ctx, WorkerConfig{Pool: f.store.Pool(), Commands: stuckOn{Commands: f.cmds, login: "stuck"},
+		Keyring: f.keys, Concurrency: 1, PollInterval: 5 * time.Millisecond, ackDeadline: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(f.ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	// With one subscriber the stuck row stays first in every claim: once the deadline has
+	// given a batch back, only jane's row may be gone.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := Pending(f.ctx, f.store.Pool())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < len(logins) {
+			if n != len(logins)-1 {
+				t.Fatalf("%d commands left queued, want the %d undecided ones", n, len(logins)-1)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batch was never given back")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := count(f.stream(domain.UserStream("ACME", "jane")), "ResetTokenIssued"); n != 1 {
+		t.Errorf("jane: %d tokens, want 1", n)
+	}
+	if n := count(f.unmatched(), "ResetRequestRejected"); n != 0 {
+		t.Fatalf("%d rows behind the stuck one decided, want 0", n)
+	}
+	f.runWorker(f.cmds, 1)
+	f.drain()
+	if n := count(f.unmatched(), "ResetRequestRejected"); n != 3 {
+		t.Errorf("after the restart %d unmatched refusals, want 3 (stuck, ghost1, ghost2)", n)
+	}
+}
+
 func TestResendAndCompleteAnswers(t *testing.T) {
 	f := newFixture(t)
 	f.runWorker(f.cmds, 2)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
 
 	esdbc "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -84,7 +87,7 @@ func (c *cli) openEventStore(ctx context.Context, cfg config.Config) (eventstore
 		}
 		return s, nil
 	default:
-		return c.openPostgres(ctx, cfg.EventStoreURL)
+		return c.openPostgres(ctx, withPoolSize(cfg.EventStoreURL, storePoolConns(cfg.ResetWorkers)))
 	}
 }
 
@@ -95,6 +98,28 @@ func (c *cli) openPostgres(ctx context.Context, url string) (*postgres.Store, er
 		return nil, fmt.Errorf("cannot reach PostgreSQL: %w", err)
 	}
 	return s, nil
+}
+
+// storePoolConns is the event store pool's size unless the URL sets pool_max_conns: a
+// connection for each intake command deciding at once (resetWorkers), and 4 for the rest
+// (HTTP commands, the consumers, the mailer). pgx's own default, 4 on 2 CPUs, left the
+// intake's commands waiting for a connection: the HTTP harness decided 25–35 forgot-password
+// requests a second with it and 55–64 with 12 (docs/benchmarks.md).
+func storePoolConns(resetWorkers int) int { return 4 + resetWorkers }
+
+// withPoolSize sets pool_max_conns to conns in a PostgreSQL URL or keyword/value string
+// that does not set it already.
+func withPoolSize(dsn string, conns int) string {
+	if dsn == "" || strings.Contains(dsn, "pool_max_conns") {
+		return dsn
+	}
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set("pool_max_conns", strconv.Itoa(conns))
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " pool_max_conns=" + strconv.Itoa(conns)
 }
 
 // Close releases the store.
@@ -117,7 +142,9 @@ func (a *app) commands() (*commands.Handler, error) {
 	}
 	var (
 		observer commands.Observer
-		bounded  []password.BoundedOption
+		// Each argon2id block collected as soon as its computation ends: serve's peak
+		// memory is then the live heap plus one block per slot (issue 11: < 60 MB).
+		bounded = []password.BoundedOption{password.CollectAfterEach()}
 	)
 	if a.metrics != nil {
 		observer = a.metrics

@@ -186,9 +186,9 @@ func (s *server) buildCommands() error {
 		s.start("metrics", func(ctx context.Context) error { return serveMetrics(ctx, s.cli, s.app, m, pool, h, ln) })
 	}
 	if strings.TrimSpace(s.cli.getenv("GOMEMLIMIT")) == "" {
-		// Each argon2id run leaves a 19 MiB block behind; with the collector's default
-		// pacing a burst's worth lingers before it runs. A soft limit sized to what the
-		// hashing slots can hold keeps peak memory near what is live. GOMEMLIMIT overrides.
+		// The hashing slots collect each argon2id block as soon as it is done with
+		// (password.CollectAfterEach); the soft limit is the backstop that keeps the rest
+		// of the garbage (requests, pools) from piling up on top. GOMEMLIMIT overrides.
 		debug.SetMemoryLimit(serveMemoryLimit(s.app.hashSlots))
 	}
 	s.keys, err = s.cfg.Keyring()
@@ -344,14 +344,15 @@ func every(period time.Duration, fn func(ctx context.Context)) func(context.Cont
 	}
 }
 
-// serveBaseMemory is what serve holds besides password hashing (pools, caches, request
-// buffers), for the soft memory limit.
-const serveBaseMemory = 24 << 20
+// serveBaseMemory is what serve's runtime holds besides password hashing (live heap of
+// pools, caches and requests, stacks, collector metadata), for the soft memory limit:
+// about 14 MiB live under the HTTP harness, plus room for garbage between collections.
+const serveBaseMemory = 20 << 20
 
 // serveMemoryLimit is serve's default soft memory limit: the base plus, per hashing slot,
-// two argon2id blocks (the one in use and the one its last run left for the collector).
+// the argon2id block in use (the one its last run left is collected when the run ends).
 func serveMemoryLimit(hashSlots int) int64 {
-	return serveBaseMemory + int64(hashSlots)*2*password.MemoryBytes(password.DefaultParams)
+	return serveBaseMemory + int64(hashSlots)*password.MemoryBytes(password.DefaultParams)
 }
 
 // eventStorePing makes the event store answer /readyz, whichever adapter it is: reading

@@ -34,7 +34,7 @@ const rssLimit = 150_000_000
 
 // TestPeakRSSOfConcurrentCompletes is issue 8's "peak RSS of serve during 50 concurrent
 // completes stays under 150 MB": a `serve` process, 50 accounts whose passwords are
-// argon2id hashes with the production parameters (19 MiB each), 50 tokens issued through
+// argon2id hashes with the production parameters (password.DefaultParams), 50 tokens issued through
 // Forgot Password and mailed to an SMTP sink, then 50 concurrent
 // POST /api/v1/password-resets/{id}/complete — each verifies the old hash and hashes the
 // new password. VmHWM (peak RSS) is read from /proc before and after. With the default

@@ -1,0 +1,18 @@
+package main
+
+import "testing"
+
+func TestWithPoolSize(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"url", "postgres://u@db:5432/app?sslmode=disable", "postgres://u@db:5432/app?pool_max_conns=12&sslmode=disable"},
+		{"postgresql scheme", "postgresql://db/app", "postgresql://db/app?pool_max_conns=12"},
+		{"set by the operator", "postgres://db/app?pool_max_conns=30", "postgres://db/app?pool_max_conns=30"},
+		{"keyword/value", "host=db dbname=app", "host=db dbname=app pool_max_conns=12"},
+		{"keyword/value set", "host=db pool_max_conns=2", "host=db pool_max_conns=2"},
+		{"empty", "", ""},
+	} {
+		if got := withPoolSize(tc.in, storePoolConns(8)); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
