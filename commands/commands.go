@@ -225,10 +225,9 @@ func (h *Handler) LoadProvider(ctx context.Context, code string) (domain.Provide
 }
 
 // LoadUser folds a user's stream; Registered is false when there is no such user.
-// The second result is the stream revision, for callers that cache by it.
-func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User, uint64, error) {
-	u, l, err := h.unit().user(ctx, code, login)
-	return u, l.revision, err
+func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User, error) {
+	u, _, err := h.unit().user(ctx, code, login)
+	return u, err
 }
 
 // append encodes events and appends them to stream under expected.

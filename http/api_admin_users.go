@@ -242,7 +242,7 @@ func (s *Server) sendReset(ctx context.Context, c commands.UserCommand) (string,
 	if _, err := s.adminCmds().SendPasswordReset(ctx, c); err != nil {
 		return "", err
 	}
-	u, _, err := s.cmds.LoadUser(ctx, c.Provider, c.Login)
+	u, err := s.cmds.LoadUser(ctx, c.Provider, c.Login)
 	if err != nil {
 		return "", err
 	}

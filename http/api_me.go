@@ -144,7 +144,7 @@ func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, err)
 		return
 	}
-	u, _, err := s.cmds.LoadUser(r.Context(), p.Session.Provider, p.Session.Login)
+	u, err := s.cmds.LoadUser(r.Context(), p.Session.Provider, p.Session.Login)
 	if err != nil {
 		s.WriteError(w, r, err)
 		return
