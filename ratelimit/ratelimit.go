@@ -19,17 +19,14 @@ package ratelimit
 import (
 	"context"
 	"crypto/sha256"
-	"embed"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/domain"
-	"selfreset/internal/pgmigrate"
 )
 
 // DB is what the limiter needs of PostgreSQL; *pgxpool.Pool satisfies it.
@@ -162,19 +159,4 @@ func (l *Limiter) Cleanup(ctx context.Context) (int, error) {
 		}
 	}
 	return total, nil
-}
-
-//go:embed migrations/*.sql
-var migrationFiles embed.FS
-
-// migrationsTable records the schema version of this package's table.
-const migrationsTable = "ratelimit_migrations"
-
-// Migrate creates or upgrades the rate_limits table (idempotent, safe from several
-// processes at once: golang-migrate holds an advisory lock).
-func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	if err := pgmigrate.Up(ctx, pool, migrationFiles, "migrations", migrationsTable); err != nil {
-		return fmt.Errorf("ratelimit: migrate: %w", err)
-	}
-	return nil
 }
