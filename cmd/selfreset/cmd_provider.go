@@ -7,19 +7,11 @@ import (
 	"selfreset/commands"
 )
 
-var providerGroup = group{
-	name:    "provider",
-	summary: "register providers (agencies) and allow or revoke Self Password Reset for them",
-	run: func(ctx context.Context, c *cli, args []string) error {
-		return c.dispatchSub(ctx, "provider", providerCommands, args)
-	},
-}
-
-var providerCommands = []subcommand{
+var providerGroup = verbGroup("provider", "register providers (agencies) and allow or revoke Self Password Reset for them", []subcommand{
 	{"add", "register a provider: --code C --name N [--allow-self-reset]", runProviderAdd},
 	{"allow-self-reset", "let the provider's users be enabled for Self Password Reset: --code C", runProviderAllow},
 	{"revoke-self-reset", "withdraw that; pending requests are then refused: --code C", runProviderRevoke},
-}
+})
 
 func runProviderAdd(ctx context.Context, c *cli, args []string) error {
 	const cmd = "provider add"

@@ -13,15 +13,7 @@ import (
 	"selfreset/domain"
 )
 
-var userGroup = group{
-	name:    "user",
-	summary: "register users and change an account's status (admin lock, deactivate, delete)",
-	run: func(ctx context.Context, c *cli, args []string) error {
-		return c.dispatchSub(ctx, "user", userCommands, args)
-	},
-}
-
-var userCommands = []subcommand{
+var userGroup = verbGroup("user", "register users and change an account's status (admin lock, deactivate, delete)", []subcommand{
 	{"add", "register a user: --provider C --login L --name N [--role user-admin|auditor] --password-stdin", runUserAdd},
 	statusCommand("lock", "admin-lock the account (only an admin unlock lifts it; no reset token is issued)", "admin-locked",
 		(*commands.Handler).AdminLock),
@@ -33,7 +25,7 @@ var userCommands = []subcommand{
 		(*commands.Handler).Reactivate),
 	statusCommand("delete", "delete the account for good (its history stays)", "deleted",
 		(*commands.Handler).Delete),
-}
+})
 
 // maxPasswordInput bounds what --password-stdin reads; the policy allows 128 characters.
 const maxPasswordInput = 4096

@@ -200,6 +200,13 @@ type subcommand struct {
 	run     func(ctx context.Context, c *cli, args []string) error
 }
 
+// verbGroup is a group whose every use names one of its verbs ("provider add").
+func verbGroup(name, summary string, verbs []subcommand) group {
+	return group{name: name, summary: summary, run: func(ctx context.Context, c *cli, args []string) error {
+		return c.dispatchSub(ctx, name, verbs, args)
+	}}
+}
+
 // dispatchSub runs the subcommand args[0] of group.
 func (c *cli) dispatchSub(ctx context.Context, group string, subs []subcommand, args []string) error {
 	names := make([]string, len(subs))
