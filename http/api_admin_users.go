@@ -95,9 +95,7 @@ func (s *Server) adminAction(run func(a AdminCommands, ctx context.Context, c co
 		if !ok {
 			return
 		}
-		var req struct{}
-		if e := decodeOptionalJSON(r, &req); e != nil {
-			writeAPIError(w, e)
+		if !readNoParams(w, r) {
 			return
 		}
 		if err := run(s.adminCmds(), r.Context(), c); err != nil {
@@ -133,9 +131,8 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, errNotConfigured)
 		return
 	}
-	var req createUserRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[createUserRequest](w, r)
+	if !ok {
 		return
 	}
 	login := domain.NormalizeLogin(req.LoginName)
@@ -169,9 +166,8 @@ func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req deleteUserRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[deleteUserRequest](w, r)
+	if !ok {
 		return
 	}
 	if !confirmsLogin(req.ConfirmLogin, c.Login) {
@@ -223,9 +219,7 @@ func (s *Server) handleSendPasswordReset(w http.ResponseWriter, r *http.Request)
 	if !ok {
 		return
 	}
-	var req struct{}
-	if e := decodeOptionalJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	if !readNoParams(w, r) {
 		return
 	}
 	sentTo, err := s.sendReset(r.Context(), c)
@@ -258,9 +252,8 @@ type changePasswordRequest struct {
 // POST /api/v1/me/password
 func (s *Server) handleChangeMyPassword(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	var req changePasswordRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[changePasswordRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.CurrentPassword == "" || req.NewPassword == "" {

@@ -76,9 +76,8 @@ func resetError(err error) error {
 
 // POST /api/v1/password-resets
 func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
-	var req forgotRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[forgotRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.LoginName == "" || req.ProviderCode == "" || req.Email == "" {
@@ -108,9 +107,7 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, ErrResetNotFound)
 		return
 	}
-	var req struct{}
-	if e := decodeOptionalJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	if !readNoParams(w, r) {
 		return
 	}
 	if !s.limit(w, r, LimitResend, ref.Provider+"/"+ref.Login) {
@@ -138,9 +135,8 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, ErrResetNotFound)
 		return
 	}
-	var req completeRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[completeRequest](w, r)
+	if !ok {
 		return
 	}
 	if !s.limit(w, r, LimitToken, ref.Provider+"/"+ref.Login) {
