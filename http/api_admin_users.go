@@ -61,26 +61,15 @@ func (s *Server) adminCmds() AdminCommands {
 	return a
 }
 
-// adminTarget reads {code} and {login} and checks, before the target is looked at, that
-// the caller administers that provider (so nobody learns which logins exist elsewhere).
-// When it returns false it has answered.
+// adminTarget is routeUser for the commands only AdminCommands offer: 501 where the
+// handler lacks them. When it returns false it has answered.
 func (s *Server) adminTarget(w http.ResponseWriter, r *http.Request) (commands.UserCommand, bool) {
-	p := PrincipalFrom(r.Context())
-	vars := mux.Vars(r)
-	code, login := domain.NormalizeProviderCode(vars["code"]), domain.NormalizeLogin(vars["login"])
-	if !adminOf(p, code) {
-		writeAPIError(w, errForbidden)
-		return commands.UserCommand{}, false
-	}
-	if s.adminCmds() == nil {
+	c, ok := s.routeUser(w, r)
+	if ok && s.adminCmds() == nil {
 		s.WriteError(w, r, errNotConfigured)
 		return commands.UserCommand{}, false
 	}
-	if !domain.ValidLogin(login) {
-		s.WriteError(w, r, domain.ErrUserNotFound)
-		return commands.UserCommand{}, false
-	}
-	return commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login}, true
+	return c, ok
 }
 
 func noContent(w http.ResponseWriter) {
@@ -120,10 +109,8 @@ type createUserResponse struct {
 
 // POST /api/v1/providers/{code}/users
 func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	code := domain.NormalizeProviderCode(mux.Vars(r)["code"])
-	if !adminOf(p, code) {
-		writeAPIError(w, errForbidden)
+	p, code, ok := routeProvider(w, r)
+	if !ok {
 		return
 	}
 	a := s.adminCmds()

@@ -99,12 +99,22 @@ func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusAccepted, acceptedBody(a))
 }
 
+// openReset is the reset the route's reset_id names. When there is none (unknown,
+// expired or ended), notFound has answered and ok is false.
+func (s *Server) openReset(w http.ResponseWriter, r *http.Request, notFound http.HandlerFunc) (resetID string, ref reset.Ref, ok bool) {
+	resetID = mux.Vars(r)["reset_id"]
+	if ref, ok = s.resets.Open(resetID); !ok {
+		notFound(w, r)
+	}
+	return resetID, ref, ok
+}
+
+func apiResetNotFound(w http.ResponseWriter, _ *http.Request) { writeAPIError(w, ErrResetNotFound) }
+
 // POST /api/v1/password-resets/{reset_id}/resend
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+	resetID, ref, ok := s.openReset(w, r, apiResetNotFound)
 	if !ok {
-		writeAPIError(w, ErrResetNotFound)
 		return
 	}
 	if !readNoParams(w, r) {
@@ -129,10 +139,8 @@ type completeRequest struct {
 
 // POST /api/v1/password-resets/{reset_id}/complete
 func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+	resetID, ref, ok := s.openReset(w, r, apiResetNotFound)
 	if !ok {
-		writeAPIError(w, ErrResetNotFound)
 		return
 	}
 	req, ok := readJSON[completeRequest](w, r)
