@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 
 	"selfreset/commands"
 )
@@ -26,12 +25,9 @@ func runProviderAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	n := strings.TrimSpace(*name)
-	switch {
-	case n == "":
-		return usagef("%s: --name is required", cmd)
-	case len(n) > 200:
-		return usagef("%s: --name is longer than 200 bytes", cmd)
+	n, err := displayName(cmd, *name)
+	if err != nil {
+		return err
 	}
 	return c.withCommands(ctx, func(h *commands.Handler) error {
 		err := h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: normalized, Name: n, AllowSelfReset: *allow})

@@ -64,13 +64,11 @@ func runUserAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	n := strings.TrimSpace(*name)
-	switch {
-	case n == "":
-		return usagef("%s: --name is required", cmd)
-	case len(n) > 200:
-		return usagef("%s: --name is longer than 200 bytes", cmd)
-	case !*fromStdin:
+	n, err := displayName(cmd, *name)
+	if err != nil {
+		return err
+	}
+	if !*fromStdin {
 		return usagef("%s: --password-stdin is required: the password is read from standard input, never from a flag", cmd)
 	}
 	pw, err := readPassword(c.stdin)

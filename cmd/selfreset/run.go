@@ -234,6 +234,18 @@ func (c *cli) dispatchSub(ctx context.Context, group string, subs []subcommand, 
 
 // ---- argument checks shared by the command groups ----
 
+// displayName trims and checks a --name value: required, at most 200 bytes.
+func displayName(cmd, v string) (string, error) {
+	n := strings.TrimSpace(v)
+	switch {
+	case n == "":
+		return "", usagef("%s: --name is required", cmd)
+	case len(n) > 200:
+		return "", usagef("%s: --name is longer than 200 bytes", cmd)
+	}
+	return n, nil
+}
+
 // providerCode normalizes and checks a --code/--provider value.
 func providerCode(cmd, flagName, v string) (string, error) {
 	if strings.TrimSpace(v) == "" {
