@@ -76,13 +76,11 @@ func grantReadOnly(ctx context.Context, pool *pgxpool.Pool, role string) error {
 // catalog row and fails with "tuple concurrently updated" while another schema owner's
 // migration (in another process) creates an index on one of them.
 func revokePublicGrants(ctx context.Context, tx pgx.Tx, role string) error {
-	rows, err := tx.Query(ctx, `SELECT DISTINCT c.oid::regclass::text
+	// A failed Query leaves rows in an error state, which CollectRows reports.
+	rows, _ := tx.Query(ctx, `SELECT DISTINCT c.oid::regclass::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
 		     aclexplode(c.relacl) a
 		WHERE n.nspname = 'public' AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)`, role)
-	if err != nil {
-		return fmt.Errorf("role %s: list grants in public: %w", role, err)
-	}
 	rels, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("role %s: list grants in public: %w", role, err)
