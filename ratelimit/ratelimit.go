@@ -19,14 +19,17 @@ package ratelimit
 import (
 	"context"
 	"crypto/sha256"
+	"embed"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/domain"
+	"selfreset/internal/pgmigrate"
 )
 
 // DB is what the limiter needs of PostgreSQL; *pgxpool.Pool satisfies it.
@@ -159,4 +162,13 @@ func (l *Limiter) Cleanup(ctx context.Context) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrate brings the rate_limits table up to date, recording its version in
+// ratelimit_migrations (internal/pgmigrate says how, and why it is safe at every start).
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgmigrate.Up(ctx, pool, migrationFiles, "migrations", "ratelimit_migrations")
 }
