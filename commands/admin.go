@@ -78,7 +78,7 @@ func (un *unit) precheck(ctx context.Context, c UserCommand, actor domain.Actor,
 // withoutUserAdmin runs decide (a role revoke or a deletion) after taking the target out
 // of the provider's user-administrator count when they hold the role or are counted.
 // The precheck's folds serve the count and the decision (the unit's views).
-func (un *unit) withoutUserAdmin(ctx context.Context, c UserCommand, decide func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error)) error {
+func (un *unit) withoutUserAdmin(ctx context.Context, c UserCommand, decide adminDecision) error {
 	actor, err := un.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err

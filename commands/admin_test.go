@@ -66,7 +66,7 @@ func TestCreateUserWithTemporaryPassword(t *testing.T) {
 	if len(pw) < 20 {
 		t.Fatalf("temporary password %q is short", pw)
 	}
-	u, _, err := f.h.LoadUser(ctx, f.code, "newbie")
+	u, err := f.h.LoadUser(ctx, f.code, "newbie")
 	must(t, err)
 	if !u.Registered || !u.MustChangePassword {
 		t.Fatalf("created user %+v", u)
@@ -128,7 +128,7 @@ func TestSendPasswordReset(t *testing.T) {
 	admin := domain.Actor{Provider: f.code, Login: "admin"}
 	id, err := f.h.SendPasswordReset(ctx, commands.UserCommand{Actor: admin, Provider: f.code, Login: "jane"})
 	must(t, err)
-	u, _, err := f.h.LoadUser(ctx, f.code, "jane")
+	u, err := f.h.LoadUser(ctx, f.code, "jane")
 	must(t, err)
 	if u.Token == nil || u.Token.ID != id || u.Token.State != domain.TokenActive {
 		t.Fatalf("token %+v, want %s", u.Token, id)
@@ -183,7 +183,7 @@ func TestRacingRevokesKeepOneUserAdmin(t *testing.T) {
 		}
 		var holders []string
 		for _, login := range pair {
-			u, _, err := f.h.LoadUser(ctx, f.code, login)
+			u, err := f.h.LoadUser(ctx, f.code, login)
 			must(t, err)
 			if u.Roles[domain.RoleUserAdmin] {
 				holders = append(holders, login)

@@ -225,10 +225,9 @@ func (h *Handler) LoadProvider(ctx context.Context, code string) (domain.Provide
 }
 
 // LoadUser folds a user's stream; Registered is false when there is no such user.
-// The second result is the stream revision, for callers that cache by it.
-func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User, uint64, error) {
-	u, l, err := h.unit().user(ctx, code, login)
-	return u, l.revision, err
+func (h *Handler) LoadUser(ctx context.Context, code, login string) (domain.User, error) {
+	u, _, err := h.unit().user(ctx, code, login)
+	return u, err
 }
 
 // append encodes events and appends them to stream under expected.
@@ -272,47 +271,48 @@ type userDecision func(u domain.User, p domain.Provider) ([]domain.Event, error)
 // is recorded and refused); the refusal is then returned. The provider is folded once
 // per command: it is read, not guarded (only the user's stream is appended to).
 func (un *unit) updateUser(ctx context.Context, actor, code, login string, decide userDecision) error {
-	for range un.h.tries {
+	return un.retry(func() (error, error) {
 		p, _, err := un.provider(ctx, code)
 		if err != nil {
-			return err
+			return err, nil
 		}
 		u, l, err := un.user(ctx, code, login)
 		if err != nil {
-			return err
+			return err, nil
 		}
 		if l.decided {
-			return ErrAlreadyDecided
+			return ErrAlreadyDecided, nil
 		}
-		events, derr := decide(u, p)
-		err = un.appendUser(ctx, code, login, l.expected(), actor, events)
-		if errors.Is(err, eventstore.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		return derr
-	}
-	return ErrTooMuchContention
+		events, refusal := decide(u, p)
+		return un.appendUser(ctx, code, login, l.expected(), actor, events), refusal
+	})
 }
 
 // updateProvider is the same for a provider stream.
 func (un *unit) updateProvider(ctx context.Context, actor, code string, decide func(p domain.Provider) ([]domain.Event, error)) error {
-	for range un.h.tries {
+	return un.retry(func() (error, error) {
 		p, l, err := un.provider(ctx, code)
 		if err != nil {
-			return err
+			return err, nil
 		}
-		events, derr := decide(p)
-		err = un.appendProvider(ctx, code, l.expected(), actor, events)
+		events, refusal := decide(p)
+		return un.appendProvider(ctx, code, l.expected(), actor, events), refusal
+	})
+}
+
+// retry runs attempt again while its append conflicts (the unit has forgotten the
+// conflicting stream, so the next attempt folds it afresh), at most tries times. An
+// attempt that does not conflict ends it with its error, else with the decision's refusal.
+func (un *unit) retry(attempt func() (err, refusal error)) error {
+	for range un.h.tries {
+		err, refusal := attempt()
 		if errors.Is(err, eventstore.ErrConflict) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		return derr
+		return refusal
 	}
 	return ErrTooMuchContention
 }

@@ -330,7 +330,7 @@ func TestConcurrentWrongLoginsAllCountAndLookAlike(t *testing.T) {
 	}
 	// Each attempt was refused for a wrong password or, once the count was seen at the
 	// limit, for the lock: together they are every racer.
-	u, _, err := f.h.LoadUser(ctx, f.code, "jane")
+	u, err := f.h.LoadUser(ctx, f.code, "jane")
 	must(t, err)
 	if locked := countReason(t, f, "locked"); u.FailedLogins+locked != racers || u.FailedLogins < domain.DefaultPolicy().MaxFailedLogins {
 		t.Fatalf("failed logins folded to %d plus %d refused as locked, want %d in all and at least %d wrong passwords",
@@ -388,7 +388,7 @@ func TestConcurrentWrongLoginsRecordExactlyOneLock(t *testing.T) {
 	if max := domain.DefaultPolicy().MaxFailedLogins; locks[0].FailedAttempts < max {
 		t.Fatalf("the lock counted %d failed attempts, want at least %d", locks[0].FailedAttempts, max)
 	}
-	u, _, err := f.h.LoadUser(ctx, f.code, "jane")
+	u, err := f.h.LoadUser(ctx, f.code, "jane")
 	must(t, err)
 	if !u.Locked {
 		t.Fatal("the folded account is not locked")

@@ -131,7 +131,7 @@ func TestEachStreamReadOncePerCommand(t *testing.T) {
 			t.Errorf("%d %s: also read %v", i, tc.name, reads)
 		}
 	}
-	u, _, err := h.LoadUser(ctx, "ACME", "jane")
+	u, err := h.LoadUser(ctx, "ACME", "jane")
 	must(t, err)
 	if u.PasswordVersion != 2 || u.Locked {
 		t.Fatalf("jane after the run: %+v", u)

@@ -142,60 +142,60 @@ func (h *Handler) GrantRole(ctx context.Context, c RoleCommand) (err error) {
 // last user administrator (see uncountUserAdmin).
 func (h *Handler) RevokeRole(ctx context.Context, c RoleCommand) (err error) {
 	defer h.observe("revoke_role", time.Now(), &err)
-	decide := func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
-		return u.RevokeRole(a, c.Role)
-	}
+	decide := byActor(func(u domain.User, a domain.Actor) ([]domain.Event, error) { return u.RevokeRole(a, c.Role) })
 	if c.Role != domain.RoleUserAdmin {
 		return h.unit().admin(ctx, c.UserCommand, decide)
 	}
 	return h.unit().withoutUserAdmin(ctx, c.UserCommand, decide)
 }
 
-func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) (err error) {
-	defer h.observe("enable_self_reset", time.Now(), &err)
-	return h.unit().admin(ctx, c, func(u domain.User, p domain.Provider, a domain.Actor) ([]domain.Event, error) {
-		return u.EnableSelfReset(p, a)
-	})
+func (h *Handler) EnableSelfReset(ctx context.Context, c UserCommand) error {
+	return h.adminCommand(ctx, "enable_self_reset", c, domain.User.EnableSelfReset)
 }
 
-func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) (err error) {
-	defer h.observe("disable_self_reset", time.Now(), &err)
-	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
-		return u.DisableSelfReset(a)
-	})
+func (h *Handler) DisableSelfReset(ctx context.Context, c UserCommand) error {
+	return h.adminCommand(ctx, "disable_self_reset", c, byActor(domain.User.DisableSelfReset))
 }
 
-func (h *Handler) AdminLock(ctx context.Context, c UserCommand) (err error) {
-	defer h.observe("admin_lock", time.Now(), &err)
-	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.AdminLock(a) })
+func (h *Handler) AdminLock(ctx context.Context, c UserCommand) error {
+	return h.adminCommand(ctx, "admin_lock", c, byActor(domain.User.AdminLock))
 }
 
-func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) (err error) {
-	defer h.observe("admin_unlock", time.Now(), &err)
-	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) {
-		return u.AdminUnlock(a)
-	})
+func (h *Handler) AdminUnlock(ctx context.Context, c UserCommand) error {
+	return h.adminCommand(ctx, "admin_unlock", c, byActor(domain.User.AdminUnlock))
 }
 
-func (h *Handler) Deactivate(ctx context.Context, c UserCommand) (err error) {
-	defer h.observe("deactivate", time.Now(), &err)
-	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Deactivate(a) })
+func (h *Handler) Deactivate(ctx context.Context, c UserCommand) error {
+	return h.adminCommand(ctx, "deactivate", c, byActor(domain.User.Deactivate))
 }
 
-func (h *Handler) Reactivate(ctx context.Context, c UserCommand) (err error) {
-	defer h.observe("reactivate", time.Now(), &err)
-	return h.unit().admin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Reactivate(a) })
+func (h *Handler) Reactivate(ctx context.Context, c UserCommand) error {
+	return h.adminCommand(ctx, "reactivate", c, byActor(domain.User.Reactivate))
 }
 
 // Delete ends the account; a user administrator's only when another remains.
 func (h *Handler) Delete(ctx context.Context, c UserCommand) (err error) {
 	defer h.observe("delete", time.Now(), &err)
-	return h.unit().withoutUserAdmin(ctx, c, func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return u.Delete(a) })
+	return h.unit().withoutUserAdmin(ctx, c, byActor(domain.User.Delete))
+}
+
+// adminCommand observes (under name) and runs one administrative decision.
+func (h *Handler) adminCommand(ctx context.Context, name string, c UserCommand, decide adminDecision) (err error) {
+	defer h.observe(name, time.Now(), &err)
+	return h.unit().admin(ctx, c, decide)
+}
+
+// adminDecision is an administrative decision on a user of a provider, by an actor.
+type adminDecision func(u domain.User, p domain.Provider, actor domain.Actor) ([]domain.Event, error)
+
+// byActor is an adminDecision for a domain method that needs no provider.
+func byActor(decide func(domain.User, domain.Actor) ([]domain.Event, error)) adminDecision {
+	return func(u domain.User, _ domain.Provider, a domain.Actor) ([]domain.Event, error) { return decide(u, a) }
 }
 
 // admin runs an administrative decision after refreshing a signed-in actor from their own
 // stream, so a revoked admin role or a locked admin account takes effect at once.
-func (un *unit) admin(ctx context.Context, c UserCommand, decide func(u domain.User, p domain.Provider, actor domain.Actor) ([]domain.Event, error)) error {
+func (un *unit) admin(ctx context.Context, c UserCommand, decide adminDecision) error {
 	actor, err := un.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err

@@ -17,22 +17,21 @@ import (
 // commands: a stream whose append conflicted is forgotten and folded afresh.
 type unit struct {
 	h         *Handler
-	users     map[string]*userView
-	providers map[string]*providerView
+	users     views[domain.User]
+	providers views[domain.Provider]
 }
 
-type userView struct {
-	u domain.User
+// view is the unit's fold of one stream: the state and what was read to build it.
+type view[S any] struct {
+	s S
 	l loaded
 }
 
-type providerView struct {
-	p domain.Provider
-	l loaded
-}
+// views are the unit's folds of one kind of stream, by stream name.
+type views[S any] map[string]*view[S]
 
 func (h *Handler) unit() *unit {
-	return &unit{h: h, users: map[string]*userView{}, providers: map[string]*providerView{}}
+	return &unit{h: h, users: views[domain.User]{}, providers: views[domain.Provider]{}}
 }
 
 // user is the account's fold, from this command's view when it has one.
@@ -41,16 +40,9 @@ func (un *unit) user(ctx context.Context, code, login string) (domain.User, load
 	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
 		return domain.User{}, loaded{}, nil
 	}
-	stream := domain.UserStream(code, login)
-	if v, ok := un.users[stream]; ok {
-		return v.u, v.l, nil
-	}
-	u, l, err := un.h.snaps.loadUser(ctx, un.h, stream)
-	if err != nil {
-		return domain.User{}, loaded{}, err
-	}
-	un.users[stream] = &userView{u: u, l: l}
-	return u, l, nil
+	return un.users.get(domain.UserStream(code, login), func(stream string) (domain.User, loaded, error) {
+		return un.h.snaps.loadUser(ctx, un.h, stream)
+	})
 }
 
 // provider is the provider's fold, from this command's view or the handler's cache.
@@ -58,60 +50,66 @@ func (un *unit) provider(ctx context.Context, code string) (domain.Provider, loa
 	if !domain.ValidProviderCode(domain.NormalizeProviderCode(code)) {
 		return domain.Provider{}, loaded{}, nil
 	}
-	stream := domain.ProviderStream(code)
-	if v, ok := un.providers[stream]; ok {
-		return v.p, v.l, nil
+	return un.providers.get(domain.ProviderStream(code), func(stream string) (domain.Provider, loaded, error) {
+		return un.h.provs.load(ctx, un.h, stream)
+	})
+}
+
+// get is stream's fold from the view, or load's, which the view then keeps.
+func (vs views[S]) get(stream string, load func(stream string) (S, loaded, error)) (S, loaded, error) {
+	if v, ok := vs[stream]; ok {
+		return v.s, v.l, nil
 	}
-	p, l, err := un.h.provs.load(ctx, un.h, stream)
+	s, l, err := load(stream)
 	if err != nil {
-		return domain.Provider{}, loaded{}, err
+		var zero S
+		return zero, loaded{}, err
 	}
-	un.providers[stream] = &providerView{p: p, l: l}
-	return p, l, nil
+	vs[stream] = &view[S]{s: s, l: l}
+	return s, l, nil
 }
 
 // appendUser appends events to the account's stream under expected and moves the view
-// on when it can tell the stream holds nothing but the view and these events.
+// on (see views.appended).
 func (un *unit) appendUser(ctx context.Context, code, login string, expected eventstore.ExpectedRevision, actor string, events []domain.Event) error {
 	stream := domain.UserStream(code, login)
 	res, err := un.h.appendResult(ctx, stream, expected, actor, events)
-	v, ok := un.users[stream]
-	switch {
-	case err != nil || len(events) == 0:
-		if errors.Is(err, eventstore.ErrConflict) {
-			delete(un.users, stream)
-		}
-		return err
-	case ok && follows(v.l, res, len(events)):
+	return un.users.appended(stream, res, err, len(events), func(u *domain.User) {
 		for _, e := range events {
-			v.u.Apply(e)
+			u.Apply(e)
 		}
-		v.l = loaded{exists: true, revision: res.NextRevision}
-	default:
-		delete(un.users, stream) // another writer's events came in between: fold afresh
-	}
-	return nil
+	})
 }
 
 // appendProvider is appendUser for a provider stream.
 func (un *unit) appendProvider(ctx context.Context, code string, expected eventstore.ExpectedRevision, actor string, events []domain.Event) error {
 	stream := domain.ProviderStream(code)
 	res, err := un.h.appendResult(ctx, stream, expected, actor, events)
-	v, ok := un.providers[stream]
+	return un.providers.appended(stream, res, err, len(events), func(p *domain.Provider) {
+		p.UserAdmins = maps.Clone(p.UserAdmins) // the fold may share it with the handler's cache
+		for _, e := range events {
+			p.Apply(e)
+		}
+	})
+}
+
+// appended takes in the outcome (res, err) of appending n events to stream: when it can
+// tell the stream holds nothing but the view and those events, apply moves the view on;
+// otherwise (a conflict, or another writer's events in between) the view is forgotten,
+// so the next load folds the stream afresh. It returns err.
+func (vs views[S]) appended(stream string, res eventstore.AppendResult, err error, n int, apply func(*S)) error {
+	v, ok := vs[stream]
 	switch {
-	case err != nil || len(events) == 0:
+	case err != nil || n == 0:
 		if errors.Is(err, eventstore.ErrConflict) {
-			delete(un.providers, stream)
+			delete(vs, stream)
 		}
 		return err
-	case ok && follows(v.l, res, len(events)):
-		v.p.UserAdmins = maps.Clone(v.p.UserAdmins) // the fold may share it with the handler's cache
-		for _, e := range events {
-			v.p.Apply(e)
-		}
+	case ok && follows(v.l, res, n):
+		apply(&v.s)
 		v.l = loaded{exists: true, revision: res.NextRevision}
 	default:
-		delete(un.providers, stream)
+		delete(vs, stream)
 	}
 	return nil
 }
@@ -130,13 +128,15 @@ func follows(l loaded, res eventstore.AppendResult, n int) bool {
 // at the cost of one read of the stream's tail instead of the whole stream.
 type providerCache struct {
 	mu   sync.Mutex
-	byID map[string]providerView
+	byID map[string]view[domain.Provider]
 }
 
 // maxCachedProviders bounds the cache; providers are few (operators register them).
 const maxCachedProviders = 1024
 
-func newProviderCache() *providerCache { return &providerCache{byID: map[string]providerView{}} }
+func newProviderCache() *providerCache {
+	return &providerCache{byID: map[string]view[domain.Provider]{}}
+}
 
 func (c *providerCache) load(ctx context.Context, h *Handler, stream string) (domain.Provider, loaded, error) {
 	c.mu.Lock()
@@ -144,7 +144,7 @@ func (c *providerCache) load(ctx context.Context, h *Handler, stream string) (do
 	c.mu.Unlock()
 	p, from := domain.Provider{}, uint64(0)
 	if ok {
-		p, from = v.p, v.l.revision+1
+		p, from = v.s, v.l.revision+1
 		p.UserAdmins = maps.Clone(p.UserAdmins) // the cached fold stays as it was
 	}
 	l, _, err := h.foldFrom(ctx, stream, from, nil, p.Apply)
@@ -158,7 +158,7 @@ func (c *providerCache) load(ctx context.Context, h *Handler, stream string) (do
 		}
 		keep := p
 		keep.UserAdmins = maps.Clone(p.UserAdmins)
-		c.byID[stream] = providerView{p: keep, l: l}
+		c.byID[stream] = view[domain.Provider]{s: keep, l: l}
 	}
 	c.mu.Unlock()
 	return p, l, nil

@@ -397,29 +397,40 @@ func hostPort(name, s string) (string, error) {
 	return s, nil
 }
 
-func nonNegativeInt(getenv func(string) string, name string, def int) (int, error) {
+// setting reads the variable name with parse; unset or blank means def. parse says what
+// is wrong with a value it refuses ("must be …"), and the Error quotes the value with it.
+func setting[T any](getenv func(string) string, name string, def T, parse func(s string) (T, string)) (T, error) {
 	s := strings.TrimSpace(getenv(name))
 	if s == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, &Error{name, fmt.Sprintf("%q must be a whole number, 0 or more", s)}
+	v, problem := parse(s)
+	if problem != "" {
+		var zero T
+		return zero, &Error{name, fmt.Sprintf("%q %s", s, problem)}
 	}
-	return n, nil
+	return v, nil
+}
+
+func nonNegativeInt(getenv func(string) string, name string, def int) (int, error) {
+	return setting(getenv, name, def, func(s string) (int, string) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return 0, "must be a whole number, 0 or more"
+		}
+		return n, ""
+	})
 }
 
 // boolean reads true/false (strconv.ParseBool's spellings); unset means def.
 func boolean(getenv func(string) string, name string, def bool) (bool, error) {
-	s := strings.TrimSpace(getenv(name))
-	if s == "" {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return false, &Error{name, fmt.Sprintf("%q must be true or false", s)}
-	}
-	return b, nil
+	return setting(getenv, name, def, func(s string) (bool, string) {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return false, "must be true or false"
+		}
+		return b, ""
+	})
 }
 
 // prefixes parses a comma-separated list of CIDRs or single addresses.
@@ -470,18 +481,16 @@ func (c Config) Policy() domain.Policy {
 }
 
 func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
-	s := strings.TrimSpace(getenv(name))
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, &Error{name, fmt.Sprintf("%q is not a duration; write it like 5m or 90s", s)}
-	}
-	if d <= 0 {
-		return 0, &Error{name, fmt.Sprintf("%q must be greater than zero", s)}
-	}
-	return d, nil
+	return setting(getenv, name, def, func(s string) (time.Duration, string) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, "is not a duration; write it like 5m or 90s"
+		}
+		if d <= 0 {
+			return 0, "must be greater than zero"
+		}
+		return d, ""
+	})
 }
 
 // scheme is the lower-cased scheme of a URL-looking string, or "".

@@ -41,28 +41,28 @@ func (p Provider) RegisterProvider(actor Actor, code, name string) ([]Event, err
 
 // AllowSelfReset lets the provider use Self Password Reset. Repeating it changes nothing.
 func (p Provider) AllowSelfReset(actor Actor) ([]Event, error) {
-	if !actor.System {
-		return nil, ErrForbidden
-	}
-	if !p.Registered {
-		return nil, ErrProviderNotFound
-	}
-	if p.SelfResetAllowed {
-		return nil, nil
+	if err := p.administer(actor); err != nil || p.SelfResetAllowed {
+		return nil, err
 	}
 	return []Event{ProviderSelfResetAllowed{By: actor.ID()}}, nil
 }
 
 // RevokeSelfReset withdraws it. Repeating it changes nothing.
 func (p Provider) RevokeSelfReset(actor Actor) ([]Event, error) {
-	if !actor.System {
-		return nil, ErrForbidden
-	}
-	if !p.Registered {
-		return nil, ErrProviderNotFound
-	}
-	if !p.SelfResetAllowed {
-		return nil, nil
+	if err := p.administer(actor); err != nil || !p.SelfResetAllowed {
+		return nil, err
 	}
 	return []Event{ProviderSelfResetRevoked{By: actor.ID()}}, nil
+}
+
+// administer refuses a change to the provider by anyone but an operator, or to a provider
+// that is not registered.
+func (p Provider) administer(actor Actor) error {
+	if !actor.System {
+		return ErrForbidden
+	}
+	if !p.Registered {
+		return ErrProviderNotFound
+	}
+	return nil
 }

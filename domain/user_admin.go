@@ -108,10 +108,7 @@ func (u User) AdminLock(actor Actor) ([]Event, error) {
 	if err := u.administer(actor); err != nil || u.AdminLocked {
 		return nil, err
 	}
-	if err := u.notSelf(actor); err != nil {
-		return nil, err
-	}
-	return append([]Event{AccountAdminLocked{By: actor.ID()}}, u.revokeActiveToken(ReasonAdminLocked)...), nil
+	return u.shutOut(actor, AccountAdminLocked{By: actor.ID()}, ReasonAdminLocked)
 }
 
 // AdminUnlock lifts an admin lock and the failed-login lock with it.
@@ -136,10 +133,7 @@ func (u User) Deactivate(actor Actor) ([]Event, error) {
 	if err := u.administer(actor); err != nil || u.Deactivated {
 		return nil, err
 	}
-	if err := u.notSelf(actor); err != nil {
-		return nil, err
-	}
-	return append([]Event{AccountDeactivated{By: actor.ID()}}, u.revokeActiveToken(ReasonDeactivated)...), nil
+	return u.shutOut(actor, AccountDeactivated{By: actor.ID()}, ReasonDeactivated)
 }
 
 // Reactivate restores a deactivated account.
@@ -158,8 +152,14 @@ func (u User) Delete(actor Actor) ([]Event, error) {
 		}
 		return nil, err
 	}
+	return u.shutOut(actor, AccountDeleted{By: actor.ID()}, ReasonDeleted)
+}
+
+// shutOut records e, an admin's lock, deactivation or deletion of the account: never of
+// their own account (they would lock themselves out), and a live token dies with it.
+func (u User) shutOut(actor Actor, e Event, reason Reason) ([]Event, error) {
 	if err := u.notSelf(actor); err != nil {
 		return nil, err
 	}
-	return append([]Event{AccountDeleted{By: actor.ID()}}, u.revokeActiveToken(ReasonDeleted)...), nil
+	return append([]Event{e}, u.revokeActiveToken(reason)...), nil
 }

@@ -208,6 +208,18 @@ type SnapshotStore interface {
 	WriteSnapshot(ctx context.Context, stream string, snap Snapshot) error
 }
 
+// ValidateSnapshot refuses a snapshot no adapter may store: an empty stream name, data
+// that is not JSON. Every SnapshotStore calls it, so they all refuse the same input.
+func ValidateSnapshot(stream string, snap Snapshot) error {
+	if stream == "" {
+		return errors.New("eventstore: write snapshot: empty stream name")
+	}
+	if !json.Valid(snap.Data) {
+		return fmt.Errorf("eventstore: write snapshot of %q: data is not valid JSON", stream)
+	}
+	return nil
+}
+
 // ValidateAppend refuses an append no adapter may store, before anything is stored: an
 // empty stream name, an event without id or type, an id twice in one append, data that is
 // not JSON. Every adapter calls it, so they all refuse the same input.

@@ -41,12 +41,39 @@ func adminOf(p *Principal, code string) bool {
 	return p.Actor().CanAdminister(domain.NormalizeProviderCode(code))
 }
 
-// GET /api/v1/providers/{code}/users
-func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
+// routeProvider is the route's {code}, normalized, when the caller administers that
+// provider (checked on their own aggregate). Otherwise it has answered 403 and reports false.
+func routeProvider(w http.ResponseWriter, r *http.Request) (*Principal, string, bool) {
 	p := PrincipalFrom(r.Context())
 	code := domain.NormalizeProviderCode(mux.Vars(r)["code"])
 	if !adminOf(p, code) {
 		writeAPIError(w, errForbidden)
+		return p, code, false
+	}
+	return p, code, true
+}
+
+// routeUser is the user the route's {code} and {login} name, as a command's target by
+// the caller. The provider is checked before the login is looked at, so that nobody
+// learns which logins exist at providers they do not administer; an invalid login is
+// 404. When it reports false it has answered.
+func (s *Server) routeUser(w http.ResponseWriter, r *http.Request) (commands.UserCommand, bool) {
+	p, code, ok := routeProvider(w, r)
+	if !ok {
+		return commands.UserCommand{}, false
+	}
+	login := domain.NormalizeLogin(mux.Vars(r)["login"])
+	if !domain.ValidLogin(login) {
+		s.WriteError(w, r, domain.ErrUserNotFound)
+		return commands.UserCommand{}, false
+	}
+	return commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login}, true
+}
+
+// GET /api/v1/providers/{code}/users
+func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
+	_, code, ok := routeProvider(w, r)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
@@ -118,20 +145,11 @@ func (s *Server) handleDisableSelfReset(w http.ResponseWriter, r *http.Request) 
 }
 
 func (s *Server) adminSelfReset(w http.ResponseWriter, r *http.Request, run func(ctx context.Context, c commands.UserCommand) error) {
-	p := PrincipalFrom(r.Context())
-	vars := mux.Vars(r)
-	code, login := domain.NormalizeProviderCode(vars["code"]), domain.NormalizeLogin(vars["login"])
-	// Checked before the target is looked at, so that nobody learns which logins exist
-	// at providers they do not administer.
-	if !adminOf(p, code) {
-		writeAPIError(w, errForbidden)
+	c, ok := s.routeUser(w, r)
+	if !ok {
 		return
 	}
-	if !domain.ValidLogin(login) {
-		s.WriteError(w, r, domain.ErrUserNotFound)
-		return
-	}
-	if err := run(r.Context(), commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login}); err != nil {
+	if err := run(r.Context(), c); err != nil {
 		s.WriteError(w, r, err)
 		return
 	}

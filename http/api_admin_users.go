@@ -61,26 +61,15 @@ func (s *Server) adminCmds() AdminCommands {
 	return a
 }
 
-// adminTarget reads {code} and {login} and checks, before the target is looked at, that
-// the caller administers that provider (so nobody learns which logins exist elsewhere).
-// When it returns false it has answered.
+// adminTarget is routeUser for the commands only AdminCommands offer: 501 where the
+// handler lacks them. When it returns false it has answered.
 func (s *Server) adminTarget(w http.ResponseWriter, r *http.Request) (commands.UserCommand, bool) {
-	p := PrincipalFrom(r.Context())
-	vars := mux.Vars(r)
-	code, login := domain.NormalizeProviderCode(vars["code"]), domain.NormalizeLogin(vars["login"])
-	if !adminOf(p, code) {
-		writeAPIError(w, errForbidden)
-		return commands.UserCommand{}, false
-	}
-	if s.adminCmds() == nil {
+	c, ok := s.routeUser(w, r)
+	if ok && s.adminCmds() == nil {
 		s.WriteError(w, r, errNotConfigured)
 		return commands.UserCommand{}, false
 	}
-	if !domain.ValidLogin(login) {
-		s.WriteError(w, r, domain.ErrUserNotFound)
-		return commands.UserCommand{}, false
-	}
-	return commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login}, true
+	return c, ok
 }
 
 func noContent(w http.ResponseWriter) {
@@ -95,9 +84,7 @@ func (s *Server) adminAction(run func(a AdminCommands, ctx context.Context, c co
 		if !ok {
 			return
 		}
-		var req struct{}
-		if e := decodeOptionalJSON(r, &req); e != nil {
-			writeAPIError(w, e)
+		if !readNoParams(w, r) {
 			return
 		}
 		if err := run(s.adminCmds(), r.Context(), c); err != nil {
@@ -122,10 +109,8 @@ type createUserResponse struct {
 
 // POST /api/v1/providers/{code}/users
 func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	code := domain.NormalizeProviderCode(mux.Vars(r)["code"])
-	if !adminOf(p, code) {
-		writeAPIError(w, errForbidden)
+	p, code, ok := routeProvider(w, r)
+	if !ok {
 		return
 	}
 	a := s.adminCmds()
@@ -133,9 +118,8 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, errNotConfigured)
 		return
 	}
-	var req createUserRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[createUserRequest](w, r)
+	if !ok {
 		return
 	}
 	login := domain.NormalizeLogin(req.LoginName)
@@ -169,9 +153,8 @@ func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req deleteUserRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[deleteUserRequest](w, r)
+	if !ok {
 		return
 	}
 	if !confirmsLogin(req.ConfirmLogin, c.Login) {
@@ -223,9 +206,7 @@ func (s *Server) handleSendPasswordReset(w http.ResponseWriter, r *http.Request)
 	if !ok {
 		return
 	}
-	var req struct{}
-	if e := decodeOptionalJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	if !readNoParams(w, r) {
 		return
 	}
 	sentTo, err := s.sendReset(r.Context(), c)
@@ -242,7 +223,7 @@ func (s *Server) sendReset(ctx context.Context, c commands.UserCommand) (string,
 	if _, err := s.adminCmds().SendPasswordReset(ctx, c); err != nil {
 		return "", err
 	}
-	u, _, err := s.cmds.LoadUser(ctx, c.Provider, c.Login)
+	u, err := s.cmds.LoadUser(ctx, c.Provider, c.Login)
 	if err != nil {
 		return "", err
 	}
@@ -258,9 +239,8 @@ type changePasswordRequest struct {
 // POST /api/v1/me/password
 func (s *Server) handleChangeMyPassword(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	var req changePasswordRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[changePasswordRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.CurrentPassword == "" || req.NewPassword == "" {

@@ -41,9 +41,14 @@ type auditEventsResponse struct {
 
 func badAuditRequest(msg string) *Error { return NewError(http.StatusBadRequest, CodeBadRequest, msg) }
 
-// auditorOf checks, on the caller's own aggregate, that they are an auditor of the
-// provider named by the query, and returns its normalized code.
-func auditorOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+// auditorOf checks that the audit log is configured and, on the caller's own aggregate,
+// that they are an auditor of the provider named by the query, and returns its normalized
+// code. When either fails it has answered w and reports false.
+func (s *Server) auditorOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if s.cfg.Audit == nil {
+		s.WriteError(w, r, errNotConfigured)
+		return "", false
+	}
 	v := r.URL.Query().Get("provider")
 	code := domain.NormalizeProviderCode(v)
 	if !domain.ValidProviderCode(code) {
@@ -126,11 +131,7 @@ func wantsNDJSON(r *http.Request) bool {
 
 // GET /api/v1/audit/events
 func (s *Server) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Audit == nil {
-		s.WriteError(w, r, errNotConfigured)
-		return
-	}
-	code, ok := auditorOf(w, r)
+	code, ok := s.auditorOf(w, r)
 	if !ok {
 		return
 	}
@@ -227,11 +228,7 @@ func (s *Server) streamAuditEvents(w http.ResponseWriter, r *http.Request, f aud
 
 // GET /api/v1/audit/state
 func (s *Server) handleAuditState(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Audit == nil {
-		s.WriteError(w, r, errNotConfigured)
-		return
-	}
-	code, ok := auditorOf(w, r)
+	code, ok := s.auditorOf(w, r)
 	if !ok {
 		return
 	}

@@ -47,9 +47,8 @@ var errStepUpFailed = &Error{Status: http.StatusUnauthorized, Code: domain.ErrIn
 // POST /api/v1/me/self-reset/verify-password
 func (s *Server) handleVerifyPassword(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	var req verifyPasswordRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[verifyPasswordRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.Password == "" {
@@ -82,9 +81,8 @@ type startEmailResponse struct {
 // POST /api/v1/me/self-reset/email
 func (s *Server) handleStartEmail(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	var req startEmailRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[startEmailRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.Email == "" || len(req.Email) > maxIdentLen {
@@ -109,9 +107,8 @@ type verifyEmailResponse struct {
 // POST /api/v1/me/self-reset/email/verify
 func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	var req verifyEmailRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[verifyEmailRequest](w, r)
+	if !ok {
 		return
 	}
 	// A missing, empty or null code is a malformed request, not a wrong try.
@@ -135,16 +132,14 @@ func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
 // POST /api/v1/me/self-reset/configure
 func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
 	p := PrincipalFrom(r.Context())
-	var req struct{}
-	if e := decodeOptionalJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	if !readNoParams(w, r) {
 		return
 	}
 	if err := s.cmds.ConfigureSelfReset(r.Context(), commands.ConfigureSelfReset{SelfUser: self(p)}); err != nil {
 		s.WriteError(w, r, err)
 		return
 	}
-	u, _, err := s.cmds.LoadUser(r.Context(), p.Session.Provider, p.Session.Login)
+	u, err := s.cmds.LoadUser(r.Context(), p.Session.Provider, p.Session.Login)
 	if err != nil {
 		s.WriteError(w, r, err)
 		return

@@ -76,9 +76,8 @@ func resetError(err error) error {
 
 // POST /api/v1/password-resets
 func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
-	var req forgotRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[forgotRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.LoginName == "" || req.ProviderCode == "" || req.Email == "" {
@@ -100,17 +99,25 @@ func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusAccepted, acceptedBody(a))
 }
 
+// openReset is the reset the route's reset_id names. When there is none (unknown,
+// expired or ended), notFound has answered and ok is false.
+func (s *Server) openReset(w http.ResponseWriter, r *http.Request, notFound http.HandlerFunc) (resetID string, ref reset.Ref, ok bool) {
+	resetID = mux.Vars(r)["reset_id"]
+	if ref, ok = s.resets.Open(resetID); !ok {
+		notFound(w, r)
+	}
+	return resetID, ref, ok
+}
+
+func apiResetNotFound(w http.ResponseWriter, _ *http.Request) { writeAPIError(w, ErrResetNotFound) }
+
 // POST /api/v1/password-resets/{reset_id}/resend
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+	resetID, ref, ok := s.openReset(w, r, apiResetNotFound)
 	if !ok {
-		writeAPIError(w, ErrResetNotFound)
 		return
 	}
-	var req struct{}
-	if e := decodeOptionalJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	if !readNoParams(w, r) {
 		return
 	}
 	if !s.limit(w, r, LimitResend, ref.Provider+"/"+ref.Login) {
@@ -132,15 +139,12 @@ type completeRequest struct {
 
 // POST /api/v1/password-resets/{reset_id}/complete
 func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+	resetID, ref, ok := s.openReset(w, r, apiResetNotFound)
 	if !ok {
-		writeAPIError(w, ErrResetNotFound)
 		return
 	}
-	var req completeRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[completeRequest](w, r)
+	if !ok {
 		return
 	}
 	if !s.limit(w, r, LimitToken, ref.Provider+"/"+ref.Login) {

@@ -26,9 +26,8 @@ func AccountKey(provider, login string) string {
 
 // POST /api/v1/sessions
 func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
-	var req createSessionRequest
-	if e := DecodeJSON(r, &req); e != nil {
-		writeAPIError(w, e)
+	req, ok := readJSON[createSessionRequest](w, r)
+	if !ok {
 		return
 	}
 	if req.ProviderCode == "" || req.LoginName == "" || req.Password == "" {

@@ -280,19 +280,9 @@ func TestAdminUserList(t *testing.T) {
 		domain.UserStream("ACME", "pct"), domain.UserStream("NOPE", "nadmin"), domain.UserStream("NOPE", "nuser"))
 
 	boss := e.login("ACME", "boss", bossPW)
-	type item struct {
-		LoginName           string   `json:"login_name"`
-		DisplayName         string   `json:"display_name"`
-		Status              string   `json:"status"`
-		Roles               []string `json:"roles"`
-		SelfResetEnabled    bool     `json:"self_reset_enabled"`
-		SelfResetConfigured bool     `json:"self_reset_configured"`
-		RecoveryEmail       *string  `json:"recovery_email"`
-	}
-	type page struct {
-		Users      []item  `json:"users"`
-		NextCursor *string `json:"next_cursor"`
-	}
+	// The handler's own type: the field names are pinned by docs/openapi.json, which every
+	// exchange here is checked against.
+	type page = userListResponse
 	list := func(query string) page {
 		t.Helper()
 		r := e.do(req{Method: "GET", Path: "/api/v1/providers/acme/users" + query, Token: boss})

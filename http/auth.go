@@ -81,7 +81,7 @@ func (s *Server) Authenticate(r *http.Request) (*Principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, _, err := s.cmds.LoadUser(ctx, sess.Provider, sess.Login)
+	u, err := s.cmds.LoadUser(ctx, sess.Provider, sess.Login)
 	if err != nil {
 		return nil, err
 	}

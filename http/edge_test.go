@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/gorilla/mux"
+
+	"selfreset/domain"
+	"selfreset/internal/testkit"
 )
 
 // badTexts are what the edge must refuse in every field of every route: a NUL byte (which
@@ -279,14 +282,7 @@ func TestEmailAndCodeRefusedBeforeAnyEvent(t *testing.T) {
 	expect(t, e.do(req{Method: "PUT", Path: "/api/v1/providers/ACME/users/jane/self-reset", Token: boss}), http.StatusNoContent, "")
 	tok := e.login("ACME", "jane", janePW)
 	e.stepUp(tok, janePW)
-	revision := func() uint64 {
-		t.Helper()
-		_, rev, err := e.cmds.LoadUser(e.ctx, "ACME", "jane")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rev
-	}
+	revision := func() uint64 { return testkit.StreamRevision(t, e.store, domain.UserStream("ACME", "jane")) }
 
 	before := revision()
 	for _, email := range []string{"<a>@b.c", "Jane <jane@example.org>", "jane@example.org (home)"} {

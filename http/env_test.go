@@ -406,7 +406,7 @@ func (e *env) login(code, login, pw string) string {
 
 func (e *env) user(code, login string) domain.User {
 	e.t.Helper()
-	u, _, err := e.cmds.LoadUser(e.ctx, code, login)
+	u, err := e.cmds.LoadUser(e.ctx, code, login)
 	if err != nil {
 		e.t.Fatal(err)
 	}

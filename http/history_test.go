@@ -11,6 +11,7 @@ import (
 
 	"selfreset/domain"
 	"selfreset/eventstore"
+	"selfreset/internal/testkit"
 )
 
 // TestLongHistoryFigures is the documented measurement behind docs/benchmarks.md's "Long
@@ -31,11 +32,7 @@ func TestLongHistoryFigures(t *testing.T) {
 
 	grow := func(login string, to uint64) {
 		stream := domain.UserStream("ACME", login)
-		_, rev, err := e.cmds.LoadUser(e.ctx, "ACME", login)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for have := rev + 1; have < to; {
+		for have := testkit.StreamRevision(t, e.store, stream) + 1; have < to; {
 			n := min(to-have, 1000)
 			batch := make([]eventstore.EventData, n)
 			for i := range batch {
@@ -105,9 +102,5 @@ func TestLongHistoryFigures(t *testing.T) {
 	measure("GET /api/v1/me/self-reset", 300, func(k string) {
 		expect(t, e.do(req{Method: "GET", Path: "/api/v1/me/self-reset", Token: sessions[k]}), http.StatusOK, "")
 	})
-	_, rev, err := e.cmds.LoadUser(e.ctx, "ACME", "jane")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("FIGURES jane's stream ends at revision %d", rev)
+	t.Logf("FIGURES jane's stream ends at revision %d", testkit.StreamRevision(t, e.store, domain.UserStream("ACME", "jane")))
 }

@@ -22,9 +22,24 @@ func DecodeJSON(r *http.Request, dst any) *Error {
 	return decodeJSON(r, dst, false)
 }
 
-// decodeOptionalJSON is DecodeJSON that also accepts an empty body.
-func decodeOptionalJSON(r *http.Request, dst any) *Error {
-	return decodeJSON(r, dst, true)
+// readJSON reads r's body into a T by DecodeJSON's rules. On a bad body it has answered w
+// with the error and reports false: the handler then just returns.
+func readJSON[T any](w http.ResponseWriter, r *http.Request) (T, bool) {
+	var req T
+	if e := DecodeJSON(r, &req); e != nil {
+		writeAPIError(w, e)
+		return req, false
+	}
+	return req, true
+}
+
+// readNoParams is readJSON for a route that takes no parameters: an empty body or {}.
+func readNoParams(w http.ResponseWriter, r *http.Request) bool {
+	if e := decodeJSON(r, &struct{}{}, true); e != nil {
+		writeAPIError(w, e)
+		return false
+	}
+	return true
 }
 
 func decodeJSON(r *http.Request, dst any, optional bool) *Error {

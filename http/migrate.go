@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"embed"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,24 +20,13 @@ type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// migrationFiles holds this package's tables, one file per version (NNNN_name.up.sql),
-// applied in order by golang-migrate (see internal/pgmigrate). There are no down files:
-// the schema is only ever migrated up.
-//
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migrationsTable records the schema version of this package's tables.
-const migrationsTable = "http_migrations"
-
-// Migrate creates or upgrades the tables of this package (http_sessions), recording the
-// version applied in http_migrations. It is idempotent and safe to run from several
-// processes at once (golang-migrate takes an advisory lock for http_migrations). It takes
-// a pool rather than a DB: golang-migrate runs on database/sql, opened with the pool's
-// connection settings.
+// Migrate brings this package's table (http_sessions) up to date, recording its version
+// in http_migrations (internal/pgmigrate says how, and why it is safe at every start). It
+// takes a pool rather than a DB: golang-migrate runs on database/sql, opened with the
+// pool's connection settings.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	if err := pgmigrate.Up(ctx, pool, migrationFiles, "migrations", migrationsTable); err != nil {
-		return fmt.Errorf("http: migrate: %w", err)
-	}
-	return nil
+	return pgmigrate.Up(ctx, pool, migrationFiles, "migrations", "http_migrations")
 }

@@ -170,7 +170,7 @@ func (s *Server) renderUserList(w http.ResponseWriter, r *http.Request, p *Princ
 
 // freshRow reads a user's row from their aggregate, and says what their state now is.
 func (s *Server) freshRow(ctx context.Context, code string, row userRow) (userRow, string) {
-	u, _, err := s.cmds.LoadUser(ctx, code, row.Login)
+	u, err := s.cmds.LoadUser(ctx, code, row.Login)
 	if err != nil || !u.Registered {
 		return row, ""
 	}

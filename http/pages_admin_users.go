@@ -85,7 +85,7 @@ func (s *Server) renderUserPage(w http.ResponseWriter, r *http.Request, p *Princ
 	var u domain.User
 	if domain.ValidLogin(login) {
 		var err error
-		if u, _, err = s.cmds.LoadUser(ctx, code, login); err != nil {
+		if u, err = s.cmds.LoadUser(ctx, code, login); err != nil {
 			s.renderError(w, r, err, back)
 			return
 		}

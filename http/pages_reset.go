@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"selfreset/domain"
 	"selfreset/links"
 	"selfreset/reset"
@@ -150,10 +148,8 @@ func (s *Server) resetNotFound(w http.ResponseWriter, r *http.Request) {
 
 // GET /change-password/{reset_id}
 func (s *Server) handleChangePage(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+	resetID, ref, ok := s.openReset(w, r, s.resetNotFound)
 	if !ok {
-		s.resetNotFound(w, r)
 		return
 	}
 	var pg page
@@ -166,20 +162,29 @@ func (s *Server) handleChangePage(w http.ResponseWriter, r *http.Request) {
 	s.renderChange(w, r, http.StatusOK, resetID, ref, pg)
 }
 
-// POST /change-password/{reset_id}
-func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+// changeForm opens the reset the route names and reads the form posted from its Change
+// Password page; fail shows that page again with an error (and the policy's reasons, for
+// a rejected password). When ok is false it has answered.
+func (s *Server) changeForm(w http.ResponseWriter, r *http.Request) (resetID string, ref reset.Ref, fail func(*Error), ok bool) {
+	resetID, ref, ok = s.openReset(w, r, s.resetNotFound)
 	if !ok {
-		s.resetNotFound(w, r)
-		return
+		return resetID, ref, nil, false
 	}
-	fail := func(e *Error) {
+	fail = func(e *Error) {
 		s.setRetryAfter(w, e)
 		s.renderChange(w, r, e.Status, resetID, ref, page{Error: sentence(e.Message), Reasons: e.Reasons})
 	}
 	if e := parsePageForm(r); e != nil {
 		fail(e)
+		return resetID, ref, fail, false
+	}
+	return resetID, ref, fail, true
+}
+
+// POST /change-password/{reset_id}
+func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
+	resetID, ref, fail, ok := s.changeForm(w, r)
+	if !ok {
 		return
 	}
 	token := formValue(r, "token")
@@ -215,18 +220,8 @@ func (s *Server) handleChangeSubmit(w http.ResponseWriter, r *http.Request) {
 
 // POST /change-password/{reset_id}/resend
 func (s *Server) handleResendSubmit(w http.ResponseWriter, r *http.Request) {
-	resetID := mux.Vars(r)["reset_id"]
-	ref, ok := s.resets.Open(resetID)
+	resetID, ref, fail, ok := s.changeForm(w, r)
 	if !ok {
-		s.resetNotFound(w, r)
-		return
-	}
-	fail := func(e *Error) {
-		s.setRetryAfter(w, e)
-		s.renderChange(w, r, e.Status, resetID, ref, page{Error: sentence(e.Message)})
-	}
-	if e := parsePageForm(r); e != nil {
-		fail(e)
 		return
 	}
 	if e := s.pageLimit(r, LimitResend, ref.Provider+"/"+ref.Login); e != nil {

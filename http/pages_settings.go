@@ -174,7 +174,7 @@ var settingsLink = link{URL: PathSettings, Text: "Back to Settings"}
 // now (a command may just have changed them), with an optional error.
 func (s *Server) renderConfigure(w http.ResponseWriter, r *http.Request, status int, pg page) {
 	p := PrincipalFrom(r.Context())
-	u, _, err := s.cmds.LoadUser(r.Context(), p.Session.Provider, p.Session.Login)
+	u, err := s.cmds.LoadUser(r.Context(), p.Session.Provider, p.Session.Login)
 	if err != nil {
 		s.renderError(w, r, err, settingsLink)
 		return

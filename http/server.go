@@ -37,7 +37,7 @@ import (
 
 // Commands is the part of *commands.Handler the HTTP side uses.
 type Commands interface {
-	LoadUser(ctx context.Context, provider, login string) (domain.User, uint64, error)
+	LoadUser(ctx context.Context, provider, login string) (domain.User, error)
 	Login(ctx context.Context, c commands.Login) (domain.User, error)
 	VerifyPasswordForSettings(ctx context.Context, c commands.VerifyPasswordForSettings) error
 	EnableSelfReset(ctx context.Context, c commands.UserCommand) error

@@ -142,21 +142,20 @@ func (p *PGSessions) Get(ctx context.Context, id []byte, now time.Time) (Session
 
 // SetStepUp implements Sessions.
 func (p *PGSessions) SetStepUp(ctx context.Context, id []byte, until time.Time) error {
-	tag, err := p.db.Exec(ctx, `UPDATE http_sessions SET step_up_until = $2 WHERE id = $1 AND revoked_at IS NULL`, id, until)
-	if err != nil {
-		return fmt.Errorf("http: step up session: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrSessionNotFound
-	}
-	return nil
+	return p.updateLive(ctx, "step up session", `UPDATE http_sessions SET step_up_until = $2 WHERE id = $1 AND revoked_at IS NULL`, id, until)
 }
 
 // SetEpoch implements Sessions.
 func (p *PGSessions) SetEpoch(ctx context.Context, id []byte, epoch int) error {
-	tag, err := p.db.Exec(ctx, `UPDATE http_sessions SET session_epoch = $2 WHERE id = $1 AND revoked_at IS NULL`, id, epoch)
+	return p.updateLive(ctx, "set session epoch", `UPDATE http_sessions SET session_epoch = $2 WHERE id = $1 AND revoked_at IS NULL`, id, epoch)
+}
+
+// updateLive runs an UPDATE of one session that is not revoked (sql's $1 is id, $2 the
+// value): ErrSessionNotFound when there is no such session.
+func (p *PGSessions) updateLive(ctx context.Context, what, sql string, id []byte, value any) error {
+	tag, err := p.db.Exec(ctx, sql, id, value)
 	if err != nil {
-		return fmt.Errorf("http: set session epoch: %w", err)
+		return fmt.Errorf("http: %s: %w", what, err)
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrSessionNotFound

@@ -345,7 +345,7 @@ func TestFullPath(t *testing.T) {
 	if !throttled {
 		t.Fatal("a fourth token within 15 minutes was not refused")
 	}
-	u, _, err := w.h.LoadUser(ctx, w.code, "jane")
+	u, err := w.h.LoadUser(ctx, w.code, "jane")
 	w.must(t, err)
 	retry := u.Issued[len(u.Issued)-3].Add(15 * time.Minute).UTC().Format("Mon, 2 Jan 2006 at 15:04 UTC")
 	if m := one("Password Reset Error"); !strings.Contains(m.Text, "Too many") ||

@@ -55,29 +55,22 @@ func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		reg: reg,
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "commands_total",
-			Help: "Commands handled, by command, outcome (ok, refused, duplicate, error) and domain refusal code (empty unless refused).",
-		}, []string{"command", "outcome", "code"}),
-		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: Namespace, Name: "command_duration_seconds",
-			Help: "Time to handle a command (load, decide, append, retries included), by command and outcome.",
-			// Commands that hash a password take tens to hundreds of milliseconds.
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 25},
-		}, []string{"command", "outcome"}),
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "http_requests_total",
-			Help: "HTTP requests answered, by method, route template (\"unmatched\" when no route matched) and status code.",
-		}, []string{"method", "route", "status"}),
-		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: Namespace, Name: "http_request_duration_seconds",
-			Help:    "Time to answer an HTTP request, by method and route template.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 25},
-		}, []string{"method", "route"}),
-		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "rate_limit_refusals_total",
-			Help: "Requests refused 429 because a rate-limit budget was spent, by class (login, forgot, resend, reauth, code, token) and scope (ip, account).",
-		}, []string{"class", "scope"}),
+		commands: counterVec("commands_total",
+			"Commands handled, by command, outcome (ok, refused, duplicate, error) and domain refusal code (empty unless refused).",
+			"command", "outcome", "code"),
+		// Commands that hash a password take tens to hundreds of milliseconds.
+		commandDuration: latencyVec("command_duration_seconds",
+			"Time to handle a command (load, decide, append, retries included), by command and outcome.",
+			"command", "outcome"),
+		httpRequests: counterVec("http_requests_total",
+			"HTTP requests answered, by method, route template (\"unmatched\" when no route matched) and status code.",
+			"method", "route", "status"),
+		httpDuration: latencyVec("http_request_duration_seconds",
+			"Time to answer an HTTP request, by method and route template.",
+			"method", "route"),
+		rateLimited: counterVec("rate_limit_refusals_total",
+			"Requests refused 429 because a rate-limit budget was spent, by class (login, forgot, resend, reauth, code, token) and scope (ip, account).",
+			"class", "scope"),
 		hashWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "password_hash_wait_seconds",
 			Help:    "Time a password hash or verification waited for a free argon2id slot (SELFRESET_HASH_CONCURRENCY), including waits that ended with the request's deadline.",
@@ -90,6 +83,18 @@ func New() *Metrics {
 		m.commands, m.commandDuration, m.httpRequests, m.httpDuration, m.rateLimited, m.hashWait,
 	)
 	return m
+}
+
+// counterVec is a counter family of this service's namespace.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+}
+
+// latencyVec is a histogram family of this service's namespace for how long something
+// took, in buckets from 1 ms to 25 s.
+func latencyVec(name, help string, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help,
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 25}}, labels)
 }
 
 // Registry is where further collectors (NewScrapeCollector) are registered.

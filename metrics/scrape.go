@@ -67,30 +67,25 @@ func NewScrapeCollector(c ScrapeConfig) prometheus.Collector {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	name := func(n string) string { return prometheus.BuildFQName(Namespace, "", n) }
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", name), help, labels, nil)
+	}
 	return &scrapeCollector{
 		cfg: c,
-		up: prometheus.NewDesc(name("scrape_source_up"),
-			"1 when the last scrape could read the source (intake, projections, mail), 0 when it failed or timed out; its other figures are then missing.",
-			[]string{"source"}, nil),
-		intakeDepth: prometheus.NewDesc(name("intake_queue_depth"),
-			"Forgot Password (reset_request_token) and Resend (reset_resend_token) commands queued and not yet decided.",
-			[]string{"queue"}, nil),
-		intakeOldest: prometheus.NewDesc(name("intake_oldest_message_age_seconds"),
-			"Age of the oldest command waiting in the queue; 0 when it is empty.",
-			[]string{"queue"}, nil),
-		lagEvents: prometheus.NewDesc(name("projection_lag_events"),
-			"Events in the feed after the consumer's checkpoint, counted up to "+strconv.Itoa(LagCap)+".",
-			[]string{"consumer"}, nil),
-		lagSeconds: prometheus.NewDesc(name("projection_lag_seconds"),
-			"Age of the oldest event the consumer has not applied yet; 0 when it has caught up.",
-			[]string{"consumer"}, nil),
-		mail: prometheus.NewDesc(name("mail_deliveries"),
-			"Rows of the mail delivery log by kind (email_code, reset_token, reset_error, password_changed) and state (pending, sent, skipped, failed).",
-			[]string{"kind", "state"}, nil),
-		mailOldest: prometheus.NewDesc(name("mail_oldest_pending_age_seconds"),
-			"Age of the oldest delivery still pending; 0 when none is.",
-			nil, nil),
+		up: desc("scrape_source_up",
+			"1 when the last scrape could read the source (intake, projections, mail), 0 when it failed or timed out; its other figures are then missing.", "source"),
+		intakeDepth: desc("intake_queue_depth",
+			"Forgot Password (reset_request_token) and Resend (reset_resend_token) commands queued and not yet decided.", "queue"),
+		intakeOldest: desc("intake_oldest_message_age_seconds",
+			"Age of the oldest command waiting in the queue; 0 when it is empty.", "queue"),
+		lagEvents: desc("projection_lag_events",
+			"Events in the feed after the consumer's checkpoint, counted up to "+strconv.Itoa(LagCap)+".", "consumer"),
+		lagSeconds: desc("projection_lag_seconds",
+			"Age of the oldest event the consumer has not applied yet; 0 when it has caught up.", "consumer"),
+		mail: desc("mail_deliveries",
+			"Rows of the mail delivery log by kind (email_code, reset_token, reset_error, password_changed) and state (pending, sent, skipped, failed).", "kind", "state"),
+		mailOldest: desc("mail_oldest_pending_age_seconds",
+			"Age of the oldest delivery still pending; 0 when none is."),
 	}
 }
 

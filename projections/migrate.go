@@ -14,9 +14,7 @@ import (
 )
 
 // migrationFiles holds the runner's tables and every built-in read model's tables and
-// views, one file per version (NNNN_name.up.sql), applied in order by golang-migrate (see
-// internal/pgmigrate). There are no down files: read models are rebuilt from the event
-// store, never migrated down.
+// views. Read models are rebuilt from the event store, never migrated down.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
@@ -24,19 +22,18 @@ var migrationFiles embed.FS
 // migrationsTable records the schema version of this package's tables.
 const migrationsTable = "projections_migrations"
 
-// Migrate creates or upgrades the runner's tables (checkpoints, parked events) and the
-// built-in read models' tables and views (in Schema) in pool's database, then makes sure
-// AnalystRole exists and may read Schema and nothing else. The version applied is
-// recorded in projections_migrations. It is idempotent and safe to run from several
-// processes at once: golang-migrate takes an advisory lock for projections_migrations,
-// each file is applied in one transaction, and the grants run under a lock of their own.
+// Migrate brings the runner's tables (checkpoints, parked events) and the built-in read
+// models' tables and views (in Schema) up to date, recording their version in
+// projections_migrations (internal/pgmigrate says how, and why it is safe at every start),
+// then makes sure AnalystRole exists and may read Schema and nothing else; the grants run
+// under a lock of their own.
 //
 // Creating the role needs CREATEROLE (or a superuser); where the database user lacks it,
 // an administrator creates the role once (CREATE ROLE selfreset_analyst NOLOGIN) and
 // migrate grants to it.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := pgmigrate.Up(ctx, pool, migrationFiles, "migrations", migrationsTable); err != nil {
-		return fmt.Errorf("projections: migrate: %w", err)
+		return err
 	}
 	if err := grantReadOnly(ctx, pool, AnalystRole); err != nil {
 		return fmt.Errorf("projections: migrate: %w", err)
@@ -79,13 +76,11 @@ func grantReadOnly(ctx context.Context, pool *pgxpool.Pool, role string) error {
 // catalog row and fails with "tuple concurrently updated" while another schema owner's
 // migration (in another process) creates an index on one of them.
 func revokePublicGrants(ctx context.Context, tx pgx.Tx, role string) error {
-	rows, err := tx.Query(ctx, `SELECT DISTINCT c.oid::regclass::text
+	// A failed Query leaves rows in an error state, which CollectRows reports.
+	rows, _ := tx.Query(ctx, `SELECT DISTINCT c.oid::regclass::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
 		     aclexplode(c.relacl) a
 		WHERE n.nspname = 'public' AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)`, role)
-	if err != nil {
-		return fmt.Errorf("role %s: list grants in public: %w", role, err)
-	}
 	rels, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("role %s: list grants in public: %w", role, err)

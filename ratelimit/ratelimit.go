@@ -167,14 +167,8 @@ func (l *Limiter) Cleanup(ctx context.Context) (int, error) {
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migrationsTable records the schema version of this package's table.
-const migrationsTable = "ratelimit_migrations"
-
-// Migrate creates or upgrades the rate_limits table (idempotent, safe from several
-// processes at once: golang-migrate holds an advisory lock).
+// Migrate brings the rate_limits table up to date, recording its version in
+// ratelimit_migrations (internal/pgmigrate says how, and why it is safe at every start).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	if err := pgmigrate.Up(ctx, pool, migrationFiles, "migrations", migrationsTable); err != nil {
-		return fmt.Errorf("ratelimit: migrate: %w", err)
-	}
-	return nil
+	return pgmigrate.Up(ctx, pool, migrationFiles, "migrations", "ratelimit_migrations")
 }

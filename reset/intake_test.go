@@ -380,7 +380,7 @@ func TestResendAndCompleteAnswers(t *testing.T) {
 		t.Fatalf("resend: %+v %v", next, err)
 	}
 	f.drain()
-	u, _, err := f.cmds.LoadUser(f.ctx, "ACME", "jane")
+	u, err := f.cmds.LoadUser(f.ctx, "ACME", "jane")
 	if err != nil {
 		t.Fatal(err)
 	}

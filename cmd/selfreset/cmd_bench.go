@@ -141,7 +141,7 @@ func runBenchCommands(ctx context.Context, c *cli, users, conc int) error {
 			return h.ResetPassword(ctx, commands.ResetPassword{Provider: code, Login: l, Token: tokens[i], NewPassword: "new-bench-password-" + l})
 		}),
 		measure(ctx, "load user (fold stream)", logins, conc, func(ctx context.Context, i int, l string) error {
-			_, _, err := h.LoadUser(ctx, code, l)
+			_, err := h.LoadUser(ctx, code, l)
 			return err
 		}),
 	}

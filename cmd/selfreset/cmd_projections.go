@@ -12,18 +12,10 @@ import (
 	"selfreset/projections"
 )
 
-var projectionsGroup = group{
-	name:    "projections",
-	summary: "read models: rebuild them from the history, or show checkpoints, lag and parked events",
-	run: func(ctx context.Context, c *cli, args []string) error {
-		return c.dispatchSub(ctx, "projections", projectionsCommands, args)
-	},
-}
-
-var projectionsCommands = []subcommand{
+var projectionsGroup = verbGroup("projections", "read models: rebuild them from the history, or show checkpoints, lag and parked events", []subcommand{
 	{"rebuild", "rebuild read models from the full history while the service keeps serving: [NAME...] (default: all)", runProjectionsRebuild},
 	{"status", "per consumer: checkpoint, feed head, events behind, parked events", runProjectionsStatus},
-}
+})
 
 // withRunner opens the event store and the read-model database and builds a runner for
 // the built-in read models. The secret is not needed: nothing is derived or sent.

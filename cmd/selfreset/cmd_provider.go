@@ -2,24 +2,15 @@ package main
 
 import (
 	"context"
-	"strings"
 
 	"selfreset/commands"
 )
 
-var providerGroup = group{
-	name:    "provider",
-	summary: "register providers (agencies) and allow or revoke Self Password Reset for them",
-	run: func(ctx context.Context, c *cli, args []string) error {
-		return c.dispatchSub(ctx, "provider", providerCommands, args)
-	},
-}
-
-var providerCommands = []subcommand{
+var providerGroup = verbGroup("provider", "register providers (agencies) and allow or revoke Self Password Reset for them", []subcommand{
 	{"add", "register a provider: --code C --name N [--allow-self-reset]", runProviderAdd},
 	{"allow-self-reset", "let the provider's users be enabled for Self Password Reset: --code C", runProviderAllow},
 	{"revoke-self-reset", "withdraw that; pending requests are then refused: --code C", runProviderRevoke},
-}
+})
 
 func runProviderAdd(ctx context.Context, c *cli, args []string) error {
 	const cmd = "provider add"
@@ -34,12 +25,9 @@ func runProviderAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	n := strings.TrimSpace(*name)
-	switch {
-	case n == "":
-		return usagef("%s: --name is required", cmd)
-	case len(n) > 200:
-		return usagef("%s: --name is longer than 200 bytes", cmd)
+	n, err := displayName(cmd, *name)
+	if err != nil {
+		return err
 	}
 	return c.withCommands(ctx, func(h *commands.Handler) error {
 		err := h.RegisterProvider(ctx, commands.RegisterProvider{Actor: operator, Code: normalized, Name: n, AllowSelfReset: *allow})

@@ -13,15 +13,7 @@ import (
 	"selfreset/domain"
 )
 
-var userGroup = group{
-	name:    "user",
-	summary: "register users and change an account's status (admin lock, deactivate, delete)",
-	run: func(ctx context.Context, c *cli, args []string) error {
-		return c.dispatchSub(ctx, "user", userCommands, args)
-	},
-}
-
-var userCommands = []subcommand{
+var userGroup = verbGroup("user", "register users and change an account's status (admin lock, deactivate, delete)", []subcommand{
 	{"add", "register a user: --provider C --login L --name N [--role user-admin|auditor] --password-stdin", runUserAdd},
 	statusCommand("lock", "admin-lock the account (only an admin unlock lifts it; no reset token is issued)", "admin-locked",
 		(*commands.Handler).AdminLock),
@@ -33,7 +25,7 @@ var userCommands = []subcommand{
 		(*commands.Handler).Reactivate),
 	statusCommand("delete", "delete the account for good (its history stays)", "deleted",
 		(*commands.Handler).Delete),
-}
+})
 
 // maxPasswordInput bounds what --password-stdin reads; the policy allows 128 characters.
 const maxPasswordInput = 4096
@@ -72,13 +64,11 @@ func runUserAdd(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	n := strings.TrimSpace(*name)
-	switch {
-	case n == "":
-		return usagef("%s: --name is required", cmd)
-	case len(n) > 200:
-		return usagef("%s: --name is longer than 200 bytes", cmd)
-	case !*fromStdin:
+	n, err := displayName(cmd, *name)
+	if err != nil {
+		return err
+	}
+	if !*fromStdin {
 		return usagef("%s: --password-stdin is required: the password is read from standard input, never from a flag", cmd)
 	}
 	pw, err := readPassword(c.stdin)

@@ -200,6 +200,13 @@ type subcommand struct {
 	run     func(ctx context.Context, c *cli, args []string) error
 }
 
+// verbGroup is a group whose every use names one of its verbs ("provider add").
+func verbGroup(name, summary string, verbs []subcommand) group {
+	return group{name: name, summary: summary, run: func(ctx context.Context, c *cli, args []string) error {
+		return c.dispatchSub(ctx, name, verbs, args)
+	}}
+}
+
 // dispatchSub runs the subcommand args[0] of group.
 func (c *cli) dispatchSub(ctx context.Context, group string, subs []subcommand, args []string) error {
 	names := make([]string, len(subs))
@@ -226,6 +233,18 @@ func (c *cli) dispatchSub(ctx context.Context, group string, subs []subcommand, 
 }
 
 // ---- argument checks shared by the command groups ----
+
+// displayName trims and checks a --name value: required, at most 200 bytes.
+func displayName(cmd, v string) (string, error) {
+	n := strings.TrimSpace(v)
+	switch {
+	case n == "":
+		return "", usagef("%s: --name is required", cmd)
+	case len(n) > 200:
+		return "", usagef("%s: --name is longer than 200 bytes", cmd)
+	}
+	return n, nil
+}
 
 // providerCode normalizes and checks a --code/--provider value.
 func providerCode(cmd, flagName, v string) (string, error) {

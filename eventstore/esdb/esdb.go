@@ -354,10 +354,26 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) ([]e
 }
 
 func (s *Store) readStreamPage(ctx context.Context, c *esdbc.Client, stream string, from uint64, each func(eventstore.RecordedEvent)) (uint64, error) {
-	rs, err := c.ReadStream(ctx, stream, esdbc.ReadStreamOptions{Direction: esdbc.Forwards, From: esdbc.Revision(from)}, s.pageSize)
+	return s.readPage(c, func() (*esdbc.ReadStream, error) {
+		return c.ReadStream(ctx, stream, esdbc.ReadStreamOptions{Direction: esdbc.Forwards, From: esdbc.Revision(from)}, s.pageSize)
+	}, func(err error) error { return mapReadError(stream, err) }, func(r *esdbc.RecordedEvent) (bool, error) {
+		rec, err := toRecorded(r)
+		if err != nil {
+			return false, err
+		}
+		each(rec)
+		return true, nil
+	})
+}
+
+// readPage reads one page from the stream open opens, passing each event to visit until
+// it returns false or an error, and tells how many events it read. A read error is noted
+// against c and returned through fail.
+func (s *Store) readPage(c *esdbc.Client, open func() (*esdbc.ReadStream, error), fail func(error) error, visit func(*esdbc.RecordedEvent) (more bool, err error)) (uint64, error) {
+	rs, err := open()
 	if err != nil {
 		s.noteErr(c, err)
-		return 0, mapReadError(stream, err)
+		return 0, fail(err)
 	}
 	defer rs.Close()
 	var n uint64
@@ -368,14 +384,12 @@ func (s *Store) readStreamPage(ctx context.Context, c *esdbc.Client, stream stri
 		}
 		if err != nil {
 			s.noteErr(c, err)
-			return n, mapReadError(stream, err)
+			return n, fail(err)
 		}
 		n++
-		rec, err := toRecorded(ev.OriginalEvent())
-		if err != nil {
+		if more, err := visit(ev.OriginalEvent()); err != nil || !more {
 			return n, err
 		}
-		each(rec)
 	}
 }
 
@@ -392,45 +406,38 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 	for {
 		// A read of $all from a position includes the event at that position: cursor
 		// skips it (and everything not strictly after `after`).
-		rs, err := c.ReadAll(ctx, esdbc.ReadAllOptions{Direction: esdbc.Forwards, From: fromPosition(cursor)}, s.pageSize)
-		if err != nil {
-			s.noteErr(c, err)
-			return nil, withCtx(ctx, fmt.Errorf("esdb: read $all after %s: %w", after, err))
-		}
-		var n uint64
 		progressed := false
-		for len(out) < limit {
-			ev, err := rs.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				rs.Close()
-				s.noteErr(c, err)
-				return nil, withCtx(ctx, fmt.Errorf("esdb: read $all after %s: %w", after, err))
-			}
-			n++
-			r := ev.OriginalEvent()
+		opts := esdbc.ReadAllOptions{Direction: esdbc.Forwards, From: fromPosition(cursor)}
+		n, err := s.readAllPage(ctx, c, opts, "read $all after "+after.String(), func(r *esdbc.RecordedEvent) (bool, error) {
 			pos := toPosition(r.Position)
 			if !cursor.Less(pos) {
-				continue
+				return true, nil
 			}
 			cursor, progressed = pos, true
 			if !s.filter.match(r.StreamID, r.EventType) {
-				continue
+				return true, nil
 			}
 			rec, err := toRecorded(r)
 			if err != nil {
-				rs.Close()
-				return nil, err
+				return false, err
 			}
 			out = append(out, rec)
+			return len(out) < limit, nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		rs.Close()
 		if len(out) >= limit || n < s.pageSize || !progressed {
 			return out, nil
 		}
 	}
+}
+
+// readAllPage is readPage over a page of $all read with opts; what names the read in
+// errors.
+func (s *Store) readAllPage(ctx context.Context, c *esdbc.Client, opts esdbc.ReadAllOptions, what string, visit func(*esdbc.RecordedEvent) (bool, error)) (uint64, error) {
+	return s.readPage(c, func() (*esdbc.ReadStream, error) { return c.ReadAll(ctx, opts, s.pageSize) },
+		func(err error) error { return withCtx(ctx, fmt.Errorf("esdb: %s: %w", what, err)) }, visit)
 }
 
 // SubscribeAll implements eventstore.Store with a catch-up subscription to $all, filtered on
@@ -496,37 +503,23 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 	var cursor eventstore.Position
 	started := false
 	for {
-		rs, err := c.ReadAll(ctx, esdbc.ReadAllOptions{Direction: esdbc.Backwards, From: from}, s.pageSize)
-		if err != nil {
-			s.noteErr(c, err)
-			return eventstore.Position{}, withCtx(ctx, fmt.Errorf("esdb: read $all backwards: %w", err))
-		}
-		var n uint64
-		progressed := false
-		for {
-			ev, err := rs.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				rs.Close()
-				s.noteErr(c, err)
-				return eventstore.Position{}, withCtx(ctx, fmt.Errorf("esdb: read $all backwards: %w", err))
-			}
-			n++
-			r := ev.OriginalEvent()
+		progressed, found := false, false
+		opts := esdbc.ReadAllOptions{Direction: esdbc.Backwards, From: from}
+		n, err := s.readAllPage(ctx, c, opts, "read $all backwards", func(r *esdbc.RecordedEvent) (bool, error) {
 			pos := toPosition(r.Position)
 			if started && !pos.Less(cursor) {
-				continue // the page's first event is where the last page ended
+				return true, nil // the page's first event is where the last page ended
 			}
 			cursor, started, progressed = pos, true, true
-			if s.filter.match(r.StreamID, r.EventType) {
-				rs.Close()
-				return pos, nil
-			}
-		}
-		rs.Close()
-		if n < s.pageSize || !progressed {
+			found = s.filter.match(r.StreamID, r.EventType)
+			return !found, nil
+		})
+		switch {
+		case err != nil:
+			return eventstore.Position{}, err
+		case found:
+			return cursor, nil
+		case n < s.pageSize || !progressed:
 			return eventstore.Start, nil
 		}
 		from = fromPosition(cursor)

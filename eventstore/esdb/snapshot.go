@@ -55,11 +55,8 @@ func (s *Store) ReadSnapshot(ctx context.Context, stream string) (eventstore.Sna
 // revision it read, and only when the snapshot there is not newer, so racing writers
 // retry against each other and a snapshot never moves back.
 func (s *Store) WriteSnapshot(ctx context.Context, stream string, snap eventstore.Snapshot) error {
-	if stream == "" {
-		return errors.New("esdb: write snapshot: empty stream name")
-	}
-	if !json.Valid(snap.Data) {
-		return fmt.Errorf("esdb: write snapshot of %q: data is not valid JSON", stream)
+	if err := eventstore.ValidateSnapshot(stream, snap); err != nil {
+		return err
 	}
 	data, err := json.Marshal(snapshotRecord{Revision: snap.Revision, Schema: snap.Schema, Data: snap.Data})
 	if err != nil {

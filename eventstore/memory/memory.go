@@ -316,11 +316,8 @@ func (s *Store) ReadSnapshot(ctx context.Context, stream string) (eventstore.Sna
 // WriteSnapshot implements eventstore.SnapshotStore: a snapshot at an earlier revision
 // than the stored one is dropped, so racing writers keep the newest.
 func (s *Store) WriteSnapshot(ctx context.Context, stream string, snap eventstore.Snapshot) error {
-	if stream == "" {
-		return errors.New("eventstore/memory: write snapshot: empty stream name")
-	}
-	if !json.Valid(snap.Data) {
-		return fmt.Errorf("eventstore/memory: write snapshot of %q: data is not valid JSON", stream)
+	if err := eventstore.ValidateSnapshot(stream, snap); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("eventstore/memory: write snapshot of %q: %w", stream, err)

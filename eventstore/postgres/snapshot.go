@@ -34,11 +34,8 @@ func (s *Store) ReadSnapshot(ctx context.Context, stream string) (eventstore.Sna
 // WriteSnapshot implements eventstore.SnapshotStore: one upsert that keeps the row with
 // the later revision, so racing writers need no lock and never move a snapshot back.
 func (s *Store) WriteSnapshot(ctx context.Context, stream string, snap eventstore.Snapshot) error {
-	if stream == "" {
-		return errors.New("eventstore/postgres: write snapshot: empty stream name")
-	}
-	if !json.Valid(snap.Data) {
-		return fmt.Errorf("eventstore/postgres: write snapshot of %q: data is not valid JSON", stream)
+	if err := eventstore.ValidateSnapshot(stream, snap); err != nil {
+		return err
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO snapshots (stream, revision, schema, data) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (stream) DO UPDATE SET revision = EXCLUDED.revision, schema = EXCLUDED.schema,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"sync"
+	"testing"
 
 	"selfreset/eventstore"
 )
@@ -45,4 +46,15 @@ func (c *ReadCounter) Take() map[string]int {
 	out := maps.Clone(c.reads)
 	clear(c.reads)
 	return out
+}
+
+// StreamRevision is the revision of stream's last event, read from store: the check a
+// test makes that a command appended nothing (or how far a stream has grown).
+func StreamRevision(t testing.TB, store eventstore.Store, stream string) uint64 {
+	t.Helper()
+	events, err := store.ReadStream(context.Background(), stream, 0)
+	if err != nil {
+		t.Fatalf("read %s: %v", stream, err)
+	}
+	return events[len(events)-1].Revision
 }
