@@ -34,8 +34,9 @@ type RebuildReport struct {
 //
 //  1. it creates a schema of its own holding empty unlogged copies of the models' tables
 //     (CREATE TABLE … (LIKE live INCLUDING ALL), unique indexes only) and replays the feed
-//     from the start into them, a page per transaction (with ApplyPage where a model has
-//     it), with the search_path of each transaction set to that schema;
+//     from the start into them: the feed read a page ahead and decoded once, each model
+//     applying the pages on a connection of its own, in parallel, a page per transaction
+//     (with ApplyPage where a model has it), its search_path set to that schema (catchUp);
 //  2. where the tables can be swapped by renaming, it makes the copies the live tables'
 //     twins (prepareRename) and applies what arrived meanwhile;
 //  3. then, in one transaction, it locks the live consumers' checkpoint rows (their live
