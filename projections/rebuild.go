@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,8 +33,9 @@ type RebuildReport struct {
 //
 //  1. it creates a schema of its own holding empty unlogged copies of the models' tables
 //     (CREATE TABLE … (LIKE live INCLUDING ALL), unique indexes only) and replays the feed
-//     from the start into them, a page per transaction (with ApplyPage where a model has
-//     it), with the search_path of each transaction set to that schema;
+//     from the start into them: the feed read a page ahead and decoded once, each model
+//     applying the pages on a connection of its own, in parallel, a page per transaction
+//     (with ApplyPage where a model has it), its search_path set to that schema (catchUp);
 //  2. where the tables can be swapped by renaming, it makes the copies the live tables'
 //     twins (prepareRename) and applies what arrived meanwhile;
 //  3. then, in one transaction, it locks the live consumers' checkpoint rows (their live
@@ -158,11 +160,13 @@ func (r *Runner) lockRebuild(ctx context.Context, models []ReadModel) (release f
 
 // shadow is a rebuild's schema and its copies of the models' tables.
 type shadow struct {
-	name     string // the schema, unquoted
-	schema   string // sanitized identifier
-	models   []ReadModel
-	tables   []shadowTable
-	events   int
+	name   string // the schema, unquoted
+	schema string // sanitized identifier
+	models []ReadModel
+	tables []shadowTable
+	events int // written by one goroutine at a time (decode)
+	// mu guards what the models' appliers write, each on a goroutine of its own.
+	mu       sync.Mutex
 	parked   []parkedRecord
 	parkedBy map[string]int
 	// pagesRetried counts the pages of a model applied event by event after the page
@@ -292,34 +296,6 @@ func (sh *shadow) drop(r *Runner) {
 	}
 }
 
-// catchUp applies the feed after pos to the shadow tables, one transaction per page,
-// until the feed has nothing more, and returns the last position applied. The next page
-// is read while the current one is applied: the database does both at once.
-func (r *Runner) catchUp(ctx context.Context, sh *shadow, pos eventstore.Position) (eventstore.Position, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pages := make(chan feedPage, 1)
-	go r.readPages(ctx, pos, pages)
-	for p := range pages {
-		if p.err != nil {
-			return pos, fmt.Errorf("projections: rebuild: read feed: %w", p.err)
-		}
-		tx, err := r.cfg.Pool.Begin(ctx)
-		if err != nil {
-			return pos, fmt.Errorf("projections: rebuild: begin: %w", err)
-		}
-		if err := sh.applyAll(ctx, r, tx, p.events); err != nil {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
-			return pos, err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return pos, fmt.Errorf("projections: rebuild: commit: %w", err)
-		}
-		pos = p.events[len(p.events)-1].Position
-	}
-	return pos, ctx.Err()
-}
-
 // feedPage is one page of the feed, or the error that ended the reading.
 type feedPage struct {
 	events []eventstore.RecordedEvent
@@ -358,6 +334,21 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, sh.schema); err != nil {
 		return fmt.Errorf("projections: rebuild: set search_path: %w", err)
 	}
+	envs := sh.decode(r, events)
+	for _, m := range sh.models {
+		if err := sh.applyModel(ctx, r, tx, m, envs); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, orig); err != nil {
+		return fmt.Errorf("projections: rebuild: restore search_path: %w", err)
+	}
+	return nil
+}
+
+// decode decodes a page of the feed once for every model, counting its events and
+// parking for every model those it cannot decode.
+func (sh *shadow) decode(r *Runner, events []eventstore.RecordedEvent) []Envelope {
 	envs := make([]Envelope, 0, len(events))
 	for _, rec := range events {
 		sh.events++
@@ -370,15 +361,7 @@ func (sh *shadow) applyAll(ctx context.Context, r *Runner, tx pgx.Tx, events []e
 		}
 		envs = append(envs, Envelope{Record: rec, Event: ev})
 	}
-	for _, m := range sh.models {
-		if err := sh.applyModel(ctx, r, tx, m, envs); err != nil {
-			return err
-		}
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, orig); err != nil {
-		return fmt.Errorf("projections: rebuild: restore search_path: %w", err)
-	}
-	return nil
+	return envs
 }
 
 // pageApplier is a ReadModel that can apply a whole page of events at once during a
@@ -416,7 +399,9 @@ func (sh *shadow) applyModel(ctx context.Context, r *Runner, tx pgx.Tx, m ReadMo
 	if tx.Conn().IsClosed() || ctx.Err() != nil {
 		return fmt.Errorf("projections: rebuild: %w", err)
 	}
+	sh.mu.Lock()
 	sh.pagesRetried++
+	sh.mu.Unlock()
 	r.log.Debug("projections: rebuild: page failed; applying it event by event", "consumer", m.Name(), "error", err)
 	for _, e := range envs {
 		if err := savepoint(ctx, tx, func(sp pgx.Tx) error { return m.Apply(ctx, sp, e) }); err != nil {
@@ -457,6 +442,8 @@ func savepoint(ctx context.Context, tx pgx.Tx, fn func(sp pgx.Tx) error) error {
 }
 
 func (sh *shadow) park(r *Runner, consumer string, rec eventstore.RecordedEvent, cause error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	sh.parked = append(sh.parked, parkedRecord{consumer: consumer, rec: rec, cause: cause.Error()})
 	sh.parkedBy[consumer]++
 	r.log.Error("projections: rebuild: event parked", "consumer", consumer, "event_id", rec.ID, "type", rec.Type,
