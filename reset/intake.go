@@ -189,8 +189,10 @@ type Bus struct {
 
 // publishConns is the size of the Bus's own pool. Publishing is one short INSERT; a pool
 // of its own keeps the answers from waiting behind the command side, which shares the
-// read-model pool with the projections and the mailer.
-const publishConns = 4
+// read-model pool with the projections and the mailer. 16, not 4: each publish waits for
+// its commit's WAL flush, and more of them in flight share a flush (bench --http at c=32:
+// 469 answers/s with 4, 1,238 with 16, 1,028 with 32).
+const publishConns = 16
 
 // NewBus publishes to the database of pool (the read-model database), on a pool of its
 // own with pool's settings. Close it when done.
