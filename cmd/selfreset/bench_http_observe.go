@@ -129,21 +129,15 @@ type lagSample struct {
 	age    time.Duration // since the oldest event some consumer has not applied occurred
 }
 
-// sampleLag samples the lag every interval until ctx ends.
-func (b *httpBench) sampleLag(ctx context.Context, every time.Duration) []lagSample {
+// sampleLag samples the lag every period until ctx ends (a failed sample is skipped).
+func (b *httpBench) sampleLag(ctx context.Context, period time.Duration) []lagSample {
 	var out []lagSample
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return out
-		case <-t.C:
-		}
+	_ = every(period, func(ctx context.Context) {
 		if s, err := b.lagNow(ctx); err == nil {
 			out = append(out, s)
 		}
-	}
+	})(ctx)
+	return out
 }
 
 func (b *httpBench) lagNow(ctx context.Context) (lagSample, error) {
