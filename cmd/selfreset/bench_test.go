@@ -118,3 +118,28 @@ func TestBenchHTTPSmoke(t *testing.T) {
 	e.fails(t, exitUsage, "", "bench", "--http", "http://example.org:8080")
 	e.fails(t, exitUsage, "", "bench", "--http", "http://"+srv.Addr, "--phases", "nap")
 }
+
+// TestBenchHTTPBadFlags: each bad flag of bench --http is one line naming it, exit code 2,
+// before anything is contacted (nothing listens on 127.0.0.1:1).
+func TestBenchHTTPBadFlags(t *testing.T) {
+	e := cliEnv{config.EnvDatabaseURL: "postgres://postgres@127.0.0.1:1/none?sslmode=disable", config.EnvSecret: testSecret}
+	base := []string{"bench", "--http", "http://127.0.0.1:1"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--http", "notaurl"}, "--http"},
+		{append(base, "--concurrency", "1,x"), "--concurrency"},
+		{append(base, "--concurrency", "0"), "--concurrency"},
+		{append(base, "--duration", "-1s"), "--duration"},
+		{append(base, "--duration", "2h"), "--duration"},
+		{append(base, "--max-requests", "0"), "--max-requests"},
+		{append(base, "--accounts", "0"), "--accounts"},
+		{append(base, "--phases", "bogus"), "--phases"},
+	} {
+		r := e.fails(t, exitUsage, "", c.args...)
+		if !strings.Contains(r.stderr, c.want) {
+			t.Errorf("selfreset %s: %q does not name %s", strings.Join(c.args, " "), r.stderr, c.want)
+		}
+	}
+}

@@ -75,8 +75,13 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 		if hc.phases, err = parsePhases(*phases); err != nil {
 			return err
 		}
-		if hc.duration <= 0 || hc.duration > time.Hour || hc.maxRequests < 1 || hc.accounts < 1 || hc.accounts > 10000 {
-			return usagef("bench: --duration must be up to 1h, --max-requests at least 1 and --accounts 1..10000")
+		switch {
+		case hc.duration <= 0 || hc.duration > time.Hour:
+			return usagef("bench: --duration %s: must be more than 0 and at most 1h", hc.duration)
+		case hc.maxRequests < 1:
+			return usagef("bench: --max-requests %d: must be at least 1", hc.maxRequests)
+		case hc.accounts < 1 || hc.accounts > 10000:
+			return usagef("bench: --accounts %d: must be from 1 to 10000", hc.accounts)
 		}
 		hc.levels = levels
 		return runBenchHTTP(ctx, c, hc)
