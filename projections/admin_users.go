@@ -23,11 +23,6 @@ import (
 // existing rows converges on the same rows.
 type AdminUsers struct{}
 
-var (
-	_ ReadModel   = AdminUsers{}
-	_ pageApplier = AdminUsers{}
-)
-
 // Name implements Projection.
 func (AdminUsers) Name() string { return AdminUsersName }
 

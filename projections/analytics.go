@@ -22,11 +22,6 @@ import (
 // account that does not exist is not kept.
 type Analytics struct{}
 
-var (
-	_ ReadModel   = Analytics{}
-	_ pageApplier = Analytics{}
-)
-
 // Name implements Projection.
 func (Analytics) Name() string { return AnalyticsName }
 

@@ -24,11 +24,6 @@ import (
 //   - completed: a password was changed through self-service reset.
 type ResetActivity struct{}
 
-var (
-	_ ReadModel   = ResetActivity{}
-	_ pageApplier = ResetActivity{}
-)
-
 // Name implements Projection.
 func (ResetActivity) Name() string { return ResetActivityName }
 
