@@ -28,13 +28,8 @@ func TemporaryPassword() string { return rand.Text() }
 // CreateUser returns the temporary password; it is in no event and no log.
 func (h *Handler) CreateUser(ctx context.Context, c CreateUser) (password string, err error) {
 	defer h.observe("create_user", time.Now(), &err)
-	un := h.unit()
-	actor, err := un.refreshActor(ctx, c.Actor)
-	if err != nil {
-		return "", err
-	}
 	password = TemporaryPassword()
-	err = un.registerUser(ctx, RegisterUser{Actor: actor, Provider: c.Provider, Login: c.Login, DisplayName: c.DisplayName,
+	err = h.unit().registerUser(ctx, RegisterUser{Actor: c.Actor, Provider: c.Provider, Login: c.Login, DisplayName: c.DisplayName,
 		Password: password, Roles: c.Roles}, true)
 	if err != nil {
 		return "", err

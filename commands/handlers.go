@@ -73,19 +73,19 @@ type RegisterUser struct {
 
 func (h *Handler) RegisterUser(ctx context.Context, c RegisterUser) (err error) {
 	defer h.observe("register_user", time.Now(), &err)
-	un := h.unit()
+	return h.unit().registerUser(ctx, c, false)
+}
+
+// registerUser registers the account for the actor refreshed from their own stream and,
+// when it holds the User Administrative role, counts it on the provider's stream.
+// temporary marks the password as one to change.
+func (un *unit) registerUser(ctx context.Context, c RegisterUser, temporary bool) error {
+	h := un.h
 	actor, err := un.refreshActor(ctx, c.Actor)
 	if err != nil {
 		return err
 	}
 	c.Actor = actor
-	return un.registerUser(ctx, c, false)
-}
-
-// registerUser registers the account and, when it holds the User Administrative role,
-// counts it on the provider's stream. temporary marks the password as one to change.
-func (un *unit) registerUser(ctx context.Context, c RegisterUser, temporary bool) error {
-	h := un.h
 	login := domain.NormalizeLogin(c.Login)
 	if !domain.ValidLogin(login) || !domain.ValidProviderCode(domain.NormalizeProviderCode(c.Provider)) {
 		return domain.ErrInvalidInput

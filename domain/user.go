@@ -89,16 +89,19 @@ type User struct {
 // Active reports whether the account may sign in at all (ignoring the failed-login lock).
 func (u User) Active() bool { return u.Registered && !u.AdminLocked && !u.Deactivated && !u.Deleted }
 
-// Apply folds one event into the state.
 // Apply folds one event into the state. Each behaviour folds its own events (see the
-// apply helpers beside this one); an event none of them knows changes nothing.
+// apply helpers beside this one) and passes over the others, so every event is offered
+// to each; an event none of them knows changes nothing.
 func (u *User) Apply(e Event) {
-	_ = u.applyAccount(e) || u.applySignIn(e) || u.applySettings(e) || u.applyReset(e)
+	u.applyAccount(e)
+	u.applySignIn(e)
+	u.applySettings(e)
+	u.applyReset(e)
 }
 
 // applyAccount folds the administration events: registration, roles, enablement and the
-// administrator's locks. It reports whether e was one of them.
-func (u *User) applyAccount(e Event) bool {
+// administrator's locks.
+func (u *User) applyAccount(e Event) {
 	switch e := e.(type) {
 	case UserRegistered:
 		u.Provider, u.Login, u.Registered = e.Provider, e.Login, true
@@ -129,14 +132,11 @@ func (u *User) applyAccount(e Event) bool {
 	case AccountDeleted:
 		u.Deleted = true
 		u.SessionEpoch++
-	default:
-		return false
 	}
-	return true
 }
 
 // applySignIn folds the sign-in events and the failed-login lock.
-func (u *User) applySignIn(e Event) bool {
+func (u *User) applySignIn(e Event) {
 	switch e := e.(type) {
 	case LoginSucceeded:
 		u.FailedLogins = 0
@@ -150,14 +150,11 @@ func (u *User) applySignIn(e Event) bool {
 		u.Locked = true
 	case AccountUnlocked:
 		u.Locked, u.FailedLogins = false, 0
-	default:
-		return false
 	}
-	return true
 }
 
 // applySettings folds the settings flow: the email code and the configured address.
-func (u *User) applySettings(e Event) bool {
+func (u *User) applySettings(e Event) {
 	switch e := e.(type) {
 	case RecoveryEmailCodeSent:
 		u.Code = &PendingCode{ID: e.CodeID, KeyID: e.KeyID, Hash: e.CodeHash, Email: e.Email, ExpiresAt: e.ExpiresAt}
@@ -176,14 +173,11 @@ func (u *User) applySettings(e Event) bool {
 		u.Code = nil
 	case SelfResetConfigured:
 		u.Configured, u.RecoveryEmail = true, e.Email
-	default:
-		return false
 	}
-	return true
 }
 
 // applyReset folds the password reset events and every password change.
-func (u *User) applyReset(e Event) bool {
+func (u *User) applyReset(e Event) {
 	switch e := e.(type) {
 	case ResetTokenIssued:
 		u.applyIssued(e)
@@ -201,10 +195,7 @@ func (u *User) applyReset(e Event) bool {
 		}
 	case PasswordChanged:
 		u.applyPasswordChanged(e)
-	default:
-		return false
 	}
-	return true
 }
 
 func (u *User) applyIssued(e ResetTokenIssued) {

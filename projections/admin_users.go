@@ -23,11 +23,6 @@ import (
 // existing rows converges on the same rows.
 type AdminUsers struct{}
 
-var (
-	_ ReadModel   = AdminUsers{}
-	_ pageApplier = AdminUsers{}
-)
-
 // Name implements Projection.
 func (AdminUsers) Name() string { return AdminUsersName }
 
@@ -118,10 +113,6 @@ func (u *adminUser) apply(e domain.Event, at time.Time) bool {
 		u.grant(e.Role)
 	case domain.RoleRevoked:
 		u.Roles = slices.DeleteFunc(u.Roles, func(r string) bool { return r == e.Role })
-	case domain.SelfResetEnabled:
-		u.Enabled = true
-	case domain.SelfResetDisabled:
-		u.Enabled = false
 	case domain.SelfResetConfigured:
 		u.Configured = true
 		masked := domain.MaskEmail(e.Email)
@@ -132,24 +123,35 @@ func (u *adminUser) apply(e domain.Event, at time.Time) bool {
 		}
 		t := e.ChangedAt.UTC()
 		u.LastResetAt = &t
-	case domain.AccountLocked:
-		u.Locked = true
-	case domain.AccountUnlocked:
-		u.Locked = false
-	case domain.AccountAdminLocked:
-		u.AdminLocked = true
-	case domain.AccountAdminUnlocked:
-		u.AdminLocked = false
-	case domain.AccountDeactivated:
-		u.Deactivated = true
-	case domain.AccountReactivated:
-		u.Deactivated = false
-	case domain.AccountDeleted:
-		u.Deleted = true
 	default:
-		return false
+		return u.setFlag(e)
 	}
 	return true
+}
+
+// flagEvents are the events that only set (on) or clear (off) one flag of the row; off
+// is empty for a flag no event clears.
+type flagEvents struct {
+	on, off string
+	flag    *bool
+}
+
+// setFlag folds e into u if it is one of the flag events, and says so.
+func (u *adminUser) setFlag(e domain.Event) bool {
+	typ := e.EventType()
+	for _, f := range []flagEvents{
+		{domain.SelfResetEnabled{}.EventType(), domain.SelfResetDisabled{}.EventType(), &u.Enabled},
+		{domain.AccountLocked{}.EventType(), domain.AccountUnlocked{}.EventType(), &u.Locked},
+		{domain.AccountAdminLocked{}.EventType(), domain.AccountAdminUnlocked{}.EventType(), &u.AdminLocked},
+		{domain.AccountDeactivated{}.EventType(), domain.AccountReactivated{}.EventType(), &u.Deactivated},
+		{domain.AccountDeleted{}.EventType(), "", &u.Deleted},
+	} {
+		if typ == f.on || typ == f.off {
+			*f.flag = typ == f.on
+			return true
+		}
+	}
+	return false
 }
 
 func (u *adminUser) grant(role string) {

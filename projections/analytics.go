@@ -22,17 +22,12 @@ import (
 // account that does not exist is not kept.
 type Analytics struct{}
 
-var (
-	_ ReadModel   = Analytics{}
-	_ pageApplier = Analytics{}
-)
-
 // Name implements Projection.
 func (Analytics) Name() string { return AnalyticsName }
 
 // Tables implements ReadModel.
 func (Analytics) Tables() []string {
-	return []string{"login_activity_facts", "configuration_facts", "enablement_history"}
+	return []string{loginFacts().name, configFacts().name, "enablement_history"}
 }
 
 // Kinds of login_activity_facts.
@@ -51,17 +46,16 @@ const (
 	ConfigConfigured   = "configured"
 )
 
-// The model's SQL, all of it. The column lists are also those of the rebuild's COPY
-// (ApplyPage).
+// The model's fact tables and the SQL of its enablement periods.
+func loginFacts() factTable {
+	return factTable{name: "login_activity_facts", columns: factColumns + ", reason, step_up, failed_attempts", key: "event_id"}
+}
+
+func configFacts() factTable {
+	return factTable{name: "configuration_facts", columns: factColumns + ", code_id, reason", key: "event_id"}
+}
+
 const (
-	loginFactColumns   = "event_id, kind, provider, login, day, occurred_at, reason, step_up, failed_attempts"
-	sqlInsertLoginFact = `INSERT INTO login_activity_facts (` + loginFactColumns + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (event_id) DO NOTHING`
-	configFactColumns   = "event_id, kind, provider, login, day, occurred_at, code_id, reason"
-	sqlInsertConfigFact = `INSERT INTO configuration_facts (` + configFactColumns + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-		ON CONFLICT (event_id) DO NOTHING`
 	sqlOpenEnablement = `INSERT INTO enablement_history (enabled_event_id, provider, login, enabled_at, enabled_by)
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (enabled_event_id) DO NOTHING`
@@ -74,11 +68,9 @@ func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	loginFact, configFact := analyticsFacts(e)
 	switch {
 	case loginFact != nil:
-		_, err := tx.Exec(ctx, sqlInsertLoginFact, loginFact...)
-		return err
+		return loginFacts().insert(ctx, tx, loginFact)
 	case configFact != nil:
-		_, err := tx.Exec(ctx, sqlInsertConfigFact, configFact...)
-		return err
+		return configFacts().insert(ctx, tx, configFact)
 	}
 	return applyEnablement(ctx, tx, e)
 }
@@ -102,19 +94,16 @@ func (Analytics) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) er
 			}
 		}
 	}
-	if err := copyRows(ctx, tx, "login_activity_facts", loginFactColumns, logins); err != nil {
+	if err := loginFacts().copy(ctx, tx, logins); err != nil {
 		return err
 	}
-	return copyRows(ctx, tx, "configuration_facts", configFactColumns, configs)
+	return configFacts().copy(ctx, tx, configs)
 }
 
-// analyticsFacts returns the row of login_activity_facts (in loginFactColumns order) or of
-// configuration_facts (configFactColumns) that e yields, or neither.
+// analyticsFacts returns the row of loginFacts or of configFacts that e yields, or neither.
 func analyticsFacts(e Envelope) (loginFact, configFact []any) {
-	at := eventTime(e.Record)
 	loginRow := func(provider, login, kind string, reason domain.Reason, stepUp bool, attempts *int) []any {
-		return []any{pgUUID(e.Record.ID), kind, domain.NormalizeProviderCode(provider), nullString(login),
-			utcDay(at), at, nullString(reason), stepUp, attempts}
+		return factRow(e, kind, domain.NormalizeProviderCode(provider), login, nullString(reason), stepUp, attempts)
 	}
 	if domain.IsUnmatchedStream(e.Record.Stream) {
 		if ev, ok := e.Event.(domain.LoginFailed); ok && ev.Provider != "" {
@@ -127,7 +116,7 @@ func analyticsFacts(e Envelope) (loginFact, configFact []any) {
 		return nil, nil // provider events say nothing about accounts
 	}
 	configRow := func(kind, codeID string, reason domain.Reason) []any {
-		return []any{pgUUID(e.Record.ID), kind, provider, login, utcDay(at), at, nullString(codeID), nullString(reason)}
+		return factRow(e, kind, provider, login, nullString(codeID), nullString(reason))
 	}
 	switch ev := e.Event.(type) {
 	case domain.LoginSucceeded:

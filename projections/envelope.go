@@ -55,10 +55,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"selfreset/domain"
@@ -99,27 +97,12 @@ const (
 	MetaPosition = "position" // "commit/prepare"
 )
 
-// wireEvent is the JSON payload of a feed message: the store's envelope, field for field.
-type wireEvent struct {
-	ID            uuid.UUID           `json:"id"`
-	Type          string              `json:"type"`
-	SchemaVersion int                 `json:"schema_version"`
-	Stream        string              `json:"stream"`
-	Revision      uint64              `json:"revision"`
-	Position      eventstore.Position `json:"position"`
-	OccurredAt    time.Time           `json:"occurred_at"`
-	Data          json.RawMessage     `json:"data"`
-	Metadata      eventstore.Metadata `json:"metadata"`
-}
-
 // NewMessage turns a recorded event into a watermill message: UUID is the event id, the
-// payload is the JSON of the envelope, and the metadata names type, stream, revision and
+// payload is the JSON of the record (eventstore.RecordedEvent as encoding/json writes it;
+// only RecordFromMessage reads it), and the metadata names type, stream, revision and
 // position. Each call returns a new message instance (a redelivery needs a fresh one).
 func NewMessage(r eventstore.RecordedEvent) (*message.Message, error) {
-	payload, err := json.Marshal(wireEvent{
-		ID: r.ID, Type: r.Type, SchemaVersion: r.SchemaVersion, Stream: r.Stream, Revision: r.Revision,
-		Position: r.Position, OccurredAt: r.OccurredAt, Data: r.Data, Metadata: r.Metadata,
-	})
+	payload, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("projections: encode event %s: %w", r.ID, err)
 	}
@@ -133,12 +116,9 @@ func NewMessage(r eventstore.RecordedEvent) (*message.Message, error) {
 
 // RecordFromMessage reads the recorded event back out of a feed message.
 func RecordFromMessage(msg *message.Message) (eventstore.RecordedEvent, error) {
-	var w wireEvent
-	if err := json.Unmarshal(msg.Payload, &w); err != nil {
+	var r eventstore.RecordedEvent
+	if err := json.Unmarshal(msg.Payload, &r); err != nil {
 		return eventstore.RecordedEvent{}, fmt.Errorf("projections: message %s: %w", msg.UUID, err)
 	}
-	return eventstore.RecordedEvent{
-		ID: w.ID, Type: w.Type, SchemaVersion: w.SchemaVersion, Stream: w.Stream, Revision: w.Revision,
-		Position: w.Position, OccurredAt: w.OccurredAt, Data: w.Data, Metadata: w.Metadata,
-	}, nil
+	return r, nil
 }

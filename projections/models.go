@@ -21,6 +21,15 @@ func ReadModels() []ReadModel {
 	return []ReadModel{AdminUsers{}, ResetTokens{}, ResetActivity{}, Analytics{}}
 }
 
+// The built-in models that apply a rebuild's pages at once. The rebuild finds them by a
+// type assertion, so without these an ApplyPage that missed the interface would only make
+// it slow. (ReadModels above already holds every model to ReadModel.)
+var (
+	_ pageApplier = AdminUsers{}
+	_ pageApplier = ResetActivity{}
+	_ pageApplier = Analytics{}
+)
+
 // eventTime is the domain time of an event: when the decision was made (from the command
 // side's clock), never when a projection happened to run.
 func eventTime(r eventstore.RecordedEvent) time.Time { return r.OccurredAt.UTC() }

@@ -414,18 +414,6 @@ func (sh *shadow) applyModel(ctx context.Context, r *Runner, tx pgx.Tx, m ReadMo
 	return nil
 }
 
-// copyRows copies rows (values in the order of columns, a comma-separated list) into
-// table, unqualified: the search_path says whose.
-func copyRows(ctx context.Context, tx pgx.Tx, table, columns string, rows [][]any) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, strings.Split(columns, ", "), pgx.CopyFromRows(rows)); err != nil {
-		return fmt.Errorf("copy into %s: %w", table, err)
-	}
-	return nil
-}
-
 // savepoint runs fn inside a savepoint of tx, rolling back to it if fn fails.
 func savepoint(ctx context.Context, tx pgx.Tx, fn func(sp pgx.Tx) error) error {
 	sp, err := tx.Begin(ctx)

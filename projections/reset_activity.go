@@ -24,16 +24,11 @@ import (
 //   - completed: a password was changed through self-service reset.
 type ResetActivity struct{}
 
-var (
-	_ ReadModel   = ResetActivity{}
-	_ pageApplier = ResetActivity{}
-)
-
 // Name implements Projection.
 func (ResetActivity) Name() string { return ResetActivityName }
 
 // Tables implements ReadModel.
-func (ResetActivity) Tables() []string { return []string{"reset_activity_facts"} }
+func (ResetActivity) Tables() []string { return []string{activityFacts().name} }
 
 // Fact kinds.
 const (
@@ -44,14 +39,10 @@ const (
 	FactCompleted     = "completed"
 )
 
-// The model's SQL, all of it (table and view: migrations/0004_reset_activity.up.sql).
-// factColumns is also the column list of the rebuild's COPY (ApplyPage).
-const (
-	factColumns   = "event_id, kind, provider, login, day, occurred_at, reason, resend, token_id"
-	sqlInsertFact = `INSERT INTO reset_activity_facts (` + factColumns + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (event_id, kind) DO NOTHING`
-)
+// activityFacts is the model's table (and view: migrations/0004_reset_activity.up.sql).
+func activityFacts() factTable {
+	return factTable{name: "reset_activity_facts", columns: factColumns + ", reason, resend, token_id", key: "event_id, kind"}
+}
 
 type fact struct {
 	kind    string
@@ -62,12 +53,7 @@ type fact struct {
 
 // Apply implements Projection.
 func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
-	for _, row := range activityRows(e) {
-		if _, err := tx.Exec(ctx, sqlInsertFact, row...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return activityFacts().insert(ctx, tx, activityRows(e)...)
 }
 
 // ApplyPage implements pageApplier: the page's facts in one COPY. A fact already there
@@ -78,10 +64,10 @@ func (ResetActivity) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope
 	for _, e := range events {
 		rows = append(rows, activityRows(e)...)
 	}
-	return copyRows(ctx, tx, "reset_activity_facts", factColumns, rows)
+	return activityFacts().copy(ctx, tx, rows)
 }
 
-// activityRows returns the rows of reset_activity_facts e yields, in factColumns order.
+// activityRows returns the rows of activityFacts e yields.
 func activityRows(e Envelope) [][]any {
 	var provider, login string
 	var facts []fact
@@ -116,11 +102,9 @@ func activityRows(e Envelope) [][]any {
 			}
 		}
 	}
-	at := eventTime(e.Record)
 	rows := make([][]any, len(facts))
 	for i, f := range facts {
-		rows[i] = []any{pgUUID(e.Record.ID), f.kind, provider, nullString(login), utcDay(at), at,
-			nullString(f.reason), f.resend, nullString(f.tokenID)}
+		rows[i] = factRow(e, f.kind, provider, login, nullString(f.reason), f.resend, nullString(f.tokenID))
 	}
 	return rows
 }

@@ -21,8 +21,6 @@ import (
 // history over existing rows converges on the same rows.
 type ResetTokens struct{}
 
-var _ ReadModel = ResetTokens{}
-
 // Name implements Projection.
 func (ResetTokens) Name() string { return ResetTokensName }
 
