@@ -4,10 +4,9 @@
 //
 // Each key is one row holding a GCRA state (the generic cell rate algorithm, a token
 // bucket of Burst tokens refilled at Rate, kept as one timestamp): the moment its
-// bucket is full again. One statement
-// (INSERT … ON CONFLICT DO UPDATE … RETURNING) reads, decides and writes it, so racing
-// requests on any number of replicas are serialised by the row lock and never spend the
-// same token twice.
+// bucket is full again. One statement (INSERT … ON CONFLICT DO UPDATE … RETURNING)
+// reads, decides and writes it, so racing requests on any number of replicas are
+// serialised by the row lock and never spend the same token twice.
 //
 // Wiring, for `selfreset serve`:
 //
@@ -93,9 +92,9 @@ func New(db DB, clock domain.Clock) *Limiter {
 var ErrUnavailable = errors.New("ratelimit: budgets unavailable")
 
 // spendSQL is the GCRA in one statement. With T the emission interval ($3) and τ the
-// tolerance ($4, Burst × T), a request at now ($2) is allowed when max(full_at, now) + T ≤ now + τ,
-// and then moves full_at to max(full_at, now) + T; a refusal leaves full_at alone (both
-// SET expressions see the old row). A new key starts with a full bucket, so its first
+// tolerance ($4, Burst × T), a request at now ($2) is allowed when
+// max(full_at, now) + T ≤ now + τ, and then moves full_at to max(full_at, now) + T; a
+// refusal leaves full_at alone (both SET expressions see the old row). A new key starts with a full bucket, so its first
 // request is allowed. Intervals travel as microseconds, PostgreSQL's timestamp resolution.
 const spendSQL = `
 INSERT INTO rate_limits AS r (key, full_at, last_allowed)
