@@ -800,7 +800,8 @@ func TestResetIDBindsToItsRequest(t *testing.T) {
 }
 
 func TestRateLimitPerIP(t *testing.T) {
-	e := newPGEnv(t, func(c *Config) { c.RateLimitPerIP = 3; c.RateLimitPerAccount = 0 })
+	// 30 a minute: bursts of 3, then a token every 2 seconds.
+	e := newPGEnv(t, func(c *Config) { c.RateLimitPerIP = 30; c.RateLimitPerAccount = 0 })
 	login := func(name string) resp {
 		return e.do(req{Method: "POST", Path: "/api/v1/sessions", Body: map[string]string{"provider_code": "ACME", "login_name": name, "password": "wrong-password"}})
 	}
@@ -809,14 +810,14 @@ func TestRateLimitPerIP(t *testing.T) {
 	}
 	r := login("userd")
 	expect(t, r, http.StatusTooManyRequests, CodeRateLimited)
-	if r.header.Get("Retry-After") != "20" {
-		t.Errorf("Retry-After %q, want 20", r.header.Get("Retry-After"))
+	if r.header.Get("Retry-After") != "2" {
+		t.Errorf("Retry-After %q, want 2", r.header.Get("Retry-After"))
 	}
 	// Other endpoints have their own budget.
 	_, fr := e.forgot("ACME", "jane", "jane@example.org")
 	expect(t, fr, http.StatusAccepted, "")
-	// A token comes back every 20 seconds.
-	e.clock.Add(20 * time.Second)
+	// A token comes back every 2 seconds.
+	e.clock.Add(2 * time.Second)
 	expect(t, login("usere"), http.StatusUnauthorized, domain.ErrInvalidCredentials.Code)
 	expect(t, login("userf"), http.StatusTooManyRequests, CodeRateLimited)
 }
@@ -837,8 +838,8 @@ func TestRateLimitPerAccountZeroIsOff(t *testing.T) {
 
 func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {
 	e := newPGEnv(t, func(c *Config) {
-		c.RateLimitPerIP = 2
-		c.RateLimitPerAccount = 3
+		c.RateLimitPerIP = 20      // bursts of 2
+		c.RateLimitPerAccount = 30 // bursts of 3
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
 	forgot := func(ip, login string) resp {
@@ -881,7 +882,7 @@ func TestRateLimitPerAccountAndForwardedFor(t *testing.T) {
 }
 
 func TestRateLimitOnCodeEntry(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 4 })
+	e := newEnv(t, func(c *Config) { c.RateLimitPerIP = 40 }) // bursts of 4
 	boss := e.login("ACME", "boss", bossPW)
 	expect(t, e.do(req{Method: "PUT", Path: "/api/v1/providers/ACME/users/jane/self-reset", Token: boss}), http.StatusNoContent, "")
 	tok := e.login("ACME", "jane", janePW)

@@ -3,10 +3,10 @@
 // client through 30 times a minute, not 90.
 //
 // Each key is one row holding a GCRA state (the generic cell rate algorithm, a token
-// bucket kept as one timestamp): the moment its bucket is full again. One statement
-// (INSERT … ON CONFLICT DO UPDATE … RETURNING) reads, decides and writes it, so racing
-// requests on any number of replicas are serialised by the row lock and never spend the
-// same token twice.
+// bucket of Burst tokens refilled at Rate, kept as one timestamp): the moment its
+// bucket is full again. One statement (INSERT … ON CONFLICT DO UPDATE … RETURNING)
+// reads, decides and writes it, so racing requests on any number of replicas are
+// serialised by the row lock and never spend the same token twice.
 //
 // Wiring, for `selfreset serve`:
 //
@@ -38,18 +38,29 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Limit is a budget: Rate requests per Period, of which up to Rate may come at once
-// (a full bucket) and then one every Period/Rate. A Rate of 0 or less allows everything.
+// Limit is a budget: Rate requests per Period, one every Period/Rate (the interval), of
+// which up to Burst may come at once from a key that has been idle. A Rate of 0 or less
+// allows everything. A Burst of 0 or less means 1 (no request ahead of the rate), so a
+// Limit that leaves the field out is the strictest budget, not a larger one.
 type Limit struct {
 	Rate   int
 	Period time.Duration
+	Burst  int
 }
 
-// PerMinute is n requests a minute, bursts of up to n.
-func PerMinute(n int) Limit { return Limit{Rate: n, Period: time.Minute} }
+// PerMinute is n requests a minute with bursts of a tenth of n, at least 1: a client
+// asking steadily gets about n + n/10 in its first minute and n in every later one
+// (a burst of n would let it have 2n in the first).
+func PerMinute(n int) Limit { return Limit{Rate: n, Period: time.Minute, Burst: max(n/10, 1)} }
 
-// interval is the time one token takes to come back (the GCRA's emission interval).
-func (l Limit) interval() time.Duration { return l.Period / time.Duration(l.Rate) }
+// Interval is the time one token takes to come back (the GCRA's emission interval),
+// truncated to PostgreSQL's resolution, the microsecond. Rate must be positive.
+func (l Limit) Interval() time.Duration {
+	return (l.Period / time.Duration(l.Rate)).Truncate(time.Microsecond)
+}
+
+// Tolerance is how far ahead of the rate a key may run (the GCRA's τ): Burst intervals.
+func (l Limit) Tolerance() time.Duration { return time.Duration(max(l.Burst, 1)) * l.Interval() }
 
 // Decision is the outcome of one Allow.
 type Decision struct {
@@ -81,9 +92,9 @@ func New(db DB, clock domain.Clock) *Limiter {
 var ErrUnavailable = errors.New("ratelimit: budgets unavailable")
 
 // spendSQL is the GCRA in one statement. With T the emission interval ($3) and τ the
-// period ($4), a request at now ($2) is allowed when max(full_at, now) + T ≤ now + τ,
-// and then moves full_at to max(full_at, now) + T; a refusal leaves full_at alone (both
-// SET expressions see the old row). A new key starts with a full bucket, so its first
+// tolerance ($4, Burst × T), a request at now ($2) is allowed when
+// max(full_at, now) + T ≤ now + τ, and then moves full_at to max(full_at, now) + T; a
+// refusal leaves full_at alone (both SET expressions see the old row). A new key starts with a full bucket, so its first
 // request is allowed. Intervals travel as microseconds, PostgreSQL's timestamp resolution.
 const spendSQL = `
 INSERT INTO rate_limits AS r (key, full_at, last_allowed)
@@ -107,12 +118,12 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (Decision, e
 	}
 	// PostgreSQL keeps microseconds; rounding now here keeps Go's and its arithmetic equal.
 	now := l.clock.Now().UTC().Truncate(time.Microsecond)
-	t := lim.interval()
+	t, tau := lim.Interval(), lim.Tolerance()
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	var ok bool
 	var fullAt time.Time
-	err := l.db.QueryRow(ctx, spendSQL, hashKey(key), now, t.Microseconds(), lim.Period.Microseconds()).Scan(&ok, &fullAt)
+	err := l.db.QueryRow(ctx, spendSQL, hashKey(key), now, t.Microseconds(), tau.Microseconds()).Scan(&ok, &fullAt)
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -120,7 +131,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (Decision, e
 		return Decision{Allowed: true}, nil
 	}
 	// Refused: full_at > now + τ - T, so the next token fits at full_at + T - τ.
-	return Decision{RetryAfter: max(fullAt.Add(t-lim.Period).Sub(now), time.Microsecond)}, nil
+	return Decision{RetryAfter: max(fullAt.Add(t-tau).Sub(now), time.Microsecond)}, nil
 }
 
 // hashKey keeps addresses and login names out of the table and bounds the key's size

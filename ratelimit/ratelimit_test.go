@@ -90,73 +90,139 @@ func TestGCRA(t *testing.T) {
 
 func testGCRA(t *testing.T, clock *testkit.Clock, replicas func(int) []allower) {
 	lim := replicas(1)[0]
-	five := ratelimit.PerMinute(5) // a token every 12 s, bursts of 5
 	ok := func(key string) step { return step{key: key, allowed: true} }
-
-	steps := []step{
-		// A new key has a full bucket: five at once, then refusals until a token is back.
-		ok("a"), ok("a"), ok("a"), ok("a"), ok("a"),
-		{key: "a", retry: 12 * time.Second},
-		{advance: 5 * time.Second, key: "a", retry: 7 * time.Second},
-		// Another key has a budget of its own.
-		ok("b"),
-		// Steady rate: one token every 12 s.
-		{advance: 7 * time.Second, key: "a", allowed: true},
-		{key: "a", retry: 12 * time.Second},
-		{advance: 12*time.Second - time.Millisecond, key: "a", retry: time.Millisecond},
-		{advance: time.Millisecond, key: "a", allowed: true},
-		// Refusals spend nothing: after 12 s exactly one token is back.
-		{key: "a", retry: 12 * time.Second},
+	// A Burst of 0 or less is 1: one request, then one every 12 s.
+	burstOfOne := []step{
+		ok("a"),
 		{key: "a", retry: 12 * time.Second},
 		{advance: 12 * time.Second, key: "a", allowed: true},
 		{key: "a", retry: 12 * time.Second},
-		// Idle for a whole period: the bucket is full again, five at once.
-		{advance: time.Minute, key: "a", allowed: true}, ok("a"), ok("a"), ok("a"), ok("a"),
-		{key: "a", retry: 12 * time.Second},
-		// Idle for a long time: still only five (the bucket does not overfill).
-		{advance: time.Hour, key: "a", allowed: true}, ok("a"), ok("a"), ok("a"), ok("a"),
+		// Idle for a long time: still only one at once.
+		{advance: time.Hour, key: "a", allowed: true},
 		{key: "a", retry: 12 * time.Second},
 	}
-	for i, s := range steps {
-		clock.Add(s.advance)
-		d, err := lim.Allow(t.Context(), s.key, five)
-		if err != nil {
-			t.Fatalf("step %d: %v", i, err)
-		}
-		if d.Allowed != s.allowed || (!s.allowed && d.RetryAfter != s.retry) {
-			t.Fatalf("step %d (%s at +%v): got allowed=%v retry=%v, want allowed=%v retry=%v",
-				i, s.key, clock.Now().Sub(t0), d.Allowed, d.RetryAfter, s.allowed, s.retry)
+	for _, tc := range []struct {
+		name  string
+		limit ratelimit.Limit
+		steps []step
+	}{{
+		name:  "burst of the whole rate",
+		limit: ratelimit.Limit{Rate: 5, Period: time.Minute, Burst: 5}, // a token every 12 s
+		steps: []step{
+			// A new key has a full bucket: five at once, then refusals until a token is back.
+			ok("a"), ok("a"), ok("a"), ok("a"), ok("a"),
+			{key: "a", retry: 12 * time.Second},
+			{advance: 5 * time.Second, key: "a", retry: 7 * time.Second},
+			// Another key has a budget of its own.
+			ok("b"),
+			// Steady rate: one token every 12 s.
+			{advance: 7 * time.Second, key: "a", allowed: true},
+			{key: "a", retry: 12 * time.Second},
+			{advance: 12*time.Second - time.Millisecond, key: "a", retry: time.Millisecond},
+			{advance: time.Millisecond, key: "a", allowed: true},
+			// Refusals spend nothing: after 12 s exactly one token is back.
+			{key: "a", retry: 12 * time.Second},
+			{key: "a", retry: 12 * time.Second},
+			{advance: 12 * time.Second, key: "a", allowed: true},
+			{key: "a", retry: 12 * time.Second},
+			// Idle for a whole period: the bucket is full again, five at once.
+			{advance: time.Minute, key: "a", allowed: true}, ok("a"), ok("a"), ok("a"), ok("a"),
+			{key: "a", retry: 12 * time.Second},
+			// Idle for a long time: still only five (the bucket does not overfill).
+			{advance: time.Hour, key: "a", allowed: true}, ok("a"), ok("a"), ok("a"), ok("a"),
+			{key: "a", retry: 12 * time.Second},
+		},
+	}, {
+		name:  "PerMinute(30): a burst of 3",
+		limit: ratelimit.PerMinute(30), // a token every 2 s
+		steps: []step{
+			ok("a"), ok("a"), ok("a"),
+			{key: "a", retry: 2 * time.Second},
+			{advance: time.Second, key: "a", retry: time.Second},
+			ok("b"),
+			{advance: time.Second, key: "a", allowed: true},
+			{key: "a", retry: 2 * time.Second},
+			// Idle for three intervals (6 s): the bucket is full again, three at once.
+			{advance: 6 * time.Second, key: "a", allowed: true}, ok("a"), ok("a"),
+			{key: "a", retry: 2 * time.Second},
+			// Idle for two intervals: two tokens back, not three.
+			{advance: 4 * time.Second, key: "a", allowed: true}, ok("a"),
+			{key: "a", retry: 2 * time.Second},
+			// Idle for a long time: still only three.
+			{advance: time.Hour, key: "a", allowed: true}, ok("a"), ok("a"),
+			{key: "a", retry: 2 * time.Second},
+		},
+	}, {
+		name:  "zero burst",
+		limit: ratelimit.Limit{Rate: 5, Period: time.Minute},
+		steps: burstOfOne,
+	}, {
+		name:  "negative burst",
+		limit: ratelimit.Limit{Rate: 5, Period: time.Minute, Burst: -2},
+		steps: burstOfOne,
+	}} {
+		// The cases share the clock; a key of each case's own starts with a full bucket.
+		for i, s := range tc.steps {
+			clock.Add(s.advance)
+			d, err := lim.Allow(t.Context(), tc.name+"|"+s.key, tc.limit)
+			if err != nil {
+				t.Fatalf("%s, step %d: %v", tc.name, i, err)
+			}
+			if d.Allowed != s.allowed || (!s.allowed && d.RetryAfter != s.retry) {
+				t.Fatalf("%s, step %d (%s): got allowed=%v retry=%v, want allowed=%v retry=%v",
+					tc.name, i, s.key, d.Allowed, d.RetryAfter, s.allowed, s.retry)
+			}
 		}
 	}
 }
 
-func TestRateOfThirtyAMinute(t *testing.T) {
+func TestPerMinuteBurstIsATenth(t *testing.T) {
 	t.Parallel()
-	eachLimiter(t, testRateOfThirtyAMinute)
+	for _, tc := range []struct{ n, burst int }{{1, 1}, {9, 1}, {10, 1}, {19, 1}, {20, 2}, {30, 3}, {1000, 100}} {
+		if l := ratelimit.PerMinute(tc.n); l.Rate != tc.n || l.Period != time.Minute || l.Burst != tc.burst {
+			t.Errorf("PerMinute(%d) = %+v, want burst %d", tc.n, l, tc.burst)
+		}
+	}
 }
 
-func testRateOfThirtyAMinute(t *testing.T, clock *testkit.Clock, replicas func(int) []allower) {
+func TestFirstMinuteAndAfter(t *testing.T) {
+	t.Parallel()
+	eachLimiter(t, testFirstMinuteAndAfter)
+}
+
+func testFirstMinuteAndAfter(t *testing.T, clock *testkit.Clock, replicas func(int) []allower) {
 	lim := replicas(1)[0]
-	// A client asking every 500 ms for five minutes: the first minute also drains the
-	// full bucket it started with, every later minute gets the rate.
-	perMinute := make([]int, 5)
-	for i := range 5 * 120 {
-		d, err := lim.Allow(t.Context(), "k", ratelimit.PerMinute(30))
-		if err != nil {
-			t.Fatal(err)
+	// A client asking every 500 ms for five minutes: the first minute also spends the
+	// burst it started with (less the one token the minute's rate would have given
+	// anyway), every later minute gets the rate.
+	for _, tc := range []struct {
+		name  string
+		limit ratelimit.Limit
+		first int
+	}{
+		{"PerMinute(30)", ratelimit.PerMinute(30), 3 + 29}, // the burst, then one every 2 s
+		{"PerMinute(10)", ratelimit.PerMinute(10), 1 + 9},  // a burst of 1 is the plain rate
+		{"burst of the rate", ratelimit.Limit{Rate: 30, Period: time.Minute, Burst: 30}, 30 + 29},
+	} {
+		perMinute := make([]int, 5)
+		for i := range 5 * 120 {
+			d, err := lim.Allow(t.Context(), tc.name, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed {
+				perMinute[i/120]++
+			}
+			clock.Add(500 * time.Millisecond)
 		}
-		if d.Allowed {
-			perMinute[i/120]++
+		t.Logf("%s: allowed per minute: %v", tc.name, perMinute)
+		if perMinute[0] != tc.first {
+			t.Errorf("%s: first minute %d, want %d", tc.name, perMinute[0], tc.first)
 		}
-		clock.Add(500 * time.Millisecond)
-	}
-	t.Logf("allowed per minute: %v", perMinute)
-	if perMinute[0] != 30+29 {
-		t.Errorf("first minute %d, want 30 (the bucket) + 29 (one every 2 s after it)", perMinute[0])
-	}
-	for m, n := range perMinute[1:] {
-		if n != 30 {
-			t.Errorf("minute %d: %d allowed, want 30", m+2, n)
+		for m, n := range perMinute[1:] {
+			if n != tc.limit.Rate {
+				t.Errorf("%s, minute %d: %d allowed, want %d", tc.name, m+2, n, tc.limit.Rate)
+			}
 		}
 	}
 }
@@ -172,7 +238,7 @@ func TestZeroRateAllowsWithoutTheDatabase(t *testing.T) {
 }
 
 // TestRacersNeverExceedTheBudget: many goroutines over several pools (replicas) spend one
-// key at the same instant; exactly the budget gets through.
+// key at the same instant; exactly the burst gets through.
 func TestRacersNeverExceedTheBudget(t *testing.T) {
 	t.Parallel()
 	eachLimiter(t, testRacersNeverExceedTheBudget)
@@ -187,7 +253,7 @@ func testRacersNeverExceedTheBudget(t *testing.T, _ *testkit.Clock, open func(in
 	for i := range racers {
 		wg.Go(func() {
 			<-start
-			d, err := replicas[i%len(replicas)].Allow(context.Background(), "hot", ratelimit.PerMinute(budget))
+			d, err := replicas[i%len(replicas)].Allow(context.Background(), "hot", ratelimit.Limit{Rate: 60, Period: time.Minute, Burst: budget})
 			if err != nil {
 				t.Error(err)
 				return
@@ -212,10 +278,11 @@ func TestKeysAreHashedAndFullBucketsCleanedUp(t *testing.T) {
 	clock := testkit.NewClock(t0)
 	lim := ratelimit.New(pool, clock)
 	ctx := t.Context()
+	fiveAtOnce := ratelimit.Limit{Rate: 5, Period: time.Minute, Burst: 5}
 	spend := func(key string, n int) {
 		t.Helper()
 		for range n {
-			if _, err := lim.Allow(ctx, key, ratelimit.PerMinute(5)); err != nil {
+			if _, err := lim.Allow(ctx, key, fiveAtOnce); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -244,7 +311,7 @@ func TestKeysAreHashedAndFullBucketsCleanedUp(t *testing.T) {
 	}
 	// The IP's bucket is still half empty: cleanup must not have refilled it.
 	for i := range 3 {
-		d, err := lim.Allow(ctx, "login|ip|192.0.2.7", ratelimit.PerMinute(5))
+		d, err := lim.Allow(ctx, "login|ip|192.0.2.7", fiveAtOnce)
 		if err != nil {
 			t.Fatal(err)
 		}

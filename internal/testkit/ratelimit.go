@@ -10,9 +10,9 @@ import (
 )
 
 // RateLimiter keeps ratelimit's budgets in memory: the http tests' limiter on the tier
-// without a database. It makes the decisions *ratelimit.Limiter makes (the same GCRA, at
-// the same microsecond resolution), which ratelimit's tests check by running the rule's
-// tests on both; what only PostgreSQL does (hashed keys, cleanup, sharing between
+// without a database. It makes the decisions *ratelimit.Limiter makes (the same GCRA
+// over the Limit's Interval and Tolerance, at the same microsecond resolution), which
+// ratelimit's tests check by running the rule's tests on both; what only PostgreSQL does (hashed keys, cleanup, sharing between
 // replicas) is not here.
 type RateLimiter struct {
 	clock domain.Clock
@@ -31,16 +31,16 @@ func (r *RateLimiter) Allow(_ context.Context, key string, l ratelimit.Limit) (r
 		return ratelimit.Decision{Allowed: true}, nil
 	}
 	now := r.clock.Now().UTC().Truncate(time.Microsecond)
-	interval := (l.Period / time.Duration(l.Rate)).Truncate(time.Microsecond) // PostgreSQL's resolution
+	interval, tolerance := l.Interval(), l.Tolerance()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fullAt, ok := r.full[key]
 	if !ok || fullAt.Before(now) {
 		fullAt = now
 	}
-	if next := fullAt.Add(interval); !next.After(now.Add(l.Period)) {
+	if next := fullAt.Add(interval); !next.After(now.Add(tolerance)) {
 		r.full[key] = next
 		return ratelimit.Decision{Allowed: true}, nil
 	}
-	return ratelimit.Decision{RetryAfter: max(fullAt.Add(interval-l.Period).Sub(now), time.Microsecond)}, nil
+	return ratelimit.Decision{RetryAfter: max(fullAt.Add(interval-tolerance).Sub(now), time.Microsecond)}, nil
 }
