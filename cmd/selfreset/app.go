@@ -174,16 +174,29 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// withCommands opens the app, runs fn with its command handler and closes the app.
-func (c *cli) withCommands(ctx context.Context, fn func(h *commands.Handler) error) error {
-	a, err := c.open(ctx)
+// withApp opens the app with opts, runs fn with it and closes the app.
+func (c *cli) withApp(ctx context.Context, opts []config.Option, fn func(a *app) error) error {
+	a, err := c.open(ctx, opts...)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	h, err := a.commands()
-	if err != nil {
-		return err
-	}
-	return fn(h)
+	return fn(a)
+}
+
+// withHistory is withApp for commands that only read the history (auditors, read models):
+// they run without the server key, as nothing they do derives a token.
+func (c *cli) withHistory(ctx context.Context, fn func(a *app) error) error {
+	return c.withApp(ctx, []config.Option{config.SecretOptional()}, fn)
+}
+
+// withCommands opens the app, runs fn with its command handler and closes the app.
+func (c *cli) withCommands(ctx context.Context, fn func(h *commands.Handler) error) error {
+	return c.withApp(ctx, nil, func(a *app) error {
+		h, err := a.commands()
+		if err != nil {
+			return err
+		}
+		return fn(h)
+	})
 }

@@ -115,13 +115,8 @@ func checkBase(raw string) (string, error) {
 	return "http://" + u.Host, nil
 }
 
-// runBenchHTTP opens the stores, prepares accounts and runs every phase at every level.
-func runBenchHTTP(ctx context.Context, c *cli, cfg httpBenchConfig) error {
-	a, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
+// runBenchHTTP opens the read-model pool, prepares accounts and runs every phase at every level.
+func runBenchHTTP(ctx context.Context, c *cli, a *app, cfg httpBenchConfig) error {
 	b, cleanup, err := newHTTPBench(ctx, c, a, cfg)
 	if err != nil {
 		return err

@@ -204,18 +204,24 @@ func (b *httpBench) loginLoop(ctx context.Context, rec *recorder, login string) 
 	}
 }
 
-// post sends body as JSON; it returns the status and the answer (decoded into out when set).
+// post sends body as JSON to a path of the serve under test (see postJSON).
 func (b *httpBench) post(ctx context.Context, path string, body any, out any) (int, []byte, error) {
+	return postJSON(ctx, b.client, b.cfg.base+path, body, out)
+}
+
+// postJSON sends body as JSON to url; it returns the status and the answer (at most 64 KiB),
+// decoded into out when out is set and the status is a success.
+func postJSON(ctx context.Context, client *http.Client, url string, body any, out any) (int, []byte, error) {
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return 0, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.cfg.base+path, bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(raw))
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := b.client.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -43,13 +43,14 @@ func runAuditGroup(ctx context.Context, c *cli, args []string) error {
 // auditFlags are the filters shared by the listing (and, in their API form, by
 // GET /api/v1/audit/events).
 type auditFlags struct {
-	provider, login, typ, actor, clientIP, since, until *string
+	provider, login                    checkedFlag
+	typ, actor, clientIP, since, until *string
 }
 
 func addAuditFlags(fs *flag.FlagSet) auditFlags {
 	return auditFlags{
-		provider: fs.String("provider", "", "provider code (required)"),
-		login:    fs.String("login", "", "only this user's history (and unmatched requests naming this login)"),
+		provider: providerFlag(fs, "provider", providerUsage),
+		login:    loginFlag(fs, "only this user's history (and unmatched requests naming this login)"),
 		typ:      fs.String("type", "", "only events of this type, e.g. ResetRequestRejected"),
 		actor:    fs.String("actor", "", "only events by this actor, e.g. user:ACME/ada or system:cli"),
 		clientIP: fs.String("client-ip", "", "only events from this client IP address"),
@@ -61,13 +62,11 @@ func addAuditFlags(fs *flag.FlagSet) auditFlags {
 func (af auditFlags) filter(cmd string) (audit.Filter, error) {
 	var f audit.Filter
 	var err error
-	if f.Provider, err = providerCode(cmd, "provider", *af.provider); err != nil {
+	if f.Provider, err = af.provider.required(cmd); err != nil {
 		return f, err
 	}
-	if *af.login != "" {
-		if f.Login, err = loginName(cmd, *af.login); err != nil {
-			return f, err
-		}
+	if f.Login, err = af.login.optional(cmd); err != nil {
+		return f, err
 	}
 	f.Type, f.Actor = strings.TrimSpace(*af.typ), strings.TrimSpace(*af.actor)
 	if f.ClientIP = strings.TrimSpace(*af.clientIP); f.ClientIP != "" {
@@ -118,33 +117,29 @@ func runAudit(ctx context.Context, c *cli, args []string) error {
 		return usagef("%s: --format %q: use text or jsonl", cmd, *format)
 	}
 
-	// Auditors read the history without the server key: nothing here derives a token.
-	a, err := c.open(ctx, config.SecretOptional())
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	// Each record is written as it is found: the history is never held in memory.
-	out := bufio.NewWriter(c.stdout)
-	n := 0
-	_, _, err = audit.Query(ctx, a.store, a.codec, q, eventstore.Start, 0, func(r audit.Record) error {
-		n++
-		return write(out, r)
-	})
-	if ferr := out.Flush(); err == nil {
-		err = ferr
-	}
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		who := "provider " + q.Provider
-		if q.Login != "" {
-			who = "user " + q.Provider + "/" + q.Login
+	return c.withHistory(ctx, func(a *app) error {
+		// Each record is written as it is found: the history is never held in memory.
+		out := bufio.NewWriter(c.stdout)
+		n := 0
+		_, _, err := audit.Query(ctx, a.store, a.codec, q, eventstore.Start, 0, func(r audit.Record) error {
+			n++
+			return write(out, r)
+		})
+		if ferr := out.Flush(); err == nil {
+			err = ferr
 		}
-		fmt.Fprintf(c.stderr, "selfreset: audit: no events for %s\n", who)
-	}
-	return nil
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			who := "provider " + q.Provider
+			if q.Login != "" {
+				who = "user " + q.Provider + "/" + q.Login
+			}
+			fmt.Fprintf(c.stderr, "selfreset: audit: no events for %s\n", who)
+		}
+		return nil
+	})
 }
 
 // errHistoryBroken ends `audit verify` when it found a break (exit code 1).
@@ -153,7 +148,7 @@ var errHistoryBroken = errors.New("the event history does not verify")
 func runAuditVerify(ctx context.Context, c *cli, args []string) error {
 	const cmd = "audit verify"
 	fs := newFlagSet(cmd, "selfreset audit verify [--provider C] [--since RFC3339] [--format text|json]")
-	provider := fs.String("provider", "", "check the chains of this provider's streams only (seals always cover the whole feed)")
+	provider := providerFlag(fs, "provider", "check the chains of this provider's streams only (seals always cover the whole feed)")
 	since := fs.String("since", "", "check the chains of events that occurred at or after this time only")
 	format := fs.String("format", "text", "text or json (one object)")
 	if err := c.parseAll(fs, args); err != nil {
@@ -161,10 +156,8 @@ func runAuditVerify(ctx context.Context, c *cli, args []string) error {
 	}
 	var opts audit.VerifyOptions
 	var err error
-	if *provider != "" {
-		if opts.Provider, err = providerCode(cmd, "provider", *provider); err != nil {
-			return err
-		}
+	if opts.Provider, err = provider.optional(cmd); err != nil {
+		return err
 	}
 	if opts.Since, err = flagTime(cmd, "since", *since); err != nil {
 		return err
@@ -172,29 +165,26 @@ func runAuditVerify(ctx context.Context, c *cli, args []string) error {
 	if *format != "text" && *format != "json" {
 		return usagef("%s: --format %q: use text or json", cmd, *format)
 	}
-	a, err := c.open(ctx, config.SecretOptional())
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	opts.Keys = a.cfg.AuditSealKeys()
-	rep, err := audit.Verify(ctx, a.store, a.codec, opts)
-	if err != nil {
-		return err
-	}
-	if *format == "json" {
-		b, err := json.Marshal(rep)
+	return c.withHistory(ctx, func(a *app) error {
+		opts.Keys = a.cfg.AuditSealKeys()
+		rep, err := audit.Verify(ctx, a.store, a.codec, opts)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "%s\n", b)
-	} else {
-		writeVerifyText(c.stdout, rep)
-	}
-	if rep.Break != nil {
-		return fmt.Errorf("%w: first break at %s", errHistoryBroken, rep.Break)
-	}
-	return nil
+		if *format == "json" {
+			b, err := json.Marshal(rep)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "%s\n", b)
+		} else {
+			writeVerifyText(c.stdout, rep)
+		}
+		if rep.Break != nil {
+			return fmt.Errorf("%w: first break at %s", errHistoryBroken, rep.Break)
+		}
+		return nil
+	})
 }
 
 func writeVerifyText(w io.Writer, rep audit.Report) {
@@ -214,21 +204,19 @@ func writeVerifyText(w io.Writer, rep audit.Report) {
 func runAuditState(ctx context.Context, c *cli, args []string) error {
 	const cmd = "audit state"
 	fs := newFlagSet(cmd, "selfreset audit state --provider C [--login L] --as-of RFC3339")
-	provider := fs.String("provider", "", "provider code (required)")
-	login := fs.String("login", "", "only this user")
+	provider := providerFlag(fs, "provider", providerUsage)
+	login := loginFlag(fs, "only this user")
 	asOf := fs.String("as-of", "", "the time to show the state at (required), e.g. 2026-03-01T00:00:00Z")
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	code, err := providerCode(cmd, "provider", *provider)
+	code, err := provider.required(cmd)
 	if err != nil {
 		return err
 	}
-	var l string
-	if *login != "" {
-		if l, err = loginName(cmd, *login); err != nil {
-			return err
-		}
+	l, err := login.optional(cmd)
+	if err != nil {
+		return err
 	}
 	if *asOf == "" {
 		return usagef("%s: --as-of is required", cmd)
@@ -237,21 +225,18 @@ func runAuditState(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := c.open(ctx, config.SecretOptional())
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	st, err := audit.StateAt(ctx, a.store, a.codec, code, l, at)
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "%s\n", b)
-	return nil
+	return c.withHistory(ctx, func(a *app) error {
+		st, err := audit.StateAt(ctx, a.store, a.codec, code, l, at)
+		if err != nil {
+			return err
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%s\n", b)
+		return nil
+	})
 }
 
 // runAuditSeal seals the feed up to now at once, as serve's sealer does at intervals (for
@@ -262,28 +247,25 @@ func runAuditSeal(ctx context.Context, c *cli, args []string) error {
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	a, err := c.open(ctx, config.SecretOptional())
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	if a.cfg.AuditSealKey == nil {
-		return &config.Error{Var: config.EnvAuditSealKey, Msg: "not set; seals are signed with it"}
-	}
-	s := newSealer(a, a.cfg, domain.SystemClock{}, c.log)
-	n := 0
-	for {
-		sealed, err := s.SealOnce(ctx)
-		if err != nil {
-			return err
+	return c.withHistory(ctx, func(a *app) error {
+		if a.cfg.AuditSealKey == nil {
+			return &config.Error{Var: config.EnvAuditSealKey, Msg: "not set; seals are signed with it"}
 		}
-		if !sealed {
-			break
+		s := newSealer(a, a.cfg, domain.SystemClock{}, c.log)
+		n := 0
+		for {
+			sealed, err := s.SealOnce(ctx)
+			if err != nil {
+				return err
+			}
+			if !sealed {
+				break
+			}
+			n++
 		}
-		n++
-	}
-	fmt.Fprintf(c.stdout, "%d seals appended\n", n)
-	return nil
+		fmt.Fprintf(c.stdout, "%d seals appended\n", n)
+		return nil
+	})
 }
 
 // newSealer is serve's audit sealer, or nil (and a warning) without a seal key.

@@ -84,21 +84,16 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			return usagef("bench: --accounts %d: must be from 1 to 10000", hc.accounts)
 		}
 		hc.levels = levels
-		return runBenchHTTP(ctx, c, hc)
+		return c.withApp(ctx, nil, func(a *app) error { return runBenchHTTP(ctx, c, a, hc) })
 	}
 	if *users < 1 || *users > 5000 || len(levels) != 1 {
 		return usagef("bench: --users must be 1..5000 and --concurrency one number 1..256 (a list needs --http)")
 	}
-	return runBenchCommands(ctx, c, *users, levels[0])
+	return c.withApp(ctx, nil, func(a *app) error { return runBenchCommands(ctx, c, a, *users, levels[0]) })
 }
 
 // runBenchCommands measures the command handler in process, once per user.
-func runBenchCommands(ctx context.Context, c *cli, users, conc int) error {
-	a, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
+func runBenchCommands(ctx context.Context, c *cli, a *app, users, conc int) error {
 	h, err := a.commands()
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"selfreset/config"
 	"selfreset/projections"
 )
 
@@ -18,27 +17,24 @@ var projectionsGroup = verbGroup("projections", "read models: rebuild them from 
 })
 
 // withRunner opens the event store and the read-model database and builds a runner for
-// the built-in read models. The secret is not needed: nothing is derived or sent.
+// the built-in read models. It only reads the history, so it needs no secret.
 func (c *cli) withRunner(ctx context.Context, mutate func(*projections.Config), fn func(r *projections.Runner) error) error {
-	a, err := c.open(ctx, config.SecretOptional())
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	pool, closePool, err := a.readModelPool(ctx)
-	if err != nil {
-		return err
-	}
-	defer closePool()
-	cfg := projections.Config{Store: a.store, Pool: pool, Codec: a.codec, Logger: c.log}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	r, err := projections.New(cfg)
-	if err != nil {
-		return err
-	}
-	return fn(r)
+	return c.withHistory(ctx, func(a *app) error {
+		pool, closePool, err := a.readModelPool(ctx)
+		if err != nil {
+			return err
+		}
+		defer closePool()
+		cfg := projections.Config{Store: a.store, Pool: pool, Codec: a.codec, Logger: c.log}
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		r, err := projections.New(cfg)
+		if err != nil {
+			return err
+		}
+		return fn(r)
+	})
 }
 
 func runProjectionsRebuild(ctx context.Context, c *cli, args []string) error {

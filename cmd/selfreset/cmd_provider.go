@@ -15,13 +15,13 @@ var providerGroup = verbGroup("provider", "register providers (agencies) and all
 func runProviderAdd(ctx context.Context, c *cli, args []string) error {
 	const cmd = "provider add"
 	fs := newFlagSet(cmd, "selfreset provider add --code C --name N [--allow-self-reset]")
-	code := fs.String("code", "", "provider code: 2 to 32 letters and digits, stored upper-cased (required)")
+	code := providerFlag(fs, "code", "provider code: 2 to 32 letters and digits, stored upper-cased (required)")
 	name := fs.String("name", "", "the provider's display name (required)")
 	allow := fs.Bool("allow-self-reset", false, "allow Self Password Reset for this provider at once")
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	normalized, err := providerCode(cmd, "code", *code)
+	normalized, err := code.required(cmd)
 	if err != nil {
 		return err
 	}
@@ -55,11 +55,11 @@ func providerToggle(ctx context.Context, c *cli, args []string, sub, done string
 	do func(*commands.Handler, context.Context, commands.ProviderCommand) error) error {
 	cmd := "provider " + sub
 	fs := newFlagSet(cmd, "selfreset "+cmd+" --code C")
-	code := fs.String("code", "", "provider code (required)")
+	code := providerFlag(fs, "code", providerUsage)
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	normalized, err := providerCode(cmd, "code", *code)
+	normalized, err := code.required(cmd)
 	if err != nil {
 		return err
 	}

@@ -132,14 +132,14 @@ func statusCommand(verb, summary, done string, do func(*commands.Handler, contex
 // accountFlags adds the required --provider and --login flags to fs and returns the check
 // to run once fs is parsed: it gives the normalized code and login, or a usage error.
 func accountFlags(fs *flag.FlagSet) func(cmd string) (code, login string, err error) {
-	provider := fs.String("provider", "", "provider code (required)")
-	login := fs.String("login", "", "login name, stored lower-cased (required)")
+	provider := providerFlag(fs, "provider", providerUsage)
+	login := loginFlag(fs, "login name, stored lower-cased (required)")
 	return func(cmd string) (string, string, error) {
-		code, err := providerCode(cmd, "provider", *provider)
+		code, err := provider.required(cmd)
 		if err != nil {
 			return "", "", err
 		}
-		l, err := loginName(cmd, *login)
+		l, err := login.required(cmd)
 		return code, l, err
 	}
 }

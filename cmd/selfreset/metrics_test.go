@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -17,25 +16,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"selfreset/config"
+	"selfreset/internal/testkit"
 )
-
-// lockedBuffer is a serve process's output, written by its goroutines and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startServe runs serve in process until the test ends; stop ends it early and checks
 // that it stopped cleanly.
@@ -43,7 +25,7 @@ func startServe(t *testing.T, e cliEnv, args ...string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	out := &lockedBuffer{}
+	out := &testkit.Buffer{}
 	go func() {
 		done <- run(ctx, append([]string{"--dev", "serve"}, args...), strings.NewReader(""), out, out, e.getenv)
 	}()

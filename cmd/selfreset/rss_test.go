@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -89,7 +86,7 @@ func TestPeakRSSOfConcurrentCompletes(t *testing.T) {
 			var out struct {
 				ResetID string `json:"reset_id"`
 			}
-			status := rssPost(t, client, base+"/api/v1/password-resets",
+			status := rssPost(t, ctx, client, base+"/api/v1/password-resets",
 				map[string]string{"provider_code": repProvider, "login_name": rssLogin(i), "email": rssEmail(i)}, &out)
 			if status != http.StatusAccepted || out.ResetID == "" {
 				t.Fatalf("forgot password %d: status %d", i, status)
@@ -113,7 +110,7 @@ func TestPeakRSSOfConcurrentCompletes(t *testing.T) {
 		for i := range rssAccounts {
 			wg.Go(func() {
 				<-start
-				statuses[i] = rssPost(t, client, base+"/api/v1/password-resets/"+resetIDs[i]+"/complete",
+				statuses[i] = rssPost(t, ctx, client, base+"/api/v1/password-resets/"+resetIDs[i]+"/complete",
 					map[string]string{"token": tokens[i], "new_password": newPW, "confirm_password": newPW}, nil)
 			})
 		}
@@ -189,27 +186,13 @@ func rssSeed(t *testing.T, ctx context.Context, dbURL string) {
 	}
 }
 
-// rssPost posts body as JSON and decodes the answer into out (when not nil); it returns
-// the status.
-func rssPost(t *testing.T, client *http.Client, url string, body any, out any) int {
-	raw, err := json.Marshal(body)
+// rssPost is postJSON, reporting a failure on t; it returns the status.
+func rssPost(t *testing.T, ctx context.Context, client *http.Client, url string, body any, out any) int {
+	status, answer, err := postJSON(ctx, client, url, body, out)
 	if err != nil {
-		t.Error(err)
-		return 0
+		t.Errorf("%s: %v: %s", url, err, answer)
 	}
-	res, err := client.Post(url, "application/json", bytes.NewReader(raw))
-	if err != nil {
-		t.Error(err)
-		return 0
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Errorf("%s: %v: %s", url, err, b)
-		}
-	}
-	return res.StatusCode
+	return status
 }
 
 // vmHWM is the peak resident set size of process pid so far, in bytes.

@@ -234,6 +234,39 @@ func (c *cli) dispatchSub(ctx context.Context, group string, subs []subcommand, 
 
 // ---- argument checks shared by the command groups ----
 
+// providerUsage is the help text of a required provider-code flag.
+const providerUsage = "provider code (required)"
+
+// checkedFlag is a string flag with the check that normalizes its value once its flag set
+// is parsed, so the flag's name is written once, where it is defined.
+type checkedFlag struct {
+	value *string
+	check func(cmd, v string) (string, error)
+}
+
+// providerFlag adds a provider-code flag called name to fs.
+func providerFlag(fs *flag.FlagSet, name, usage string) checkedFlag {
+	return checkedFlag{value: fs.String(name, "", usage), check: func(cmd, v string) (string, error) {
+		return providerCode(cmd, name, v)
+	}}
+}
+
+// loginFlag adds --login to fs.
+func loginFlag(fs *flag.FlagSet, usage string) checkedFlag {
+	return checkedFlag{value: fs.String("login", "", usage), check: loginName}
+}
+
+// required is the checked value; a missing one is a usage error.
+func (f checkedFlag) required(cmd string) (string, error) { return f.check(cmd, *f.value) }
+
+// optional is the checked value, or "" when the flag was not given.
+func (f checkedFlag) optional(cmd string) (string, error) {
+	if *f.value == "" {
+		return "", nil
+	}
+	return f.check(cmd, *f.value)
+}
+
 // displayName trims and checks a --name value: required, at most 200 bytes.
 func displayName(cmd, v string) (string, error) {
 	n := strings.TrimSpace(v)

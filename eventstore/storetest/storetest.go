@@ -639,15 +639,16 @@ func subscribe(ctx context.Context, f *fixture, after eventstore.Position, handl
 	return sub
 }
 
-// wait returns the subscription's error once it has ended.
-func (sub *subscription) wait(f *fixture) error {
+// endsWith fails f's test unless the subscription ends, before the deadline, with want.
+func (sub *subscription) endsWith(f *fixture, want error) {
 	f.t.Helper()
 	select {
 	case <-sub.done:
-		return sub.err
+		if !errors.Is(sub.err, want) {
+			f.t.Fatalf("SubscribeAll returned %v, want %v", sub.err, want)
+		}
 	case <-f.ctx.Done():
 		f.t.Fatalf("SubscribeAll did not return before the deadline")
-		return nil
 	}
 }
 
@@ -682,9 +683,7 @@ func testSubscribeHistoryThenLive(t *testing.T, newStore func(t *testing.T) even
 		t.Fatalf("delivered %v, want %v", recordedIDs(got), want)
 	}
 	sub.cancel()
-	if err := sub.wait(f); !errors.Is(err, context.Canceled) {
-		t.Fatalf("after cancel SubscribeAll returned %v, want context.Canceled", err)
-	}
+	sub.endsWith(f, context.Canceled)
 }
 
 func testSubscribeAfter(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
@@ -718,27 +717,21 @@ func testSubscribeContextEnds(t *testing.T, newStore func(t *testing.T) eventsto
 		sub := subscribe(f.ctx, f, headBefore, col.handle)
 		col.waitFor(f, sub, 1) // caught up
 		sub.cancel()
-		if err := sub.wait(f); !errors.Is(err, context.Canceled) {
-			t.Fatalf("SubscribeAll returned %v, want context.Canceled", err)
-		}
+		sub.endsWith(f, context.Canceled)
 	})
 	t.Run("already cancelled", func(t *testing.T) {
 		f := f.in(t)
 		ctx, cancel := context.WithCancel(f.ctx)
 		cancel()
 		sub := subscribe(ctx, f, headBefore, newCollector(f.prefix, true).handle)
-		if err := sub.wait(f); !errors.Is(err, context.Canceled) {
-			t.Fatalf("SubscribeAll returned %v, want context.Canceled", err)
-		}
+		sub.endsWith(f, context.Canceled)
 	})
 	t.Run("deadline passes", func(t *testing.T) {
 		f := f.in(t)
 		ctx, cancel := context.WithTimeout(f.ctx, 200*time.Millisecond)
 		defer cancel()
 		sub := subscribe(ctx, f, headBefore, newCollector(f.prefix, true).handle)
-		if err := sub.wait(f); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("SubscribeAll returned %v, want context.DeadlineExceeded", err)
-		}
+		sub.endsWith(f, context.DeadlineExceeded)
 	})
 }
 
@@ -761,9 +754,7 @@ func testSubscribeHandlerError(t *testing.T, newStore func(t *testing.T) eventst
 	t.Run("on a history event", func(t *testing.T) {
 		f := f.in(t)
 		sub := subscribe(f.ctx, f, headBefore, failOn(history.ID, newCollector(f.prefix, true)))
-		if err := sub.wait(f); !errors.Is(err, errBoom) {
-			t.Fatalf("SubscribeAll returned %v, want the handler's error", err)
-		}
+		sub.endsWith(f, errBoom)
 	})
 	t.Run("on a live event", func(t *testing.T) {
 		f := f.in(t)
@@ -771,9 +762,7 @@ func testSubscribeHandlerError(t *testing.T, newStore func(t *testing.T) eventst
 		sub := subscribe(f.ctx, f, headBefore, failOn(live.ID, col))
 		col.waitFor(f, sub, 1)
 		f.append(s, eventstore.Exact(0), live)
-		if err := sub.wait(f); !errors.Is(err, errBoom) {
-			t.Fatalf("SubscribeAll returned %v, want the handler's error", err)
-		}
+		sub.endsWith(f, errBoom)
 	})
 }
 
@@ -852,7 +841,7 @@ func testConcurrentExact(t *testing.T, newStore func(t *testing.T) eventstore.St
 	s := f.stream("race")
 	f.append(s, eventstore.NoStream, newEvent("First", 0))
 	for round := range rounds {
-		errs := race(f, racers, func() error {
+		errs := race(f, racers, func(int) error {
 			_, err := f.store.Append(f.ctx, s, eventstore.Exact(uint64(round)), newEvent("Racer", round))
 			return err
 		})
@@ -868,7 +857,7 @@ func testConcurrentNoStream(t *testing.T, newStore func(t *testing.T) eventstore
 	f := setup(t, newStore)
 	for round := range rounds {
 		s := f.stream(fmt.Sprintf("create%d", round))
-		errs := race(f, racers, func() error {
+		errs := race(f, racers, func(int) error {
 			_, err := f.store.Append(f.ctx, s, eventstore.NoStream, newEvent("Created", round))
 			return err
 		})
@@ -884,26 +873,13 @@ func testConcurrentNoStream(t *testing.T, newStore func(t *testing.T) eventstore
 func runWriters(t *testing.T, f *fixture, writers, perWriter, sharedPerWriter int, shared string) [][]uuid.UUID {
 	t.Helper()
 	written := make([][]uuid.UUID, writers)
-	errs := make(chan error, writers)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			ids, err := writeMany(f, w, perWriter, sharedPerWriter, shared)
-			written[w] = ids
-			errs <- err
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	errs := race(f, writers, func(w int) error {
+		var err error
+		written[w], err = writeMany(f, w, perWriter, sharedPerWriter, shared)
+		return err
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 	return written
 }
@@ -995,8 +971,8 @@ func pageUntil(f *fixture, after eventstore.Position, limit, want int, col *coll
 	}
 }
 
-// race runs fn in n goroutines released at once and returns their errors.
-func race(f *fixture, n int, fn func() error) []error {
+// race runs fn(0) to fn(n-1) in n goroutines released at once and returns their errors.
+func race(f *fixture, n int, fn func(i int) error) []error {
 	errs := make([]error, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -1005,7 +981,7 @@ func race(f *fixture, n int, fn func() error) []error {
 		go func() {
 			defer wg.Done()
 			<-start
-			errs[i] = fn()
+			errs[i] = fn(i)
 		}()
 	}
 	close(start)
@@ -1054,6 +1030,17 @@ func checkChain(t *testing.T, stream string, events []eventstore.RecordedEvent) 
 	}
 }
 
+// checkStreamChain fails f's test unless stream holds want events that form an unbroken
+// hash chain.
+func (f *fixture) checkStreamChain(stream string, want int) {
+	f.t.Helper()
+	got := f.readStream(stream, 0)
+	if len(got) != want {
+		f.t.Fatalf("%s holds %d events, want %d", stream, len(got), want)
+	}
+	checkChain(f.t, stream, got)
+}
+
 func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	t.Run("each append links to the stream's last event", func(t *testing.T) {
 		f := setup(t, newStore)
@@ -1062,11 +1049,7 @@ func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		res = f.append(s, eventstore.Exact(res.NextRevision), newEvents("B", 1)...)
 		f.append(s, eventstore.Any, newEvents("C", 2)...)
 		f.append(s, eventstore.StreamExists, newEvents("D", 1)...)
-		got := f.readStream(s, 0)
-		if len(got) != 7 {
-			t.Fatalf("read %d events, want 7", len(got))
-		}
-		checkChain(t, s, got)
+		f.checkStreamChain(s, 7)
 	})
 
 	t.Run("a chain value given by the caller is replaced", func(t *testing.T) {
@@ -1075,7 +1058,7 @@ func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		e := newEvent("Forged", 0)
 		e.Metadata.Chain = strings.Repeat("0", chain.HashLen)
 		f.append(s, eventstore.NoStream, e)
-		checkChain(t, s, f.readStream(s, 0))
+		f.checkStreamChain(s, 1)
 	})
 
 	t.Run("an idempotent retry leaves the chain as it was", func(t *testing.T) {
@@ -1085,18 +1068,14 @@ func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		f.append(s, eventstore.NoStream, events...)
 		f.append(s, eventstore.Any, newEvents("S", 1)...)
 		f.append(s, eventstore.NoStream, events...)
-		got := f.readStream(s, 0)
-		if len(got) != 3 {
-			t.Fatalf("read %d events after the retry, want 3", len(got))
-		}
-		checkChain(t, s, got)
+		f.checkStreamChain(s, 3)
 	})
 
 	t.Run("concurrent Any appends chain without forks", func(t *testing.T) {
 		f := setup(t, newStore)
 		s := f.stream("any")
 		const writers, each = 6, 8
-		errs := race(f, writers, func() error {
+		errs := race(f, writers, func(int) error {
 			for i := range each {
 				n := 1 + i%2
 				if _, err := f.store.Append(f.ctx, s, eventstore.Any, newEvents("Any", n)...); err != nil {
@@ -1105,15 +1084,9 @@ func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 			}
 			return nil
 		})
-		for _, err := range errs {
-			if err != nil {
-				t.Fatalf("Any append: %v", err)
-			}
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("Any append: %v", err)
 		}
-		got := f.readStream(s, 0)
-		if want := writers * (each / 2) * 3; len(got) != want {
-			t.Fatalf("read %d events, want %d", len(got), want)
-		}
-		checkChain(t, s, got)
+		f.checkStreamChain(s, writers*(each/2)*3)
 	})
 }
