@@ -127,15 +127,17 @@ func (s *Store) ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the client. The Store is unusable afterwards.
+// Close releases the client. The Store is unusable afterwards; closing twice is harmless.
+// The client is closed after the mutex is released: closing drains its gRPC connection,
+// and callers of client and noteErr should not wait on that.
 func (s *Store) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
+	c, already := s.client, s.closed
 	s.closed = true
-	_ = s.client.Close()
+	s.mu.Unlock()
+	if !already {
+		_ = c.Close()
+	}
 }
 
 // conn returns the current client.
