@@ -72,11 +72,6 @@ func (s *Server) adminTarget(w http.ResponseWriter, r *http.Request) (commands.U
 	return c, ok
 }
 
-func noContent(w http.ResponseWriter) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // adminAction serves POST …/{login}/lock, unlock, deactivate and reactivate: 204, or the refusal.
 func (s *Server) adminAction(run func(a AdminCommands, ctx context.Context, c commands.UserCommand) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -154,8 +154,7 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, err)
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	noContent(w)
 }
 
 // completeReset runs Change Password and, when the password changed, marks the user's

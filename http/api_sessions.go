@@ -59,6 +59,5 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 	if p.ViaCookie {
 		s.ClearSessionCookie(w)
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	noContent(w)
 }

@@ -137,8 +137,8 @@ func (s *Server) MountPages() {
 
 	r.Handle(PathAdmin, page(s.handleAdminPage)).Methods(get)
 	r.Handle(PathAdminUsers, page(s.handleUserListPage)).Methods(get)
-	r.Handle(PathAdminUsers+"/{login}/self-reset/enable", page(s.handleUserEnableSubmit)).Methods(post)
-	r.Handle(PathAdminUsers+"/{login}/self-reset/disable", page(s.handleUserDisableSubmit)).Methods(post)
+	r.Handle(PathAdminUsers+"/{login}/self-reset/enable", page(s.userSelfResetSubmit(s.cmds.EnableSelfReset))).Methods(post)
+	r.Handle(PathAdminUsers+"/{login}/self-reset/disable", page(s.userSelfResetSubmit(s.cmds.DisableSelfReset))).Methods(post)
 	s.mountAdminPages(page)
 }
 

@@ -264,8 +264,8 @@ func (s *Server) routes() {
 	api.Handle("/sessions/current", auth(http.HandlerFunc(s.handleDeleteSession))).Methods(http.MethodDelete)
 
 	api.Handle("/providers/{code}/users", auth(http.HandlerFunc(s.handleListUsers))).Methods(http.MethodGet)
-	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleEnableSelfReset))).Methods(http.MethodPut)
-	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleDisableSelfReset))).Methods(http.MethodDelete)
+	api.Handle("/providers/{code}/users/{login}/self-reset", auth(s.adminSelfReset(s.cmds.EnableSelfReset))).Methods(http.MethodPut)
+	api.Handle("/providers/{code}/users/{login}/self-reset", auth(s.adminSelfReset(s.cmds.DisableSelfReset))).Methods(http.MethodDelete)
 	s.adminRoutes(api, auth)
 
 	api.Handle("/me/self-reset", auth(http.HandlerFunc(s.handleMySelfReset))).Methods(http.MethodGet)
