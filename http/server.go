@@ -19,6 +19,7 @@
 package http
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -139,12 +140,8 @@ func NewServer(c Config) *Server {
 	if c.Commands == nil || c.Resets == nil || c.Sessions == nil {
 		panic("http: NewServer needs Commands, Resets and Sessions")
 	}
-	if c.Clock == nil {
-		c.Clock = domain.SystemClock{}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Clock = cmp.Or[domain.Clock](c.Clock, domain.SystemClock{})
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 8 * time.Hour
 	}
