@@ -134,25 +134,18 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, resp)
 }
 
-// PUT /api/v1/providers/{code}/users/{login}/self-reset
-func (s *Server) handleEnableSelfReset(w http.ResponseWriter, r *http.Request) {
-	s.adminSelfReset(w, r, s.cmds.EnableSelfReset)
-}
-
-// DELETE /api/v1/providers/{code}/users/{login}/self-reset
-func (s *Server) handleDisableSelfReset(w http.ResponseWriter, r *http.Request) {
-	s.adminSelfReset(w, r, s.cmds.DisableSelfReset)
-}
-
-func (s *Server) adminSelfReset(w http.ResponseWriter, r *http.Request, run func(ctx context.Context, c commands.UserCommand) error) {
-	c, ok := s.routeUser(w, r)
-	if !ok {
-		return
+// adminSelfReset serves PUT (enable) and DELETE (disable)
+// /api/v1/providers/{code}/users/{login}/self-reset: 204, or the refusal.
+func (s *Server) adminSelfReset(run func(ctx context.Context, c commands.UserCommand) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, ok := s.routeUser(w, r)
+		if !ok {
+			return
+		}
+		if err := run(r.Context(), c); err != nil {
+			s.WriteError(w, r, err)
+			return
+		}
+		noContent(w)
 	}
-	if err := run(r.Context(), c); err != nil {
-		s.WriteError(w, r, err)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -72,11 +72,6 @@ func (s *Server) adminTarget(w http.ResponseWriter, r *http.Request) (commands.U
 	return c, ok
 }
 
-func noContent(w http.ResponseWriter) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // adminAction serves POST …/{login}/lock, unlock, deactivate and reactivate: 204, or the refusal.
 func (s *Server) adminAction(run func(a AdminCommands, ctx context.Context, c commands.UserCommand) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -236,22 +231,20 @@ type changePasswordRequest struct {
 	ConfirmPassword string `json:"confirm_password"`
 }
 
+func (q changePasswordRequest) check() *Error {
+	if e := missing("current_password and new_password are required", q.CurrentPassword, q.NewPassword); e != nil {
+		return e
+	}
+	if q.NewPassword != q.ConfirmPassword {
+		return errPasswordMismatch
+	}
+	return nil
+}
+
 // POST /api/v1/me/password
 func (s *Server) handleChangeMyPassword(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	req, ok := readJSON[changePasswordRequest](w, r)
+	p, req, ok := readSelfJSON[changePasswordRequest](s, w, r, LimitReauth)
 	if !ok {
-		return
-	}
-	if req.CurrentPassword == "" || req.NewPassword == "" {
-		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "current_password and new_password are required"))
-		return
-	}
-	if req.NewPassword != req.ConfirmPassword {
-		writeAPIError(w, errPasswordMismatch)
-		return
-	}
-	if !s.limit(w, r, LimitReauth, AccountKey(p.Session.Provider, p.Session.Login)) {
 		return
 	}
 	if err := s.ChangeOwnPassword(r.Context(), p, req.CurrentPassword, req.NewPassword); err != nil {

@@ -28,6 +28,15 @@ func self(p *Principal) commands.SelfUser {
 	return commands.SelfUser{Provider: p.Session.Provider, Login: p.Session.Login}
 }
 
+// readSelfJSON is readJSON for the signed-in user's own routes, then one try of class (none
+// when class is "") on their account: a malformed body costs no try. When ok is false it
+// has answered.
+func readSelfJSON[T any](s *Server, w http.ResponseWriter, r *http.Request, class string) (p *Principal, req T, ok bool) {
+	p = PrincipalFrom(r.Context())
+	req, ok = readJSON[T](w, r)
+	return p, req, ok && (class == "" || s.limit(w, r, class, p.accountKey()))
+}
+
 // GET /api/v1/me/self-reset
 func (s *Server) handleMySelfReset(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, statusOf(PrincipalFrom(r.Context()).User))
@@ -36,6 +45,8 @@ func (s *Server) handleMySelfReset(w http.ResponseWriter, r *http.Request) {
 type verifyPasswordRequest struct {
 	Password string `json:"password"`
 }
+
+func (q verifyPasswordRequest) check() *Error { return missing("password is required", q.Password) }
 
 type verifyPasswordResponse struct {
 	VerifiedUntil time.Time `json:"verified_until"`
@@ -46,16 +57,8 @@ var errStepUpFailed = &Error{Status: http.StatusUnauthorized, Code: domain.ErrIn
 
 // POST /api/v1/me/self-reset/verify-password
 func (s *Server) handleVerifyPassword(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	req, ok := readJSON[verifyPasswordRequest](w, r)
+	p, req, ok := readSelfJSON[verifyPasswordRequest](s, w, r, LimitReauth)
 	if !ok {
-		return
-	}
-	if req.Password == "" {
-		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "password is required"))
-		return
-	}
-	if !s.limit(w, r, LimitReauth, AccountKey(p.Session.Provider, p.Session.Login)) {
 		return
 	}
 	until, err := s.StepUp(r.Context(), p, req.Password)
@@ -74,19 +77,21 @@ type startEmailRequest struct {
 	Email string `json:"email"`
 }
 
+func (q startEmailRequest) check() *Error {
+	if q.Email == "" || overLong(q.Email) {
+		return ErrorFor(domain.ErrInvalidInput)
+	}
+	return nil
+}
+
 type startEmailResponse struct {
 	ExpiresInSeconds int `json:"expires_in_seconds"`
 }
 
 // POST /api/v1/me/self-reset/email
 func (s *Server) handleStartEmail(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	req, ok := readJSON[startEmailRequest](w, r)
+	p, req, ok := readSelfJSON[startEmailRequest](s, w, r, "")
 	if !ok {
-		return
-	}
-	if req.Email == "" || len(req.Email) > maxIdentLen {
-		s.WriteError(w, r, domain.ErrInvalidInput)
 		return
 	}
 	if _, err := s.cmds.StartEmailVerification(r.Context(), commands.StartEmailVerification{SelfUser: self(p), Email: req.Email}); err != nil {
@@ -100,23 +105,17 @@ type verifyEmailRequest struct {
 	Code string `json:"code"`
 }
 
+// A missing, empty or null code is a malformed request, not a wrong try.
+func (q verifyEmailRequest) check() *Error { return missing("code is required", q.Code) }
+
 type verifyEmailResponse struct {
 	EmailVerified bool `json:"email_verified"`
 }
 
 // POST /api/v1/me/self-reset/email/verify
 func (s *Server) handleVerifyEmail(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	req, ok := readJSON[verifyEmailRequest](w, r)
+	p, req, ok := readSelfJSON[verifyEmailRequest](s, w, r, LimitCode)
 	if !ok {
-		return
-	}
-	// A missing, empty or null code is a malformed request, not a wrong try.
-	if req.Code == "" {
-		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "code is required"))
-		return
-	}
-	if !s.limit(w, r, LimitCode, AccountKey(p.Session.Provider, p.Session.Login)) {
 		return
 	}
 	if len(req.Code) > 64 {

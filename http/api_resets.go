@@ -34,6 +34,18 @@ type forgotRequest struct {
 	Email        string `json:"email"`
 }
 
+func (q forgotRequest) check() *Error {
+	if e := missing("login_name, provider_code and email are required", q.LoginName, q.ProviderCode, q.Email); e != nil {
+		return e
+	}
+	if overLong(q.LoginName, q.ProviderCode, q.Email) {
+		return NewError(http.StatusBadRequest, CodeBadRequest, "login_name, provider_code and email are at most 254 bytes each")
+	}
+	return nil
+}
+
+func (q forgotRequest) accountKey() string { return AccountKey(q.ProviderCode, q.LoginName) }
+
 type resetAccepted struct {
 	ResetID          string `json:"reset_id"`
 	ExpiresInSeconds int    `json:"expires_in_seconds"`
@@ -76,19 +88,8 @@ func resetError(err error) error {
 
 // POST /api/v1/password-resets
 func (s *Server) handleForgotPassword(w http.ResponseWriter, r *http.Request) {
-	req, ok := readJSON[forgotRequest](w, r)
+	req, ok := readAccountJSON[forgotRequest](s, w, r, LimitForgot)
 	if !ok {
-		return
-	}
-	if req.LoginName == "" || req.ProviderCode == "" || req.Email == "" {
-		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "login_name, provider_code and email are required"))
-		return
-	}
-	if len(req.LoginName) > maxIdentLen || len(req.ProviderCode) > maxIdentLen || len(req.Email) > maxIdentLen {
-		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "login_name, provider_code and email are at most 254 bytes each"))
-		return
-	}
-	if !s.limit(w, r, LimitForgot, AccountKey(req.ProviderCode, req.LoginName)) {
 		return
 	}
 	a, err := s.resets.RequestReset(r.Context(), req.ProviderCode, req.LoginName, req.Email)
@@ -154,8 +155,7 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, err)
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	noContent(w)
 }
 
 // completeReset runs Change Password and, when the password changed, marks the user's

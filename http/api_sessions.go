@@ -19,26 +19,35 @@ type createSessionResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+func (q createSessionRequest) check() *Error {
+	if e := missing("provider_code, login_name and password are required", q.ProviderCode, q.LoginName, q.Password); e != nil {
+		return e
+	}
+	if overLong(q.ProviderCode, q.LoginName) {
+		return ErrorFor(domain.ErrInvalidCredentials) // no account has such a name
+	}
+	return nil
+}
+
+func (q createSessionRequest) accountKey() string { return AccountKey(q.ProviderCode, q.LoginName) }
+
 // AccountKey names an account for the per-account rate limits.
 func AccountKey(provider, login string) string {
 	return domain.NormalizeProviderCode(provider) + "/" + domain.NormalizeLogin(login)
 }
 
+// readAccountJSON is readJSON for a body that names an account (sign-in, Forgot Password),
+// then one try of class on that account: a malformed body costs no try. When it returns
+// false it has answered.
+func readAccountJSON[T interface{ accountKey() string }](s *Server, w http.ResponseWriter, r *http.Request, class string) (T, bool) {
+	req, ok := readJSON[T](w, r)
+	return req, ok && s.limit(w, r, class, req.accountKey())
+}
+
 // POST /api/v1/sessions
 func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
-	req, ok := readJSON[createSessionRequest](w, r)
+	req, ok := readAccountJSON[createSessionRequest](s, w, r, LimitLogin)
 	if !ok {
-		return
-	}
-	if req.ProviderCode == "" || req.LoginName == "" || req.Password == "" {
-		writeAPIError(w, NewError(http.StatusBadRequest, CodeBadRequest, "provider_code, login_name and password are required"))
-		return
-	}
-	if len(req.ProviderCode) > maxIdentLen || len(req.LoginName) > maxIdentLen {
-		s.WriteError(w, r, domain.ErrInvalidCredentials)
-		return
-	}
-	if !s.limit(w, r, LimitLogin, AccountKey(req.ProviderCode, req.LoginName)) {
 		return
 	}
 	token, sess, err := s.StartSession(r.Context(), req.ProviderCode, req.LoginName, req.Password)
@@ -59,6 +68,5 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 	if p.ViaCookie {
 		s.ClearSessionCookie(w)
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	noContent(w)
 }

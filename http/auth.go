@@ -31,6 +31,9 @@ type Principal struct {
 // Actor is the principal as the command side names actors.
 func (p *Principal) Actor() domain.Actor { return domain.UserActor(p.User) }
 
+// accountKey names the signed-in account for the per-account rate limits.
+func (p *Principal) accountKey() string { return AccountKey(p.Session.Provider, p.Session.Login) }
+
 type principalKey struct{}
 
 // PrincipalFrom returns the principal RequireSession put into ctx, or nil.

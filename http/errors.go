@@ -177,6 +177,12 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
+// noContent answers 204; like WriteJSON's answers, never cached.
+func noContent(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // WriteError writes err as the API's error body. Errors that are not refusals are logged
 // (with the request id) and answered with a bare 500.
 func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -22,15 +23,37 @@ func DecodeJSON(r *http.Request, dst any) *Error {
 	return decodeJSON(r, dst, false)
 }
 
-// readJSON reads r's body into a T by DecodeJSON's rules. On a bad body it has answered w
-// with the error and reports false: the handler then just returns.
+// checker is a request body with rules of its own beyond DecodeJSON's (the fields it cannot
+// do without, their lengths), kept beside its fields.
+type checker interface{ check() *Error }
+
+// readJSON reads r's body into a T by DecodeJSON's rules, then T's own (checker). On a bad
+// body it has answered w with the error and reports false: the handler then just returns.
 func readJSON[T any](w http.ResponseWriter, r *http.Request) (T, bool) {
 	var req T
-	if e := DecodeJSON(r, &req); e != nil {
+	e := DecodeJSON(r, &req)
+	if c, ok := any(req).(checker); ok && e == nil {
+		e = c.check()
+	}
+	if e != nil {
 		writeAPIError(w, e)
 		return req, false
 	}
 	return req, true
+}
+
+// missing is the 400 for a body without a field it needs, msg naming them: nil when every
+// one of vals is set.
+func missing(msg string, vals ...string) *Error {
+	if slices.Contains(vals, "") {
+		return NewError(http.StatusBadRequest, CodeBadRequest, msg)
+	}
+	return nil
+}
+
+// overLong reports whether any of vals is longer than an identifier or email may be.
+func overLong(vals ...string) bool {
+	return slices.ContainsFunc(vals, func(v string) bool { return len(v) > maxIdentLen })
 }
 
 // readNoParams is readJSON for a route that takes no parameters: an empty body or {}.

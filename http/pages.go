@@ -131,14 +131,14 @@ func (s *Server) MountPages() {
 	r.Handle(PathSettings, page(s.handleSettingsPage)).Methods(get)
 	r.Handle(PathSelfReset, page(s.handleSelfResetPage)).Methods(get)
 	r.Handle(PathSelfReset+"/verify-password", page(s.handleSelfResetVerifyPassword)).Methods(post)
-	r.Handle(PathSelfReset+"/email", page(s.handleSelfResetEmail)).Methods(post)
-	r.Handle(PathSelfReset+"/email/verify", page(s.handleSelfResetCode)).Methods(post)
-	r.Handle(PathSelfReset+"/configure", page(s.handleSelfResetConfigure)).Methods(post)
+	r.Handle(PathSelfReset+"/email", page(s.configureStep(s.selfResetEmailStep))).Methods(post)
+	r.Handle(PathSelfReset+"/email/verify", page(s.configureStep(s.selfResetCodeStep))).Methods(post)
+	r.Handle(PathSelfReset+"/configure", page(s.configureStep(s.selfResetConfigureStep))).Methods(post)
 
 	r.Handle(PathAdmin, page(s.handleAdminPage)).Methods(get)
 	r.Handle(PathAdminUsers, page(s.handleUserListPage)).Methods(get)
-	r.Handle(PathAdminUsers+"/{login}/self-reset/enable", page(s.handleUserEnableSubmit)).Methods(post)
-	r.Handle(PathAdminUsers+"/{login}/self-reset/disable", page(s.handleUserDisableSubmit)).Methods(post)
+	r.Handle(PathAdminUsers+"/{login}/self-reset/enable", page(s.userSelfResetSubmit(s.cmds.EnableSelfReset))).Methods(post)
+	r.Handle(PathAdminUsers+"/{login}/self-reset/disable", page(s.userSelfResetSubmit(s.cmds.DisableSelfReset))).Methods(post)
 	s.mountAdminPages(page)
 }
 

@@ -186,45 +186,39 @@ func (s *Server) freshRow(ctx context.Context, code string, row userRow) (userRo
 	return row, "Self Password Reset is now " + state + " for " + u.Login + "."
 }
 
-// POST /admin/users/{login}/self-reset/enable
-func (s *Server) handleUserEnableSubmit(w http.ResponseWriter, r *http.Request) {
-	s.userSelfResetSubmit(w, r, s.cmds.EnableSelfReset)
-}
-
-// POST /admin/users/{login}/self-reset/disable
-func (s *Server) handleUserDisableSubmit(w http.ResponseWriter, r *http.Request) {
-	s.userSelfResetSubmit(w, r, s.cmds.DisableSelfReset)
-}
-
-func (s *Server) userSelfResetSubmit(w http.ResponseWriter, r *http.Request, run func(ctx context.Context, c commands.UserCommand) error) {
-	p, ok := s.requireAdmin(w, r)
-	if !ok {
-		return
+// userSelfResetSubmit serves POST /admin/users/{login}/self-reset/enable and …/disable:
+// back to the User List page the form came from, or that page with the refusal.
+func (s *Server) userSelfResetSubmit(run func(ctx context.Context, c commands.UserCommand) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := s.requireAdmin(w, r)
+		if !ok {
+			return
+		}
+		if e := parsePageForm(r); e != nil {
+			s.renderError(w, r, e, link{URL: PathAdminUsers, Text: "Back to the User List"})
+			return
+		}
+		lq, e := parseUserListQuery(r.PostForm)
+		if e != nil {
+			lq = userListQuery{limit: defaultPageSize}
+		}
+		code, login := p.User.Provider, domain.NormalizeLogin(mux.Vars(r)["login"])
+		var err error
+		if !domain.ValidLogin(login) {
+			err = domain.ErrUserNotFound
+		} else {
+			err = run(r.Context(), commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login})
+		}
+		if err != nil {
+			pe := s.pageError(r, err)
+			s.renderUserList(w, r, p, pe.Status, lq, "", sentence(pe.Message))
+			return
+		}
+		target := lq.url(lq.cursor)
+		sep := "?"
+		if target != PathAdminUsers {
+			sep = "&"
+		}
+		redirect(w, r, target+sep+"changed="+url.QueryEscape(login)+"#user-"+url.PathEscape(login))
 	}
-	if e := parsePageForm(r); e != nil {
-		s.renderError(w, r, e, link{URL: PathAdminUsers, Text: "Back to the User List"})
-		return
-	}
-	lq, e := parseUserListQuery(r.PostForm)
-	if e != nil {
-		lq = userListQuery{limit: defaultPageSize}
-	}
-	code, login := p.User.Provider, domain.NormalizeLogin(mux.Vars(r)["login"])
-	var err error
-	if !domain.ValidLogin(login) {
-		err = domain.ErrUserNotFound
-	} else {
-		err = run(r.Context(), commands.UserCommand{Actor: p.Actor(), Provider: code, Login: login})
-	}
-	if err != nil {
-		pe := s.pageError(r, err)
-		s.renderUserList(w, r, p, pe.Status, lq, "", sentence(pe.Message))
-		return
-	}
-	target := lq.url(lq.cursor)
-	sep := "?"
-	if target != PathAdminUsers {
-		sep = "&"
-	}
-	redirect(w, r, target+sep+"changed="+url.QueryEscape(login)+"#user-"+url.PathEscape(login))
 }

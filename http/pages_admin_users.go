@@ -320,7 +320,7 @@ func (s *Server) handlePasswordSubmit(w http.ResponseWriter, r *http.Request) {
 		fail(errPasswordMismatch)
 		return
 	}
-	if e := s.pageLimit(r, LimitReauth, AccountKey(p.Session.Provider, p.Session.Login)); e != nil {
+	if e := s.pageLimit(r, LimitReauth, p.accountKey()); e != nil {
 		fail(e)
 		return
 	}

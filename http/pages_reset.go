@@ -53,7 +53,7 @@ func (s *Server) handleForgotSubmit(w http.ResponseWriter, r *http.Request) {
 		s.renderForgot(w, r, http.StatusBadRequest, pg)
 		return
 	}
-	if len(login) > maxIdentLen || len(code) > maxIdentLen || len(email) > maxIdentLen {
+	if overLong(login, code, email) {
 		pg.Error = "The Login Name, Provider Code and Email are at most 254 characters each."
 		s.renderForgot(w, r, http.StatusBadRequest, pg)
 		return

@@ -43,7 +43,7 @@ func (s *Server) handleLoginSubmit(w http.ResponseWriter, r *http.Request) {
 		pg.Error = sentence(domain.ErrInvalidCredentials.Message)
 		s.render(w, r, http.StatusUnauthorized, "login", pg)
 	}
-	if len(login) > maxIdentLen || len(code) > maxIdentLen {
+	if overLong(login, code) {
 		invalid()
 		return
 	}
@@ -251,7 +251,7 @@ func (s *Server) handleSelfResetVerifyPassword(w http.ResponseWriter, r *http.Re
 		s.configureFailed(w, r, NewError(http.StatusBadRequest, CodeBadRequest, "enter your login Password"), nil)
 		return
 	}
-	if e := s.pageLimit(r, LimitReauth, AccountKey(p.Session.Provider, p.Session.Login)); e != nil {
+	if e := s.pageLimit(r, LimitReauth, p.accountKey()); e != nil {
 		s.configureFailed(w, r, e, nil)
 		return
 	}
@@ -266,45 +266,50 @@ func (s *Server) handleSelfResetVerifyPassword(w http.ResponseWriter, r *http.Re
 	redirect(w, r, PathSelfReset)
 }
 
-// POST /settings/self-reset/email (step 2: Email and Verify, which sends the 6-digit code)
-func (s *Server) handleSelfResetEmail(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	if !s.steppedUpForm(w, r) {
-		return
+// configureStep serves steps 2 to 4 of the configuration flow, which share their protocol:
+// the form is parsed and the session must be stepped up (steppedUpForm); then run does the
+// step and names the page to go to next, or its refusal is shown on the page with the form
+// values run kept.
+func (s *Server) configureStep(run func(r *http.Request, p *Principal) (next string, form map[string]string, e *Error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.steppedUpForm(w, r) {
+			return
+		}
+		next, form, e := run(r, PrincipalFrom(r.Context()))
+		if e != nil {
+			s.configureFailed(w, r, e, form)
+			return
+		}
+		redirect(w, r, next)
 	}
+}
+
+// POST /settings/self-reset/email (step 2: Email and Verify, which sends the 6-digit code)
+func (s *Server) selfResetEmailStep(r *http.Request, p *Principal) (string, map[string]string, *Error) {
 	email := formValue(r, "email")
 	form := map[string]string{"email": domain.Clip(email, maxIdentLen)}
 	invalid := NewError(http.StatusBadRequest, domain.ErrInvalidInput.Code, "enter a valid email address")
-	if email == "" || len(email) > maxIdentLen || !domain.ValidEmail(domain.NormalizeEmail(email)) {
-		s.configureFailed(w, r, invalid, form)
-		return
+	if email == "" || overLong(email) || !domain.ValidEmail(domain.NormalizeEmail(email)) {
+		return "", form, invalid
 	}
 	_, err := s.cmds.StartEmailVerification(r.Context(), commands.StartEmailVerification{SelfUser: self(p), Email: email})
 	if errors.Is(err, domain.ErrInvalidInput) {
-		s.configureFailed(w, r, invalid, form)
-		return
+		return "", form, invalid
 	}
 	if err != nil {
-		s.configureFailed(w, r, s.pageError(r, err), form)
-		return
+		return "", form, s.pageError(r, err)
 	}
-	redirect(w, r, PathSelfReset+"?sent=1")
+	return PathSelfReset + "?sent=1", nil, nil
 }
 
 // POST /settings/self-reset/email/verify (step 3: the 6-digit code and Submit)
-func (s *Server) handleSelfResetCode(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	if !s.steppedUpForm(w, r) {
-		return
-	}
+func (s *Server) selfResetCodeStep(r *http.Request, p *Principal) (string, map[string]string, *Error) {
 	code := formValue(r, "code")
 	if code == "" {
-		s.configureFailed(w, r, NewError(http.StatusBadRequest, CodeBadRequest, "enter the 6 digit code from the email"), nil)
-		return
+		return "", nil, NewError(http.StatusBadRequest, CodeBadRequest, "enter the 6 digit code from the email")
 	}
-	if e := s.pageLimit(r, LimitCode, AccountKey(p.Session.Provider, p.Session.Login)); e != nil {
-		s.configureFailed(w, r, e, nil)
-		return
+	if e := s.pageLimit(r, LimitCode, p.accountKey()); e != nil {
+		return "", nil, e
 	}
 	err := s.cmds.VerifyEmailCode(r.Context(), commands.VerifyEmailCode{SelfUser: self(p), Code: domain.Clip(code, 64)})
 	if err != nil {
@@ -312,21 +317,15 @@ func (s *Server) handleSelfResetCode(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, domain.ErrTooManyAttempts) {
 			e = &Error{Status: e.Status, Code: e.Code, Message: "too many wrong codes; enter the Email and click Verify again to receive a new code"}
 		}
-		s.configureFailed(w, r, e, nil)
-		return
+		return "", nil, e
 	}
-	redirect(w, r, PathSelfReset+"?verified=1")
+	return PathSelfReset + "?verified=1", nil, nil
 }
 
 // POST /settings/self-reset/configure (step 4: Update)
-func (s *Server) handleSelfResetConfigure(w http.ResponseWriter, r *http.Request) {
-	p := PrincipalFrom(r.Context())
-	if !s.steppedUpForm(w, r) {
-		return
-	}
+func (s *Server) selfResetConfigureStep(r *http.Request, p *Principal) (string, map[string]string, *Error) {
 	if err := s.cmds.ConfigureSelfReset(r.Context(), commands.ConfigureSelfReset{SelfUser: self(p)}); err != nil {
-		s.configureFailed(w, r, s.pageError(r, err), nil)
-		return
+		return "", nil, s.pageError(r, err)
 	}
-	redirect(w, r, PathSettings+"?configured=1")
+	return PathSettings + "?configured=1", nil, nil
 }

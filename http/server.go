@@ -19,6 +19,7 @@
 package http
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -139,12 +140,8 @@ func NewServer(c Config) *Server {
 	if c.Commands == nil || c.Resets == nil || c.Sessions == nil {
 		panic("http: NewServer needs Commands, Resets and Sessions")
 	}
-	if c.Clock == nil {
-		c.Clock = domain.SystemClock{}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Clock = cmp.Or[domain.Clock](c.Clock, domain.SystemClock{})
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 8 * time.Hour
 	}
@@ -264,8 +261,8 @@ func (s *Server) routes() {
 	api.Handle("/sessions/current", auth(http.HandlerFunc(s.handleDeleteSession))).Methods(http.MethodDelete)
 
 	api.Handle("/providers/{code}/users", auth(http.HandlerFunc(s.handleListUsers))).Methods(http.MethodGet)
-	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleEnableSelfReset))).Methods(http.MethodPut)
-	api.Handle("/providers/{code}/users/{login}/self-reset", auth(http.HandlerFunc(s.handleDisableSelfReset))).Methods(http.MethodDelete)
+	api.Handle("/providers/{code}/users/{login}/self-reset", auth(s.adminSelfReset(s.cmds.EnableSelfReset))).Methods(http.MethodPut)
+	api.Handle("/providers/{code}/users/{login}/self-reset", auth(s.adminSelfReset(s.cmds.DisableSelfReset))).Methods(http.MethodDelete)
 	s.adminRoutes(api, auth)
 
 	api.Handle("/me/self-reset", auth(http.HandlerFunc(s.handleMySelfReset))).Methods(http.MethodGet)

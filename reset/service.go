@@ -25,6 +25,7 @@
 package reset
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,12 +94,8 @@ func New(c Config) (*Service, error) {
 	if c.Commands == nil || c.Keyring == nil || c.Intake == nil {
 		return nil, errors.New("reset: New needs Commands, Keyring and Intake")
 	}
-	if c.Clock == nil {
-		c.Clock = domain.SystemClock{}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Clock = cmp.Or[domain.Clock](c.Clock, domain.SystemClock{})
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
 	}
