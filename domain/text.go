@@ -54,3 +54,13 @@ var ResetErrorReasons = []string{
 	"You clicked on the\u00a0Resend button on the Change Password page after the validity for your Password token has been expired",
 	"The account has been Admin Locked, Deactivated, or Deleted",
 }
+
+// UpperFirst capitalises the first letter of s, for messages that begin a sentence on a page
+// or in an email (reasons and errors are written in lower case where they are defined).
+func UpperFirst(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	if r == utf8.RuneError { // empty, or not UTF-8: nothing to capitalise, and no byte to lose
+		return s
+	}
+	return string(unicode.ToUpper(r)) + s[n:]
+}

@@ -31,3 +31,18 @@ func TestClip(t *testing.T) {
 		})
 	}
 }
+
+func TestUpperFirst(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                       "",
+		"the token has expired":  "The token has expired",
+		"élan":                   "Élan",
+		"Already":                "Already",
+		"1 minute":               "1 minute",
+		"\xffbroken stays as is": "\xffbroken stays as is",
+	} {
+		if got := domain.UpperFirst(in); got != want {
+			t.Errorf("UpperFirst(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -28,8 +28,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"selfreset/domain"
 	"selfreset/links"
@@ -306,8 +304,7 @@ func sentence(msg string) string {
 	if msg == "" {
 		return ""
 	}
-	r, n := utf8.DecodeRuneInString(msg)
-	msg = string(unicode.ToUpper(r)) + msg[n:]
+	msg = domain.UpperFirst(msg)
 	switch msg[len(msg)-1] {
 	case '.', '?', '!':
 		return msg

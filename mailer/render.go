@@ -8,8 +8,6 @@ import (
 	"strings"
 	texttemplate "text/template"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"selfreset/domain"
 	"selfreset/links"
@@ -177,15 +175,7 @@ func reasonText(code domain.Reason) (reason, hint string) {
 	default:
 		hint = contactAdmin
 	}
-	return upperFirst(strings.TrimRight(msg, ".")), hint
-}
-
-func upperFirst(s string) string {
-	r, n := utf8.DecodeRuneInString(s)
-	if n == 0 {
-		return s
-	}
-	return string(unicode.ToUpper(r)) + s[n:]
+	return domain.UpperFirst(strings.TrimRight(msg, ".")), hint
 }
 
 func formatTime(t time.Time) string {
