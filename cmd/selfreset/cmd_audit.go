@@ -43,14 +43,13 @@ func runAuditGroup(ctx context.Context, c *cli, args []string) error {
 // auditFlags are the filters shared by the listing (and, in their API form, by
 // GET /api/v1/audit/events).
 type auditFlags struct {
-	provider, login                    checkedFlag
+	scope                              func(cmd string) (code, login string, err error)
 	typ, actor, clientIP, since, until *string
 }
 
 func addAuditFlags(fs *flag.FlagSet) auditFlags {
 	return auditFlags{
-		provider: providerFlag(fs, "provider", providerUsage),
-		login:    loginFlag(fs, "only this user's history (and unmatched requests naming this login)"),
+		scope:    accountScope(fs, "only this user's history (and unmatched requests naming this login)", false),
 		typ:      fs.String("type", "", "only events of this type, e.g. ResetRequestRejected"),
 		actor:    fs.String("actor", "", "only events by this actor, e.g. user:ACME/ada or system:cli"),
 		clientIP: fs.String("client-ip", "", "only events from this client IP address"),
@@ -62,10 +61,7 @@ func addAuditFlags(fs *flag.FlagSet) auditFlags {
 func (af auditFlags) filter(cmd string) (audit.Filter, error) {
 	var f audit.Filter
 	var err error
-	if f.Provider, err = af.provider.required(cmd); err != nil {
-		return f, err
-	}
-	if f.Login, err = af.login.optional(cmd); err != nil {
+	if f.Provider, f.Login, err = af.scope(cmd); err != nil {
 		return f, err
 	}
 	f.Type, f.Actor = strings.TrimSpace(*af.typ), strings.TrimSpace(*af.actor)
@@ -204,17 +200,12 @@ func writeVerifyText(w io.Writer, rep audit.Report) {
 func runAuditState(ctx context.Context, c *cli, args []string) error {
 	const cmd = "audit state"
 	fs := newFlagSet(cmd, "selfreset audit state --provider C [--login L] --as-of RFC3339")
-	provider := providerFlag(fs, "provider", providerUsage)
-	login := loginFlag(fs, "only this user")
+	scope := accountScope(fs, "only this user", false)
 	asOf := fs.String("as-of", "", "the time to show the state at (required), e.g. 2026-03-01T00:00:00Z")
 	if err := c.parseAll(fs, args); err != nil {
 		return err
 	}
-	code, err := provider.required(cmd)
-	if err != nil {
-		return err
-	}
-	l, err := login.optional(cmd)
+	code, l, err := scope(cmd)
 	if err != nil {
 		return err
 	}

@@ -132,14 +132,25 @@ func statusCommand(verb, summary, done string, do func(*commands.Handler, contex
 // accountFlags adds the required --provider and --login flags to fs and returns the check
 // to run once fs is parsed: it gives the normalized code and login, or a usage error.
 func accountFlags(fs *flag.FlagSet) func(cmd string) (code, login string, err error) {
+	return accountScope(fs, "login name, stored lower-cased (required)", true)
+}
+
+// accountScope adds --provider (required) and --login to fs and returns the check to run
+// once fs is parsed: the normalized code and login, or a usage error. Unless loginRequired,
+// a missing --login gives "" (the whole provider).
+func accountScope(fs *flag.FlagSet, loginUsage string, loginRequired bool) func(cmd string) (code, login string, err error) {
 	provider := providerFlag(fs, "provider", providerUsage)
-	login := loginFlag(fs, "login name, stored lower-cased (required)")
+	login := loginFlag(fs, loginUsage)
 	return func(cmd string) (string, string, error) {
 		code, err := provider.required(cmd)
 		if err != nil {
 			return "", "", err
 		}
-		l, err := login.required(cmd)
+		if loginRequired {
+			l, err := login.required(cmd)
+			return code, l, err
+		}
+		l, err := login.optional(cmd)
 		return code, l, err
 	}
 }
