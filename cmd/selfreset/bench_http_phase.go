@@ -212,6 +212,9 @@ func (b *httpBench) measureAfter(ctx context.Context, pr *phaseReport, w phaseWi
 		ByType: fs.byType}
 	if fs.inWindow+fs.after > 0 {
 		pr.Events.ZeroLagAfterLastEventMS = ms(w.settled.Sub(fs.last))
+		if took := fs.last.Sub(w.start).Seconds(); took > 0 {
+			pr.Events.SustainedPerSecond = float64(fs.inWindow+fs.after) / took
+		}
 	}
 	pr.Lag = lagStats(lag, w.end)
 	pr.Mail = b.mail.report(mailMark, w.end, fs.tokenIssuedAt)

@@ -60,6 +60,9 @@ type eventsReport struct {
 	InWindow  int     `json:"in_window"` // appended while the phase ran
 	After     int     `json:"after"`     // appended once it ended (the intake's backlog)
 	PerSecond float64 `json:"per_second"`
+	// SustainedPerSecond is every event the phase caused, over the time from its start to
+	// the last of them: the rate the command path kept up, backlog included.
+	SustainedPerSecond float64 `json:"sustained_per_second"`
 	// ZeroLagAfterLastEventMS is from the last event's time to every consumer at the head.
 	ZeroLagAfterLastEventMS float64        `json:"zero_lag_after_last_event_ms"`
 	ByType                  map[string]int `json:"by_type"`

@@ -143,3 +143,22 @@ func TestBenchHTTPBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// The paced phase runs below what the command path kept up, not below what was answered:
+// answers beyond the decisions only queue, and a queue that grows is no steady load.
+func TestSustainedRate(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		answers, decided float64
+		want             float64
+	}{
+		{"decisions kept up", 140, 141, 140},
+		{"intake fell behind", 980, 150, 150},
+		{"no events seen", 500, 0, 500},
+	} {
+		pr := phaseReport{PerSecond: tc.answers, Events: eventsReport{SustainedPerSecond: tc.decided}}
+		if got := sustainedRate(pr); got != tc.want {
+			t.Errorf("%s: sustainedRate = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
