@@ -107,19 +107,46 @@ func (c *cli) openPostgres(ctx context.Context, url string) (*postgres.Store, er
 // requests a second with it and 55–64 with 12 (docs/benchmarks.md).
 func storePoolConns(resetWorkers int) int { return 4 + resetWorkers }
 
-// withPoolSize sets pool_max_conns to conns in a PostgreSQL URL or keyword/value string
-// that does not set it already.
+// statementCacheSize is each PostgreSQL connection's prepared-statement cache unless the
+// URL sets statement_cache_capacity. pgx's default, 512, sizes a map for 512 statements on
+// every connection; serve holds about 50 (its pools, each consumer's lock and listener)
+// and runs far fewer distinct statements on any of them, so the default came to about a
+// third of serve's live heap (4.7 MB of 14 MB after a forgot-password burst), against
+// issue 11's peak RSS budget.
+const statementCacheSize = 128
+
+// withPoolSize sets pool_max_conns to conns in a PostgreSQL URL or keyword/value string,
+// and the statement cache to statementCacheSize, where it does not set them already.
 func withPoolSize(dsn string, conns int) string {
-	if dsn == "" || strings.Contains(dsn, "pool_max_conns") {
+	return withDefaults(dsn, "pool_max_conns", strconv.Itoa(conns), "statement_cache_capacity", strconv.Itoa(statementCacheSize))
+}
+
+// withDefaults sets each key, value pair of kv in dsn (a PostgreSQL URL or keyword/value
+// string) that dsn does not set already.
+func withDefaults(dsn string, kv ...string) string {
+	if dsn == "" {
 		return dsn
 	}
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		q := u.Query()
-		q.Set("pool_max_conns", strconv.Itoa(conns))
-		u.RawQuery = q.Encode()
-		return u.String()
+	u, err := url.Parse(dsn)
+	isURL := err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
+	var q url.Values
+	if isURL {
+		q = u.Query()
 	}
-	return dsn + " pool_max_conns=" + strconv.Itoa(conns)
+	for i := 0; i+1 < len(kv); i += 2 {
+		switch key, value := kv[i], kv[i+1]; {
+		case strings.Contains(dsn, key):
+		case isURL:
+			q.Set(key, value)
+		default:
+			dsn += " " + key + "=" + value
+		}
+	}
+	if !isURL {
+		return dsn
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // Close releases the store.

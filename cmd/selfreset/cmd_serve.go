@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -346,8 +347,9 @@ func every(period time.Duration, fn func(ctx context.Context)) func(context.Cont
 
 // serveBaseMemory is what serve's runtime holds besides password hashing (live heap of
 // pools, caches and requests, stacks, collector metadata), for the soft memory limit:
-// about 14 MiB live under the HTTP harness, plus room for garbage between collections.
-const serveBaseMemory = 20 << 20
+// about 7 MiB live under the HTTP harness since the statement caches were sized down
+// (statementCacheSize; 14 MiB before), plus room for garbage between collections.
+const serveBaseMemory = 14 << 20
 
 // serveMemoryLimit is serve's default soft memory limit: the base plus, per hashing slot,
 // the argon2id block in use (the one its last run left is collected when the run ends).
@@ -379,7 +381,7 @@ func (a *app) readModelPool(ctx context.Context) (*pgxpool.Pool, func(), error) 
 	if s, ok := a.store.(interface{ Pool() *pgxpool.Pool }); ok && a.cfg.EventStoreURL == a.cfg.DatabaseURL {
 		return s.Pool(), func() {}, nil
 	}
-	pool, err := pgxpool.New(ctx, a.cfg.DatabaseURL)
+	pool, err := pgxpool.New(ctx, withDefaults(a.cfg.DatabaseURL, "statement_cache_capacity", strconv.Itoa(statementCacheSize)))
 	if err != nil {
 		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
 	}

@@ -4,11 +4,11 @@ import "testing"
 
 func TestWithPoolSize(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
-		{"url", "postgres://u@db:5432/app?sslmode=disable", "postgres://u@db:5432/app?pool_max_conns=12&sslmode=disable"},
-		{"postgresql scheme", "postgresql://db/app", "postgresql://db/app?pool_max_conns=12"},
-		{"set by the operator", "postgres://db/app?pool_max_conns=30", "postgres://db/app?pool_max_conns=30"},
-		{"keyword/value", "host=db dbname=app", "host=db dbname=app pool_max_conns=12"},
-		{"keyword/value set", "host=db pool_max_conns=2", "host=db pool_max_conns=2"},
+		{"url", "postgres://u@db:5432/app?sslmode=disable", "postgres://u@db:5432/app?pool_max_conns=12&sslmode=disable&statement_cache_capacity=128"},
+		{"postgresql scheme", "postgresql://db/app", "postgresql://db/app?pool_max_conns=12&statement_cache_capacity=128"},
+		{"set by the operator", "postgres://db/app?pool_max_conns=30&statement_cache_capacity=5", "postgres://db/app?pool_max_conns=30&statement_cache_capacity=5"},
+		{"keyword/value", "host=db dbname=app", "host=db dbname=app pool_max_conns=12 statement_cache_capacity=128"},
+		{"keyword/value set", "host=db pool_max_conns=2", "host=db pool_max_conns=2 statement_cache_capacity=128"},
 		{"empty", "", ""},
 	} {
 		if got := withPoolSize(tc.in, storePoolConns(8)); got != tc.want {
