@@ -152,7 +152,16 @@ func lockKey(consumer string) string { return "selfreset.projections:" + consume
 // returns the connection that holds it: one of its own, outside the pool, configured like
 // the pool's. The caller owns it and must closeConn it, which releases the lock.
 func acquireLock(ctx context.Context, pool *pgxpool.Pool, consumer string, poll time.Duration, log *slog.Logger) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
+	cfg := pool.Config().ConnConfig.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	// A batch commits its read-model rows with its checkpoint, so a commit that a database
+	// crash loses takes both back and the events are applied again: the consumer need not
+	// wait for each commit's WAL flush (the rebuild runs the same way), which left it behind
+	// the appends it follows, queued on the flushes.
+	cfg.RuntimeParams["synchronous_commit"] = "off"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("projections: consumer lock %s: connect: %w", consumer, err)
 	}
