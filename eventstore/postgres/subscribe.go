@@ -47,11 +47,32 @@ func (s *Store) SubscribeAll(ctx context.Context, after eventstore.Position, han
 		} else {
 			backoff = minBackoff
 		}
-		if p, ok := ln.wait(ctx, wait); ok && announced.Less(p) {
+		if announced, err = ln.next(ctx, wait, pos, announced); err != nil {
+			return err
+		}
+	}
+}
+
+// next waits up to d for a notification naming a position beyond pos, and returns the
+// newest position announced so far. Notifications of events already read are passed over
+// without reading the feed again: an append's NOTIFY queues on this connection while the
+// events it names are read and applied with others in one batch, and under load each
+// such stale one used to cost a watermark query and an empty read.
+func (l *listener) next(ctx context.Context, d time.Duration, pos, announced eventstore.Position) (eventstore.Position, error) {
+	deadline := time.Now().Add(d)
+	for {
+		p, ok := l.wait(ctx, time.Until(deadline))
+		if err := ctx.Err(); err != nil {
+			return announced, err
+		}
+		if !ok { // timed out, or a connection or payload to give up on: read again
+			return announced, nil
+		}
+		if announced.Less(p) {
 			announced = p
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if pos.Less(p) || !time.Now().Before(deadline) {
+			return announced, nil
 		}
 	}
 }
