@@ -24,6 +24,10 @@ type ConsumerStatus struct {
 	UpdatedAt  time.Time
 	// Head is the newest position of the feed.
 	Head eventstore.Position
+	// ReadAt is when Checkpoint was read (the query had returned). A lag told as an age
+	// is as of then: counting Behind reads the feed afterwards, which under load takes
+	// long enough to add its own time to an age measured when Status returns.
+	ReadAt time.Time
 	// Behind counts events after the checkpoint, up to the runner's LagCap; Capped says
 	// the count stopped there ("at least Behind").
 	Behind int
@@ -76,6 +80,10 @@ func (r *Runner) Status(ctx context.Context) ([]ConsumerStatus, error) {
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("projections: status: %w", err)
+	}
+	readAt := time.Now()
+	for _, s := range byName {
+		s.ReadAt = readAt
 	}
 	parkedRows, err = r.cfg.Pool.Query(ctx, `SELECT consumer, count(*) FROM parked_events GROUP BY consumer`)
 	if err != nil {

@@ -3,6 +3,7 @@ package projections
 import (
 	"io/fs"
 	"testing"
+	"time"
 
 	"selfreset/eventstore"
 )
@@ -23,11 +24,17 @@ func TestStatusAndLag(t *testing.T) {
 
 	status := func(r *Runner) map[string]ConsumerStatus {
 		t.Helper()
+		before := time.Now()
 		st, err := r.Status(e.ctx)
 		e.must(err)
+		after := time.Now()
 		out := map[string]ConsumerStatus{}
 		for _, s := range st {
 			out[s.Name] = s
+			// The checkpoints are read once, within the call.
+			if s.ReadAt.Before(before) || s.ReadAt.After(after) || s.ReadAt != st[0].ReadAt {
+				t.Errorf("%s: read at %v, want one time within [%v, %v]", s.Name, s.ReadAt, before, after)
+			}
 		}
 		if n := len(ReadModels()); len(st) != n+1 || st[n].Name != "mailer" {
 			t.Fatalf("status lists %+v; want the read models, then the mailer", st)

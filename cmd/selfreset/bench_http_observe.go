@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"selfreset/eventstore"
 	"selfreset/internal/smtpsink"
+	"selfreset/projections"
 	"selfreset/secret"
 )
 
@@ -146,24 +146,25 @@ func (b *httpBench) lagNow(ctx context.Context) (lagSample, error) {
 		return lagSample{}, err
 	}
 	s := lagSample{at: time.Now()}
-	var oldest *eventstore.Position
+	var oldest *projections.ConsumerStatus
 	for _, c := range status {
 		if !c.Configured || c.Behind == 0 {
 			continue
 		}
 		s.events = max(s.events, c.Behind)
-		if oldest == nil || c.Checkpoint.Less(*oldest) {
-			cp := c.Checkpoint
-			oldest = &cp
+		if oldest == nil || c.Checkpoint.Less(oldest.Checkpoint) {
+			oldest = &c
 		}
 	}
 	if oldest != nil {
-		page, err := b.store.ReadAll(ctx, *oldest, 1)
+		page, err := b.store.ReadAll(ctx, oldest.Checkpoint, 1)
 		if err != nil {
 			return lagSample{}, err
 		}
 		if len(page) == 1 {
-			s.age = s.at.Sub(page[0].OccurredAt)
+			// As of when the checkpoint was read, not of now: Status counted the events
+			// behind in between, and its own time is no consumer's lag.
+			s.age = oldest.ReadAt.Sub(page[0].OccurredAt)
 		}
 	}
 	return s, nil
