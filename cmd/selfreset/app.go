@@ -87,14 +87,24 @@ func (c *cli) openEventStore(ctx context.Context, cfg config.Config) (eventstore
 		}
 		return s, nil
 	default:
-		return c.openPostgres(ctx, withPoolSize(cfg.EventStoreURL, storePoolConns(cfg.ResetWorkers)))
+		return c.openPostgres(ctx, cfg, withPoolSize(cfg.EventStoreURL, storePoolConns(cfg.ResetWorkers)))
 	}
 }
 
-// openPostgres connects the Postgres event store at url.
-func (c *cli) openPostgres(ctx context.Context, url string) (*postgres.Store, error) {
+// openPostgres connects the Postgres event store at url (cfg's EventStoreURL, perhaps with
+// pool settings added). A URL pgx cannot parse (a pool or statement-cache setting that is
+// not a number, say) is a configuration error naming its variable, not an unreachable server.
+func (c *cli) openPostgres(ctx context.Context, cfg config.Config, url string) (*postgres.Store, error) {
 	s, err := postgres.Open(ctx, url)
-	if err != nil {
+	var bad *pgconn.ParseConfigError
+	switch {
+	case errors.As(err, &bad):
+		v := config.EnvEventStoreURL
+		if cfg.EventStoreURL == cfg.DatabaseURL {
+			v = config.EnvDatabaseURL
+		}
+		return nil, &config.Error{Var: v, Msg: bad.Error()}
+	case err != nil:
 		return nil, fmt.Errorf("cannot reach PostgreSQL: %w", err)
 	}
 	return s, nil

@@ -486,6 +486,8 @@ func TestCLIConfiguration(t *testing.T) {
 		{"bad token TTL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvResetTokenTTL: "five minutes"}, []string{"migrate"}, config.EnvResetTokenTTL},
 		{"zero code TTL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvEmailCodeTTL: "0"}, []string{"migrate"}, config.EnvEmailCodeTTL},
 		{"bad event store URL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvEventStoreURL: "http://es:2113"}, []string{"migrate"}, config.EnvEventStoreURL},
+		{"pool setting pgx cannot parse", cliEnv{config.EnvDatabaseURL: db + "&statement_cache_capacity=many", config.EnvSecret: testSecret}, []string{"audit", "--provider", "ACME"}, config.EnvDatabaseURL + ": cannot parse"},
+		{"pool setting in a separate event store URL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvEventStoreURL: db + "&pool_max_conns=lots"}, []string{"audit", "--provider", "ACME"}, config.EnvEventStoreURL + ": cannot parse"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

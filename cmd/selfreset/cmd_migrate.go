@@ -76,7 +76,7 @@ func migrateEventStore(ctx context.Context, c *cli, cfg config.Config) (string, 
 	if cfg.EventStore != config.EventStorePostgres {
 		return "EventStoreDB, no schema to migrate", nil
 	}
-	s, err := c.openPostgres(ctx, cfg.EventStoreURL)
+	s, err := c.openPostgres(ctx, cfg, cfg.EventStoreURL)
 	if err != nil {
 		return "", err
 	}
