@@ -152,10 +152,7 @@ func lockKey(consumer string) string { return "selfreset.projections:" + consume
 // returns the connection that holds it: one of its own, outside the pool, configured like
 // the pool's. The caller owns it and must closeConn it, which releases the lock.
 func acquireLock(ctx context.Context, pool *pgxpool.Pool, consumer string, poll time.Duration, log *slog.Logger) (*pgx.Conn, error) {
-	cfg := pool.Config().ConnConfig.Copy()
-	if cfg.RuntimeParams == nil {
-		cfg.RuntimeParams = map[string]string{}
-	}
+	cfg := pool.Config().ConnConfig.Copy() // a parsed config always has RuntimeParams
 	// A batch commits its read-model rows with its checkpoint, so a commit that a database
 	// crash loses takes both back and the events are applied again: the consumer need not
 	// wait for each commit's WAL flush (the rebuild runs the same way), which left it behind

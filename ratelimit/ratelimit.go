@@ -94,8 +94,9 @@ var ErrUnavailable = errors.New("ratelimit: budgets unavailable")
 // spendSQL is the GCRA in one statement. With T the emission interval ($3) and τ the
 // tolerance ($4, Burst × T), a request at now ($2) is allowed when
 // max(full_at, now) + T ≤ now + τ, and then moves full_at to max(full_at, now) + T; a
-// refusal leaves full_at alone (both SET expressions see the old row). A new key starts with a full bucket, so its first
-// request is allowed. Intervals travel as microseconds, PostgreSQL's timestamp resolution.
+// refusal leaves full_at alone (both SET expressions see the old row). A new key starts
+// with a full bucket, so its first request is allowed. Intervals travel as microseconds,
+// PostgreSQL's timestamp resolution.
 const spendSQL = `
 INSERT INTO rate_limits AS r (key, full_at, last_allowed)
 VALUES ($1, $2::timestamptz + $3::bigint * interval '1 microsecond', true)

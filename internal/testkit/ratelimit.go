@@ -12,8 +12,8 @@ import (
 // RateLimiter keeps ratelimit's budgets in memory: the http tests' limiter on the tier
 // without a database. It makes the decisions *ratelimit.Limiter makes (the same GCRA
 // over the Limit's Interval and Tolerance, at the same microsecond resolution), which
-// ratelimit's tests check by running the rule's tests on both; what only PostgreSQL does (hashed keys, cleanup, sharing between
-// replicas) is not here.
+// ratelimit's tests check by running the rule's tests on both; what only PostgreSQL
+// does (hashed keys, cleanup, sharing between replicas) is not here.
 type RateLimiter struct {
 	clock domain.Clock
 	mu    sync.Mutex
