@@ -128,35 +128,27 @@ const statementCacheSize = 128
 // withPoolSize sets pool_max_conns to conns in a PostgreSQL URL or keyword/value string,
 // and the statement cache to statementCacheSize, where it does not set them already.
 func withPoolSize(dsn string, conns int) string {
-	return withDefaults(dsn, "pool_max_conns", strconv.Itoa(conns), "statement_cache_capacity", strconv.Itoa(statementCacheSize))
+	return withStatementCache(withDefault(dsn, "pool_max_conns", strconv.Itoa(conns)))
 }
 
-// withDefaults sets each key, value pair of kv in dsn (a PostgreSQL URL or keyword/value
-// string) that dsn does not set already.
-func withDefaults(dsn string, kv ...string) string {
-	if dsn == "" {
+// withStatementCache sets the statement cache to statementCacheSize in dsn unless it sets it.
+func withStatementCache(dsn string) string {
+	return withDefault(dsn, "statement_cache_capacity", strconv.Itoa(statementCacheSize))
+}
+
+// withDefault sets key to value in dsn (a PostgreSQL URL or keyword/value string) unless
+// dsn sets it already.
+func withDefault(dsn, key, value string) string {
+	if dsn == "" || strings.Contains(dsn, key) {
 		return dsn
 	}
-	u, err := url.Parse(dsn)
-	isURL := err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
-	var q url.Values
-	if isURL {
-		q = u.Query()
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
+		return u.String()
 	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		switch key, value := kv[i], kv[i+1]; {
-		case strings.Contains(dsn, key):
-		case isURL:
-			q.Set(key, value)
-		default:
-			dsn += " " + key + "=" + value
-		}
-	}
-	if !isURL {
-		return dsn
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
+	return dsn + " " + key + "=" + value
 }
 
 // Close releases the store.

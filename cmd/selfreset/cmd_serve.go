@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -381,7 +380,7 @@ func (a *app) readModelPool(ctx context.Context) (*pgxpool.Pool, func(), error) 
 	if s, ok := a.store.(interface{ Pool() *pgxpool.Pool }); ok && a.cfg.EventStoreURL == a.cfg.DatabaseURL {
 		return s.Pool(), func() {}, nil
 	}
-	pool, err := pgxpool.New(ctx, withDefaults(a.cfg.DatabaseURL, "statement_cache_capacity", strconv.Itoa(statementCacheSize)))
+	pool, err := pgxpool.New(ctx, withStatementCache(a.cfg.DatabaseURL))
 	if err != nil {
 		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
 	}
