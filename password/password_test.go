@@ -174,3 +174,39 @@ func BenchmarkVerifyDefault(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCollectAfterEach is the price of serve's collection after each hash
+// (password.CollectAfterEach) beside the hash itself, with a live heap about serve's under
+// load (7 MiB of small, pointer-holding objects the collector has to mark), on two slots
+// hashed from two goroutines at a time.
+func BenchmarkCollectAfterEach(b *testing.B) {
+	type node struct {
+		next *node
+		pad  [48]byte
+	}
+	var live *node
+	for range 7 << 20 / 64 {
+		live = &node{next: live}
+	}
+	for _, tc := range []struct {
+		name string
+		opts []password.BoundedOption
+	}{
+		{"without", nil},
+		{"collect after each", []password.BoundedOption{password.CollectAfterEach()}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			bd := password.NewBounded(hasher(b, password.DefaultParams), 2, tc.opts...)
+			b.SetParallelism(1) // GOMAXPROCS goroutines: one per slot on 2 CPUs
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := bd.Hash(b.Context(), "correct horse battery staple"); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+	runtime.KeepAlive(live)
+}
