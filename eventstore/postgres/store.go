@@ -62,8 +62,9 @@ import (
 	"selfreset/eventstore/chain"
 )
 
-// notifyChannel is the channel appends notify on commit, so that subscribers wake up
-// without waiting for their next poll. Notifications are per database.
+// notifyChannel is the channel appends are announced on once committed (announcer), so
+// that subscribers wake up without waiting for their next poll. Notifications are per
+// database.
 const notifyChannel = "eventstore_events"
 
 // streamLockClass is the first key of every stream lock,
@@ -137,6 +138,7 @@ type Store struct {
 	pool     *pgxpool.Pool
 	ownsPool bool
 	cfg      config
+	notify   *announcer
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -164,15 +166,16 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return &Store{pool: pool, cfg: cfg}
+	return &Store{pool: pool, cfg: cfg, notify: &announcer{pool: pool}}
 }
 
 // Pool returns the store's pool, for packages that keep their own tables in the same
 // database (read models, checkpoints).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close closes the pool if Open created it.
+// Close waits for a NOTIFY on its way, then closes the pool if Open created it.
 func (s *Store) Close() {
+	s.notify.wait()
 	if s.ownsPool {
 		s.pool.Close()
 	}
@@ -194,6 +197,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return eventstore.AppendResult{}, wrapErr("append to "+quote(stream)+": commit", err)
+	}
+	if res.Position != eventstore.Start {
+		s.notify.announce(res.Position)
 	}
 	return res, nil
 }
@@ -293,8 +299,8 @@ func unstored(ctx context.Context, tx pgx.Tx, stream string, events []eventstore
 	return fresh, last, nil
 }
 
-// insertEvents writes events at revisions first, first+1, …, moves the stream's head and
-// notifies subscribers, in one batch.
+// insertEvents writes events at revisions first, first+1, … and moves the stream's head,
+// in one batch. Subscribers are notified after the commit (announcer).
 func insertEvents(ctx context.Context, tx pgx.Tx, stream string, first int64, events []eventstore.EventData) (eventstore.AppendResult, error) {
 	// One statement per event so that seq follows revision order within the append.
 	batch := &pgx.Batch{}
@@ -311,8 +317,6 @@ func insertEvents(ctx context.Context, tx pgx.Tx, stream string, first int64, ev
 	}
 	batch.Queue(`INSERT INTO streams (stream, revision) VALUES ($1, $2)
 		ON CONFLICT (stream) DO UPDATE SET revision = EXCLUDED.revision`, stream, next)
-	// The payload is the position of the last event, so a subscriber knows what to wait for.
-	batch.Queue(`SELECT pg_notify($1, pg_current_xact_id()::text || '/' || currval(pg_get_serial_sequence('events', 'seq'))::text)`, notifyChannel)
 
 	br := tx.SendBatch(ctx, batch)
 	var txID uint64

@@ -1,6 +1,9 @@
 package postgres
 
 import (
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,5 +58,57 @@ func TestListenerPassesOverStaleNotifications(t *testing.T) {
 	got, err := ln.next(ctx, 50*time.Millisecond, eventstore.Position{Commit: 105, Prepare: 2}, announced)
 	if err != nil || got != announced {
 		t.Errorf("after stale notifications only: %v, %v; want %v, nil", got, err, announced)
+	}
+}
+
+// Appends are announced once committed, coalesced: however many commit at once, a
+// notification naming the newest of their positions arrives, and an append that fails
+// announces nothing.
+func TestAppendsAreAnnouncedAfterCommit(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	ln := &listener{cfg: s.pool.Config().ConnConfig}
+	if err := ln.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.close()
+
+	results := make(chan eventstore.AppendResult, 40)
+	var wg sync.WaitGroup
+	for i := range cap(results) {
+		wg.Go(func() {
+			res, err := s.Append(ctx, fmt.Sprintf("announced-%d", i), eventstore.NoStream, event("Announced"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results <- res
+		})
+	}
+	wg.Wait()
+	close(results)
+	var newest eventstore.Position
+	for res := range results {
+		if newest.Less(res.Position) {
+			newest = res.Position
+		}
+	}
+	var announced eventstore.Position
+	for announced.Less(newest) {
+		before := announced
+		if announced, _ = ln.next(ctx, 5*time.Second, announced, announced); announced == before {
+			t.Fatalf("no notification reached %v within 5s; newest announced %v", newest, announced)
+		}
+	}
+	if announced != newest {
+		t.Errorf("announced %v, beyond every append (newest %v)", announced, newest)
+	}
+
+	// A conflicting append commits nothing and announces nothing.
+	if _, err := s.Append(ctx, "announced-0", eventstore.NoStream, event("Refused")); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("append to an existing stream under NoStream: %v", err)
+	}
+	if p, err := ln.next(ctx, 200*time.Millisecond, announced, announced); err != nil || p != announced {
+		t.Errorf("after a refused append: announced %v, %v; want still %v", p, err, announced)
 	}
 }
