@@ -171,8 +171,14 @@ func TestRequestIsQueuedSealedAndDecidedWithItsMetadata(t *testing.T) {
 	if !strings.Contains(meta, "req-1") || !strings.Contains(meta, "192.0.2.7") {
 		t.Errorf("metadata not carried: %s", meta)
 	}
+	if drained, err := Drained(f.ctx, f.store.Pool()); err != nil || drained {
+		t.Errorf("Drained with a command queued = %v, %v; want false", drained, err)
+	}
 	f.runWorker(f.cmds, 2)
 	f.drain()
+	if drained, err := Drained(f.ctx, f.store.Pool()); err != nil || !drained {
+		t.Errorf("Drained once decided = %v, %v; want true", drained, err)
+	}
 	recs := f.stream(domain.UserStream("ACME", "jane"))
 	last := recs[len(recs)-1]
 	if last.Type != "ResetTokenIssued" || last.Metadata.CorrelationID != "req-1" || last.Metadata.ClientIP != "192.0.2.7" || last.Metadata.UserAgent != "test-agent" {

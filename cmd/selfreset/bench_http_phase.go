@@ -140,14 +140,8 @@ func (b *httpBench) settle(ctx context.Context) (time.Time, error) {
 
 // idle reports whether nothing is queued, behind or pending.
 func (b *httpBench) idle(ctx context.Context) (bool, error) {
-	queues, err := reset.QueueStats(ctx, b.pool)
-	if err != nil {
+	if drained, err := reset.Drained(ctx, b.pool); err != nil || !drained {
 		return false, err
-	}
-	for _, q := range queues {
-		if q.Depth > 0 {
-			return false, nil
-		}
 	}
 	status, err := b.lag.Status(ctx)
 	if err != nil {
