@@ -51,6 +51,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -139,6 +140,7 @@ type Store struct {
 	ownsPool bool
 	cfg      config
 	notify   *announcer
+	marks    *watermarks
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -166,16 +168,20 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return &Store{pool: pool, cfg: cfg, notify: &announcer{pool: pool}}
+	s := &Store{pool: pool, cfg: cfg, notify: &announcer{pool: pool}}
+	s.marks = &watermarks{query: s.queryWatermark}
+	return s
 }
 
 // Pool returns the store's pool, for packages that keep their own tables in the same
 // database (read models, checkpoints).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close waits for a NOTIFY on its way, then closes the pool if Open created it.
+// Close waits for a NOTIFY on its way and a watermark query running, then closes the
+// pool if Open created it.
 func (s *Store) Close() {
 	s.notify.wait()
+	s.marks.wait()
 	if s.ownsPool {
 		s.pool.Close()
 	}
@@ -372,6 +378,9 @@ func storedEvents(ctx context.Context, tx pgx.Tx, stream string, events []events
 
 const eventColumns = `event_id, type, schema_version, stream, revision, tx_id, seq, occurred_at, data, metadata`
 
+// streamEventColumns are eventColumns of the events table joined as e.
+var streamEventColumns = "e." + strings.ReplaceAll(eventColumns, ", ", ", e.")
+
 func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) {
 	var (
 		e        eventstore.RecordedEvent
@@ -395,33 +404,39 @@ func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) {
 
 // ReadStream implements eventstore.Store. Stream reads are not held back by the feed's
 // watermark: a stream's committed events are read as soon as they are committed.
+//
+// One statement tells a missing stream from one with nothing at or after from: the
+// stream's row, joined with its events from there on, comes back once with no event
+// when there are none. (The stream's row and its events commit together, so the one
+// snapshot sees both or neither.) A fold reads its tail after a snapshot or a cached
+// revision on every command, and that tail is usually empty: this used to cost three
+// statements (the read, a look at the stream row, the read again).
 func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
-	events, err := s.readStream(ctx, stream, from)
-	if err != nil || len(events) > 0 {
-		return events, err
-	}
-	// Nothing read: the stream is missing, or ends before from, or was created since the
-	// read began. Each statement has its own snapshot, so look at the stream row first and
-	// then read again: a stream row seen implies its events are visible to the next read.
-	var exists bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM streams WHERE stream = $1)`, stream).Scan(&exists); err != nil {
+	rows, err := s.pool.Query(ctx, `SELECT `+streamEventColumns+` FROM streams s
+		LEFT JOIN events e ON e.stream = s.stream AND e.revision >= $2
+		WHERE s.stream = $1 ORDER BY e.revision`, stream, clampInt64(from))
+	if err != nil {
 		return nil, wrapErr("read stream "+quote(stream), err)
 	}
-	if !exists {
+	defer rows.Close()
+	var events []eventstore.RecordedEvent
+	found := false
+	for rows.Next() {
+		found = true
+		if rows.RawValues()[0] == nil {
+			continue // the stream's row alone: nothing at or after from
+		}
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, wrapErr("read stream "+quote(stream), err)
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrapErr("read stream "+quote(stream), err)
+	}
+	if !found {
 		return nil, fmt.Errorf("eventstore/postgres: read stream %q: %w", stream, eventstore.ErrStreamNotFound)
-	}
-	return s.readStream(ctx, stream, from)
-}
-
-func (s *Store) readStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE stream = $1 AND revision >= $2 ORDER BY revision`, stream, clampInt64(from))
-	if err != nil {
-		return nil, wrapErr("read stream "+quote(stream), err)
-	}
-	events, err := pgx.CollectRows(rows, scanEvent)
-	if err != nil {
-		return nil, wrapErr("read stream "+quote(stream), err)
 	}
 	return events, nil
 }
@@ -442,8 +457,12 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 
 // watermark returns W: every append whose transaction id is below it had ended when
 // watermark was called, so a statement run afterwards sees its rows. A W may be used for
-// several reads, only ever after it was computed.
-func (s *Store) watermark(ctx context.Context) (uint64, error) {
+// several reads, only ever after it was computed. Concurrent callers share one query
+// (watermarks).
+func (s *Store) watermark(ctx context.Context) (uint64, error) { return s.marks.get(ctx) }
+
+// queryWatermark runs the watermark query.
+func (s *Store) queryWatermark(ctx context.Context) (uint64, error) {
 	var w uint64
 	if err := s.pool.QueryRow(ctx, watermarkSQL).Scan(&w); err != nil {
 		return 0, fmt.Errorf("watermark: %w", err)
