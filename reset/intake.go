@@ -183,16 +183,24 @@ func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
 
 // Bus publishes the asynchronous commands: Send returns once the row is committed.
 type Bus struct {
-	bus  *cqrs.CommandBus
-	pool *pgxpool.Pool
+	bus   *cqrs.CommandBus
+	group *groupPublisher
+	pool  *pgxpool.Pool
 }
 
-// publishConns is the size of the Bus's own pool. Publishing is one short INSERT; a pool
-// of its own keeps the answers from waiting behind the command side, which shares the
-// read-model pool with the projections and the mailer. 16, not 4: each publish waits for
-// its commit's WAL flush, and more of them in flight share a flush (bench --http at c=32:
-// 469 answers/s with 4, 1,238 with 16, 1,028 with 32).
-const publishConns = 16
+// Publishing: the rows of concurrent Sends go in one INSERT (groupPublisher), up to
+// publishGroup of them, with at most publishConns INSERTs in flight, each on a
+// connection of the Bus's own pool, so that the answers never wait behind the command
+// side (which shares the read-model pool with the projections and the mailer).
+const (
+	publishConns = 4
+	// A group's INSERT has a VALUES list of its own length, each length a statement in
+	// the connection's cache (128, withStatementCache in cmd/selfreset): 32 leaves room.
+	publishGroup = 32
+	// publishTimeout bounds one INSERT: it runs for a whole group, on no single request's
+	// context (each Send stops waiting when its own context ends).
+	publishTimeout = 10 * time.Second
+)
 
 // NewBus publishes to the database of pool (the read-model database), on a pool of its
 // own with pool's settings. Close it when done.
@@ -211,7 +219,8 @@ func NewBus(pool *pgxpool.Pool, logger *slog.Logger) (*Bus, error) {
 		own.Close()
 		return nil, fmt.Errorf("reset: intake publisher: %w", err)
 	}
-	bus, err := cqrs.NewCommandBusWithConfig(pub, cqrs.CommandBusConfig{
+	group := &groupPublisher{next: pub, flushers: publishConns, maxGroup: publishGroup, timeout: publishTimeout}
+	bus, err := cqrs.NewCommandBusWithConfig(group, cqrs.CommandBusConfig{
 		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return topicFor(p.CommandName) },
 		OnSend: func(p cqrs.CommandBusOnSendParams) error {
 			md := commands.RequestMetadata(p.Message.Context())
@@ -226,11 +235,15 @@ func NewBus(pool *pgxpool.Pool, logger *slog.Logger) (*Bus, error) {
 		own.Close()
 		return nil, fmt.Errorf("reset: command bus: %w", err)
 	}
-	return &Bus{bus: bus, pool: own}, nil
+	return &Bus{bus: bus, group: group, pool: own}, nil
 }
 
-// Close releases the Bus's connections; Send fails afterwards.
-func (b *Bus) Close() { b.pool.Close() }
+// Close waits for the INSERTs on their way and releases the Bus's connections; Send
+// fails afterwards.
+func (b *Bus) Close() {
+	_ = b.group.Close()
+	b.pool.Close()
+}
 
 // Send queues cmd (a *RequestToken or *ResendToken); ctx bounds the insert and carries
 // the request metadata.
