@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"testing"
 	"time"
@@ -108,7 +109,7 @@ func TestLateCommitIsNotSkipped(t *testing.T) {
 	}
 	defer func() { _ = slow.Rollback(ctx) }()
 	late := event("Late")
-	lateRes, err := appendTx(ctx, slow, "slow", eventstore.NoStream, []eventstore.EventData{late})
+	lateRes, _, err := appendIn(ctx, slow, "slow", eventstore.NoStream, []eventstore.EventData{late}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestUnrelatedTransactionsDoNotStallTheFeed(t *testing.T) {
 	}
 	park(other, "a write in another database", write)
 	park(other, "an append in another database", func(tx pgx.Tx) error {
-		_, err := appendTx(ctx, tx, "here", eventstore.NoStream, []eventstore.EventData{event("Elsewhere")})
+		_, _, err := appendIn(ctx, tx, "here", eventstore.NoStream, []eventstore.EventData{event("Elsewhere")}, false)
 		return err
 	})
 	park(s, "a write in this database", write)
@@ -338,4 +339,40 @@ func types(events []eventstore.RecordedEvent) []string {
 		out[i] = e.Type
 	}
 	return out
+}
+
+// An insert that fails inside the append's second batch (an event id another stream
+// holds) rolls the whole append back, answers ErrConflict, and leaves the connection
+// fit for the next append; so does a refused expectation, which ends after the first.
+func TestFailedAppendRollsBackAndTheStoreGoesOn(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	taken := event("Taken")
+	if _, err := s.Append(ctx, "holder", eventstore.NoStream, taken); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // more tries than a pool hands out fresh connections for
+		_, err := s.Append(ctx, "borrower", eventstore.Any, event("Fresh"), taken)
+		if !errors.Is(err, eventstore.ErrConflict) {
+			t.Fatalf("append of an id another stream holds: %v, want ErrConflict", err)
+		}
+		if _, err := s.Append(ctx, "holder", eventstore.NoStream, event("Again")); !errors.Is(err, eventstore.ErrConflict) {
+			t.Fatalf("append under a refused expectation: %v, want ErrConflict", err)
+		}
+	}
+	if _, err := s.ReadStream(ctx, "borrower", 0); !errors.Is(err, eventstore.ErrStreamNotFound) {
+		t.Fatalf("the failed appends left something behind: %v", err)
+	}
+	res, err := s.Append(ctx, "borrower", eventstore.NoStream, event("Fresh"))
+	if err != nil || res.NextRevision != 0 {
+		t.Fatalf("append after the failures: %+v, %v", res, err)
+	}
+	var open int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(&open); err != nil {
+		t.Fatal(err)
+	}
+	if open != 0 {
+		t.Errorf("%d connections left inside a transaction", open)
+	}
 }

@@ -187,58 +187,68 @@ func (s *Store) Close() {
 	}
 }
 
-// Append implements eventstore.Store.
+// Append implements eventstore.Store, in two round trips: the first opens the
+// transaction, takes the stream lock and reads the stream's head and which of the events
+// it holds already; the second inserts, moves the head and commits. Each is one pipelined
+// batch: PostgreSQL runs its statements one after another, each with a snapshot of its
+// own, as if they had been sent one at a time (so the head is read after the lock is
+// held). One by one they cost six round trips, each a wake-up of both processes.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, events ...eventstore.EventData) (eventstore.AppendResult, error) {
 	if err := eventstore.ValidateAppend(stream, events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: %w", stream, err)
 	}
-	defer func() { _ = tx.Rollback(ctx) }() // no-op after Commit
-	res, err := appendTx(ctx, tx, stream, expected, events)
+	// pgxpool closes a connection given back inside a transaction rather than reuse it.
+	defer conn.Release()
+	res, wrote, err := appendIn(ctx, conn.Conn(), stream, expected, events, true)
 	if err != nil {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(ctx, "ROLLBACK")
+		}
 		return eventstore.AppendResult{}, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return eventstore.AppendResult{}, wrapErr("append to "+quote(stream)+": commit", err)
-	}
-	if res.Position != eventstore.Start {
+	if wrote {
 		s.notify.announce(res.Position)
 	}
 	return res, nil
 }
 
-// appendTx does the work of Append inside tx, which must not have written anything yet
-// (it must not have a transaction id before the stream lock is held).
-func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedRevision, events []eventstore.EventData) (eventstore.AppendResult, error) {
+// batchSender is what appendIn needs of a connection or an open transaction.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// appendIn does the work of Append on q. With own set, the transaction is appendIn's:
+// its first batch begins it and its last commits it (on an error the caller rolls back).
+// Without, q is a transaction the caller opened and ends, which must not have written
+// anything yet: it must not have a transaction id before the stream lock is held (tests
+// hold an append open this way). wrote tells whether events were inserted.
+func appendIn(ctx context.Context, q batchSender, stream string, expected eventstore.ExpectedRevision, events []eventstore.EventData, own bool) (res eventstore.AppendResult, wrote bool, err error) {
 	what := "append to " + quote(stream)
-	head, err := lockHead(ctx, tx, stream)
+	head, stored, last, err := lockHead(ctx, q, stream, events, own)
 	if err != nil {
-		return eventstore.AppendResult{}, wrapErr(what, err)
+		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
 	// Idempotency: events already in the stream are skipped; if all are, the append is a
 	// retry of one that succeeded and answers as it did.
-	if head.exists && len(events) > 0 {
-		fresh, last, err := unstored(ctx, tx, stream, events)
-		if err != nil {
-			return eventstore.AppendResult{}, wrapErr(what+": check event ids", err)
+	if len(stored) > 0 {
+		if events = unstored(events, stored); len(events) == 0 {
+			return last, false, endUnwritten(ctx, q, own, what)
 		}
-		if len(fresh) == 0 {
-			return last, nil
-		}
-		events = fresh
 	}
 	if !expected.Check(uint64(head.revision), head.exists) {
 		state := "no stream"
 		if head.exists {
 			state = fmt.Sprintf("revision %d", head.revision)
 		}
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: %s: expected %s, stream is at %s: %w", what, expected, state, eventstore.ErrConflict)
+		return eventstore.AppendResult{}, false, fmt.Errorf("eventstore/postgres: %s: expected %s, stream is at %s: %w", what, expected, state, eventstore.ErrConflict)
 	}
 	if len(events) == 0 {
-		return eventstore.AppendResult{NextRevision: uint64(head.revision)}, nil // Position unknown: nothing written
+		return eventstore.AppendResult{NextRevision: uint64(head.revision)}, false, endUnwritten(ctx, q, own, what) // Position unknown: nothing written
 	}
 	next := head.revision + 1
 	if !head.exists {
@@ -247,13 +257,24 @@ func appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore
 	// Link a copy: the caller's slice stays as given.
 	events = append([]eventstore.EventData(nil), events...)
 	if _, err := chain.Link(stream, uint64(next), head.chain, events); err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: %s: %w", what, err)
+		return eventstore.AppendResult{}, false, fmt.Errorf("eventstore/postgres: %s: %w", what, err)
 	}
-	res, err := insertEvents(ctx, tx, stream, next, events)
+	res, err = insertEvents(ctx, q, stream, next, events, own)
 	if err != nil {
-		return eventstore.AppendResult{}, wrapErr(what, err)
+		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
-	return res, nil
+	return res, true, nil
+}
+
+// endUnwritten ends appendIn's own transaction when it wrote nothing.
+func endUnwritten(ctx context.Context, q batchSender, own bool, what string) error {
+	if !own {
+		return nil
+	}
+	if _, err := q.Exec(ctx, "ROLLBACK"); err != nil {
+		return wrapErr(what+": end", err)
+	}
+	return nil
 }
 
 // streamHead is a stream's state when an append begins.
@@ -263,99 +284,64 @@ type streamHead struct {
 	chain    string // the last event's chain value ("" before chaining began)
 }
 
-// lockHead takes the stream lock and reads the stream's head under it.
-func lockHead(ctx context.Context, tx pgx.Tx, stream string) (streamHead, error) {
-	// The stream lock comes first, before anything that could assign a transaction id: the id
-	// of an append must be larger than that of the stream's previous writer, and the
-	// watermark relies on an append holding the lock for as long as it has an id.
-	if _, err := tx.Exec(ctx, lockStreamSQL, stream); err != nil {
-		return streamHead{}, fmt.Errorf("lock stream: %w", err)
-	}
-	// Read under the lock, in a fresh statement snapshot: the previous writer has committed.
-	// The last event's chain value comes with it: new events link to it (eventstore/chain).
-	var prevChain *string
-	h := streamHead{exists: true}
-	err := tx.QueryRow(ctx, `SELECT s.revision, e.metadata->>'chain' FROM streams s
-		LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
-		WHERE s.stream = $1`, stream).Scan(&h.revision, &prevChain)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return streamHead{}, nil
-	case err != nil:
-		return streamHead{}, fmt.Errorf("read revision: %w", err)
-	case prevChain != nil:
-		h.chain = *prevChain
-	}
-	return h, nil
-}
-
-// unstored returns the events not yet in stream and, when there are none, the append
-// result of the latest stored one.
-func unstored(ctx context.Context, tx pgx.Tx, stream string, events []eventstore.EventData) ([]eventstore.EventData, eventstore.AppendResult, error) {
-	stored, last, err := storedEvents(ctx, tx, stream, events)
-	if err != nil || len(stored) == 0 {
-		return events, last, err
-	}
-	fresh := make([]eventstore.EventData, 0, len(events)-len(stored))
-	for _, e := range events {
-		if !stored[e.ID] {
-			fresh = append(fresh, e)
-		}
-	}
-	return fresh, last, nil
-}
-
-// insertEvents writes events at revisions first, first+1, … and moves the stream's head,
-// in one batch. Subscribers are notified after the commit (announcer).
-func insertEvents(ctx context.Context, tx pgx.Tx, stream string, first int64, events []eventstore.EventData) (eventstore.AppendResult, error) {
-	// One statement per event so that seq follows revision order within the append.
-	batch := &pgx.Batch{}
-	next := first - 1
-	for _, e := range events {
-		next++
-		data := e.Data
-		if len(data) == 0 {
-			data = json.RawMessage("null")
-		}
-		batch.Queue(`INSERT INTO events (event_id, type, schema_version, stream, revision, occurred_at, data, metadata)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING tx_id, seq`,
-			e.ID, e.Type, e.SchemaVersion, stream, next, e.OccurredAt, data, e.Metadata)
-	}
-	batch.Queue(`INSERT INTO streams (stream, revision) VALUES ($1, $2)
-		ON CONFLICT (stream) DO UPDATE SET revision = EXCLUDED.revision`, stream, next)
-
-	br := tx.SendBatch(ctx, batch)
-	var txID uint64
-	var seq int64
-	for range events {
-		if err := br.QueryRow().Scan(&txID, &seq); err != nil {
-			_ = br.Close()
-			return eventstore.AppendResult{}, fmt.Errorf("insert: %w", err)
-		}
-	}
-	if err := br.Close(); err != nil {
-		return eventstore.AppendResult{}, err
-	}
-	return eventstore.AppendResult{
-		NextRevision: uint64(next),
-		Position:     eventstore.Position{Commit: txID, Prepare: uint64(seq)},
-	}, nil
-}
-
-// storedEvents reports which of events are already in stream, and the append result of
-// the latest of them.
-func storedEvents(ctx context.Context, tx pgx.Tx, stream string, events []eventstore.EventData) (map[uuid.UUID]bool, eventstore.AppendResult, error) {
+// lockHead (after a BEGIN when begin is set) takes the stream lock, then reads the
+// stream's head under it and which of events the stream holds already, with the append
+// result of the latest of those.
+func lockHead(ctx context.Context, q batchSender, stream string, events []eventstore.EventData, begin bool) (streamHead, map[uuid.UUID]bool, eventstore.AppendResult, error) {
 	ids := make([]uuid.UUID, len(events))
 	for i, e := range events {
 		ids[i] = e.ID
 	}
+	b := &pgx.Batch{}
+	if begin {
+		b.Queue("BEGIN")
+	}
+	// The stream lock comes first, before anything that could assign a transaction id: the
+	// id of an append must be larger than that of the stream's previous writer, and the
+	// watermark relies on an append holding the lock for as long as it has an id.
+	b.Queue(lockStreamSQL, stream)
+	// Read under the lock, in a later statement's snapshot: the previous writer has
+	// committed. The last event's chain value comes with it: new events link to it
+	// (eventstore/chain).
+	b.Queue(`SELECT s.revision, e.metadata->>'chain' FROM streams s
+		LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
+		WHERE s.stream = $1`, stream)
 	// Only event_id in the WHERE clause: with the stream there too, a generic plan (pgx
 	// prepares its statements) can walk the stream's (stream, revision) index, which costs
 	// in proportion to the stream's length. Events of other streams are skipped below.
-	rows, err := tx.Query(ctx, `SELECT event_id, stream, revision, tx_id, seq FROM events
+	b.Queue(`SELECT event_id, stream, revision, tx_id, seq FROM events
 		WHERE event_id = ANY($1) ORDER BY revision`, ids)
+	br := q.SendBatch(ctx, b)
+	head, stored, last, err := readHead(br, stream, begin)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return head, stored, last, err
+}
+
+// readHead reads the results of lockHead's batch.
+func readHead(br pgx.BatchResults, stream string, begin bool) (streamHead, map[uuid.UUID]bool, eventstore.AppendResult, error) {
+	if begin {
+		if _, err := br.Exec(); err != nil {
+			return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("begin: %w", err)
+		}
+	}
+	if _, err := br.Exec(); err != nil {
+		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("lock stream: %w", err)
+	}
+	var prevChain *string
+	head := streamHead{exists: true}
+	switch err := br.QueryRow().Scan(&head.revision, &prevChain); {
+	case errors.Is(err, pgx.ErrNoRows):
+		head = streamHead{}
+	case err != nil:
+		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("read revision: %w", err)
+	case prevChain != nil:
+		head.chain = *prevChain
+	}
+	rows, err := br.Query()
 	if err != nil {
-		return nil, eventstore.AppendResult{}, err
+		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("check event ids: %w", err)
 	}
 	stored := map[uuid.UUID]bool{}
 	var last eventstore.AppendResult
@@ -373,7 +359,61 @@ func storedEvents(ctx context.Context, tx pgx.Tx, stream string, events []events
 		last = eventstore.AppendResult{NextRevision: uint64(rev), Position: eventstore.Position{Commit: txID, Prepare: uint64(seq)}}
 		return nil
 	})
-	return stored, last, err
+	if err != nil {
+		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("check event ids: %w", err)
+	}
+	return head, stored, last, nil
+}
+
+// unstored returns the events whose ids are not in stored.
+func unstored(events []eventstore.EventData, stored map[uuid.UUID]bool) []eventstore.EventData {
+	fresh := make([]eventstore.EventData, 0, len(events))
+	for _, e := range events {
+		if !stored[e.ID] {
+			fresh = append(fresh, e)
+		}
+	}
+	return fresh
+}
+
+// insertEvents writes events at revisions first, first+1, … and moves the stream's head,
+// in one batch that commits too when commit is set. Subscribers are notified after the
+// commit (announcer).
+func insertEvents(ctx context.Context, q batchSender, stream string, first int64, events []eventstore.EventData, commit bool) (eventstore.AppendResult, error) {
+	// One statement per event so that seq follows revision order within the append.
+	batch := &pgx.Batch{}
+	next := first - 1
+	for _, e := range events {
+		next++
+		data := e.Data
+		if len(data) == 0 {
+			data = json.RawMessage("null")
+		}
+		batch.Queue(`INSERT INTO events (event_id, type, schema_version, stream, revision, occurred_at, data, metadata)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING tx_id, seq`,
+			e.ID, e.Type, e.SchemaVersion, stream, next, e.OccurredAt, data, e.Metadata)
+	}
+	batch.Queue(`INSERT INTO streams (stream, revision) VALUES ($1, $2)
+		ON CONFLICT (stream) DO UPDATE SET revision = EXCLUDED.revision`, stream, next)
+	if commit {
+		batch.Queue("COMMIT")
+	}
+	br := q.SendBatch(ctx, batch)
+	var txID uint64
+	var seq int64
+	for range events {
+		if err := br.QueryRow().Scan(&txID, &seq); err != nil {
+			_ = br.Close()
+			return eventstore.AppendResult{}, fmt.Errorf("insert: %w", err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return eventstore.AppendResult{
+		NextRevision: uint64(next),
+		Position:     eventstore.Position{Commit: txID, Prepare: uint64(seq)},
+	}, nil
 }
 
 const eventColumns = `event_id, type, schema_version, stream, revision, tx_id, seq, occurred_at, data, metadata`
