@@ -49,8 +49,9 @@ const (
 	// its own; Resend gets a quarter of it. Replicas add up.
 	EnvResetWorkers   = "SELFRESET_RESET_WORKERS"
 	EnvTrustedProxies = "SELFRESET_TRUSTED_PROXIES"
-	// EnvHashConcurrency is how many argon2id computations (each holding 19 MiB) run at
-	// once in a process; more wait in line. Unset or 0: one per CPU (GOMAXPROCS).
+	// EnvHashConcurrency is how many argon2id computations run at once in a process
+	// (each holds the hash's memory); more wait in line. Unset or 0:
+	// password.DefaultSlots (one per two CPUs).
 	EnvHashConcurrency = "SELFRESET_HASH_CONCURRENCY"
 	// EnvNotifyUnknownRecipients (true/false, default true): a Forgot Password request
 	// that cannot reach the account's verified email sends the typed address the fixed
@@ -130,7 +131,8 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// ResetWorkers is the intake worker concurrency per process (default 8, 1 to 64).
 	ResetWorkers int
-	// HashConcurrency is how many argon2id computations run at once; 0 means one per CPU.
+	// HashConcurrency is how many argon2id computations run at once; 0 means
+	// password.DefaultSlots.
 	HashConcurrency int
 	// NotifyUnknownRecipients: refused requests mail the typed address the fixed reasons
 	// text when they cannot tell the verified owner (default true).
@@ -318,7 +320,7 @@ func (c *Config) workers(getenv func(string) string) error {
 		return err
 	}
 	if c.HashConcurrency > MaxHashConcurrency {
-		return &Error{EnvHashConcurrency, fmt.Sprintf("%d must be from 0 (one per CPU) to %d", c.HashConcurrency, MaxHashConcurrency)}
+		return &Error{EnvHashConcurrency, fmt.Sprintf("%d must be from 0 (one per two CPUs) to %d", c.HashConcurrency, MaxHashConcurrency)}
 	}
 	c.NotifyUnknownRecipients, err = boolean(getenv, EnvNotifyUnknownRecipients, true)
 	return err

@@ -115,9 +115,9 @@ func TestFromEnv(t *testing.T) {
 			}
 		}},
 		{name: "typed-address notices bad value", getenv: with(EnvNotifyUnknownRecipients, "sometimes"), wantVar: EnvNotifyUnknownRecipients, wantMsg: "true or false"},
-		{name: "hash concurrency defaults to one per CPU", getenv: with(), check: func(t *testing.T, c Config) {
+		{name: "hash concurrency defaults to one per two CPUs", getenv: with(), check: func(t *testing.T, c Config) {
 			if c.HashConcurrency != 0 {
-				t.Errorf("hash concurrency %d, want 0 (one per CPU)", c.HashConcurrency)
+				t.Errorf("hash concurrency %d, want 0 (one per two CPUs)", c.HashConcurrency)
 			}
 		}},
 		{name: "hash concurrency", getenv: with(EnvHashConcurrency, " 3 "), check: func(t *testing.T, c Config) {
@@ -126,7 +126,7 @@ func TestFromEnv(t *testing.T) {
 			}
 		}},
 		{name: "negative hash concurrency", getenv: with(EnvHashConcurrency, "-2"), wantVar: EnvHashConcurrency, wantMsg: "0 or more"},
-		{name: "huge hash concurrency", getenv: with(EnvHashConcurrency, "1000"), wantVar: EnvHashConcurrency, wantMsg: "0 (one per CPU) to 256"},
+		{name: "huge hash concurrency", getenv: with(EnvHashConcurrency, "1000"), wantVar: EnvHashConcurrency, wantMsg: "0 (one per two CPUs) to 256"},
 		{name: "audit seal keys", getenv: with(EnvAuditSealKey, strings.Repeat("s", 32), EnvAuditSealKeyPrevious, strings.Repeat("q", 33), EnvAuditSealInterval, "30s"),
 			check: func(t *testing.T, c Config) {
 				keys := c.AuditSealKeys()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,5 +184,19 @@ func TestBoundedReportsEveryWait(t *testing.T) {
 	// The second waited for the first to be released, so some wait is not zero.
 	if slices.Max(waits) <= 0 {
 		t.Errorf("waits %v: the one in line reported no wait", waits)
+	}
+}
+
+// The default leaves half the CPUs to everything else, and always allows one hash.
+func TestDefaultSlotsAreHalfTheCPUs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for procs, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 2, 16: 8} {
+		runtime.GOMAXPROCS(procs)
+		if got := password.DefaultSlots(); got != want {
+			t.Errorf("GOMAXPROCS %d: %d slots, want %d", procs, got, want)
+		}
+		if got := password.NewBounded(newGauge(), 0).Slots(); got != want {
+			t.Errorf("GOMAXPROCS %d: NewBounded(0) has %d slots, want %d", procs, got, want)
+		}
 	}
 }

@@ -17,8 +17,8 @@ type Params = argon2id.Params
 // DefaultParams is the smallest-memory row of OWASP's argon2id minimums (Password Storage
 // Cheat Sheet: m=19 MiB t=2, m=12 MiB t=3, m=9 MiB t=4 and m=7 MiB t=5, all p=1, "an
 // equal level of defense", trading memory for passes). Each concurrent hash holds its
-// memory: with one slot per CPU, 7 MiB lets serve hash on every CPU and stay under issue
-// 11's 60 MB peak RSS, where 19 MiB alone would take two thirds of it on two CPUs. Hashes
+// memory (Bounded's slots): 7 MiB keeps serve under issue 11's 60 MB peak RSS, where
+// 19 MiB per slot would take a third of it or more. Hashes
 // made before with m=19 MiB, t=2 still verify (Bounded gives them more than one slot).
 var DefaultParams = Params{Memory: 7 * 1024, Iterations: 5, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 

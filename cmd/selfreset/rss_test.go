@@ -59,10 +59,10 @@ func TestPeakRSSOfConcurrentCompletes(t *testing.T) {
 
 	for round, tc := range []struct {
 		name   string
-		slots  string // SELFRESET_HASH_CONCURRENCY; "" is the default, one per CPU
+		slots  string // SELFRESET_HASH_CONCURRENCY; "" is the default, one per two CPUs
 		assert bool
 	}{
-		{name: "default (one slot per CPU)", slots: "", assert: true},
+		{name: "default (one slot per two CPUs)", slots: "", assert: true},
 		{name: "50 slots (no bound in effect)", slots: strconv.Itoa(rssAccounts)},
 	} {
 		env := repEnv(t, dbURL, fmt.Sprintf("rss%d", round),

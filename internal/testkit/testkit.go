@@ -22,7 +22,7 @@ import (
 // TinyArgon2 are argon2id parameters that make hashing nearly free: for tests only.
 var TinyArgon2 = password.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 
-// Hasher is a password hasher with TinyArgon2, one slot per CPU as in production.
+// Hasher is a password hasher with TinyArgon2, with the default slots as in production.
 func Hasher(t testing.TB) *password.Bounded {
 	t.Helper()
 	h, err := password.NewHasher(TinyArgon2)
