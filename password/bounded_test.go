@@ -3,8 +3,8 @@ package password_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
