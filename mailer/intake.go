@@ -150,6 +150,7 @@ type Execer interface {
 type Tx interface {
 	Execer
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // Projection is the mailer's intake: a consumer of the global feed that queues a delivery
@@ -197,17 +198,27 @@ func (p *Projection) ApplyEvent(ctx context.Context, tx Tx, rec eventstore.Recor
 
 // errorMailCapped reports whether d's recipient already had MaxErrorMails error mails
 // within ErrorMailWindow before d (by event time, so a replay decides alike). A
-// transaction-scoped advisory lock on the recipient makes competing intakes count in turn.
+// transaction-scoped advisory lock on the recipient makes competing intakes count in turn:
+// the count is a statement of its own after the lock, so its snapshot sees what the
+// previous holder committed. Both go in one pipelined batch, one round trip: the mail
+// intake was the slowest consumer under load, paying one per statement for each refusal.
 func errorMailCapped(ctx context.Context, tx Tx, d Delivery) (bool, error) {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash); err != nil {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash)
+	b.Queue(`SELECT count(*) FROM mail_deliveries
+		WHERE recipient_hash = $1 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> 'capped'
+		  AND occurred_at > $2 AND occurred_at <= $3 AND event_id <> $4`,
+		d.RecipientHash, d.OccurredAt.Add(-ErrorMailWindow), d.OccurredAt, d.EventID)
+	br := tx.SendBatch(ctx, b)
+	defer func() { _ = br.Close() }()
+	if _, err := br.Exec(); err != nil {
 		return false, fmt.Errorf("mailer: lock recipient: %w", err)
 	}
 	var n int
-	err := tx.QueryRow(ctx, `SELECT count(*) FROM mail_deliveries
-		WHERE recipient_hash = $1 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> 'capped'
-		  AND occurred_at > $2 AND occurred_at <= $3 AND event_id <> $4`,
-		d.RecipientHash, d.OccurredAt.Add(-ErrorMailWindow), d.OccurredAt, d.EventID).Scan(&n)
-	if err != nil {
+	if err := br.QueryRow().Scan(&n); err != nil {
+		return false, fmt.Errorf("mailer: count error mails: %w", err)
+	}
+	if err := br.Close(); err != nil {
 		return false, fmt.Errorf("mailer: count error mails: %w", err)
 	}
 	return n >= MaxErrorMails, nil
@@ -221,26 +232,26 @@ func Enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time) (bool, e
 	if d.State == StateSkipped {
 		state = StateSkipped
 	}
+	// One statement inserts and, for a pending row, wakes the senders (delivered on
+	// commit): a row comes back per row inserted. The woke CTE must be referenced to run.
 	tag, err := tx.Exec(ctx, `
-		INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
-			occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, created_at, updated_at,
-			recipient_sealed, recipient_hash, retry_at)
-		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11, $13, $14, 0, $12, $12, $12,
-			$15, $16, $17)
-		ON CONFLICT (event_id) DO NOTHING`,
+		WITH ins AS (
+			INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
+				occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, created_at, updated_at,
+				recipient_sealed, recipient_hash, retry_at)
+			VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11, $13, $14, 0, $12, $12, $12,
+				$15, $16, $17)
+			ON CONFLICT (event_id) DO NOTHING
+			RETURNING state),
+		woke AS (SELECT pg_notify($18, '') FROM ins WHERE state = 'pending')
+		SELECT (SELECT count(*) FROM woke) FROM ins`,
 		d.EventID, d.Stream, int64(d.Revision), d.Kind, d.Recipient, d.SecretKind, d.SecretKeyID, d.SecretID,
 		d.OccurredAt, nullTime(d.ExpiresAt), d.Reason, now, state, d.SkipReason, d.RecipientSealed, d.RecipientHash,
-		nullTime(d.RetryAt))
+		nullTime(d.RetryAt), notifyChannel)
 	if err != nil {
 		return false, fmt.Errorf("mailer: queue %s mail for event %s: %w", d.Kind, d.EventID, err)
 	}
-	if tag.RowsAffected() == 0 || state != StatePending {
-		return tag.RowsAffected() > 0, nil
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
-		return true, fmt.Errorf("mailer: notify: %w", err)
-	}
-	return true, nil
+	return tag.RowsAffected() > 0, nil
 }
 
 // Querier reads the delivery log: a pool, a connection or a transaction.
