@@ -16,11 +16,7 @@ import (
 func TestListenerPassesOverStaleNotifications(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
-	ln := &listener{cfg: s.pool.Config().ConnConfig}
-	if err := ln.connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.close()
+	ln := listen(t, s)
 	notify := func(payload string) {
 		t.Helper()
 		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, payload); err != nil {
@@ -67,11 +63,7 @@ func TestListenerPassesOverStaleNotifications(t *testing.T) {
 func TestAppendsAreAnnouncedAfterCommit(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
-	ln := &listener{cfg: s.pool.Config().ConnConfig}
-	if err := ln.connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.close()
+	ln := listen(t, s)
 
 	results := make(chan eventstore.AppendResult, 40)
 	var wg sync.WaitGroup
@@ -111,4 +103,15 @@ func TestAppendsAreAnnouncedAfterCommit(t *testing.T) {
 	if p, err := ln.next(ctx, 200*time.Millisecond, announced, announced); err != nil || p != announced {
 		t.Errorf("after a refused append: announced %v, %v; want still %v", p, err, announced)
 	}
+}
+
+// listen is a subscription's listener on s, closed when the test ends.
+func listen(t *testing.T, s *Store) *listener {
+	t.Helper()
+	ln := &listener{cfg: s.pool.Config().ConnConfig}
+	if err := ln.connect(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ln.close)
+	return ln
 }
