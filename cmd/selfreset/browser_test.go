@@ -202,6 +202,11 @@ func startService(t *testing.T, ctx context.Context, inbox *testkit.SMTPServer) 
 		config.EnvSMTPTLS:     string(mailer.TLSNone),
 		config.EnvPublicURL:   base,
 		config.EnvMailFrom:    "Self Password Reset <no-reply@example.org>",
+		// Every page of the walk comes from one browser on 127.0.0.1, faster than a
+		// person: the default per-IP budget (30 a minute, a burst of 3) refused its sixth
+		// login within six seconds once the pages answered quicker. The limits have tests
+		// of their own (http, TestReplicasShareOnePerIPBudget); the walk tests the flows.
+		config.EnvRateLimitPerIP: "600",
 	}
 	getenv := func(k string) string { return env[k] }
 	cli := func(stdin string, args ...string) {
