@@ -145,18 +145,12 @@ type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// Tx is what the intake applies an event through: it writes, and reads the delivery log
-// to cap error mails. A pgx.Tx (the runner's) fits.
-type Tx interface {
-	Execer
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-}
-
 // Projection is the mailer's intake: a consumer of the global feed that queues a delivery
 // for every mail-worthy event, in the runner's transaction (which also advances the
 // "mailer" checkpoint). It never sends: Sender does, so a slow mail server never holds
-// back the feed, and a queued mail survives a crash.
+// back the feed, and a queued mail survives a crash. It only writes (WritesOnly), so the
+// runner sends a batch's statements together: the intake had been the consumer furthest
+// behind under load, paying a round trip per statement for every refused request.
 type Projection struct {
 	clock domain.Clock
 }
@@ -173,9 +167,17 @@ func NewProjection(clock domain.Clock) *Projection {
 // Name is the consumer's name.
 func (p *Projection) Name() string { return ProjectionName }
 
+// WritesOnly implements projections.WriteOnly: ApplyEvent never reads what it wrote.
+func (p *Projection) WritesOnly() {}
+
 // ApplyEvent queues the mail rec calls for, if any. The insert is keyed by event id and
-// does nothing on conflict, so replays and competing consumers never queue twice.
-func (p *Projection) ApplyEvent(ctx context.Context, tx Tx, rec eventstore.RecordedEvent, ev domain.Event) error {
+// does nothing on conflict, so replays and competing consumers never queue twice. An
+// error mail to a recipient that already had MaxErrorMails of them within
+// ErrorMailWindow before it (by event time, so a replay decides alike) is logged as
+// skipped (SkipCapped): the INSERT counts them itself, after a transaction-scoped advisory
+// lock on the recipient (a statement of its own, so the count's snapshot sees what a
+// competing intake committed before it let go).
+func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.RecordedEvent, ev domain.Event) error {
 	d, ok := DeliveryFor(rec, ev)
 	if !ok {
 		return nil
@@ -183,71 +185,57 @@ func (p *Projection) ApplyEvent(ctx context.Context, tx Tx, rec eventstore.Recor
 	if d.EventID == uuid.Nil {
 		return errors.New("mailer: event without id")
 	}
-	if d.RecipientHash != "" {
-		capped, err := errorMailCapped(ctx, tx, d)
-		if err != nil {
-			return err
-		}
-		if capped {
-			d.State, d.SkipReason = StateSkipped, SkipCapped
-		}
+	if d.RecipientHash == "" {
+		_, err := Enqueue(ctx, tx, d, p.clock.Now())
+		return err
 	}
-	_, err := Enqueue(ctx, tx, d, p.clock.Now())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash); err != nil {
+		return fmt.Errorf("mailer: lock recipient: %w", err)
+	}
+	_, err := enqueue(ctx, tx, d, p.clock.Now(), true)
 	return err
-}
-
-// errorMailCapped reports whether d's recipient already had MaxErrorMails error mails
-// within ErrorMailWindow before d (by event time, so a replay decides alike). A
-// transaction-scoped advisory lock on the recipient makes competing intakes count in turn:
-// the count is a statement of its own after the lock, so its snapshot sees what the
-// previous holder committed. Both go in one pipelined batch, one round trip: the mail
-// intake was the slowest consumer under load, paying one per statement for each refusal.
-func errorMailCapped(ctx context.Context, tx Tx, d Delivery) (bool, error) {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash)
-	b.Queue(`SELECT count(*) FROM mail_deliveries
-		WHERE recipient_hash = $1 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> 'capped'
-		  AND occurred_at > $2 AND occurred_at <= $3 AND event_id <> $4`,
-		d.RecipientHash, d.OccurredAt.Add(-ErrorMailWindow), d.OccurredAt, d.EventID)
-	br := tx.SendBatch(ctx, b)
-	defer func() { _ = br.Close() }()
-	if _, err := br.Exec(); err != nil {
-		return false, fmt.Errorf("mailer: lock recipient: %w", err)
-	}
-	var n int
-	if err := br.QueryRow().Scan(&n); err != nil {
-		return false, fmt.Errorf("mailer: count error mails: %w", err)
-	}
-	if err := br.Close(); err != nil {
-		return false, fmt.Errorf("mailer: count error mails: %w", err)
-	}
-	return n >= MaxErrorMails, nil
 }
 
 // Enqueue inserts d as a pending delivery due at now (or, when d.State is StateSkipped,
 // as skipped for d.SkipReason), unless its event id is already in the log. It reports
 // whether a row was inserted.
 func Enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time) (bool, error) {
+	return enqueue(ctx, tx, d, now, false)
+}
+
+// enqueueSQL inserts a delivery and, for a pending one, wakes the senders (delivered on
+// commit), in one statement; a row comes back per row inserted (the woke CTE must be
+// referenced to run). With $21 true a delivery to a recipient that had $22 error mails
+// within the window ($19, $20: its bounds) is stored skipped as capped instead.
+const enqueueSQL = `
+	WITH c AS (
+		SELECT $21::boolean AND (SELECT count(*) FROM mail_deliveries
+			WHERE recipient_hash = $16 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> $24
+			  AND occurred_at > $19 AND occurred_at <= $20 AND event_id <> $1) >= $22 AS capped),
+	ins AS (
+		INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
+			occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, created_at, updated_at,
+			recipient_sealed, recipient_hash, retry_at)
+		SELECT $1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11,
+			CASE WHEN c.capped THEN $23 ELSE $13 END, CASE WHEN c.capped THEN $24 ELSE $14 END, 0, $12, $12, $12,
+			$15, $16, $17
+		FROM c
+		ON CONFLICT (event_id) DO NOTHING
+		RETURNING state),
+	woke AS (SELECT pg_notify($18, '') FROM ins WHERE state = 'pending')
+	SELECT (SELECT count(*) FROM woke) FROM ins`
+
+// enqueue is Enqueue, with the cap on error mails when capped is set.
+func enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time, capped bool) (bool, error) {
 	state := StatePending
 	if d.State == StateSkipped {
 		state = StateSkipped
 	}
-	// One statement inserts and, for a pending row, wakes the senders (delivered on
-	// commit): a row comes back per row inserted. The woke CTE must be referenced to run.
-	tag, err := tx.Exec(ctx, `
-		WITH ins AS (
-			INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
-				occurred_at, expires_at, reason, state, skip_reason, attempts, next_attempt_at, created_at, updated_at,
-				recipient_sealed, recipient_hash, retry_at)
-			VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10, $11, $13, $14, 0, $12, $12, $12,
-				$15, $16, $17)
-			ON CONFLICT (event_id) DO NOTHING
-			RETURNING state),
-		woke AS (SELECT pg_notify($18, '') FROM ins WHERE state = 'pending')
-		SELECT (SELECT count(*) FROM woke) FROM ins`,
+	tag, err := tx.Exec(ctx, enqueueSQL,
 		d.EventID, d.Stream, int64(d.Revision), d.Kind, d.Recipient, d.SecretKind, d.SecretKeyID, d.SecretID,
 		d.OccurredAt, nullTime(d.ExpiresAt), d.Reason, now, state, d.SkipReason, d.RecipientSealed, d.RecipientHash,
-		nullTime(d.RetryAt), notifyChannel)
+		nullTime(d.RetryAt), notifyChannel, d.OccurredAt.Add(-ErrorMailWindow), d.OccurredAt, capped, MaxErrorMails,
+		StateSkipped, SkipCapped)
 	if err != nil {
 		return false, fmt.Errorf("mailer: queue %s mail for event %s: %w", d.Kind, d.EventID, err)
 	}

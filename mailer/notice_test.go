@@ -1,12 +1,14 @@
 package mailer_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"selfreset/domain"
 	"selfreset/mailer"
+	"selfreset/projections"
 )
 
 // TestErrorMailCapPerRecipient: "Password Reset Error" mails to one address are capped at
@@ -158,5 +160,40 @@ func TestRenderNotice(t *testing.T) {
 	}
 	if strings.Contains(text, "jane") || strings.Contains(text, "ACME") || strings.Contains(html, "jane") {
 		t.Errorf("the notice names the account:\n%s", text)
+	}
+}
+
+// The runner applies a batch of events in one transaction, its writes pipelined: the cap
+// counts the error mails queued earlier in that same transaction too.
+func TestErrorMailCapCountsItsOwnBatch(t *testing.T) {
+	f := newFixture(t)
+	hash := f.keys.HashEmail(recipient)
+	ctx := t.Context()
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	for i := range mailer.MaxErrorMails + 1 {
+		ev := domain.ResetRequestRejected{Reason: domain.ReasonDeactivated, EmailHash: hash, NotifyEmail: recipient, NotifiedAt: f.clock.Now()}
+		rec := f.record(domain.UserStream("ACME", fmt.Sprintf("user%d", i)), ev)
+		if err := f.proj.Apply(ctx, tx, projections.Envelope{Record: rec, Event: ev}); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Add(time.Second)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all, err := mailer.ListDeliveries(ctx, f.pool, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]int{}
+	for _, d := range all {
+		states[d.State+"/"+d.SkipReason]++
+	}
+	if states[mailer.StatePending+"/"] != mailer.MaxErrorMails || states[mailer.StateSkipped+"/"+mailer.SkipCapped] != 1 || len(all) != mailer.MaxErrorMails+1 {
+		t.Errorf("deliveries by state %v, want %d pending and 1 capped", states, mailer.MaxErrorMails)
 	}
 }

@@ -89,6 +89,15 @@ type ReadModel interface {
 	Tables() []string
 }
 
+// WriteOnly is a Projection whose Apply, like a ReadModel's, only writes and never relies
+// on its Exec calls' command tags (a failed write may surface at a later call), so the
+// Runner pipelines its writes too. The mailer's intake is one: its cap on error mails is
+// decided by the INSERT itself.
+type WriteOnly interface {
+	Projection
+	WritesOnly()
+}
+
 // Metadata keys set on every message of the feed.
 const (
 	MetaType     = "type"

@@ -21,7 +21,8 @@ var errPipelined = errors.New("pipelined statement failed")
 // reads (Query, QueryRow, a savepoint, a copy) first sends what is queued, so the models
 // see their own writes. Exec returns an empty command tag and no error; a failed
 // statement surfaces at the next flush, which the caller must call before committing. It
-// is only for ReadModels, whose contract says Apply ignores command tags.
+// is only for ReadModels and WriteOnly projections, whose contract says Apply ignores
+// command tags.
 type pipelinedTx struct {
 	pgx.Tx
 	queued pgx.Batch

@@ -306,9 +306,9 @@ func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection,
 }
 
 // applyAfter applies to p, in tx, the events after the checkpoint cp, and returns them;
-// tried is the id of the last event Apply was called with, and a panic is an error. A
-// read model's writes are pipelined (its contract lets Apply ignore command tags); other
-// projections (the mailer's intake) read theirs.
+// tried is the id of the last event Apply was called with, and a panic is an error. The
+// writes of read models and WriteOnly projections are pipelined (their contract lets
+// Apply ignore command tags); other projections read theirs.
 func (r *Runner) applyAfter(ctx context.Context, tx pgx.Tx, p Projection, cp eventstore.Position, envs []Envelope) (applied []Envelope, tried string, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -317,7 +317,8 @@ func (r *Runner) applyAfter(ctx context.Context, tx pgx.Tx, p Projection, cp eve
 	}()
 	var atx pgx.Tx = tx
 	var pt *pipelinedTx
-	if _, ok := p.(ReadModel); ok {
+	switch p.(type) {
+	case ReadModel, WriteOnly:
 		pt = &pipelinedTx{Tx: tx}
 		atx = pt
 	}
