@@ -206,11 +206,13 @@ func Enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time) (bool, e
 // enqueueSQL inserts a delivery and, for a pending one, wakes the senders (delivered on
 // commit), in one statement; a row comes back per row inserted (the woke CTE must be
 // referenced to run). With $21 true a delivery to a recipient that had $22 error mails
-// within the window ($19, $20: its bounds) is stored skipped as capped instead.
+// within the window ($19, $20: its bounds) is stored skipped as capped instead. The
+// count repeats the recipient index's predicate (recipient_hash <> ''), so that a generic
+// plan, where $16 is unknown, can still use the index rather than read the whole log.
 const enqueueSQL = `
 	WITH c AS (
 		SELECT $21::boolean AND (SELECT count(*) FROM mail_deliveries
-			WHERE recipient_hash = $16 AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> $24
+			WHERE recipient_hash = $16 AND recipient_hash <> '' AND kind IN ('reset_error', 'reset_notice') AND skip_reason <> $24
 			  AND occurred_at > $19 AND occurred_at <= $20 AND event_id <> $1) >= $22 AS capped),
 	ins AS (
 		INSERT INTO mail_deliveries (event_id, stream, revision, kind, recipient, secret_kind, secret_key_id, secret_id,
