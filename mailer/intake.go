@@ -207,8 +207,9 @@ func Enqueue(ctx context.Context, tx Execer, d Delivery, now time.Time) (bool, e
 // commit), in one statement; a row comes back per row inserted (the woke CTE must be
 // referenced to run). With $21 true a delivery to a recipient that had $22 error mails
 // within the window ($19, $20: its bounds) is stored skipped as capped instead. The
-// count repeats the recipient index's predicate (recipient_hash <> ”), so that a generic
-// plan, where $16 is unknown, can still use the index rather than read the whole log.
+// count repeats the recipient index's predicate (a recipient hash that is not empty), so
+// that a generic plan, where $16 is unknown, can still use the index rather than read
+// the whole log.
 const enqueueSQL = `
 	WITH c AS (
 		SELECT $21::boolean AND (SELECT count(*) FROM mail_deliveries
