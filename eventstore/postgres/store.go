@@ -296,11 +296,13 @@ func lockHead(ctx context.Context, q batchSender, stream string, events []events
 	if begin {
 		b.Queue("BEGIN")
 	}
-	// Every statement of an append looks rows up by a unique key, which a generic plan
-	// does right whatever the statistics say. Left to choose, PostgreSQL planned the
-	// stored-ids check of a 1,000-event append as a sequential scan on a table it had
-	// never analyzed (2 s an append at 600,000 events), and kept that custom plan.
-	b.Queue(`SET LOCAL plan_cache_mode = force_generic_plan`)
+	// Every statement of an append looks rows up by a unique key, so it is planned on the
+	// index whatever the statistics say, and the plan kept. Left to choose, PostgreSQL
+	// planned the stored-ids check of a 1,000-event append as a sequential scan, on a
+	// table it had never analyzed (autovacuum off, or a fresh restore) or while the table
+	// was still small, and kept that plan as the table grew: 2 s an append at 600,000
+	// events.
+	b.Queue(`SELECT set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`)
 	// The stream lock comes first, before anything that could assign a transaction id: the
 	// id of an append must be larger than that of the stream's previous writer, and the
 	// watermark relies on an append holding the lock for as long as it has an id.
@@ -332,7 +334,7 @@ func readHead(br pgx.BatchResults, stream string, begin bool) (streamHead, map[u
 		}
 	}
 	if _, err := br.Exec(); err != nil {
-		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("plan cache mode: %w", err)
+		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("planner settings: %w", err)
 	}
 	if _, err := br.Exec(); err != nil {
 		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("lock stream: %w", err)
