@@ -30,8 +30,9 @@ type writeOnlyProbe struct{ *tagProbe }
 
 func (writeOnlyProbe) WritesOnly() {}
 
-// The writes of a WriteOnly projection are pipelined like a read model's; a projection
-// that reads its writes' results gets them one by one.
+// The writes of a WriteOnly projection are pipelined like a read model's when a batch is
+// applied (an event applied alone is not: process); a projection that reads its writes'
+// results always gets them one by one.
 func TestWriteOnlyProjectionsArePipelined(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -43,7 +44,7 @@ func TestWriteOnlyProjectionsArePipelined(t *testing.T) {
 	if len(plain.tags) != 1 || plain.tags["SELECT 1"] == 0 {
 		t.Errorf("plain projection's tags %v, want only SELECT 1", plain.tags)
 	}
-	if len(pipelined.tags) != 1 || pipelined.tags[""] == 0 {
-		t.Errorf("write-only projection's tags %v, want only empty ones (pipelined)", pipelined.tags)
+	if pipelined.tags[""] == 0 || len(pipelined.tags) > 2 {
+		t.Errorf("write-only projection's tags %v, want empty ones (pipelined batches)", pipelined.tags)
 	}
 }
