@@ -201,13 +201,15 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: %w", stream, err)
 	}
-	// pgxpool closes a connection given back inside a transaction rather than reuse it.
 	defer conn.Release()
 	res, wrote, err := appendIn(ctx, conn.Conn(), stream, expected, events, true)
+	// Still in the transaction: nothing was written (a retry, a conflict) or a statement
+	// failed. pgxpool would close a connection given back so; end it and keep the
+	// connection (if the ROLLBACK fails too, the pool closes it).
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		_, _ = conn.Exec(ctx, "ROLLBACK")
+	}
 	if err != nil {
-		if conn.Conn().PgConn().TxStatus() != 'I' {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-		}
 		return eventstore.AppendResult{}, err
 	}
 	if wrote {
@@ -219,14 +221,14 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 // batchSender is what appendIn needs of a connection or an open transaction.
 type batchSender interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// appendIn does the work of Append on q. With own set, the transaction is appendIn's:
-// its first batch begins it and its last commits it (on an error the caller rolls back).
-// Without, q is a transaction the caller opened and ends, which must not have written
-// anything yet: it must not have a transaction id before the stream lock is held (tests
-// hold an append open this way). wrote tells whether events were inserted.
+// appendIn does the work of Append on q. With own set, its first batch begins the
+// transaction, and its last commits it when there is something to write; otherwise (a
+// retry, a conflict, an error) the caller rolls it back. Without, q is a transaction the
+// caller opened and ends, which must not have written anything yet: it must not have a
+// transaction id before the stream lock is held (tests hold an append open this way).
+// wrote tells whether events were inserted (and, with own, committed).
 func appendIn(ctx context.Context, q batchSender, stream string, expected eventstore.ExpectedRevision, events []eventstore.EventData, own bool) (res eventstore.AppendResult, wrote bool, err error) {
 	what := "append to " + quote(stream)
 	head, stored, last, err := lockHead(ctx, q, stream, events, own)
@@ -237,7 +239,7 @@ func appendIn(ctx context.Context, q batchSender, stream string, expected events
 	// retry of one that succeeded and answers as it did.
 	if len(stored) > 0 {
 		if events = unstored(events, stored); len(events) == 0 {
-			return last, false, endUnwritten(ctx, q, own, what)
+			return last, false, nil
 		}
 	}
 	if !expected.Check(uint64(head.revision), head.exists) {
@@ -248,7 +250,7 @@ func appendIn(ctx context.Context, q batchSender, stream string, expected events
 		return eventstore.AppendResult{}, false, fmt.Errorf("eventstore/postgres: %s: expected %s, stream is at %s: %w", what, expected, state, eventstore.ErrConflict)
 	}
 	if len(events) == 0 {
-		return eventstore.AppendResult{NextRevision: uint64(head.revision)}, false, endUnwritten(ctx, q, own, what) // Position unknown: nothing written
+		return eventstore.AppendResult{NextRevision: uint64(head.revision)}, false, nil // Position unknown: nothing written
 	}
 	next := head.revision + 1
 	if !head.exists {
@@ -264,17 +266,6 @@ func appendIn(ctx context.Context, q batchSender, stream string, expected events
 		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
 	return res, true, nil
-}
-
-// endUnwritten ends appendIn's own transaction when it wrote nothing.
-func endUnwritten(ctx context.Context, q batchSender, own bool, what string) error {
-	if !own {
-		return nil
-	}
-	if _, err := q.Exec(ctx, "ROLLBACK"); err != nil {
-		return wrapErr(what+": end", err)
-	}
-	return nil
 }
 
 // streamHead is a stream's state when an append begins.
