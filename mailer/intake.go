@@ -185,14 +185,13 @@ func (p *Projection) ApplyEvent(ctx context.Context, tx Execer, rec eventstore.R
 	if d.EventID == uuid.Nil {
 		return errors.New("mailer: event without id")
 	}
-	if d.RecipientHash == "" {
-		_, err := Enqueue(ctx, tx, d, p.clock.Now())
-		return err
+	capped := d.RecipientHash != "" // error mails carry their recipient's hash
+	if capped {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash); err != nil {
+			return fmt.Errorf("mailer: lock recipient: %w", err)
+		}
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mail-cap:' || $1, 0))`, d.RecipientHash); err != nil {
-		return fmt.Errorf("mailer: lock recipient: %w", err)
-	}
-	_, err := enqueue(ctx, tx, d, p.clock.Now(), true)
+	_, err := enqueue(ctx, tx, d, p.clock.Now(), capped)
 	return err
 }
 
