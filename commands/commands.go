@@ -74,6 +74,7 @@ type Handler struct {
 	obs     Observer
 	snaps   *snapshots
 	provs   *providerCache
+	users   *userFolds
 }
 
 // ErrTooMuchContention means every attempt lost the optimistic-concurrency race.
@@ -95,7 +96,7 @@ func New(c Config) *Handler {
 	}
 	return &Handler{store: c.Store, codec: domain.NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
 		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer,
-		snaps: newSnapshots(c.Snapshots, c.Logger), provs: newProviderCache()}
+		snaps: newSnapshots(c.Snapshots, c.Logger), provs: newProviderCache(), users: newUserFolds()}
 }
 
 // Codec is the handler's codec (for readers of the same store).

@@ -118,12 +118,13 @@ func newSnapshots(store eventstore.SnapshotStore, log *slog.Logger) *snapshots {
 }
 
 // loadUser folds the user stream from its snapshot if it has a usable one, else in full,
-// and writes a new snapshot when it had to read snapshotEvery events or more.
-func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (domain.User, loaded, error) {
-	var u domain.User
+// and writes a new snapshot when it had to read snapshotEvery events or more. It also
+// returns the ids of the last events folded (for the handler's memory of the account,
+// userFolds) and how many events the fold holds beyond the newest snapshot written.
+func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (u domain.User, l loaded, ids []uuid.UUID, since int, err error) {
 	if s == nil {
-		l, err := h.fold(ctx, stream, u.Apply)
-		return u, l, err
+		l, ids, err = h.foldFrom(ctx, stream, 0, nil, u.Apply)
+		return u, l, ids, len(ids), err
 	}
 	if snap, ok := s.read(ctx, stream); ok {
 		u = snap.user
@@ -131,22 +132,20 @@ func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (do
 		// A stream has contiguous revisions, so the tail read from snap.revision+1 starts
 		// right after the snapshot; only a stream that is gone makes it unusable.
 		if err == nil && l.exists {
-			s.maybeWrite(ctx, stream, u, l, ids, len(ids)-len(snap.recent))
-			return u, l, nil
+			return u, l, ids, s.maybeWrite(ctx, stream, u, l, ids, len(ids)-len(snap.recent)), nil
 		}
 		if err != nil && ctx.Err() != nil {
-			return domain.User{}, loaded{}, err
+			return domain.User{}, loaded{}, nil, 0, err
 		}
 		// The snapshot does not fit the stream (or its tail could not be folded onto it):
 		// fold in full, which tells the truth either way.
 		u = domain.User{}
 	}
-	l, ids, err := h.foldFrom(ctx, stream, 0, nil, u.Apply)
+	l, ids, err = h.foldFrom(ctx, stream, 0, nil, u.Apply)
 	if err != nil {
-		return domain.User{}, loaded{}, err
+		return domain.User{}, loaded{}, nil, 0, err
 	}
-	s.maybeWrite(ctx, stream, u, l, ids, len(ids))
-	return u, l, nil
+	return u, l, ids, s.maybeWrite(ctx, stream, u, l, ids, len(ids)), nil
 }
 
 type readSnapshot struct {
@@ -184,19 +183,20 @@ func (s *snapshots) read(ctx context.Context, stream string) (readSnapshot, bool
 
 // maybeWrite stores u as the stream's snapshot at l.revision when read (the events
 // folded beyond the previous snapshot) reached snapshotEvery. The write runs in the
-// background, after this load, and its failure is only logged.
-func (s *snapshots) maybeWrite(ctx context.Context, stream string, u domain.User, l loaded, ids []uuid.UUID, read int) {
-	if read < snapshotEvery || !l.exists || !u.Registered {
-		return
+// background, after this load, and its failure is only logged. It returns how many
+// events the fold then holds beyond the snapshot: 0 once a write is on its way, else read.
+func (s *snapshots) maybeWrite(ctx context.Context, stream string, u domain.User, l loaded, ids []uuid.UUID, read int) int {
+	if s == nil || read < snapshotEvery || !l.exists || !u.Registered {
+		return read
 	}
 	if _, busy := s.writing.LoadOrStore(stream, true); busy {
-		return
+		return read
 	}
 	select {
 	case s.slots <- struct{}{}:
 	default:
 		s.writing.Delete(stream)
-		return
+		return read
 	}
 	release := func() {
 		s.writing.Delete(stream)
@@ -209,7 +209,7 @@ func (s *snapshots) maybeWrite(ctx context.Context, stream string, u domain.User
 	if err != nil {
 		release()
 		s.log.LogAttrs(ctx, slog.LevelWarn, "snapshot not encoded", slog.String("stream", stream), slog.String("error", err.Error()))
-		return
+		return read
 	}
 	snap := eventstore.Snapshot{Revision: l.revision, Schema: s.schema, Data: data}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotWriteTimeout)
@@ -221,4 +221,5 @@ func (s *snapshots) maybeWrite(ctx context.Context, stream string, u domain.User
 				slog.String("stream", stream), slog.String("error", err.Error()))
 		}
 	}()
+	return 0
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"sync"
+
+	"github.com/google/uuid"
 
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -41,7 +44,7 @@ func (un *unit) user(ctx context.Context, code, login string) (domain.User, load
 		return domain.User{}, loaded{}, nil
 	}
 	return un.users.get(domain.UserStream(code, login), func(stream string) (domain.User, loaded, error) {
-		return un.h.snaps.loadUser(ctx, un.h, stream)
+		return un.h.loadUser(ctx, stream)
 	})
 }
 
@@ -120,6 +123,89 @@ func follows(l loaded, res eventstore.AppendResult, n int) bool {
 		return res.NextRevision == uint64(n-1)
 	}
 	return res.NextRevision == l.revision+uint64(n)
+}
+
+// userFolds is the handler's memory of the accounts it loaded last: each one's fold, its
+// revision and the ids of its last events. A load then reads only the events after it
+// (usually none or one), as current as a full fold whatever other replicas appended, as
+// the provider cache does: without it every command read the stored snapshot and decoded
+// its JSON before reading the same tail. The snapshot store stays the durable cache, for
+// accounts not held here and for other processes.
+type userFolds struct {
+	mu       sync.Mutex
+	byStream map[string]userFold
+}
+
+// userFold is one remembered account. Its user is never handed out: get clones it.
+type userFold struct {
+	user     domain.User
+	l        loaded
+	recent   []uuid.UUID // the last recentIDsKept event ids, for the command-id check
+	snapshot int         // events folded beyond the newest snapshot written
+}
+
+// maxRememberedUsers bounds the memory (a fold with its ids is 2–3 KB); past it an
+// account is forgotten to make room, and its next load reads its snapshot again.
+const maxRememberedUsers = 512
+
+func newUserFolds() *userFolds { return &userFolds{byStream: map[string]userFold{}} }
+
+func (c *userFolds) get(stream string) (userFold, bool) {
+	c.mu.Lock()
+	f, ok := c.byStream[stream]
+	c.mu.Unlock()
+	f.user = f.user.Clone()
+	return f, ok
+}
+
+// put remembers a fold unless a newer one of the stream is remembered already.
+func (c *userFolds) put(stream string, u domain.User, l loaded, ids []uuid.UUID, snapshot int) {
+	if len(ids) > recentIDsKept {
+		ids = ids[len(ids)-recentIDsKept:]
+	}
+	f := userFold{user: u.Clone(), l: l, recent: slices.Clone(ids), snapshot: snapshot}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur, ok := c.byStream[stream]
+	if ok && cur.l.revision >= l.revision {
+		return
+	}
+	if !ok && len(c.byStream) >= maxRememberedUsers {
+		for k := range c.byStream { // an arbitrary one: map order is random
+			delete(c.byStream, k)
+			break
+		}
+	}
+	c.byStream[stream] = f
+}
+
+func (c *userFolds) forget(stream string) {
+	c.mu.Lock()
+	delete(c.byStream, stream)
+	c.mu.Unlock()
+}
+
+// loadUser folds the account: from userFolds when it remembers it, else from its stored
+// snapshot (or in full); then only the events after that.
+func (h *Handler) loadUser(ctx context.Context, stream string) (domain.User, loaded, error) {
+	if f, ok := h.users.get(stream); ok {
+		u := f.user
+		l, ids, err := h.foldFrom(ctx, stream, f.l.revision+1, f.recent, u.Apply)
+		if err != nil {
+			return domain.User{}, loaded{}, err
+		}
+		if l.exists {
+			since := h.snaps.maybeWrite(ctx, stream, u, l, ids, f.snapshot+len(ids)-len(f.recent))
+			h.users.put(stream, u, l, ids, since)
+			return u, l, nil
+		}
+		h.users.forget(stream) // the stream is gone: fold what there is
+	}
+	u, l, ids, since, err := h.snaps.loadUser(ctx, h, stream)
+	if err == nil && l.exists && u.Registered {
+		h.users.put(stream, u, l, ids, since)
+	}
+	return u, l, err
 }
 
 // providerCache keeps each provider's latest fold and its revision, shared by the

@@ -1,0 +1,80 @@
+package commands_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync/atomic"
+	"testing"
+
+	"selfreset/commands"
+	"selfreset/domain"
+	"selfreset/eventstore"
+	"selfreset/internal/testkit"
+)
+
+// countedSnapshots counts the snapshot reads of the store it wraps.
+type countedSnapshots struct {
+	eventstore.SnapshotStore
+	reads atomic.Int64
+}
+
+func (c *countedSnapshots) ReadSnapshot(ctx context.Context, stream string) (eventstore.Snapshot, error) {
+	c.reads.Add(1)
+	return c.SnapshotStore.ReadSnapshot(ctx, stream)
+}
+
+// TestRememberedAccountsSeeOtherWriters: a handler that remembers an account's fold reads
+// no snapshot for it again, and still decides on everything another process appended
+// meanwhile (here an administrator's lock, then a wrong password), exactly as a handler
+// that folds the stream in full.
+func TestRememberedAccountsSeeOtherWriters(t *testing.T) {
+	f := newFixture(t)
+	ss, ok := f.store.(eventstore.SnapshotStore)
+	if !ok {
+		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
+	}
+	ctx := context.Background()
+	f.configuredUser(t)
+	counted := &countedSnapshots{SnapshotStore: ss}
+	h := testkit.Handler(t, f.store, f.clock, f.keys, func(c *commands.Config) { c.Snapshots = counted })
+	other := f.h // another replica: its appends are news to h
+	full := testkit.Handler(t, hidden{f.store}, f.clock, f.keys)
+	same := func(t *testing.T, what string) {
+		t.Helper()
+		got, err := h.LoadUser(ctx, f.code, "jane")
+		must(t, err)
+		want, err := full.LoadUser(ctx, f.code, "jane")
+		must(t, err)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: remembered fold = %+v\nfull fold = %+v", what, got, want)
+		}
+	}
+
+	same(t, "first load")
+	readsAfterFirst := counted.reads.Load()
+	if readsAfterFirst == 0 {
+		t.Fatal("the first load read no snapshot: the test does not see the snapshot path")
+	}
+	for range 20 { // refusals decided by h itself, folded on from memory
+		if _, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}); err == nil {
+			t.Fatal("a wrong email was granted a token")
+		}
+	}
+	same(t, "after h's own refusals")
+
+	admin := domain.Actor{Provider: f.code, Login: "admin"}
+	must(t, other.AdminLock(ctx, commands.UserCommand{Actor: admin, Provider: f.code, Login: "jane"}))
+	same(t, "after another process's admin lock")
+	if _, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery}); err == nil {
+		t.Fatal("an admin-locked account was granted a token by the handler that remembered it unlocked")
+	}
+	must(t, other.AdminUnlock(ctx, commands.UserCommand{Actor: admin, Provider: f.code, Login: "jane"}))
+	if _, err := other.Login(ctx, commands.Login{Provider: f.code, Login: "jane", Password: "wrong"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	same(t, "after another process's unlock and a wrong password")
+	if got := counted.reads.Load(); got != readsAfterFirst {
+		t.Fatalf("%d snapshot reads after the first load, want none: the account is remembered", got-readsAfterFirst)
+	}
+}
