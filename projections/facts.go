@@ -21,23 +21,26 @@ type factTable struct {
 	key     string // the unique key a row applied twice meets
 }
 
-// insert writes rows, one statement each, skipping those already there.
+// insert writes rows in one statement, skipping those already there. An event yields
+// one or two facts, so a handful of statement texts serve every insert.
 func (t factTable) insert(ctx context.Context, tx pgx.Tx, rows ...[]any) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	params := make([]string, strings.Count(t.columns, ",")+1)
-	for i := range params {
-		params[i] = "$" + strconv.Itoa(i+1)
-	}
-	sql := fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO NOTHING",
-		t.name, t.columns, strings.Join(params, ", "), t.key)
-	for _, row := range rows {
-		if _, err := tx.Exec(ctx, sql, row...); err != nil {
-			return err
+	width := strings.Count(t.columns, ",") + 1
+	values := make([]string, len(rows))
+	args := make([]any, 0, width*len(rows))
+	for r, row := range rows {
+		params := make([]string, width)
+		for i := range params {
+			params[i] = "$" + strconv.Itoa(r*width+i+1)
 		}
+		values[r] = "(" + strings.Join(params, ", ") + ")"
+		args = append(args, row...)
 	}
-	return nil
+	_, err := tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s (%s) VALUES %s ON CONFLICT (%s) DO NOTHING",
+		t.name, t.columns, strings.Join(values, ", "), t.key), args...)
+	return err
 }
 
 // copy writes rows in one COPY, the rebuild's fast path: a row already there fails it,
