@@ -178,12 +178,6 @@ func (l loaded) expected() eventstore.ExpectedRevision {
 	return eventstore.Exact(l.revision)
 }
 
-// fold reads stream and applies each event to apply.
-func (h *Handler) fold(ctx context.Context, stream string, apply func(domain.Event)) (loaded, error) {
-	l, _, err := h.foldFrom(ctx, stream, 0, nil, apply)
-	return l, err
-}
-
 // foldFrom applies the events of stream from revision from on. seen are the ids of the
 // events before from that a snapshot remembers (for the command-id check); the ids of
 // the events read are returned after them.
