@@ -1,10 +1,12 @@
 package projections
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,9 +26,14 @@ func TestGrantReadOnlyRace(t *testing.T) {
 	_, _ = rand.Read(b)
 	role := "selfreset_test_" + hex.EncodeToString(b)
 	t.Cleanup(func() {
-		ctx := t.Context()
-		_, _ = e.pool.Exec(ctx, "DROP OWNED BY "+pgx.Identifier{role}.Sanitize())
-		_, _ = e.pool.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
+		// Not t.Context(): it is cancelled before cleanups run, and the role was left behind.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, sql := range []string{"DROP OWNED BY ", "DROP ROLE IF EXISTS "} {
+			if _, err := e.pool.Exec(ctx, sql+pgx.Identifier{role}.Sanitize()); err != nil {
+				t.Errorf("dropping the test's role %s: %v", role, err)
+			}
+		}
 	})
 	errs := make(chan error, 4)
 	for range 4 {
