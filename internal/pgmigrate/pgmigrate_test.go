@@ -312,12 +312,20 @@ func TestSetupFailureLeaksNoConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close(context.Background())
+	t.Cleanup(func() { _ = admin.Close(context.Background()) }) // after the role's drop below
 	role := "pgmigrate_t_" + strings.TrimPrefix(mustDBName(t, admin), "selfreset_t_")
 	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{role}.Sanitize()+` LOGIN`); err != nil {
 		t.Skipf("cannot create a role to test with: %v", err)
 	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `DROP ROLE `+pgx.Identifier{role}.Sanitize()) })
+	t.Cleanup(func() {
+		// What the role owns or was granted in this database goes first, or the role cannot
+		// go; a role left behind stays on the shared server.
+		for _, sql := range []string{"DROP OWNED BY ", "DROP ROLE "} {
+			if _, err := admin.Exec(context.Background(), sql+pgx.Identifier{role}.Sanitize()); err != nil {
+				t.Errorf("dropping the test's role %s: %v", role, err)
+			}
+		}
+	})
 	// PostgreSQL 15+ gives PUBLIC no CREATE on schema public; make that so on older ones.
 	if _, err := admin.Exec(ctx, `REVOKE CREATE ON SCHEMA public FROM PUBLIC`); err != nil {
 		t.Fatal(err)
