@@ -73,8 +73,8 @@ type Handler struct {
 	tries   int
 	obs     Observer
 	snaps   *snapshots
-	provs   *providerCache
-	users   *userFolds
+	provs   *memory[domain.Provider]
+	users   *memory[userFold]
 }
 
 // ErrTooMuchContention means every attempt lost the optimistic-concurrency race.
@@ -96,7 +96,7 @@ func New(c Config) *Handler {
 	}
 	return &Handler{store: c.Store, codec: domain.NewCodec(), clock: c.Clock, hasher: c.Hasher, secrets: c.Secrets,
 		common: c.Common, policy: c.Policy, log: c.Logger, tries: c.MaxAttempts, obs: c.Observer,
-		snaps: newSnapshots(c.Snapshots, c.Logger), provs: newProviderCache(), users: newUserFolds()}
+		snaps: newSnapshots(c.Snapshots, c.Logger), provs: newProviderMemory(), users: newUserMemory()}
 }
 
 // Codec is the handler's codec (for readers of the same store).
@@ -212,7 +212,7 @@ func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen
 	return l, ids, nil
 }
 
-// LoadProvider folds a provider's stream (from the handler's cache, reading only the
+// LoadProvider folds a provider's stream (from the handler's memory, reading only the
 // events after it).
 func (h *Handler) LoadProvider(ctx context.Context, code string) (domain.Provider, error) {
 	p, _, err := h.unit().provider(ctx, code)

@@ -119,8 +119,8 @@ func newSnapshots(store eventstore.SnapshotStore, log *slog.Logger) *snapshots {
 
 // loadUser folds the user stream from its snapshot if it has a usable one, else in full,
 // and writes a new snapshot when it had to read snapshotEvery events or more. It also
-// returns the ids of the last events folded (for the handler's memory of the account,
-// userFolds) and how many events the fold holds beyond the newest snapshot written.
+// returns the ids of the last events folded (for the handler's memory of the account)
+// and how many events the fold holds beyond the newest snapshot written.
 func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (u domain.User, l loaded, ids []uuid.UUID, since int, err error) {
 	if s == nil {
 		l, ids, err = h.foldFrom(ctx, stream, 0, nil, u.Apply)

@@ -3,7 +3,6 @@ package commands
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"sync"
 
@@ -54,7 +53,7 @@ func (un *unit) provider(ctx context.Context, code string) (domain.Provider, loa
 		return domain.Provider{}, loaded{}, nil
 	}
 	return un.providers.get(domain.ProviderStream(code), func(stream string) (domain.Provider, loaded, error) {
-		return un.h.provs.load(ctx, un.h, stream)
+		return un.h.loadProvider(ctx, stream)
 	})
 }
 
@@ -89,7 +88,6 @@ func (un *unit) appendProvider(ctx context.Context, code string, expected events
 	stream := domain.ProviderStream(code)
 	res, err := un.h.appendResult(ctx, stream, expected, actor, events)
 	return un.providers.appended(stream, res, err, len(events), func(p *domain.Provider) {
-		p.UserAdmins = maps.Clone(p.UserAdmins) // the fold may share it with the handler's cache
 		for _, e := range events {
 			p.Apply(e)
 		}
@@ -125,127 +123,133 @@ func follows(l loaded, res eventstore.AppendResult, n int) bool {
 	return res.NextRevision == l.revision+uint64(n)
 }
 
-// userFolds is the handler's memory of the accounts it loaded last: each one's fold, its
-// revision and the ids of its last events. A load then reads only the events after it
-// (usually none or one), as current as a full fold whatever other replicas appended, as
-// the provider cache does: without it every command read the stored snapshot and decoded
-// its JSON before reading the same tail. The snapshot store stays the durable cache, for
-// accounts not held here and for other processes.
-type userFolds struct {
+// memory keeps the latest fold of each stream of one kind that a handler loaded, shared
+// by its commands. A load then reads only the stream's events after the remembered
+// revision (usually none or one), so it is as current as a full fold, whatever other
+// replicas appended, at the cost of one read of the stream's tail. It is bounded: past max
+// an arbitrary stream is forgotten to make room. Folds are cloned in and out, so a
+// command moving its copy on never touches the remembered one.
+type memory[S any] struct {
 	mu       sync.Mutex
-	byStream map[string]userFold
+	max      int
+	clone    func(S) S
+	byStream map[string]remembered[S]
 }
 
-// userFold is one remembered account. Its user is never handed out: get clones it.
-type userFold struct {
-	user     domain.User
-	l        loaded
-	recent   []uuid.UUID // the last recentIDsKept event ids, for the command-id check
-	snapshot int         // events folded beyond the newest snapshot written
+type remembered[S any] struct {
+	s        S
+	revision uint64
 }
 
-// maxRememberedUsers bounds the memory (a fold with its ids is 2–3 KB); past it an
-// account is forgotten to make room, and its next load reads its snapshot again.
-const maxRememberedUsers = 512
-
-func newUserFolds() *userFolds { return &userFolds{byStream: map[string]userFold{}} }
-
-func (c *userFolds) get(stream string) (userFold, bool) {
-	c.mu.Lock()
-	f, ok := c.byStream[stream]
-	c.mu.Unlock()
-	f.user = f.user.Clone()
-	return f, ok
+func newMemory[S any](max int, clone func(S) S) *memory[S] {
+	return &memory[S]{max: max, clone: clone, byStream: map[string]remembered[S]{}}
 }
 
-// put remembers a fold unless a newer one of the stream is remembered already.
-func (c *userFolds) put(stream string, u domain.User, l loaded, ids []uuid.UUID, snapshot int) {
-	if len(ids) > recentIDsKept {
-		ids = ids[len(ids)-recentIDsKept:]
+// get returns a copy of the stream's remembered fold and its revision.
+func (m *memory[S]) get(stream string) (S, uint64, bool) {
+	m.mu.Lock()
+	r, ok := m.byStream[stream]
+	m.mu.Unlock()
+	if !ok {
+		return r.s, 0, false
 	}
-	f := userFold{user: u.Clone(), l: l, recent: slices.Clone(ids), snapshot: snapshot}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur, ok := c.byStream[stream]
-	if ok && cur.l.revision >= l.revision {
+	return m.clone(r.s), r.revision, true
+}
+
+// put remembers a copy of s at revision unless a newer fold of the stream is remembered.
+func (m *memory[S]) put(stream string, s S, revision uint64) {
+	r := remembered[S]{s: m.clone(s), revision: revision}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.byStream[stream]
+	if ok && cur.revision >= revision {
 		return
 	}
-	if !ok && len(c.byStream) >= maxRememberedUsers {
-		for k := range c.byStream { // an arbitrary one: map order is random
-			delete(c.byStream, k)
+	if !ok && len(m.byStream) >= m.max {
+		for k := range m.byStream { // an arbitrary one: map order is random
+			delete(m.byStream, k)
 			break
 		}
 	}
-	c.byStream[stream] = f
+	m.byStream[stream] = r
 }
 
-func (c *userFolds) forget(stream string) {
-	c.mu.Lock()
-	delete(c.byStream, stream)
-	c.mu.Unlock()
+func (m *memory[S]) forget(stream string) {
+	m.mu.Lock()
+	delete(m.byStream, stream)
+	m.mu.Unlock()
 }
 
-// loadUser folds the account: from userFolds when it remembers it, else from its stored
-// snapshot (or in full); then only the events after that.
+// The bounds of a handler's memories. A user's fold with its ids is 2–3 KB; one forgotten
+// is loaded from its snapshot again. Providers are few (operators register them).
+const (
+	maxRememberedUsers     = 512
+	maxRememberedProviders = 1024
+)
+
+// userFold is what the handler remembers of an account: besides the fold, the ids of its
+// last events (for the command-id check) and how many events it holds beyond the newest
+// snapshot written. Without it every command read the stored snapshot and decoded its
+// JSON before reading the same tail; the snapshot store stays the durable cache, for
+// accounts not remembered and for other processes.
+type userFold struct {
+	user     domain.User
+	recent   []uuid.UUID // the last recentIDsKept event ids; never appended to in place
+	snapshot int
+}
+
+func newUserMemory() *memory[userFold] {
+	return newMemory(maxRememberedUsers, func(f userFold) userFold {
+		f.user = f.user.Clone()
+		return f
+	})
+}
+
+func newProviderMemory() *memory[domain.Provider] {
+	return newMemory(maxRememberedProviders, domain.Provider.Clone)
+}
+
+// rememberUser keeps the account's fold at l with the ids of its last events.
+func (h *Handler) rememberUser(stream string, u domain.User, l loaded, ids []uuid.UUID, snapshot int) {
+	if len(ids) > recentIDsKept {
+		ids = ids[len(ids)-recentIDsKept:]
+	}
+	h.users.put(stream, userFold{user: u, recent: slices.Clone(ids), snapshot: snapshot}, l.revision)
+}
+
+// loadUser folds the account: from the handler's memory when it has it, else from its
+// stored snapshot (or in full); then only the events after that.
 func (h *Handler) loadUser(ctx context.Context, stream string) (domain.User, loaded, error) {
-	if f, ok := h.users.get(stream); ok {
+	if f, revision, ok := h.users.get(stream); ok {
 		u := f.user
-		l, ids, err := h.foldFrom(ctx, stream, f.l.revision+1, f.recent, u.Apply)
+		l, ids, err := h.foldFrom(ctx, stream, revision+1, f.recent, u.Apply)
 		if err != nil {
 			return domain.User{}, loaded{}, err
 		}
 		if l.exists {
-			since := h.snaps.maybeWrite(ctx, stream, u, l, ids, f.snapshot+len(ids)-len(f.recent))
-			h.users.put(stream, u, l, ids, since)
+			h.rememberUser(stream, u, l, ids, h.snaps.maybeWrite(ctx, stream, u, l, ids, f.snapshot+len(ids)-len(f.recent)))
 			return u, l, nil
 		}
 		h.users.forget(stream) // the stream is gone: fold what there is
 	}
 	u, l, ids, since, err := h.snaps.loadUser(ctx, h, stream)
 	if err == nil && l.exists && u.Registered {
-		h.users.put(stream, u, l, ids, since)
+		h.rememberUser(stream, u, l, ids, since)
 	}
 	return u, l, err
 }
 
-// providerCache keeps each provider's latest fold and its revision, shared by the
-// handler's commands. A load reads only the stream's events after the cached revision
-// (usually none), so it is as current as a full fold, whatever other replicas appended,
-// at the cost of one read of the stream's tail instead of the whole stream.
-type providerCache struct {
-	mu   sync.Mutex
-	byID map[string]view[domain.Provider]
-}
-
-// maxCachedProviders bounds the cache; providers are few (operators register them).
-const maxCachedProviders = 1024
-
-func newProviderCache() *providerCache {
-	return &providerCache{byID: map[string]view[domain.Provider]{}}
-}
-
-func (c *providerCache) load(ctx context.Context, h *Handler, stream string) (domain.Provider, loaded, error) {
-	c.mu.Lock()
-	v, ok := c.byID[stream]
-	c.mu.Unlock()
-	p, from := domain.Provider{}, uint64(0)
+// loadProvider folds the provider from the handler's memory on, or in full.
+func (h *Handler) loadProvider(ctx context.Context, stream string) (domain.Provider, loaded, error) {
+	p, revision, ok := h.provs.get(stream)
+	from := uint64(0)
 	if ok {
-		p, from = v.s, v.l.revision+1
-		p.UserAdmins = maps.Clone(p.UserAdmins) // the cached fold stays as it was
+		from = revision + 1
 	}
 	l, _, err := h.foldFrom(ctx, stream, from, nil, p.Apply)
 	if err != nil || !l.exists {
 		return domain.Provider{}, loaded{}, err
 	}
-	c.mu.Lock()
-	if cur, ok := c.byID[stream]; !ok || cur.l.revision < l.revision {
-		if !ok && len(c.byID) >= maxCachedProviders {
-			clear(c.byID)
-		}
-		keep := p
-		keep.UserAdmins = maps.Clone(p.UserAdmins)
-		c.byID[stream] = view[domain.Provider]{s: keep, l: l}
-	}
-	c.mu.Unlock()
+	h.provs.put(stream, p, l.revision)
 	return p, l, nil
 }

@@ -6,25 +6,33 @@ import (
 	"time"
 )
 
-// TestUserCloneSharesNoMemory fills every field of a User (whatever fields it has when
-// the test runs, so a map, slice or pointer added later is covered) and checks that the
-// clone shares no map, slice array or pointee with it, and equals it.
-func TestUserCloneSharesNoMemory(t *testing.T) {
+// TestClonesShareNoMemory fills every field of each folded state (whatever fields it has
+// when the test runs, so a map, slice or pointer added later is covered) and checks that
+// its clone shares no map, slice array or pointee with it, and equals it.
+func TestClonesShareNoMemory(t *testing.T) {
+	t.Run("User", func(t *testing.T) { checkClone(t, User.Clone) })
+	t.Run("Provider", func(t *testing.T) { checkClone(t, Provider.Clone) })
+
+	// And in use: moving a clone on leaves the original as it was.
 	var u User
 	fillEveryField(reflect.ValueOf(&u).Elem())
-	c := u.Clone()
-	if !reflect.DeepEqual(u, c) {
-		t.Fatalf("clone differs:\n%+v\n%+v", u, c)
-	}
-	if shared := sharedMemory(reflect.ValueOf(u), reflect.ValueOf(c), "User"); len(shared) > 0 {
-		t.Fatalf("the clone shares memory with the original at %v", shared)
-	}
-	// And in use: moving the clone on leaves the original as it was.
-	before := u.Clone()
+	before, c := u.Clone(), u.Clone()
 	c.Apply(ResetTokenIssued{TokenID: "t2", KeyID: "k", TokenHash: "h", IssuedAt: time.Unix(8, 0), ExpiresAt: time.Unix(9, 0)})
 	c.Apply(RoleGranted{Role: "other"})
 	if !reflect.DeepEqual(u, before) {
-		t.Fatal("applying events to the clone changed the original")
+		t.Fatal("applying events to a user's clone changed the original")
+	}
+}
+
+func checkClone[S any](t *testing.T, clone func(S) S) {
+	var s S
+	fillEveryField(reflect.ValueOf(&s).Elem())
+	c := clone(s)
+	if !reflect.DeepEqual(s, c) {
+		t.Fatalf("clone differs:\n%+v\n%+v", s, c)
+	}
+	if shared := sharedMemory(reflect.ValueOf(s), reflect.ValueOf(c), reflect.TypeFor[S]().Name()); len(shared) > 0 {
+		t.Fatalf("the clone shares memory with the original at %v", shared)
 	}
 }
 

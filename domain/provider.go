@@ -1,5 +1,7 @@
 package domain
 
+import "maps"
+
 // Provider is an agency (tenant). Its state is folded from its stream.
 type Provider struct {
 	Code             string
@@ -8,6 +10,12 @@ type Provider struct {
 	SelfResetAllowed bool
 	// UserAdmins are the logins counted as user administrators (see CountUserAdmin).
 	UserAdmins map[string]bool
+}
+
+// Clone returns a copy of p that shares no memory with it (see User.Clone).
+func (p Provider) Clone() Provider {
+	p.UserAdmins = maps.Clone(p.UserAdmins)
+	return p
 }
 
 // Apply folds one event into the state. Replay and new decisions both go through it.
