@@ -38,29 +38,42 @@ func waitSnapshot(t *testing.T, ss eventstore.SnapshotStore, stream string, rev 
 	}
 }
 
-func TestSnapshotsKeepDecisionsAndRedeliveries(t *testing.T) {
+// snapshotFixture is newFixture with jane configured, on a store that keeps snapshots.
+func snapshotFixture(t *testing.T) (*fixture, eventstore.SnapshotStore) {
+	t.Helper()
 	f := newFixture(t)
 	ss, ok := f.store.(eventstore.SnapshotStore)
 	if !ok {
 		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
 	}
-	ctx := context.Background()
 	f.configuredUser(t)
+	return f, ss
+}
+
+// sameAsFullFold fails unless h loads jane as a handler that folds her stream in full does.
+func sameAsFullFold(t *testing.T, f *fixture, h *commands.Handler, what string) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := h.LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	want, err := testkit.Handler(t, hidden{f.store}, f.clock, f.keys).LoadUser(ctx, f.code, "jane")
+	must(t, err)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: loaded %+v\nfull fold %+v", what, got, want)
+	}
+}
+
+func TestSnapshotsKeepDecisionsAndRedeliveries(t *testing.T) {
+	f, ss := snapshotFixture(t)
+	ctx := context.Background()
 	stream := domain.UserStream(f.code, "jane")
-	full := testkit.Handler(t, hidden{f.store}, f.clock, f.keys)
 
 	// A handler remembers the accounts it loaded (and reads no snapshot for them again):
 	// fresh ones, as another process would be, load through the snapshot.
 	fresh := func() *commands.Handler { return testkit.Handler(t, f.store, f.clock, f.keys) }
 	same := func(t *testing.T, what string) {
 		t.Helper()
-		got, err := fresh().LoadUser(ctx, f.code, "jane")
-		must(t, err)
-		want, err := full.LoadUser(ctx, f.code, "jane")
-		must(t, err)
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s: load with snapshots = %+v\nfull fold = %+v", what, got, want)
-		}
+		sameAsFullFold(t, f, fresh(), what)
 	}
 
 	// A request decided under a command id, then a long run of wrong emails.
@@ -113,12 +126,8 @@ func TestSnapshotsKeepDecisionsAndRedeliveries(t *testing.T) {
 // to be loaded from snapshots (written meanwhile) still lock it with exactly one
 // AccountLocked, and the loaded state is the full fold's.
 func TestSnapshotsUnderConcurrentRefusals(t *testing.T) {
-	f := newFixture(t)
-	if _, ok := f.store.(eventstore.SnapshotStore); !ok {
-		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
-	}
+	f, _ := snapshotFixture(t)
 	ctx := context.Background()
-	f.configuredUser(t)
 	for range 60 {
 		if _, err := f.h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}); err == nil {
 			t.Fatal("a wrong email was granted a token")

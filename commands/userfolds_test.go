@@ -3,7 +3,6 @@ package commands_test
 import (
 	"context"
 	"errors"
-	"reflect"
 	"sync/atomic"
 	"testing"
 
@@ -29,26 +28,14 @@ func (c *countedSnapshots) ReadSnapshot(ctx context.Context, stream string) (eve
 // meanwhile (here an administrator's lock, then a wrong password), exactly as a handler
 // that folds the stream in full.
 func TestRememberedAccountsSeeOtherWriters(t *testing.T) {
-	f := newFixture(t)
-	ss, ok := f.store.(eventstore.SnapshotStore)
-	if !ok {
-		t.Skipf("%T keeps no snapshots (the EventStoreDB adapter folds in full)", f.store)
-	}
+	f, ss := snapshotFixture(t)
 	ctx := context.Background()
-	f.configuredUser(t)
 	counted := &countedSnapshots{SnapshotStore: ss}
 	h := testkit.Handler(t, f.store, f.clock, f.keys, func(c *commands.Config) { c.Snapshots = counted })
 	other := f.h // another replica: its appends are news to h
-	full := testkit.Handler(t, hidden{f.store}, f.clock, f.keys)
 	same := func(t *testing.T, what string) {
 		t.Helper()
-		got, err := h.LoadUser(ctx, f.code, "jane")
-		must(t, err)
-		want, err := full.LoadUser(ctx, f.code, "jane")
-		must(t, err)
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s: remembered fold = %+v\nfull fold = %+v", what, got, want)
-		}
+		sameAsFullFold(t, f, h, what)
 	}
 
 	same(t, "first load")
