@@ -23,19 +23,28 @@
 // transaction with an id holds an ExclusiveLock on that id. One statement, whose snapshot S
 // is taken before it reads pg_locks, computes
 //
-//	W = least(xmax(S), the smallest id in xip(S) that is not "unrelated")
+//	W = least(xmax(S), the smallest id in xip(S) that may still be an append)
 //
-// where an id is unrelated if pg_locks shows its lock held by a transaction that holds no
-// stream lock in this database. The rows are read by later statements, with later snapshots.
+// An id in xip(S) may still be an append if pg_locks shows its lock held by a transaction
+// that holds a stream lock in this database, or if pg_locks does not show its lock at all
+// while some transaction holds a stream lock here without pg_locks showing an id lock for
+// it. The rows are read by later statements, with later snapshots.
 //
 // Why no append T with id x < W can commit after such a read: x < xmax(S), so either T had
-// ended at S, or x is in xip(S) and was unrelated. T takes its stream lock before it gets an
-// id and keeps it to the end, so in that case T had released it already, and locks are
-// released only once the commit is visible. Either way T had ended before the read, which
+// ended at S, or x is in xip(S) and did not count. T takes its stream lock before it gets
+// an id and keeps it to the end, and pg_locks is one consistent view of the lock table.
+// If pg_locks showed x's lock, its holder held no stream lock, so T had released it
+// already. If it did not, T, had it still been running, would have been a stream-lock
+// holder with an id but no id lock shown, and there was none. Either way T had ended when
+// pg_locks was read, and locks are released only once the commit is visible, so the read
 // sees all of its rows (none if it rolled back). An append that had no id at S gets one at
-// or above xmax(S), so at or above W. A transaction that has its id but not yet its id lock
-// (they are taken one after the other), or that ends between S and the read of pg_locks, is
-// not unrelated: W errs low, for that one read.
+// or above xmax(S), so at or above W.
+//
+// W errs low only while an append is between taking its stream lock and showing its id
+// lock (it has no id yet, or has one and not yet its lock): then an id that S saw in
+// progress and that ended before pg_locks was read counts, for that one read. Transactions
+// that end between the two reads are common under load (every consumer's checkpoint is one),
+// and without this second rule each of them held W below events already committed.
 //
 // So every writer of the events table must hold the stream lock from before it gets a
 // transaction id until it ends: a script or migration that inserts events any other way
@@ -78,28 +87,38 @@ const streamLockClass = 0x5E1F
 var (
 	lockStreamSQL = `SELECT pg_advisory_xact_lock(` + strconv.Itoa(streamLockClass) + `, hashtext($1))`
 
-	// watermarkSQL computes W (see the package comment). pg_lock_status() runs only if the
-	// snapshot shows a transaction in progress, and at most once (materialized).
-	watermarkSQL = `WITH locks AS MATERIALIZED (
+	// watermarkSQL computes W (see the package comment) from the statement's own snapshot.
+	watermarkSQL = watermarkQuery("pg_current_snapshot()")
+)
+
+// watermarkQuery computes W from the snapshot the SQL expression snapshot gives, which
+// must be taken before the statement reads pg_locks. pg_lock_status() runs only if the
+// snapshot shows a transaction in progress, and at most once (materialized).
+func watermarkQuery(snapshot string) string {
+	return `WITH locks AS MATERIALIZED (
 		SELECT locktype, database, classid, objsubid, virtualtransaction, transactionid, mode
 		FROM pg_catalog.pg_locks
 		WHERE granted AND locktype IN ('advisory', 'transactionid')
-	), unrelated AS (
-		SELECT t.transactionid FROM locks t
+	), appenders AS MATERIALIZED (
+		SELECT a.virtualtransaction FROM locks a
+		WHERE a.locktype = 'advisory' AND a.classid = ` + strconv.Itoa(streamLockClass) + ` AND a.objsubid = 2
+		  AND a.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+	), ids AS MATERIALIZED (
+		SELECT t.transactionid, t.virtualtransaction,
+			EXISTS (SELECT 1 FROM appenders a WHERE a.virtualtransaction = t.virtualtransaction) AS appends
+		FROM locks t
 		WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
-		  AND NOT EXISTS (
-			SELECT 1 FROM locks a
-			WHERE a.locktype = 'advisory' AND a.classid = ` + strconv.Itoa(streamLockClass) + ` AND a.objsubid = 2
-			  AND a.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-			  AND a.virtualtransaction = t.virtualtransaction)
 	)
 	SELECT CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(s)
 		ELSE least(pg_snapshot_xmax(s), (
 			SELECT min(x) FROM pg_snapshot_xip(s) AS x
-			WHERE x::xid NOT IN (SELECT transactionid FROM unrelated)))
+			WHERE x::xid IN (SELECT transactionid FROM ids WHERE appends)
+			   OR (NOT EXISTS (SELECT 1 FROM ids WHERE ids.transactionid = x::xid)
+				   AND EXISTS (SELECT 1 FROM appenders p WHERE NOT EXISTS (
+					   SELECT 1 FROM ids WHERE ids.virtualtransaction = p.virtualtransaction)))))
 		END
-	FROM (SELECT pg_current_snapshot() AS s) AS snap`
-)
+	FROM (SELECT ` + snapshot + ` AS s) AS snap`
+}
 
 const (
 	defaultPollInterval = 500 * time.Millisecond

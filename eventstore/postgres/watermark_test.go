@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"selfreset/eventstore"
 )
 
@@ -55,5 +57,75 @@ func TestWatermarkReaderMayGiveUp(t *testing.T) {
 	}
 	if _, err := s.watermark(t.Context()); err != nil {
 		t.Fatalf("watermark after a reader gave up: %v", err)
+	}
+}
+
+// A transaction that S saw in progress and that ended before pg_locks was read does not
+// hold W back, unless an append is under way that pg_locks cannot yet tie to its id. S is
+// taken by an earlier statement here, so that the transaction can end in between.
+func TestWatermarkPassesTransactionsEndedAfterTheSnapshot(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	if _, err := s.Pool().Exec(ctx, `CREATE TABLE unrelated (n int)`); err != nil {
+		t.Fatal(err)
+	}
+	begin := func() pgx.Tx {
+		t.Helper()
+		conn, err := pgx.ConnectConfig(ctx, s.Pool().Config().ConnConfig.Copy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close(context.Background()) })
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	writer := begin()
+	var x uint64
+	if err := writer.QueryRow(ctx, `INSERT INTO unrelated VALUES (1) RETURNING pg_current_xact_id()::text::bigint`).Scan(&x); err != nil {
+		t.Fatal(err)
+	}
+	// A later transaction that ends moves xmax past x, so that S lists x in xip.
+	if _, err := s.Pool().Exec(ctx, `INSERT INTO unrelated VALUES (2)`); err != nil {
+		t.Fatal(err)
+	}
+	var snapshot string
+	var seen bool
+	if err := s.Pool().QueryRow(ctx, `SELECT s::text, $1::text::xid8 IN (SELECT pg_snapshot_xip(s))
+		FROM pg_current_snapshot() s`, fmt.Sprint(x)).Scan(&snapshot, &seen); err != nil {
+		t.Fatal(err)
+	}
+	if !seen {
+		t.Fatalf("the snapshot %s does not show transaction %d in progress", snapshot, x)
+	}
+	if err := writer.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	watermarkAt := func() uint64 {
+		t.Helper()
+		var w uint64
+		if err := s.Pool().QueryRow(ctx, watermarkQuery("$1::pg_snapshot"), snapshot).Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+
+	if w := watermarkAt(); w <= x {
+		t.Errorf("W %d: held back by transaction %d, which had committed before pg_locks was read", w, x)
+	}
+	appender := begin() // holds a stream lock and has no id yet
+	if _, err := appender.Exec(ctx, lockStreamSQL, "here"); err != nil {
+		t.Fatal(err)
+	}
+	if w := watermarkAt(); w > x {
+		t.Errorf("W %d passes transaction %d while an append holds a stream lock with no id lock shown", w, x)
+	}
+	if err := appender.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w := watermarkAt(); w <= x {
+		t.Errorf("W %d: still held back by transaction %d once the append ended", w, x)
 	}
 }
