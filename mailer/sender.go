@@ -358,18 +358,37 @@ func (s *Sender) claim(ctx context.Context, res *Result) ([]claimed, error) {
 			res.Failed++
 			s.log.Warn("mail failed", "event_id", x.EventID, "kind", x.Kind, "attempts", x.Attempts)
 		default:
-			_, err = tx.Exec(ctx, `UPDATE mail_deliveries SET attempts = attempts + 1, next_attempt_at = $2, updated_at = $3
-				WHERE event_id = $1`, x.EventID, now.Add(s.lease), now)
 			out = append(out, claimed{Delivery: x.Delivery, attempt: x.Attempts + 1})
 		}
 		if err != nil {
 			return nil, fmt.Errorf("mailer: claim %s: %w", x.EventID, err)
 		}
 	}
+	if err := s.leaseTx(ctx, tx, out, now); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("mailer: claim: commit: %w", err)
 	}
 	return out, nil
+}
+
+// leaseTx takes the claimed rows for this attempt in one statement: their attempt counter
+// moves on (the fencing token of finish) and they are due again only once the lease has
+// run out. A statement per row cost a write per mail, most of a burst being small batches.
+func (s *Sender) leaseTx(ctx context.Context, tx pgx.Tx, batch []claimed, now time.Time) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(batch))
+	for i, c := range batch {
+		ids[i] = c.EventID
+	}
+	if _, err := tx.Exec(ctx, `UPDATE mail_deliveries SET attempts = attempts + 1, next_attempt_at = $2, updated_at = $3
+		WHERE event_id = ANY($1)`, ids, now.Add(s.lease), now); err != nil {
+		return fmt.Errorf("mailer: claim: lease: %w", err)
+	}
+	return nil
 }
 
 func (s *Sender) settleTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, state, skip, lastErr string, now time.Time) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/domain"
@@ -715,5 +716,64 @@ func TestShutdownReleasesUnattemptedClaims(t *testing.T) {
 	}
 	if res := f.sendDue(t); res.Sent != 1 || len(f.srv.Messages()) != 2 {
 		t.Fatalf("after restart: %+v", res)
+	}
+}
+
+// statementCounter counts the statements a pool sends that contain a piece of SQL.
+type statementCounter struct {
+	contains string
+	mu       sync.Mutex
+	n        int
+}
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, c.contains) {
+		c.mu.Lock()
+		c.n++
+		c.mu.Unlock()
+	}
+	return ctx
+}
+
+func (*statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A claimed batch is leased in one statement, whatever its size, and every mail of it
+// still carries its own attempt (the fencing token of its outcome).
+func TestAClaimedBatchIsLeasedInOneStatement(t *testing.T) {
+	const n = 6
+	f := newFixture(t, func(c *mailer.SenderConfig) { c.BatchSize = n })
+	leases := &statementCounter{contains: "attempts = attempts + 1"}
+	cfg, err := pgxpool.ParseConfig(f.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = leases
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var ids []uuid.UUID
+	for i := range n {
+		rec := f.emit(t, domain.PasswordChanged{Method: domain.PasswordChangedBySelfReset, ChangedAt: f.clock.Now(),
+			NotifyEmail: "user" + string(rune('a'+i)) + "@example.org"})
+		ids = append(ids, rec.ID)
+	}
+	counted := f.cfg
+	counted.Pool = pool
+	res, err := f.newSender(t, counted).SendDue(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Claimed != n || res.Sent != n {
+		t.Fatalf("result %+v, want %d claimed and sent", res, n)
+	}
+	if leases.n != 1 {
+		t.Errorf("%d statements leased a batch of %d, want 1", leases.n, n)
+	}
+	for _, id := range ids {
+		if d := f.delivery(t, id); d.State != mailer.StateSent || d.Attempts != 1 {
+			t.Errorf("delivery %s: state %s after %d attempts, want sent after 1", id, d.State, d.Attempts)
+		}
 	}
 }
