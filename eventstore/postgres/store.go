@@ -59,14 +59,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
 
 	"selfreset/eventstore"
 	"selfreset/eventstore/chain"
@@ -160,6 +164,13 @@ type Store struct {
 	cfg      config
 	notify   *announcer
 	marks    *watermarks
+
+	// pages shares a feed read among the readers that ask for the same page at the same
+	// time (readAll): every consumer of a process wakes on the same NOTIFY, shares one
+	// watermark query, and then, at the head, asks for the same page.
+	pages     singleflight.Group
+	pageReads sync.WaitGroup
+	pageRuns  atomic.Int64 // how many page queries have run (tests)
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -196,11 +207,12 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 // database (read models, checkpoints).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close waits for a NOTIFY on its way and a watermark query running, then closes the
-// pool if Open created it.
+// Close waits for a NOTIFY on its way and the watermark and page queries running, then
+// closes the pool if Open created it.
 func (s *Store) Close() {
 	s.notify.wait()
 	s.marks.wait()
+	s.pageReads.Wait()
 	if s.ownsPool {
 		s.pool.Close()
 	}
@@ -531,8 +543,32 @@ func (s *Store) queryWatermark(ctx context.Context) (uint64, error) {
 }
 
 // readAll reads the feed after `after` below the watermark w, which must have been
-// computed before this call.
+// computed before this call. Readers asking for the same page at once share one query
+// (pages); each gets its own slice.
 func (s *Store) readAll(ctx context.Context, after eventstore.Position, limit int, w uint64) ([]eventstore.RecordedEvent, error) {
+	key := fmt.Sprintf("%d.%d/%d/%d", after.Commit, after.Prepare, w, limit)
+	page := s.pages.DoChan(key, func() (any, error) {
+		s.pageReads.Add(1)
+		defer s.pageReads.Done()
+		s.pageRuns.Add(1)
+		// It runs for every reader sharing it, on none's context; bounded like a watermark.
+		qctx, cancel := context.WithTimeout(context.Background(), markTimeout)
+		defer cancel()
+		return s.queryPage(qctx, after, limit, w)
+	})
+	select {
+	case r := <-page:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return slices.Clone(r.Val.([]eventstore.RecordedEvent)), nil
+	case <-ctx.Done():
+		return nil, wrapErr("read all", ctx.Err())
+	}
+}
+
+// queryPage runs readAll's query.
+func (s *Store) queryPage(ctx context.Context, after eventstore.Position, limit int, w uint64) ([]eventstore.RecordedEvent, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
 		WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8
 		ORDER BY tx_id, seq

@@ -129,3 +129,49 @@ func TestWatermarkPassesTransactionsEndedAfterTheSnapshot(t *testing.T) {
 		t.Errorf("W %d: still held back by transaction %d once the append ended", w, x)
 	}
 }
+
+// Readers asking for the same page at once share one query, and each gets a slice of its
+// own: what one does with it is not seen by another.
+func TestConcurrentReadersSharePages(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	for i := range 5 {
+		if _, err := s.Append(ctx, fmt.Sprintf("paged-%d", i), eventstore.NoStream, event("Paged")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := s.watermark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds, readers = 10, 16
+	for range rounds {
+		var wg sync.WaitGroup
+		for range readers {
+			wg.Go(func() {
+				page, err := s.readAll(ctx, eventstore.Start, 10, w)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(page) == 0 {
+					t.Error("a reader got no events")
+					return
+				}
+				if len(page) != 5 || page[0].Stream != "paged-0" || page[4].Stream != "paged-4" {
+					t.Errorf("a reader got %d events, from %q to %q: want the 5 appended, paged-0 to paged-4",
+						len(page), page[0].Stream, page[len(page)-1].Stream)
+					return
+				}
+				page[0].Stream = "changed by one reader"
+				_ = append(page[:1], eventstore.RecordedEvent{Stream: "appended by one reader"})
+			})
+		}
+		wg.Wait()
+	}
+	if runs := s.pageRuns.Load(); runs >= rounds*readers {
+		t.Errorf("%d page queries for %d readers: none shared", runs, rounds*readers)
+	} else {
+		t.Logf("%d page queries for %d readers", runs, rounds*readers)
+	}
+}
