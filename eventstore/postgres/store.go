@@ -199,7 +199,7 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 		o(&cfg)
 	}
 	s := &Store{pool: pool, cfg: cfg, notify: &announcer{pool: pool}}
-	s.marks = &watermarks{query: s.queryWatermark}
+	s.marks = newWatermarks(s.queryWatermark)
 	return s
 }
 

@@ -3,8 +3,11 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -173,5 +176,71 @@ func TestConcurrentReadersSharePages(t *testing.T) {
 		t.Errorf("%d page queries for %d readers: none shared", runs, rounds*readers)
 	} else {
 		t.Logf("%d page queries for %d readers", runs, rounds*readers)
+	}
+}
+
+// The readers that ask within the gathering time of an idle moment share one query; a
+// reader that asks while a query runs gets the next one, which starts as soon as that
+// ends, without gathering again.
+func TestWatermarkGathersTheReadersOfAMoment(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	var runs atomic.Uint64
+	m := newWatermarks(func(context.Context) (uint64, error) {
+		n := runs.Add(1)
+		if n == 1 {
+			<-release
+		}
+		return n, nil
+	})
+	gathered := make(chan time.Time)
+	m.after = func(time.Duration) <-chan time.Time { return gathered }
+	asked := func(n int) {
+		t.Helper()
+		for {
+			m.mu.Lock()
+			a := m.asks
+			m.mu.Unlock()
+			if a >= n {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%d readers asked, want %d", a, n)
+			}
+			runtime.Gosched()
+		}
+	}
+	type answer struct {
+		w   uint64
+		err error
+	}
+	first := make(chan answer, 3)
+	for range 3 {
+		go func() { w, err := m.get(ctx); first <- answer{w, err} }()
+	}
+	asked(3)
+	select { // the gathering time is over: the one query runs
+	case gathered <- time.Now():
+	case <-ctx.Done():
+		t.Fatal("no query was gathering its readers")
+	}
+	for runs.Load() == 0 {
+		runtime.Gosched()
+	}
+	late := make(chan answer, 1)
+	go func() { w, err := m.get(ctx); late <- answer{w, err} }()
+	asked(4)
+	close(release)
+	for range 3 {
+		if a := <-first; a.err != nil || a.w != 1 {
+			t.Fatalf("a reader of the gathered moment got W %d, %v: want the first query's", a.w, a.err)
+		}
+	}
+	if a := <-late; a.err != nil || a.w != 2 {
+		t.Fatalf("the reader that asked while the query ran got W %d, %v: want the next query's, run without gathering", a.w, a.err)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("%d queries for 4 readers, want 2", n)
 	}
 }
