@@ -530,8 +530,14 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 // watermark returns W: every append whose transaction id is below it had ended when
 // watermark was called, so a statement run afterwards sees its rows. A W may be used for
 // several reads, only ever after it was computed. Concurrent callers share one query
-// (watermarks).
-func (s *Store) watermark(ctx context.Context) (uint64, error) { return s.marks.get(ctx) }
+// (watermarks); a subscription's pass (subscriptionWatermark) also waits a moment for the
+// others of its process.
+func (s *Store) watermark(ctx context.Context) (uint64, error) { return s.marks.get(ctx, false) }
+
+// subscriptionWatermark is watermark for a subscription's pass.
+func (s *Store) subscriptionWatermark(ctx context.Context) (uint64, error) {
+	return s.marks.get(ctx, true)
+}
 
 // queryWatermark runs the watermark query.
 func (s *Store) queryWatermark(ctx context.Context) (uint64, error) {

@@ -80,7 +80,7 @@ func (l *listener) next(ctx context.Context, d time.Duration, pos, announced eve
 // catchUp delivers pages until the feed has nothing more to read right now.
 // One watermark serves all the pages of a pass: what commits meanwhile waits for the next.
 func (s *Store) catchUp(ctx context.Context, pos *eventstore.Position, handle eventstore.Handler) (progressed bool, err error) {
-	w, err := s.watermark(ctx)
+	w, err := s.subscriptionWatermark(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, ctx.Err()

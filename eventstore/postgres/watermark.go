@@ -15,9 +15,11 @@ import (
 // committed when it asked lies below its W, as when it ran the query itself.
 //
 // The consumers wake on connections of their own, so their asks arrive spread over a
-// millisecond or so; a query starts only gather after the first ask of an idle moment,
-// so that those asks share it rather than running one each (still 13,117 queries for
-// 15,070 decisions without it).
+// millisecond or so; a subscription's ask that finds no query pending starts one only
+// gather later, so that those asks share it rather than running one each (still 13,117
+// queries for 15,070 decisions without it). Other readers (ReadAll, Head: audits,
+// rebuilds, status) read page after page on their own and would only wait: their asks
+// start a query at once, or end the gathering of a pending one.
 type watermarks struct {
 	query  func(ctx context.Context) (uint64, error)
 	gather time.Duration
@@ -26,10 +28,11 @@ type watermarks struct {
 	wg    sync.WaitGroup
 
 	mu      sync.Mutex
-	running bool       // a query is gathering its readers or running
-	next    *markQuery // the query the readers arriving now will share
-	queries int        // how many have run (tests)
-	asks    int        // how many readers have asked (tests)
+	running bool          // a query is gathering its readers or running
+	next    *markQuery    // the query the readers arriving now will share
+	hurry   chan struct{} // closed to end the pending query's gathering; nil if none gathers
+	queries int           // how many have run (tests)
+	asks    int           // how many readers have asked (tests)
 }
 
 // markGather is how long a watermark query waits for more readers after the first. It is
@@ -52,17 +55,22 @@ type markQuery struct {
 // reader's context.
 const markTimeout = 10 * time.Second
 
-// get returns a watermark computed after get was called.
-func (m *watermarks) get(ctx context.Context) (uint64, error) {
+// get returns a watermark computed after get was called; gather says whether the query
+// may wait for other readers first (subscriptions).
+func (m *watermarks) get(ctx context.Context, gather bool) (uint64, error) {
 	m.mu.Lock()
 	m.asks++
 	q := m.next
-	if q == nil {
+	switch {
+	case q == nil:
 		q = &markQuery{done: make(chan struct{})}
 		m.next = q
 		if !m.running {
-			m.startLocked(m.gather)
+			m.startLocked(gather)
 		}
+	case !gather && m.hurry != nil:
+		close(m.hurry)
+		m.hurry = nil
 	}
 	m.mu.Unlock()
 	select {
@@ -73,21 +81,30 @@ func (m *watermarks) get(ctx context.Context) (uint64, error) {
 	}
 }
 
-// startLocked runs the next query once gather has passed; the readers that arrive until
-// then share it, and those arriving while it runs wait for the one after it, which starts
-// at once when it ends (they have waited a query already).
-func (m *watermarks) startLocked(gather time.Duration) {
+// startLocked runs the next query, after the gathering time if gather; the readers that
+// arrive until it starts share it, and those arriving while it runs wait for the one
+// after it, which starts at once when it ends (they have waited a query already).
+func (m *watermarks) startLocked(gather bool) {
 	m.running = true
 	m.queries++
 	m.wg.Add(1)
+	var hurry chan struct{}
+	if gather && m.gather > 0 {
+		hurry = make(chan struct{})
+		m.hurry = hurry
+	}
 	go func() {
 		defer m.wg.Done()
-		if gather > 0 {
-			<-m.after(gather)
+		if hurry != nil {
+			select {
+			case <-m.after(m.gather):
+			case <-hurry:
+			}
 		}
 		m.mu.Lock()
 		q := m.next
 		m.next = nil
+		m.hurry = nil
 		m.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
 		q.w, q.err = m.query(ctx)
@@ -96,7 +113,7 @@ func (m *watermarks) startLocked(gather time.Duration) {
 		m.mu.Lock()
 		m.running = false
 		if m.next != nil {
-			m.startLocked(0)
+			m.startLocked(false)
 		}
 		m.mu.Unlock()
 	}()

@@ -217,7 +217,7 @@ func TestWatermarkGathersTheReadersOfAMoment(t *testing.T) {
 	}
 	first := make(chan answer, 3)
 	for range 3 {
-		go func() { w, err := m.get(ctx); first <- answer{w, err} }()
+		go func() { w, err := m.get(ctx, true); first <- answer{w, err} }()
 	}
 	asked(3)
 	select { // the gathering time is over: the one query runs
@@ -229,7 +229,7 @@ func TestWatermarkGathersTheReadersOfAMoment(t *testing.T) {
 		runtime.Gosched()
 	}
 	late := make(chan answer, 1)
-	go func() { w, err := m.get(ctx); late <- answer{w, err} }()
+	go func() { w, err := m.get(ctx, true); late <- answer{w, err} }()
 	asked(4)
 	close(release)
 	for range 3 {
@@ -242,5 +242,44 @@ func TestWatermarkGathersTheReadersOfAMoment(t *testing.T) {
 	}
 	if n := runs.Load(); n != 2 {
 		t.Fatalf("%d queries for 4 readers, want 2", n)
+	}
+}
+
+// A reader that does not gather (ReadAll, Head) starts a query at once, and ends the
+// gathering of a pending one that it joins.
+func TestWatermarkReadersThatDoNotGatherDoNotWait(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var runs atomic.Uint64
+	m := newWatermarks(func(context.Context) (uint64, error) { return runs.Add(1), nil })
+	m.after = func(time.Duration) <-chan time.Time { return nil } // a gathering never ends by itself
+	if w, err := m.get(ctx, false); err != nil || w != 1 {
+		t.Fatalf("a reader alone got W %d, %v: want a query of its own at once", w, err)
+	}
+	gathering := make(chan uint64, 1)
+	go func() {
+		w, err := m.get(ctx, true)
+		if err != nil {
+			t.Error(err)
+		}
+		gathering <- w
+	}()
+	for {
+		m.mu.Lock()
+		pending := m.hurry != nil
+		m.mu.Unlock()
+		if pending {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the subscription's query never started gathering")
+		}
+		runtime.Gosched()
+	}
+	if w, err := m.get(ctx, false); err != nil || w != 2 {
+		t.Fatalf("a reader joining a gathering query got W %d, %v: want that query's, run at once", w, err)
+	}
+	if w := <-gathering; w != 2 {
+		t.Fatalf("the gathering reader got W %d, want 2", w)
 	}
 }
