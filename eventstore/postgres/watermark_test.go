@@ -124,6 +124,7 @@ func TestWatermarkPassesTransactionsEndedAfterTheSnapshot(t *testing.T) {
 	}
 	if w := watermarkAt(); w > x {
 		t.Errorf("W %d passes transaction %d while an append holds a stream lock with no id lock shown", w, x)
+		logLocks(t, s, snapshot)
 	}
 	if err := appender.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -282,4 +283,22 @@ func TestWatermarkReadersThatDoNotGatherDoNotWait(t *testing.T) {
 	if w := <-gathering; w != 2 {
 		t.Fatalf("the gathering reader got W %d, want 2", w)
 	}
+}
+
+// logLocks logs what the watermark query reads, for a failure that depends on it.
+func logLocks(t *testing.T, s *Store, snapshot string) {
+	t.Helper()
+	rows, err := s.Pool().Query(t.Context(), `SELECT locktype, database, classid, objid, objsubid,
+		virtualtransaction, transactionid, mode, granted, pid, current_database()
+		FROM pg_locks WHERE locktype IN ('advisory', 'transactionid')`)
+	if err != nil {
+		t.Logf("pg_locks: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		v, err := rows.Values()
+		t.Logf("pg_locks row %v %v", v, err)
+	}
+	t.Logf("snapshot %s", snapshot)
 }
