@@ -16,13 +16,12 @@ import (
 //
 // The consumers wake on connections of their own, so their asks arrive spread over a
 // millisecond or so; a subscription's ask that finds no query pending starts one only
-// gather later, so that those asks share it rather than running one each (still 13,117
+// markGather later, so that those asks share it rather than running one each (still 13,117
 // queries for 15,070 decisions without it). Other readers (ReadAll, Head: audits,
 // rebuilds, status) read page after page on their own and would only wait: their asks
 // start a query at once, or end the gathering of a pending one.
 type watermarks struct {
-	query  func(ctx context.Context) (uint64, error)
-	gather time.Duration
+	query func(ctx context.Context) (uint64, error)
 	// after waits d (time.After; tests hold it to decide who arrives in time).
 	after func(d time.Duration) <-chan time.Time
 	wg    sync.WaitGroup
@@ -41,7 +40,7 @@ type watermarks struct {
 const markGather = time.Millisecond
 
 func newWatermarks(query func(ctx context.Context) (uint64, error)) *watermarks {
-	return &watermarks{query: query, gather: markGather, after: time.After}
+	return &watermarks{query: query, after: time.After}
 }
 
 // markQuery is one run of the query and the readers waiting for it.
@@ -89,7 +88,7 @@ func (m *watermarks) startLocked(gather bool) {
 	m.queries++
 	m.wg.Add(1)
 	var hurry chan struct{}
-	if gather && m.gather > 0 {
+	if gather {
 		hurry = make(chan struct{})
 		m.hurry = hurry
 	}
@@ -97,7 +96,7 @@ func (m *watermarks) startLocked(gather bool) {
 		defer m.wg.Done()
 		if hurry != nil {
 			select {
-			case <-m.after(m.gather):
+			case <-m.after(markGather):
 			case <-hurry:
 			}
 		}
