@@ -9,6 +9,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// ChurnedTables are the mailer's tables whose rows are replaced all the time: every
+// delivery's claim, lease and outcome is an update that leaves a dead row (pgvacuum).
+func ChurnedTables() []string { return []string{"mail_deliveries"} }
+
 // DeliveryCount is how many rows of the delivery log have one kind and state.
 type DeliveryCount struct {
 	Kind, State string

@@ -16,6 +16,10 @@ type QueueStat struct {
 	Oldest time.Time
 }
 
+// QueueTables are the intake queues' tables: a row is deleted once its command is
+// decided, so they are all churn (pgvacuum).
+func QueueTables() []string { return []string{tables[topicRequest], tables[topicResend]} }
+
 // QueueStats reads both intake queues (for metrics, at scrape time). Rows being decided
 // right now are still counted: they leave the table when their command is decided.
 func QueueStats(ctx context.Context, pool *pgxpool.Pool) ([]QueueStat, error) {

@@ -18,6 +18,7 @@ import (
 	"selfreset/config"
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
+	"selfreset/internal/pgvacuum"
 	"selfreset/mailer"
 	"selfreset/metrics"
 	"selfreset/password"
@@ -229,6 +230,13 @@ func (s *server) buildWorker(ctx context.Context) error {
 		defer func() { _ = mailer.CloseDriver(driver) }() // the smtp driver's open sessions
 		return sender.Run(ctx)
 	})
+	// The queues' dead rows would slow every claim until autovacuum came (pgvacuum).
+	churned := append(reset.QueueTables(), mailer.ChurnedTables()...)
+	s.start("queue vacuum", every(pgvacuum.Every, func(ctx context.Context) {
+		if _, err := pgvacuum.Tidy(ctx, s.pool, churned, pgvacuum.MinDead); err != nil && ctx.Err() == nil {
+			c.log.Warn("vacuuming the queues failed", "err", err)
+		}
+	}))
 	if sealer := newSealer(s.app, s.cfg, h, c.log); sealer != nil {
 		s.start("audit sealer", sealer.Run)
 	}
