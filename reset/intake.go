@@ -265,6 +265,9 @@ type WorkerConfig struct {
 	// NoTypedAddressNotice turns off the "Password Reset Error" email to a typed address
 	// that is not the account's verified one (SELFRESET_NOTIFY_UNKNOWN_RECIPIENTS=false).
 	NoTypedAddressNotice bool
+	// Front, when set, is the answers in progress of the Service in this process: while
+	// they saturate it, one subscriber claims and decides at a time (Front).
+	Front *Front
 	// ackDeadline is how long a subscriber waits for one command of its batch before it
 	// gives the batch's undecided rows back (handlerTimeout; shorter in tests).
 	ackDeadline time.Duration
@@ -278,6 +281,7 @@ type Worker struct {
 	keys   *secret.Keyring
 	log    *slog.Logger
 	notice bool // mail typed addresses the fixed Password Reset Error text
+	gate   *yieldGate
 }
 
 // handlerTimeout bounds one command; past it the row is left for redelivery.
@@ -326,13 +330,14 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 		middleware.Retry{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: 2 * time.Second,
 			Multiplier: 2, RandomizationFactor: 0.5, Logger: wlog}.Middleware,
 	)
-	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice}
+	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice,
+		gate: newYieldGate(c.Front)}
 	proc, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
 			return topicFor(p.CommandName)
 		},
 		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
-			return wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+			return wsql.NewSubscriber(gatedBeginner{Beginner: wsql.BeginnerFromPgx(pool), gate: w.gate}, wsql.SubscriberConfig{
 				SchemaAdapter:  newQueueSchema(),
 				OffsetsAdapter: newQueueOffsets(),
 				PollInterval:   c.PollInterval,

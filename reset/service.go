@@ -77,6 +77,9 @@ type Config struct {
 	// PublishTimeout bounds queuing one command (default 5s): past it the answer is
 	// ErrUnavailable rather than a hang.
 	PublishTimeout time.Duration
+	// Front, when set, counts the answers in progress for this process's intake worker
+	// (WorkerConfig.Front).
+	Front *Front
 }
 
 // Service is the reset protocol.
@@ -87,6 +90,7 @@ type Service struct {
 	intake  Sender
 	log     *slog.Logger
 	timeout time.Duration
+	front   *Front
 }
 
 // New builds a Service.
@@ -99,7 +103,8 @@ func New(c Config) (*Service, error) {
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
 	}
-	return &Service{cmds: c.Commands, keys: c.Keyring, clock: c.Clock, intake: c.Intake, log: c.Logger, timeout: c.PublishTimeout}, nil
+	return &Service{cmds: c.Commands, keys: c.Keyring, clock: c.Clock, intake: c.Intake, log: c.Logger,
+		timeout: c.PublishTimeout, front: c.Front}, nil
 }
 
 // Accepted is the answer to a request or resend: the reset id to use from now on and
@@ -128,6 +133,7 @@ func (s *Service) Expired(ref Ref) bool {
 // metadata (commands.WithMetadata) travels with the command. The error is ErrUnavailable
 // (wrapping the cause) when the command could not be queued.
 func (s *Service) RequestReset(ctx context.Context, provider, login, email string) (Accepted, error) {
+	defer s.front.answer()()
 	code := domain.Clip(domain.NormalizeProviderCode(provider), domain.MaxIdentLen)
 	login = domain.Clip(domain.NormalizeLogin(login), domain.MaxIdentLen)
 	ref := newResetRef(s.keys, code, login, email, s.clock.Now())
@@ -146,6 +152,7 @@ func (s *Service) RequestReset(ctx context.Context, provider, login, email strin
 // is queued either way for a reset id of ours (after expiry the owner of a matched
 // request gets a Password Reset Error email), so the work does not depend on a match.
 func (s *Service) ResendReset(ctx context.Context, resetID string) (Accepted, error) {
+	defer s.front.answer()()
 	ref, ok := openResetID(s.keys, resetID)
 	if !ok {
 		return Accepted{}, ErrNotFound

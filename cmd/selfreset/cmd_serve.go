@@ -99,6 +99,9 @@ type server struct {
 	keys     *secret.Keyring
 	metrics  *metrics.Metrics // nil: SELFRESET_METRICS_ADDR is not set
 	observer httpapi.Observer
+	// front counts this process's Forgot Password answers in progress, which its intake
+	// worker gives way to (role all; alone, either role has nothing to give way to).
+	front *reset.Front
 
 	parts   []part   // what run starts
 	closers []func() // what close releases, in reverse
@@ -130,6 +133,9 @@ func (s *server) build(ctx context.Context, migrate bool) error {
 	}
 	if err := s.buildCommands(); err != nil {
 		return err
+	}
+	if s.role == roleAll {
+		s.front = reset.NewFront()
 	}
 	if s.role != roleWorker {
 		if err := s.buildWeb(ctx); err != nil {
@@ -219,7 +225,7 @@ func (s *server) buildWorker(ctx context.Context) error {
 		return err
 	}
 	worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: s.pool, Commands: h, Keyring: keys,
-		Logger: c.log, Concurrency: s.cfg.ResetWorkers, NoTypedAddressNotice: !s.cfg.NotifyUnknownRecipients})
+		Logger: c.log, Concurrency: s.cfg.ResetWorkers, NoTypedAddressNotice: !s.cfg.NotifyUnknownRecipients, Front: s.front})
 	if err != nil {
 		return err
 	}
@@ -253,7 +259,7 @@ func (s *server) buildWeb(ctx context.Context) error {
 		return err
 	}
 	s.onClose(func() { bus.Close() })
-	resets, err := reset.New(reset.Config{Commands: h, Keyring: s.keys, Clock: h, Intake: bus, Logger: c.log})
+	resets, err := reset.New(reset.Config{Commands: h, Keyring: s.keys, Clock: h, Intake: bus, Logger: c.log, Front: s.front})
 	if err != nil {
 		return err
 	}

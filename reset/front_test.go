@@ -1,0 +1,196 @@
+package reset
+
+import (
+	"context"
+	stdsql "database/sql"
+	"runtime"
+	"testing"
+	"time"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+
+	"selfreset/domain"
+)
+
+// heldTime is a yieldGate's clock that moves only when the test says.
+type heldTime struct{ tick chan time.Time }
+
+func (h heldTime) after(time.Duration) <-chan time.Time { return h.tick }
+
+// entered starts an enter in the background and tells when it returns.
+func entered(ctx context.Context, g *yieldGate) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- g.enter(ctx) }()
+	return done
+}
+
+func mustNotReturn(t *testing.T, what string, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s returned (%v) while it should wait", what, err)
+	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+func mustReturn(t *testing.T, what string, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s still waits", what)
+	}
+}
+
+func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
+	ctx := t.Context()
+	front := NewFront()
+	clock := heldTime{tick: make(chan time.Time)}
+	g := newYieldGate(front)
+	g.after = clock.after
+	busy := answersPerCPU*runtime.GOMAXPROCS(0) + 1
+
+	// Not saturated: decisions run side by side.
+	for range 3 {
+		mustReturn(t, "a decision beside an idle front", entered(ctx, g))
+	}
+	for range 3 {
+		g.leave()
+	}
+
+	// Saturated: one at a time.
+	var done []func()
+	for range busy {
+		done = append(done, front.answer())
+	}
+	mustReturn(t, "the first decision", entered(ctx, g))
+	second := entered(ctx, g)
+	mustNotReturn(t, "a second decision beside a saturated front", second)
+	clock.tick <- time.Now() // it looks again: still saturated
+	mustNotReturn(t, "a second decision after a recheck", second)
+	g.leave()
+	mustReturn(t, "the second decision once the first left", second)
+
+	// The front calms down: a waiting decision goes at its next look.
+	third := entered(ctx, g)
+	mustNotReturn(t, "a third decision", third)
+	for _, d := range done {
+		d()
+	}
+	clock.tick <- time.Now()
+	mustReturn(t, "the third decision once the front is no longer saturated", third)
+
+	// A waiting decision whose context ends stops waiting.
+	for range busy {
+		done = append(done, front.answer())
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	fourth := entered(cctx, g)
+	mustNotReturn(t, "a fourth decision", fourth)
+	cancel()
+	select {
+	case err := <-fourth:
+		if err == nil {
+			t.Fatal("a cancelled wait entered")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled wait still waits")
+	}
+}
+
+func TestANilFrontNeverSaturates(t *testing.T) {
+	var f *Front
+	f.answer()()
+	if f.Answering() != 0 || f.saturated() {
+		t.Fatal("a nil Front counts answers")
+	}
+}
+
+// fakeBeginner begins transactions that do nothing.
+type fakeBeginner struct{ wsql.Beginner }
+
+type fakeTx struct{ wsql.Tx }
+
+func (fakeBeginner) BeginTx(context.Context, *stdsql.TxOptions) (wsql.Tx, error) {
+	return fakeTx{}, nil
+}
+func (fakeTx) Commit() error   { return nil }
+func (fakeTx) Rollback() error { return stdsql.ErrTxDone }
+
+// The intake's claims pass the gate: while the front is saturated, a second claim's BEGIN
+// waits for the first claim's transaction to end, however it ends, and ending it twice
+// (watermill rolls back after a failed commit) leaves the gate once.
+func TestClaimsWaitAtTheGateWhileTheFrontIsSaturated(t *testing.T) {
+	ctx := t.Context()
+	front := NewFront()
+	for range answersPerCPU*runtime.GOMAXPROCS(0) + 1 {
+		front.answer()
+	}
+	g := newYieldGate(front)
+	g.after = heldTime{tick: make(chan time.Time)}.after
+	b := gatedBeginner{Beginner: fakeBeginner{}, gate: g}
+	begin := func() (<-chan wsql.Tx, <-chan error) {
+		txs, errs := make(chan wsql.Tx, 1), make(chan error, 1)
+		go func() {
+			tx, err := b.BeginTx(ctx, nil)
+			txs <- tx
+			errs <- err
+		}()
+		return txs, errs
+	}
+	firstTx, firstErr := begin()
+	mustReturn(t, "the first claim", firstErr)
+	first := <-firstTx
+	secondTx, secondErr := begin()
+	mustNotReturn(t, "a second claim", secondErr)
+	_ = first.Commit()
+	_ = first.Rollback() // again: must not let a third claim in beside the second
+	mustReturn(t, "the second claim once the first committed", secondErr)
+	second := <-secondTx
+	_, thirdErr := begin()
+	mustNotReturn(t, "a third claim beside the second", thirdErr)
+	_ = second.Rollback()
+	mustReturn(t, "the third claim once the second rolled back", thirdErr)
+}
+
+// blockingSender holds every Send until release is closed.
+type blockingSender struct{ sending, release chan struct{} }
+
+func (b blockingSender) Send(context.Context, any) error {
+	b.sending <- struct{}{}
+	<-b.release
+	return nil
+}
+
+// stubPolicy is the Commands a Service needs for answering: only the policy.
+type stubPolicy struct{ Commands }
+
+func (stubPolicy) Policy() domain.Policy { return domain.DefaultPolicy() }
+
+func TestTheServiceCountsTheAnswersInProgress(t *testing.T) {
+	front := NewFront()
+	send := blockingSender{sending: make(chan struct{}), release: make(chan struct{})}
+	svc, err := New(Config{Commands: stubPolicy{}, Keyring: testKeyring(t, "k1", "k1"), Intake: send, Front: front})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() {
+		_, err := svc.RequestReset(t.Context(), "ACME", "jdoe", "j@example.org")
+		done <- err
+	}()
+	<-send.sending
+	if got := front.Answering(); got != 1 {
+		t.Fatalf("%d answers in progress during a Forgot Password, want 1", got)
+	}
+	close(send.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := front.Answering(); got != 0 {
+		t.Fatalf("%d answers in progress after it, want 0", got)
+	}
+}
