@@ -31,12 +31,15 @@ const MinDead = 1000
 // Tidy vacuums those of tables (in the current schema) whose statistics count at least
 // minDead dead rows, and returns their names. The counts come from the cumulative
 // statistics, which backends report about once a second. A table another VACUUM holds
-// is skipped (SKIP_LOCKED); one this role does not own is skipped by PostgreSQL with a
-// warning, so a replica without the right changes nothing.
+// is skipped (SKIP_LOCKED), and so is one this role may not vacuum (it stays with
+// autovacuum).
 func Tidy(ctx context.Context, pool *pgxpool.Pool, tables []string, minDead int) ([]string, error) {
-	rows, err := pool.Query(ctx, `SELECT relname FROM pg_stat_user_tables
-		WHERE schemaname = current_schema() AND relname = ANY($1) AND n_dead_tup >= $2
-		ORDER BY relname`, tables, minDead)
+	// Only tables this role may vacuum (their owner, or a superuser): PostgreSQL would skip
+	// the others with a warning in its log, once a second.
+	rows, err := pool.Query(ctx, `SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+		WHERE s.schemaname = current_schema() AND s.relname = ANY($1) AND s.n_dead_tup >= $2
+		  AND (pg_has_role(c.relowner, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))
+		ORDER BY s.relname`, tables, minDead)
 	if err != nil {
 		return nil, fmt.Errorf("pgvacuum: dead rows: %w", err)
 	}

@@ -2,6 +2,8 @@ package pgvacuum
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"slices"
 	"testing"
 	"time"
@@ -73,4 +75,57 @@ func TestTidyVacuumsOnlyTablesWithEnoughDeadRows(t *testing.T) {
 			t.Errorf("%s: %d vacuums, %d dead rows left; want %d vacuums and, if vacuumed, none left", table, vacuums, dead, wantVacuums)
 		}
 	}
+}
+
+// A role that may not vacuum a table leaves it alone rather than asking PostgreSQL to skip
+// it with a warning every second.
+func TestTidyLeavesTablesItMayNotVacuum(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	url := testdb.New(t)
+	owner, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(owner.Close) // after the role is dropped (cleanups run last first)
+	role := "pgvacuum_t_" + randomSuffix(t)
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` NOLOGIN`,
+		`CREATE TABLE churn (id bigint PRIMARY KEY)`,
+		`GRANT SELECT ON churn TO ` + role,
+		`INSERT INTO churn SELECT generate_series(1, 2000)`,
+		`DELETE FROM churn`,
+		`SELECT pg_stat_force_next_flush()`,
+		`SELECT 1`,
+	} {
+		if _, err := owner.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = owner.Exec(context.Background(), `DROP TABLE churn; DROP ROLE `+role) })
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["role"] = role
+	other, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	got, err := Tidy(ctx, other, []string{"churn"}, MinDead)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("a role that does not own the table vacuumed %q (%v)", got, err)
+	}
+	if got, err := Tidy(ctx, owner, []string{"churn"}, MinDead); err != nil || len(got) != 1 {
+		t.Fatalf("the owner vacuumed %q (%v), want the table", got, err)
+	}
+}
+
+func randomSuffix(t *testing.T) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }
