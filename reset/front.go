@@ -28,7 +28,7 @@ import (
 // places gained the answers about the same (a seventh), so the one that holds nothing open
 // was kept.
 type Front struct {
-	answering atomic.Int64
+	inProgress atomic.Int64
 }
 
 // NewFront returns a Front counting nothing yet.
@@ -39,22 +39,22 @@ func (f *Front) answer() func() {
 	if f == nil {
 		return func() {}
 	}
-	f.answering.Add(1)
-	return func() { f.answering.Add(-1) }
+	f.inProgress.Add(1)
+	return func() { f.inProgress.Add(-1) }
 }
 
-// Answering is how many answers are in progress (0 for a nil Front).
-func (f *Front) Answering() int {
+// answering is how many answers are in progress (0 for a nil Front).
+func (f *Front) answering() int {
 	if f == nil {
 		return 0
 	}
-	return int(f.answering.Load())
+	return int(f.inProgress.Load())
 }
 
 // saturated reports whether more answers are in progress than the process's CPUs run
 // at once, several times over: they are queueing for the CPUs.
 func (f *Front) saturated() bool {
-	return f.Answering() > answersPerCPU*runtime.GOMAXPROCS(0)
+	return f.answering() > answersPerCPU*runtime.GOMAXPROCS(0)
 }
 
 const (

@@ -104,7 +104,7 @@ func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
 func TestANilFrontNeverSaturates(t *testing.T) {
 	var f *Front
 	f.answer()()
-	if f.Answering() != 0 || f.saturated() {
+	if f.answering() != 0 || f.saturated() {
 		t.Fatal("a nil Front counts answers")
 	}
 }
@@ -183,14 +183,14 @@ func TestTheServiceCountsTheAnswersInProgress(t *testing.T) {
 		done <- err
 	}()
 	<-send.sending
-	if got := front.Answering(); got != 1 {
+	if got := front.answering(); got != 1 {
 		t.Fatalf("%d answers in progress during a Forgot Password, want 1", got)
 	}
 	close(send.release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := front.Answering(); got != 0 {
+	if got := front.answering(); got != 0 {
 		t.Fatalf("%d answers in progress after it, want 0", got)
 	}
 }

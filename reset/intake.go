@@ -281,7 +281,6 @@ type Worker struct {
 	keys   *secret.Keyring
 	log    *slog.Logger
 	notice bool // mail typed addresses the fixed Password Reset Error text
-	gate   *yieldGate
 }
 
 // handlerTimeout bounds one command; past it the row is left for redelivery.
@@ -330,14 +329,17 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 		middleware.Retry{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: 2 * time.Second,
 			Multiplier: 2, RandomizationFactor: 0.5, Logger: wlog}.Middleware,
 	)
-	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice,
-		gate: newYieldGate(c.Front)}
+	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice}
+	var beginner wsql.Beginner = wsql.BeginnerFromPgx(pool)
+	if c.Front != nil { // nothing to give way to otherwise
+		beginner = gatedBeginner{Beginner: beginner, gate: newYieldGate(c.Front)}
+	}
 	proc, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
 			return topicFor(p.CommandName)
 		},
 		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
-			return wsql.NewSubscriber(gatedBeginner{Beginner: wsql.BeginnerFromPgx(pool), gate: w.gate}, wsql.SubscriberConfig{
+			return wsql.NewSubscriber(beginner, wsql.SubscriberConfig{
 				SchemaAdapter:  newQueueSchema(),
 				OffsetsAdapter: newQueueOffsets(),
 				PollInterval:   c.PollInterval,

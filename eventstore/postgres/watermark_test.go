@@ -227,6 +227,9 @@ func TestWatermarkGathersTheReadersOfAMoment(t *testing.T) {
 		t.Fatal("no query was gathering its readers")
 	}
 	for runs.Load() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the gathered query never ran")
+		}
 		runtime.Gosched()
 	}
 	late := make(chan answer, 1)

@@ -2,9 +2,8 @@ package pgvacuum
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,7 +87,8 @@ func TestTidyLeavesTablesItMayNotVacuum(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(owner.Close) // after the role is dropped (cleanups run last first)
-	role := "pgvacuum_t_" + randomSuffix(t)
+	// Roles are the server's, not the database's: named after this test's database.
+	role := "pgvacuum_t_" + strings.TrimPrefix(owner.Config().ConnConfig.Database, "selfreset_t_")
 	for _, q := range []string{
 		`CREATE ROLE ` + role + ` NOLOGIN`,
 		`CREATE TABLE churn (id bigint PRIMARY KEY)`,
@@ -120,12 +120,4 @@ func TestTidyLeavesTablesItMayNotVacuum(t *testing.T) {
 	if got, err := Tidy(ctx, owner, []string{"churn"}, MinDead); err != nil || len(got) != 1 {
 		t.Fatalf("the owner vacuumed %q (%v), want the table", got, err)
 	}
-}
-
-func randomSuffix(t *testing.T) string {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
