@@ -330,10 +330,7 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 			Multiplier: 2, RandomizationFactor: 0.5, Logger: wlog}.Middleware,
 	)
 	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice}
-	var beginner wsql.Beginner = wsql.BeginnerFromPgx(pool)
-	if c.Front != nil { // nothing to give way to otherwise
-		beginner = gatedBeginner{Beginner: beginner, gate: newYieldGate(c.Front)}
-	}
+	beginner := claimBeginner(pool, c.Front)
 	proc, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
 			return topicFor(p.CommandName)
@@ -369,6 +366,16 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 		}
 	}
 	return w, nil
+}
+
+// claimBeginner begins the subscribers' claim transactions on pool, through the gate of
+// front when there is one (Front); without, there is nothing to give way to.
+func claimBeginner(pool *pgxpool.Pool, front *Front) wsql.Beginner {
+	b := wsql.BeginnerFromPgx(pool)
+	if front == nil {
+		return b
+	}
+	return gatedBeginner{Beginner: b, gate: newYieldGate(front)}
 }
 
 // Run consumes until ctx ends, then lets running commands finish (up to 30s) and
