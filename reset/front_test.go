@@ -147,13 +147,19 @@ func TestClaimsWaitAtTheGateWhileTheFrontIsSaturated(t *testing.T) {
 	secondTx, secondErr := begin()
 	mustNotReturn(t, "a second claim", secondErr)
 	_ = first.Commit()
-	_ = first.Rollback() // again: must not let a third claim in beside the second
 	mustReturn(t, "the second claim once the first committed", secondErr)
 	second := <-secondTx
-	_, thirdErr := begin()
+	thirdTx, thirdErr := begin()
 	mustNotReturn(t, "a third claim beside the second", thirdErr)
 	_ = second.Rollback()
 	mustReturn(t, "the third claim once the second rolled back", thirdErr)
+	third := <-thirdTx
+	_, fourthErr := begin()
+	_ = third.Commit()
+	_ = third.Rollback() // again: must not let a fifth claim in beside the fourth
+	mustReturn(t, "the fourth claim once the third ended", fourthErr)
+	_, fifthErr := begin()
+	mustNotReturn(t, "a fifth claim beside the fourth", fifthErr)
 }
 
 // blockingSender holds every Send until release is closed.
