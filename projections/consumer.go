@@ -51,12 +51,13 @@ func (r *Runner) session(ctx context.Context, p Projection, log *slog.Logger) er
 	f := follow(ctx, r.cfg.Store, after, r.cfg.Feed)
 	defer f.close()
 	one := r.eventHandler(conn, p)
+	cur := &cursor{pos: after, known: true}
 	for {
 		batch, err := f.next(ctx, conn)
 		if err != nil {
 			return err
 		}
-		if err := r.deliver(ctx, conn, p, one, batch); err != nil {
+		if err := r.deliver(ctx, conn, p, one, batch, cur); err != nil {
 			return err
 		}
 	}
@@ -65,11 +66,12 @@ func (r *Runner) session(ctx context.Context, p Projection, log *slog.Logger) er
 // deliver applies batch to p on conn, in one transaction when it can. A batch that fails
 // for the events' or the projection's fault (or keeps failing after the retries) is then
 // applied event by event through one, so retries and parking isolate the bad event.
-func (r *Runner) deliver(ctx context.Context, conn *pgx.Conn, p Projection, one message.HandlerFunc, batch []eventstore.RecordedEvent) error {
+func (r *Runner) deliver(ctx context.Context, conn *pgx.Conn, p Projection, one message.HandlerFunc, batch []eventstore.RecordedEvent, cur *cursor) error {
 	var tried string
-	if len(batch) > 1 {
+	// One event goes the batch's way too when its pass can be pipelined (one round trip).
+	if len(batch) > 1 || cur.known && pipelined(p) {
 		var err error
-		if tried, err = r.deliverBatch(ctx, conn, p, batch); err == nil {
+		if tried, err = r.deliverBatch(ctx, conn, p, batch, cur); err == nil {
 			return nil
 		}
 		if err := stopped(ctx, conn); err != nil {
@@ -77,6 +79,7 @@ func (r *Runner) deliver(ctx context.Context, conn *pgx.Conn, p Projection, one 
 		}
 		r.log.Warn("projections: batch not applied; applying its events one by one", "consumer", p.Name(), "events", len(batch), "error", err)
 	}
+	cur.known = false // the event-by-event path moves the checkpoint (and parks) its own way
 	for _, rec := range batch {
 		if err := r.deliverOne(ctx, conn, one, rec, rec.ID.String() == tried); err != nil {
 			return err
@@ -87,10 +90,10 @@ func (r *Runner) deliver(ctx context.Context, conn *pgx.Conn, p Projection, one 
 
 // deliverBatch applies batch in one transaction, retrying failures of the runner's own
 // work (watermill's Retry middleware); tried names the event whose Apply failed.
-func (r *Runner) deliverBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent) (tried string, err error) {
+func (r *Runner) deliverBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent, cur *cursor) (tried string, err error) {
 	h := r.retry().Middleware(middleware.Recoverer(func(*message.Message) ([]*message.Message, error) {
 		var err error
-		tried, err = r.processBatch(ctx, conn, p, batch)
+		tried, err = r.processBatch(ctx, conn, p, batch, cur)
 		return nil, err
 	}))
 	// The message only carries the cancellation the retries wait on: the batch is the

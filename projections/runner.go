@@ -264,7 +264,7 @@ func (r *Runner) process(ctx context.Context, conn *pgx.Conn, p Projection, e En
 // events or the projection (decoding, Apply, a panic) rolls it all back and returns
 // errSplit, with tried naming the event whose Apply failed, so each event is then handled
 // alone; failures of the runner's own work are returned as they are and retried.
-func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent) (tried string, err error) {
+func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent, cur *cursor) (tried string, err error) {
 	name := p.Name()
 	envs := make([]Envelope, 0, len(batch))
 	for _, rec := range batch {
@@ -279,6 +279,20 @@ func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection,
 			h(name, e)
 		}
 	}
+	if cur.known && pipelined(p) {
+		to, tried, hookErr, err := r.applyPipelined(ctx, conn, p, cur.pos, envs)
+		switch {
+		case hookErr != nil:
+			return "", hookErr
+		case err == nil:
+			cur.pos = to
+			return "", nil
+		case !errors.Is(err, errCheckpointMoved):
+			cur.known = false
+			return batchFailed(ctx, conn, name, tried, err)
+		}
+		cur.known = false // a rebuild moved it: read it under the lock
+	}
 	tx, err := begin(ctx, conn)
 	if err != nil {
 		return "", fmt.Errorf("projections: %s: begin: %w", name, err)
@@ -291,18 +305,30 @@ func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection,
 	}
 	applied, tried, err := r.applyAfter(ctx, tx, p, cp, envs)
 	if err != nil {
-		if ctx.Err() != nil || tx.Conn().IsClosed() {
-			return "", fmt.Errorf("projections: %s: %w", name, err)
-		}
-		if errors.Is(err, errPipelined) {
-			tried = "" // a pipelined write failed: which event's is not known
-		}
-		return tried, fmt.Errorf("%w: %s: %w", errSplit, name, err)
+		return batchFailed(ctx, conn, name, tried, err)
 	}
 	if len(applied) == 0 {
-		return "", commit(ctx, tx, name)
+		err = commit(ctx, tx, name)
+	} else {
+		err = r.commitApplied(ctx, tx, name, cp, applied)
+		cp = applied[len(applied)-1].Record.Position
 	}
-	return "", r.commitApplied(ctx, tx, name, cp, applied)
+	if err == nil {
+		*cur = cursor{pos: cp, known: true}
+	}
+	return "", err
+}
+
+// batchFailed is processBatch's answer to a failed Apply or write: the batch is split
+// unless the failure is the session's (ctx ended, connection lost).
+func batchFailed(ctx context.Context, conn *pgx.Conn, name, tried string, err error) (string, error) {
+	if ctx.Err() != nil || conn.IsClosed() {
+		return "", fmt.Errorf("projections: %s: %w", name, err)
+	}
+	if errors.Is(err, errPipelined) {
+		tried = "" // a pipelined write failed: which event's is not known
+	}
+	return tried, fmt.Errorf("%w: %s: %w", errSplit, name, err)
 }
 
 // applyAfter applies to p, in tx, the events after the checkpoint cp, and returns them;
@@ -310,18 +336,24 @@ func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection,
 // writes of read models and WriteOnly projections are pipelined (their contract lets
 // Apply ignore command tags); other projections read theirs.
 func (r *Runner) applyAfter(ctx context.Context, tx pgx.Tx, p Projection, cp eventstore.Position, envs []Envelope) (applied []Envelope, tried string, err error) {
+	if !pipelined(p) {
+		return r.applyEach(ctx, tx, p, cp, envs)
+	}
+	pt := &pipelinedTx{Tx: tx}
+	if applied, tried, err = r.applyEach(ctx, pt, p, cp, envs); err != nil {
+		return applied, tried, err
+	}
+	return applied, tried, pt.flush(ctx)
+}
+
+// applyEach applies to p, in atx, the events of envs after cp, and returns them; tried
+// is the id of the last event Apply was called with, and a panic is an error.
+func (r *Runner) applyEach(ctx context.Context, atx pgx.Tx, p Projection, cp eventstore.Position, envs []Envelope) (applied []Envelope, tried string, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("panic: %v", v)
 		}
 	}()
-	var atx pgx.Tx = tx
-	var pt *pipelinedTx
-	switch p.(type) {
-	case ReadModel, WriteOnly:
-		pt = &pipelinedTx{Tx: tx}
-		atx = pt
-	}
 	for _, e := range envs {
 		if !cp.Less(e.Record.Position) {
 			if h := r.cfg.hooks.skipped; h != nil {
@@ -334,9 +366,6 @@ func (r *Runner) applyAfter(ctx context.Context, tx pgx.Tx, p Projection, cp eve
 			return applied, tried, fmt.Errorf("apply %s (event %s at %s): %w", e.Record.Type, e.Record.ID, e.Record.Position, err)
 		}
 		applied = append(applied, e)
-	}
-	if pt != nil {
-		return applied, tried, pt.flush(ctx)
 	}
 	return applied, tried, nil
 }

@@ -105,7 +105,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	// Concurrent first runs take turns.
 	e2 := newEnv(t)
 	_, err = e2.pool.Exec(e2.ctx, `DROP TABLE projections_migrations, projection_checkpoints, parked_events CASCADE;
-		DROP SCHEMA readmodels CASCADE`)
+		DROP SCHEMA readmodels CASCADE; DROP FUNCTION projection_checkpoint_move`)
 	e.must(err)
 	errs := make(chan error, 3)
 	for range 3 {

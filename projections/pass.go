@@ -1,0 +1,164 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"selfreset/eventstore"
+)
+
+// sqlMoveCheckpoint moves a checkpoint from where the session left it or fails the
+// transaction with checkpointMovedCode (migrations/0008_checkpoint_move.up.sql).
+const sqlMoveCheckpoint = `SELECT projection_checkpoint_move($1, $2, $3, $4, $5)`
+
+// checkpointMovedCode is the SQLSTATE projection_checkpoint_move raises.
+const checkpointMovedCode = "SR409"
+
+// cursor is where a session believes its consumer's checkpoint is: where it read it at
+// the start, then wherever its own commits moved it. Only a rebuild moves it behind the
+// session's back, and the move's compare-and-set catches that.
+type cursor struct {
+	pos   eventstore.Position
+	known bool
+}
+
+// pipelined reports whether the Runner may pipeline p's writes (ReadModel, WriteOnly).
+func pipelined(p Projection) bool {
+	switch p.(type) {
+	case ReadModel, WriteOnly:
+		return true
+	}
+	return false
+}
+
+// applyPipelined is one pass over envs in a single round trip for a consumer whose writes
+// are pipelined and whose session knows its checkpoint (from): BEGIN, the checkpoint's
+// move from there, the writes and COMMIT go out as one batch; an Apply that reads sends
+// what is queued first. The locking path (lockCheckpoint, the compare-and-set) cost five
+// round trips a pass for each of the five consumers. It returns the new checkpoint, or
+// errCheckpointMoved when the checkpoint was not at from: nothing was written then.
+// Failures of Apply or of a pipelined write come back as they are; hookErr is set when
+// the beforeCommit test hook stopped the commit.
+func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projection, from eventstore.Position, envs []Envelope) (to eventstore.Position, tried string, hookErr, err error) {
+	name := p.Name()
+	fresh := make([]Envelope, 0, len(envs))
+	for _, e := range envs {
+		if from.Less(e.Record.Position) {
+			fresh = append(fresh, e)
+		}
+	}
+	if len(fresh) == 0 {
+		return from, "", nil, nil
+	}
+	to = fresh[len(fresh)-1].Record.Position
+	fc, fp, err := dbPos(from)
+	if err != nil {
+		return from, "", nil, err
+	}
+	tc, tp, err := dbPos(to)
+	if err != nil {
+		return from, "", nil, err
+	}
+	defer func() {
+		if conn.PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	tx := &pipelinedTx{Tx: connTx{conn}}
+	tx.queued.Queue("BEGIN")
+	tx.queued.Queue(sqlUseSchema)
+	tx.queued.Queue(sqlMoveCheckpoint, name, fc, fp, tc, tp)
+	applied, tried, err := r.applyEach(ctx, tx, p, from, fresh)
+	if err != nil {
+		return from, tried, nil, movedOr(err, name, from)
+	}
+	if h := r.cfg.hooks.beforeCommit; h != nil {
+		for _, e := range applied {
+			if err := h(name, e); err != nil {
+				return from, "", err, nil
+			}
+		}
+	}
+	tx.queued.Queue("COMMIT")
+	if err := tx.flush(ctx); err != nil {
+		return from, "", nil, movedOr(err, name, from)
+	}
+	if h := r.cfg.hooks.afterCommit; h != nil {
+		for _, e := range applied {
+			h(name, e)
+		}
+	}
+	return to, "", nil, nil
+}
+
+// movedOr turns projection_checkpoint_move's failure into errCheckpointMoved.
+func movedOr(err error, consumer string, from eventstore.Position) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == checkpointMovedCode {
+		return fmt.Errorf("%w (consumer %s, expected %s)", errCheckpointMoved, consumer, from)
+	}
+	return err
+}
+
+// connTx is the pgx.Tx a pipelinedTx writes through when the batch itself begins and
+// commits the transaction (applyPipelined): its statements go straight to the
+// connection.
+type connTx struct{ c *pgx.Conn }
+
+var _ pgx.Tx = connTx{}
+
+// errNoSavepoints: Apply in a pipelined pass cannot open a nested transaction.
+var errNoSavepoints = errors.New("projections: no savepoints in a pipelined consumer pass")
+
+func (t connTx) Begin(context.Context) (pgx.Tx, error) { return nil, errNoSavepoints }
+
+func (t connTx) Commit(ctx context.Context) error {
+	tag, err := t.c.Exec(ctx, "COMMIT")
+	if err == nil && tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return err
+}
+
+func (t connTx) Rollback(ctx context.Context) error {
+	if t.c.PgConn().TxStatus() == 'I' {
+		return nil
+	}
+	_, err := t.c.Exec(ctx, "ROLLBACK")
+	return err
+}
+
+func (t connTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	return t.c.CopyFrom(ctx, table, cols, src)
+}
+
+func (t connTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.c.SendBatch(ctx, b)
+}
+
+// LargeObjects is not offered: no projection stores large objects.
+func (t connTx) LargeObjects() pgx.LargeObjects {
+	panic("projections: no large objects in a pipelined consumer pass")
+}
+
+func (t connTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	return t.c.Prepare(ctx, name, sql)
+}
+
+func (t connTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.c.Exec(ctx, sql, args...)
+}
+
+func (t connTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.c.Query(ctx, sql, args...)
+}
+
+func (t connTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.c.QueryRow(ctx, sql, args...)
+}
+
+func (t connTx) Conn() *pgx.Conn { return t.c }
