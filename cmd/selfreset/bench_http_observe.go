@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,9 +125,10 @@ func (m *mailbox) report(mark int, end time.Time, issuedAt map[string]time.Time)
 
 // lagSample is how far the furthest-behind consumer was at one moment.
 type lagSample struct {
-	at     time.Time
-	events int
-	age    time.Duration // since the oldest event some consumer has not applied occurred
+	at       time.Time
+	events   int
+	age      time.Duration // since the oldest event some consumer has not applied occurred
+	furthest string        // the consumer that had not applied it
 }
 
 // sampleLag samples the lag every period until ctx ends (a failed sample is skipped).
@@ -165,6 +167,7 @@ func (b *httpBench) lagNow(ctx context.Context) (lagSample, error) {
 			// As of when the checkpoint was read, not of now: Status counted the events
 			// behind in between, and its own time is no consumer's lag.
 			s.age = oldest.ReadAt.Sub(page[0].OccurredAt)
+			s.furthest = oldest.Name
 		}
 	}
 	return s, nil
@@ -183,6 +186,19 @@ func lagStats(samples []lagSample, end time.Time) lagReport {
 	}
 	d := distributionOf(ages)
 	r := lagReport{Samples: d.N, P50MS: d.P50MS, P99MS: d.P99MS, MaxMS: d.MaxMS}
+	// Which consumer was furthest behind in the slowest tenth of the samples: where the
+	// p99 comes from.
+	if len(ages) > 0 {
+		sorted := slices.Clone(ages)
+		slices.Sort(sorted)
+		p90 := percentile(sorted, 0.90)
+		r.FurthestInSlowest = map[string]int{}
+		for _, s := range samples {
+			if !s.at.After(end) && s.age >= p90 && s.furthest != "" {
+				r.FurthestInSlowest[s.furthest]++
+			}
+		}
+	}
 	if len(events) > 0 {
 		r.P99Events = percentileOf(events, 0.99)
 		r.MaxEvents = percentileOf(events, 1)

@@ -75,6 +75,9 @@ type lagReport struct {
 	MaxMS     float64 `json:"max_ms"`
 	P99Events int     `json:"p99_events"`
 	MaxEvents int     `json:"max_events"`
+	// FurthestInSlowest counts, over the samples at or above the p90 age, which consumer
+	// was furthest behind.
+	FurthestInSlowest map[string]int `json:"furthest_in_slowest,omitempty"`
 }
 
 type mailReport struct {
@@ -150,9 +153,12 @@ func distributionOf(ds []time.Duration) distribution {
 	return distribution{N: len(s), P50MS: ms(percentile(s, 0.50)), P99MS: ms(percentile(s, 0.99)), MaxMS: ms(s[len(s)-1])}
 }
 
-// percentile of sorted values (nearest rank); p = 1 is the largest.
+// percentile of sorted values by the nearest-rank method: the smallest value that at
+// least p of them are at or below (the ⌈p·n⌉-th); p = 1 is the largest. Of 100 lag
+// samples the p99 is the second largest, not the largest.
 func percentile[T int | time.Duration](sorted []T, p float64) T {
-	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+	rank := int(math.Ceil(p * float64(len(sorted))))
+	return sorted[min(len(sorted), max(rank, 1))-1]
 }
 
 // percentileOf sorts a copy first.

@@ -162,3 +162,49 @@ func TestSustainedRate(t *testing.T) {
 		}
 	}
 }
+
+func TestPercentileIsTheNearestRank(t *testing.T) {
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	for _, tc := range []struct {
+		name   string
+		sorted []int
+		p      float64
+		want   int
+	}{
+		{"p99 of 100 is the 99th", hundred, 0.99, 99},
+		{"p50 of 100 is the 50th", hundred, 0.50, 50},
+		{"p100 is the largest", hundred, 1, 100},
+		{"p0 is the smallest", hundred, 0, 1},
+		{"p99 of 10 is the largest", hundred[:10], 0.99, 10},
+		{"p50 of 3 is the middle", []int{1, 2, 3}, 0.5, 2},
+		{"one value", []int{7}, 0.99, 7},
+	} {
+		if got := percentile(tc.sorted, tc.p); got != tc.want {
+			t.Errorf("%s: got %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestLagStatsNamesTheConsumerBehindTheSlowestSamples(t *testing.T) {
+	start := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	var samples []lagSample
+	for i := 1; i <= 11; i++ {
+		name := "admin_users"
+		if i >= 9 {
+			name = "mailer"
+		}
+		samples = append(samples, lagSample{at: start.Add(time.Duration(i) * 100 * time.Millisecond),
+			age: time.Duration(i) * time.Millisecond, furthest: name})
+	}
+	// The 11th sample came after the phase ended: not counted.
+	r := lagStats(samples, start.Add(time.Second))
+	if r.Samples != 10 || r.P99MS != 10 {
+		t.Errorf("samples %d, p99 %v ms; want 10 and 10", r.Samples, r.P99MS)
+	}
+	if want := map[string]int{"mailer": 2}; !maps.Equal(r.FurthestInSlowest, want) {
+		t.Errorf("furthest in the slowest tenth: %v, want %v", r.FurthestInSlowest, want)
+	}
+}
