@@ -149,13 +149,17 @@ func (b *httpBench) lagNow(ctx context.Context) (lagSample, error) {
 	}
 	s := lagSample{at: time.Now()}
 	var oldest *projections.ConsumerStatus
+	tied := 0 // how many consumers stand where oldest does
 	for _, c := range status {
 		if !c.Configured || c.Behind == 0 {
 			continue
 		}
 		s.events = max(s.events, c.Behind)
-		if oldest == nil || c.Checkpoint.Less(oldest.Checkpoint) {
-			oldest = &c
+		switch {
+		case oldest == nil || c.Checkpoint.Less(oldest.Checkpoint):
+			oldest, tied = &c, 1
+		case c.Checkpoint == oldest.Checkpoint:
+			tied++
 		}
 	}
 	if oldest != nil {
@@ -168,6 +172,11 @@ func (b *httpBench) lagNow(ctx context.Context) (lagSample, error) {
 			// behind in between, and its own time is no consumer's lag.
 			s.age = oldest.ReadAt.Sub(page[0].OccurredAt)
 			s.furthest = oldest.Name
+			if tied > 1 {
+				// None of them has the event yet: it is late before any consumer's apply
+				// (the append's commit, the watermark, the read).
+				s.furthest = fmt.Sprintf("%d consumers at the same place", tied)
+			}
 		}
 	}
 	return s, nil
