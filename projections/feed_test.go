@@ -256,3 +256,23 @@ func TestConsumerWritesOnItsLockConnection(t *testing.T) {
 		t.Errorf("%d of %d transactions ran with synchronous_commit off", l.async, l.applied)
 	}
 }
+
+// TestABatchIsSizedToTheBuffer: next sizes a batch to the events buffered when it starts,
+// not to BatchSize; a batch of one event holding 500 slots was 40% of serve's
+// allocations under load.
+func TestABatchIsSizedToTheBuffer(t *testing.T) {
+	f := &feed{cfg: FeedConfig{BatchSize: 500, LockPollInterval: time.Hour},
+		events: make(chan eventstore.RecordedEvent, 500), failed: make(chan error, 1)}
+	for _, n := range []int{1, 3, 500} {
+		for range n {
+			f.events <- eventstore.RecordedEvent{}
+		}
+		batch, err := f.next(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) != n || cap(batch) != n {
+			t.Errorf("%d buffered: a batch of %d with room for %d, want %d and %d", n, len(batch), cap(batch), n, n)
+		}
+	}
+}
