@@ -3,8 +3,10 @@ package secret_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"selfreset/secret"
@@ -397,6 +399,56 @@ func TestEncrypt(t *testing.T) {
 	} {
 		if _, err := tc.k.Decrypt(tc.label, tc.in); !errors.Is(err, secret.ErrNotOpened) {
 			t.Errorf("%s: err = %v, want ErrNotOpened", name, err)
+		}
+	}
+}
+
+// The ciphers Encrypt and Decrypt keep per key and label are shared by every caller:
+// sealed from many goroutines at once, each value opens to itself, under its own label
+// only, and across a rotation.
+func TestEncryptSharedAcrossGoroutines(t *testing.T) {
+	old := ring1(t)
+	k := ring(t, "k2", map[string][]byte{"k1": key1, "k2": key2})
+	sealedBefore, err := old.Encrypt("email", []byte("before@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				label := []string{"email", "notice"}[i%2]
+				data := []byte(fmt.Sprintf("g%d-i%d@example.org", g, i))
+				sealed, err := k.Encrypt(label, data)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got, err := k.Decrypt(label, sealed); err != nil || !bytes.Equal(got, data) {
+					t.Errorf("%s: opened to %q, %v", data, got, err)
+					return
+				}
+				if _, err := k.Decrypt("other", sealed); err == nil {
+					t.Errorf("%s opened under another label", data)
+					return
+				}
+				if got, err := k.Decrypt("email", sealedBefore); err != nil || string(got) != "before@example.org" {
+					t.Errorf("sealed under k1: %q, %v", got, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkEncrypt(b *testing.B) {
+	k := ring1(b)
+	data := []byte("someone@example.org")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := k.Encrypt("email", data); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
