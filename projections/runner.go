@@ -263,7 +263,11 @@ func (r *Runner) process(ctx context.Context, conn *pgx.Conn, p Projection, e En
 // one checkpoint update, skipping what the checkpoint already covers. Any failure of the
 // events or the projection (decoding, Apply, a panic) rolls it all back and returns
 // errSplit, with tried naming the event whose Apply failed, so each event is then handled
-// alone; failures of the runner's own work are returned as they are and retried.
+// alone; failures of the runner's own work are returned as they are and retried. When
+// the session knows where its checkpoint is (cur) and p's writes are pipelined, the
+// pass is a single batch (applyPipelined); otherwise, or when the checkpoint turns out to
+// have moved, it locks the checkpoint row and reads it first. Either way cur ends up where
+// the checkpoint is, or unknown.
 func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection, batch []eventstore.RecordedEvent, cur *cursor) (tried string, err error) {
 	name := p.Name()
 	envs := make([]Envelope, 0, len(batch))
