@@ -134,7 +134,11 @@ func runBenchHTTP(ctx context.Context, c *cli, a *app, cfg httpBenchConfig) erro
 }
 
 func newHTTPBench(ctx context.Context, c *cli, a *app, cfg httpBenchConfig) (*httpBench, func(), error) {
-	pool, closePool, err := a.readModelPool(ctx)
+	maxLevel := 1
+	for _, l := range cfg.levels {
+		maxLevel = max(maxLevel, l)
+	}
+	store, pool, closePool, err := benchConnections(ctx, c, a, maxLevel+4)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -148,17 +152,13 @@ func newHTTPBench(ctx context.Context, c *cli, a *app, cfg httpBenchConfig) (*ht
 		closePool()
 		return nil, nil, &config.Error{Var: config.EnvSecret, Msg: err.Error()}
 	}
-	lag, err := projections.New(projections.Config{Store: a.store, Pool: pool, Logger: c.log,
+	lag, err := projections.New(projections.Config{Store: store, Pool: pool, Logger: c.log,
 		Projections: consumers(), LagCap: 1 << 20})
 	if err != nil {
 		closePool()
 		return nil, nil, err
 	}
-	maxLevel := 1
-	for _, l := range cfg.levels {
-		maxLevel = max(maxLevel, l)
-	}
-	b := &httpBench{cfg: cfg, c: c, store: a.store, codec: a.codec, pool: pool, lag: lag, h: h, keys: keys,
+	b := &httpBench{cfg: cfg, c: c, store: store, codec: a.codec, pool: pool, lag: lag, h: h, keys: keys,
 		maxUses: a.cfg.Policy().MaxTokensPerWindow, mail: newMailbox(),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: maxLevel + 4}}}
 	var suffix [4]byte
@@ -175,6 +175,44 @@ func newHTTPBench(ctx context.Context, c *cli, a *app, cfg httpBenchConfig) (*ht
 		return nil, nil, err
 	}
 	return b, cleanup, nil
+}
+
+// benchConnections opens the harness's own event store and database pool with conns
+// connections each (unless the URLs set pool_max_conns): the floors run every worker of
+// the highest level at once, and the lag sampler and the feed scans need a connection
+// beside them. With serve's sizes (12) a c = 32 floor ran 12 statements at a time and the
+// sampler got no connection while it ran.
+func benchConnections(ctx context.Context, c *cli, a *app, conns int) (eventstore.Store, *pgxpool.Pool, func(), error) {
+	if a.cfg.EventStore != config.EventStorePostgres {
+		pool, closePool, err := benchPool(ctx, a.cfg.DatabaseURL, conns)
+		return a.store, pool, closePool, err
+	}
+	s, err := c.openPostgres(ctx, a.cfg, withPoolSize(a.cfg.EventStoreURL, conns))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if a.cfg.EventStoreURL == a.cfg.DatabaseURL {
+		return s, s.Pool(), s.Close, nil
+	}
+	pool, closePool, err := benchPool(ctx, a.cfg.DatabaseURL, conns)
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return s, pool, func() { closePool(); s.Close() }, nil
+}
+
+// benchPool is a pool on the read-model database with conns connections.
+func benchPool(ctx context.Context, url string, conns int) (*pgxpool.Pool, func(), error) {
+	pool, err := pgxpool.New(ctx, withPoolSize(url, conns))
+	if err != nil {
+		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("cannot reach PostgreSQL: %w", err)
+	}
+	return pool, pool.Close, nil
 }
 
 // start checks the serve answers, finds its process, starts the sink and the floor table.

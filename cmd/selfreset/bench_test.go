@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"os"
@@ -206,5 +209,31 @@ func TestLagStatsNamesTheConsumerBehindTheSlowestSamples(t *testing.T) {
 	}
 	if want := map[string]int{"mailer": 2}; !maps.Equal(r.FurthestInSlowest, want) {
 		t.Errorf("furthest in the slowest tenth: %v, want %v", r.FurthestInSlowest, want)
+	}
+}
+
+// The harness's floors run every worker of the highest level at once, with a connection
+// left for the lag sampler: its event store and database pool are sized for that, not to
+// serve's defaults (12, which ran a c = 32 floor 12 statements at a time).
+func TestBenchConnectionsFitTheHighestLevel(t *testing.T) {
+	e := newEnv(t)
+	e.ok(t, "", "migrate")
+	c := &cli{stdout: io.Discard, stderr: io.Discard, getenv: e.getenv, log: slog.New(slog.DiscardHandler)}
+	err := c.withApp(t.Context(), nil, func(a *app) error {
+		store, pool, closeAll, err := benchConnections(t.Context(), c, a, 36)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		if got := pool.Config().MaxConns; got != 36 {
+			t.Errorf("database pool of %d connections, want 36", got)
+		}
+		if s, ok := store.(interface{ Pool() *pgxpool.Pool }); !ok || s.Pool().Config().MaxConns != 36 {
+			t.Errorf("the harness's event store is not a Postgres store of 36 connections")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
