@@ -184,7 +184,7 @@ func newHTTPBench(ctx context.Context, c *cli, a *app, cfg httpBenchConfig) (*ht
 // sampler got no connection while it ran.
 func benchConnections(ctx context.Context, c *cli, a *app, conns int) (eventstore.Store, *pgxpool.Pool, func(), error) {
 	if a.cfg.EventStore != config.EventStorePostgres {
-		pool, closePool, err := benchPool(ctx, a.cfg.DatabaseURL, conns)
+		pool, closePool, err := openDatabasePool(ctx, withPoolSize(a.cfg.DatabaseURL, conns))
 		return a.store, pool, closePool, err
 	}
 	s, err := c.openPostgres(ctx, a.cfg, withPoolSize(a.cfg.EventStoreURL, conns))
@@ -194,25 +194,12 @@ func benchConnections(ctx context.Context, c *cli, a *app, conns int) (eventstor
 	if a.cfg.EventStoreURL == a.cfg.DatabaseURL {
 		return s, s.Pool(), s.Close, nil
 	}
-	pool, closePool, err := benchPool(ctx, a.cfg.DatabaseURL, conns)
+	pool, closePool, err := openDatabasePool(ctx, withPoolSize(a.cfg.DatabaseURL, conns))
 	if err != nil {
 		s.Close()
 		return nil, nil, nil, err
 	}
 	return s, pool, func() { closePool(); s.Close() }, nil
-}
-
-// benchPool is a pool on the read-model database with conns connections.
-func benchPool(ctx context.Context, url string, conns int) (*pgxpool.Pool, func(), error) {
-	pool, err := pgxpool.New(ctx, withPoolSize(url, conns))
-	if err != nil {
-		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, nil, fmt.Errorf("cannot reach PostgreSQL: %w", err)
-	}
-	return pool, pool.Close, nil
 }
 
 // start checks the serve answers, finds its process, starts the sink and the floor table.

@@ -396,7 +396,12 @@ func (a *app) readModelPool(ctx context.Context) (*pgxpool.Pool, func(), error) 
 	if s, ok := a.store.(interface{ Pool() *pgxpool.Pool }); ok && a.cfg.EventStoreURL == a.cfg.DatabaseURL {
 		return s.Pool(), func() {}, nil
 	}
-	pool, err := pgxpool.New(ctx, withStatementCache(a.cfg.DatabaseURL))
+	return openDatabasePool(ctx, withStatementCache(a.cfg.DatabaseURL))
+}
+
+// openDatabasePool connects a pool to url, SELFRESET_DATABASE_URL with settings added.
+func openDatabasePool(ctx context.Context, url string) (*pgxpool.Pool, func(), error) {
+	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
 	}
