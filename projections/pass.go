@@ -40,28 +40,28 @@ func pipelined(p Projection) bool {
 // move from there, the writes and COMMIT go out as one batch; an Apply that reads sends
 // what is queued first. The locking path (lockCheckpoint, the compare-and-set) cost five
 // round trips a pass for each of the five consumers. It returns the new checkpoint, or
-// errCheckpointMoved when the checkpoint was not at from: nothing was written then.
-// Failures of Apply or of a pipelined write come back as they are; hookErr is set when
-// the beforeCommit test hook stopped the commit.
-func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projection, from eventstore.Position, envs []Envelope) (to eventstore.Position, tried string, hookErr, err error) {
+// errCheckpointMoved when the checkpoint was not at from (nothing was written then); any
+// other error is processBatch's answer, as the locking path gives it.
+func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projection, from eventstore.Position, envs []Envelope) (eventstore.Position, string, error) {
 	name := p.Name()
-	fresh := make([]Envelope, 0, len(envs))
-	for _, e := range envs {
-		if from.Less(e.Record.Position) {
-			fresh = append(fresh, e)
+	fail := func(tried string, err error) (eventstore.Position, string, error) {
+		if err = movedOr(err, name, from); errors.Is(err, errCheckpointMoved) {
+			return from, "", err
 		}
+		tried, err = batchFailed(ctx, conn, name, tried, err)
+		return from, tried, err
 	}
-	if len(fresh) == 0 {
-		return from, "", nil, nil
+	to := envs[len(envs)-1].Record.Position // the feed delivers in order
+	if !from.Less(to) {
+		return from, "", nil // nothing after the checkpoint (the feed starts past it)
 	}
-	to = fresh[len(fresh)-1].Record.Position
 	fc, fp, err := dbPos(from)
 	if err != nil {
-		return from, "", nil, err
+		return fail("", err)
 	}
 	tc, tp, err := dbPos(to)
 	if err != nil {
-		return from, "", nil, err
+		return fail("", err)
 	}
 	defer func() {
 		if conn.PgConn().TxStatus() != 'I' {
@@ -72,27 +72,19 @@ func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projectio
 	tx.queued.Queue("BEGIN")
 	tx.queued.Queue(sqlUseSchema)
 	tx.queued.Queue(sqlMoveCheckpoint, name, fc, fp, tc, tp)
-	applied, tried, err := r.applyEach(ctx, tx, p, from, fresh)
+	applied, tried, err := r.applyEach(ctx, tx, p, from, envs)
 	if err != nil {
-		return from, tried, nil, movedOr(err, name, from)
+		return fail(tried, err)
 	}
-	if h := r.cfg.hooks.beforeCommit; h != nil {
-		for _, e := range applied {
-			if err := h(name, e); err != nil {
-				return from, "", err, nil
-			}
-		}
+	if err := r.beforeCommit(name, applied); err != nil {
+		return from, "", err
 	}
 	tx.queued.Queue("COMMIT")
 	if err := tx.flush(ctx); err != nil {
-		return from, "", nil, movedOr(err, name, from)
+		return fail("", err)
 	}
-	if h := r.cfg.hooks.afterCommit; h != nil {
-		for _, e := range applied {
-			h(name, e)
-		}
-	}
-	return to, "", nil, nil
+	r.afterCommit(name, applied)
+	return to, "", nil
 }
 
 // movedOr turns projection_checkpoint_move's failure into errCheckpointMoved.

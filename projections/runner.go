@@ -284,16 +284,12 @@ func (r *Runner) processBatch(ctx context.Context, conn *pgx.Conn, p Projection,
 		}
 	}
 	if cur.known && pipelined(p) {
-		to, tried, hookErr, err := r.applyPipelined(ctx, conn, p, cur.pos, envs)
-		switch {
-		case hookErr != nil:
-			return "", hookErr
-		case err == nil:
-			cur.pos = to
-			return "", nil
-		case !errors.Is(err, errCheckpointMoved):
-			cur.known = false
-			return batchFailed(ctx, conn, name, tried, err)
+		to, tried, err := r.applyPipelined(ctx, conn, p, cur.pos, envs)
+		if !errors.Is(err, errCheckpointMoved) {
+			if err == nil {
+				cur.pos = to
+			}
+			return tried, err // on failure nothing committed: the checkpoint is still at cur
 		}
 		cur.known = false // a rebuild moved it: read it under the lock
 	}
@@ -380,6 +376,18 @@ func (r *Runner) commitApplied(ctx context.Context, tx pgx.Tx, name string, cp e
 	if err := advanceCheckpoint(ctx, tx, name, cp, applied[len(applied)-1].Record.Position); err != nil {
 		return err
 	}
+	if err := r.beforeCommit(name, applied); err != nil {
+		return err
+	}
+	if err := commit(ctx, tx, name); err != nil {
+		return err
+	}
+	r.afterCommit(name, applied)
+	return nil
+}
+
+// beforeCommit runs the test hook of that name for each of applied; its error stops the commit.
+func (r *Runner) beforeCommit(name string, applied []Envelope) error {
 	if h := r.cfg.hooks.beforeCommit; h != nil {
 		for _, e := range applied {
 			if err := h(name, e); err != nil {
@@ -387,15 +395,16 @@ func (r *Runner) commitApplied(ctx context.Context, tx pgx.Tx, name string, cp e
 			}
 		}
 	}
-	if err := commit(ctx, tx, name); err != nil {
-		return err
-	}
+	return nil
+}
+
+// afterCommit runs the test hook of that name for each of applied.
+func (r *Runner) afterCommit(name string, applied []Envelope) {
 	if h := r.cfg.hooks.afterCommit; h != nil {
 		for _, e := range applied {
 			h(name, e)
 		}
 	}
-	return nil
 }
 
 // begin starts a consumer's transaction on conn, the connection holding its lock, with
