@@ -1,13 +1,9 @@
 package reset
 
 import (
-	"context"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"selfreset/internal/testdb"
 )
 
 // TestAVacuumLeavesTheQueuesTheirPages: a queue emptied by its workers keeps its pages
@@ -15,15 +11,8 @@ import (
 // Forgot Password INSERTs and the claims queue behind, for pages filled again at once.
 func TestAVacuumLeavesTheQueuesTheirPages(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	ctx, pool := f.ctx, f.store.Pool()
 	for _, table := range QueueTables() {
 		name := pgx.Identifier{table}.Sanitize()
 		if _, err := pool.Exec(ctx, `INSERT INTO `+name+` (uuid, payload) SELECT gen_random_uuid()::text, '{}' FROM generate_series(1, 2000)`); err != nil {
