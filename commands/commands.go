@@ -178,11 +178,17 @@ func (l loaded) expected() eventstore.ExpectedRevision {
 	return eventstore.Exact(l.revision)
 }
 
-// foldFrom applies the events of stream from revision from on. seen are the ids of the
-// events before from that a snapshot remembers (for the command-id check); the ids of
-// the events read are returned after them.
-func (h *Handler) foldFrom(ctx context.Context, stream string, from uint64, seen []uuid.UUID, apply func(domain.Event)) (l loaded, ids []uuid.UUID, err error) {
-	recs, err := h.store.ReadStream(ctx, stream, from)
+// streamReader reads a stream from a revision on: the store, or a unit that may have
+// read it already (unit.readAhead).
+type streamReader interface {
+	ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error)
+}
+
+// foldFrom applies the events of stream from revision from on, read with r. seen are the
+// ids of the events before from that a snapshot remembers (for the command-id check); the
+// ids of the events read are returned after them.
+func (h *Handler) foldFrom(ctx context.Context, r streamReader, stream string, from uint64, seen []uuid.UUID, apply func(domain.Event)) (l loaded, ids []uuid.UUID, err error) {
+	recs, err := r.ReadStream(ctx, stream, from)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
 		return loaded{}, nil, nil
 	}
@@ -267,6 +273,9 @@ type userDecision func(u domain.User, p domain.Provider) ([]domain.Event, error)
 // per command: it is read, not guarded (only the user's stream is appended to).
 func (un *unit) updateUser(ctx context.Context, actor, code, login string, decide userDecision) error {
 	return un.retry(func() (error, error) {
+		if err := un.readAhead(ctx, code, login); err != nil {
+			return err, nil
+		}
 		p, _, err := un.provider(ctx, code)
 		if err != nil {
 			return err, nil

@@ -121,14 +121,14 @@ func newSnapshots(store eventstore.SnapshotStore, log *slog.Logger) *snapshots {
 // and writes a new snapshot when it had to read snapshotEvery events or more. It also
 // returns the ids of the last events folded (for the handler's memory of the account)
 // and how many events the fold holds beyond the newest snapshot written.
-func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (u domain.User, l loaded, ids []uuid.UUID, since int, err error) {
+func (s *snapshots) loadUser(ctx context.Context, h *Handler, r streamReader, stream string) (u domain.User, l loaded, ids []uuid.UUID, since int, err error) {
 	if s == nil {
-		l, ids, err = h.foldFrom(ctx, stream, 0, nil, u.Apply)
+		l, ids, err = h.foldFrom(ctx, r, stream, 0, nil, u.Apply)
 		return u, l, ids, len(ids), err
 	}
 	if snap, ok := s.read(ctx, stream); ok {
 		u = snap.user
-		l, ids, err := h.foldFrom(ctx, stream, snap.revision+1, snap.recent, u.Apply)
+		l, ids, err := h.foldFrom(ctx, r, stream, snap.revision+1, snap.recent, u.Apply)
 		// A stream has contiguous revisions, so the tail read from snap.revision+1 starts
 		// right after the snapshot; only a stream that is gone makes it unusable.
 		if err == nil && l.exists {
@@ -141,7 +141,7 @@ func (s *snapshots) loadUser(ctx context.Context, h *Handler, stream string) (u 
 		// fold in full, which tells the truth either way.
 		u = domain.User{}
 	}
-	l, ids, err = h.foldFrom(ctx, stream, 0, nil, u.Apply)
+	l, ids, err = h.foldFrom(ctx, r, stream, 0, nil, u.Apply)
 	if err != nil {
 		return domain.User{}, loaded{}, nil, 0, err
 	}

@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -21,6 +22,13 @@ type unit struct {
 	h         *Handler
 	users     views[domain.User]
 	providers views[domain.Provider]
+	ahead     map[string]readAheadTail // tails read before their folds asked (readAhead)
+}
+
+// readAheadTail is a stream's tail from revision from on, read by readAhead.
+type readAheadTail struct {
+	from uint64
+	tail eventstore.StreamTail
 }
 
 // view is the unit's fold of one stream: the state and what was read to build it.
@@ -43,7 +51,7 @@ func (un *unit) user(ctx context.Context, code, login string) (domain.User, load
 		return domain.User{}, loaded{}, nil
 	}
 	return un.users.get(domain.UserStream(code, login), func(stream string) (domain.User, loaded, error) {
-		return un.h.loadUser(ctx, stream)
+		return un.h.loadUser(ctx, un, stream)
 	})
 }
 
@@ -53,8 +61,58 @@ func (un *unit) provider(ctx context.Context, code string) (domain.Provider, loa
 		return domain.Provider{}, loaded{}, nil
 	}
 	return un.providers.get(domain.ProviderStream(code), func(stream string) (domain.Provider, loaded, error) {
-		return un.h.loadProvider(ctx, stream)
+		return un.h.loadProvider(ctx, un, stream)
 	})
+}
+
+// readAhead reads the tails of the provider's and the account's streams in one round
+// trip (eventstore.ReadStreams) when the handler remembers the account, so that the two
+// folds a decision starts with find them read: the usual case of every command on an
+// account. Otherwise it reads nothing, and each fold reads on its own (an account not
+// remembered is folded from its snapshot). Each tail is used once, and only by a fold
+// from the same revision.
+func (un *unit) readAhead(ctx context.Context, code, login string) error {
+	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
+	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
+		return nil
+	}
+	ps, us := domain.ProviderStream(code), domain.UserStream(code, login)
+	_, haveP := un.providers[ps]
+	_, haveU := un.users[us]
+	userRev, remembered := un.h.users.revision(us)
+	if haveP || haveU || !remembered {
+		return nil
+	}
+	reads := []eventstore.StreamRead{{Stream: ps}, {Stream: us, From: userRev + 1}}
+	if rev, ok := un.h.provs.revision(ps); ok {
+		reads[0].From = rev + 1
+	}
+	tails, err := eventstore.ReadStreams(ctx, un.h.store, reads)
+	if err != nil {
+		return fmt.Errorf("read %s and %s: %w", ps, us, err)
+	}
+	if un.ahead == nil {
+		un.ahead = make(map[string]readAheadTail, len(reads))
+	}
+	for i, r := range reads {
+		un.ahead[r.Stream] = readAheadTail{from: r.From, tail: tails[i]}
+	}
+	return nil
+}
+
+// ReadStream is streamReader: the tail readAhead read for the same revision, once, else
+// the store's.
+func (un *unit) ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
+	if a, ok := un.ahead[stream]; ok {
+		delete(un.ahead, stream)
+		if a.from == from {
+			if !a.tail.Found {
+				return nil, fmt.Errorf("read %s: %w", stream, eventstore.ErrStreamNotFound)
+			}
+			return a.tail.Events, nil
+		}
+	}
+	return un.h.store.ReadStream(ctx, stream, from)
 }
 
 // get is stream's fold from the view, or load's, which the view then keeps.
@@ -156,6 +214,14 @@ func (m *memory[S]) get(stream string) (S, uint64, bool) {
 	return m.clone(r.s), r.revision, true
 }
 
+// revision returns the revision of the stream's remembered fold, without copying it.
+func (m *memory[S]) revision(stream string) (uint64, bool) {
+	m.mu.Lock()
+	r, ok := m.byStream[stream]
+	m.mu.Unlock()
+	return r.revision, ok
+}
+
 // put remembers a copy of s at revision unless a newer fold of the stream is remembered.
 func (m *memory[S]) put(stream string, s S, revision uint64) {
 	r := remembered[S]{s: m.clone(s), revision: revision}
@@ -219,10 +285,10 @@ func (h *Handler) rememberUser(stream string, u domain.User, l loaded, ids []uui
 
 // loadUser folds the account: from the handler's memory when it has it, else from its
 // stored snapshot (or in full); then only the events after that.
-func (h *Handler) loadUser(ctx context.Context, stream string) (domain.User, loaded, error) {
+func (h *Handler) loadUser(ctx context.Context, r streamReader, stream string) (domain.User, loaded, error) {
 	if f, revision, ok := h.users.get(stream); ok {
 		u := f.user
-		l, ids, err := h.foldFrom(ctx, stream, revision+1, f.recent, u.Apply)
+		l, ids, err := h.foldFrom(ctx, r, stream, revision+1, f.recent, u.Apply)
 		if err != nil {
 			return domain.User{}, loaded{}, err
 		}
@@ -232,7 +298,7 @@ func (h *Handler) loadUser(ctx context.Context, stream string) (domain.User, loa
 		}
 		h.users.forget(stream) // the stream is gone: fold what there is
 	}
-	u, l, ids, since, err := h.snaps.loadUser(ctx, h, stream)
+	u, l, ids, since, err := h.snaps.loadUser(ctx, h, r, stream)
 	if err == nil && l.exists && u.Registered {
 		h.rememberUser(stream, u, l, ids, since)
 	}
@@ -240,13 +306,13 @@ func (h *Handler) loadUser(ctx context.Context, stream string) (domain.User, loa
 }
 
 // loadProvider folds the provider from the handler's memory on, or in full.
-func (h *Handler) loadProvider(ctx context.Context, stream string) (domain.Provider, loaded, error) {
+func (h *Handler) loadProvider(ctx context.Context, r streamReader, stream string) (domain.Provider, loaded, error) {
 	p, revision, ok := h.provs.get(stream)
 	from := uint64(0)
 	if ok {
 		from = revision + 1
 	}
-	l, _, err := h.foldFrom(ctx, stream, from, nil, p.Apply)
+	l, _, err := h.foldFrom(ctx, r, stream, from, nil, p.Apply)
 	if err != nil || !l.exists {
 		return domain.Provider{}, loaded{}, err
 	}

@@ -65,3 +65,46 @@ func TestRememberedAccountsSeeOtherWriters(t *testing.T) {
 		t.Fatalf("%d snapshot reads after the first load, want none: the account is remembered", got-readsAfterFirst)
 	}
 }
+
+// countedReads counts the stream reads of the store it wraps, and reads several streams
+// in one call as an adapter that can would (eventstore.StreamsReader).
+type countedReads struct {
+	eventstore.Store
+	single, batched atomic.Int64
+}
+
+func (c *countedReads) ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
+	c.single.Add(1)
+	return c.Store.ReadStream(ctx, stream, from)
+}
+
+func (c *countedReads) ReadStreams(ctx context.Context, reads []eventstore.StreamRead) ([]eventstore.StreamTail, error) {
+	c.batched.Add(1)
+	return eventstore.ReadStreams(ctx, c.Store, reads)
+}
+
+// TestADecisionReadsItsProviderAndAccountInOneCall: once a handler remembers an account,
+// a decision on it reads the provider's and the account's tails in one call, and still
+// decides on what another process appended to the account meanwhile.
+func TestADecisionReadsItsProviderAndAccountInOneCall(t *testing.T) {
+	f := newFixture(t)
+	f.configuredUser(t)
+	ctx := context.Background()
+	reads := &countedReads{Store: f.store}
+	h := testkit.Handler(t, reads, f.clock, f.keys)
+	wrongEmail := commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}
+	if _, err := h.RequestResetToken(ctx, wrongEmail); err == nil {
+		t.Fatal("a wrong email was granted a token")
+	}
+	reads.single.Store(0)
+	reads.batched.Store(0)
+
+	admin := domain.Actor{Provider: f.code, Login: "admin"}
+	must(t, f.h.AdminLock(ctx, commands.UserCommand{Actor: admin, Provider: f.code, Login: "jane"}))
+	if _, err := h.RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery}); err == nil {
+		t.Fatal("an account another process admin-locked was granted a token")
+	}
+	if s, b := reads.single.Load(), reads.batched.Load(); s != 0 || b != 1 {
+		t.Fatalf("the decision made %d single reads and %d multi-stream reads, want 0 and 1", s, b)
+	}
+}

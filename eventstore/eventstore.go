@@ -183,6 +183,48 @@ type Store interface {
 	Close()
 }
 
+// StreamRead asks for a stream's events from revision From on (ReadStreams).
+type StreamRead struct {
+	Stream string
+	From   uint64
+}
+
+// StreamTail is what ReadStream answers for one StreamRead: the events, or Found false
+// where ReadStream returns ErrStreamNotFound.
+type StreamTail struct {
+	Events []RecordedEvent
+	Found  bool
+}
+
+// StreamsReader is implemented by adapters that read several streams in one round trip
+// (a command folds its account and its provider before every decision). Callers use
+// ReadStreams, which falls back to one ReadStream after another.
+type StreamsReader interface {
+	// ReadStreams answers each read as ReadStream would, in order; an error other than
+	// a missing stream fails them all.
+	ReadStreams(ctx context.Context, reads []StreamRead) ([]StreamTail, error)
+}
+
+// ReadStreams reads each of reads as ReadStream would: in one call when s is a
+// StreamsReader, else one stream after another.
+func ReadStreams(ctx context.Context, s Store, reads []StreamRead) ([]StreamTail, error) {
+	if r, ok := s.(StreamsReader); ok {
+		return r.ReadStreams(ctx, reads)
+	}
+	out := make([]StreamTail, len(reads))
+	for i, r := range reads {
+		events, err := s.ReadStream(ctx, r.Stream, r.From)
+		switch {
+		case errors.Is(err, ErrStreamNotFound):
+		case err != nil:
+			return nil, err
+		default:
+			out[i] = StreamTail{Events: events, Found: true}
+		}
+	}
+	return out, nil
+}
+
 // Snapshot is a cached fold of a stream up to Revision: Data is the state its owner
 // encoded, Schema the version of that encoding (owners ignore snapshots of another
 // schema and fold the stream in full). A snapshot is never the record: the stream is,

@@ -173,7 +173,10 @@ type Store struct {
 	pageRuns  atomic.Int64 // how many page queries have run (tests)
 }
 
-var _ eventstore.Store = (*Store)(nil)
+var (
+	_ eventstore.Store         = (*Store)(nil)
+	_ eventstore.StreamsReader = (*Store)(nil)
+)
 
 // Open connects a new pool to databaseURL and checks that the server answers. It does not
 // create the schema: call Migrate (or `selfreset migrate`) for that.
@@ -484,33 +487,67 @@ func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) {
 // revision on every command, and that tail is usually empty: this used to cost three
 // statements (the read, a look at the stream row, the read again).
 func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+streamEventColumns+` FROM streams s
-		LEFT JOIN events e ON e.stream = s.stream AND e.revision >= $2
-		WHERE s.stream = $1 ORDER BY e.revision`, stream, clampInt64(from))
+	rows, err := s.pool.Query(ctx, readStreamSQL, stream, clampInt64(from))
 	if err != nil {
 		return nil, wrapErr("read stream "+quote(stream), err)
 	}
+	tail, err := scanTail(rows)
+	if err != nil {
+		return nil, wrapErr("read stream "+quote(stream), err)
+	}
+	if !tail.Found {
+		return nil, fmt.Errorf("eventstore/postgres: read stream %q: %w", stream, eventstore.ErrStreamNotFound)
+	}
+	return tail.Events, nil
+}
+
+// readStreamSQL is ReadStream's statement ($1 the stream, $2 the first revision).
+var readStreamSQL = `SELECT ` + streamEventColumns + ` FROM streams s
+	LEFT JOIN events e ON e.stream = s.stream AND e.revision >= $2
+	WHERE s.stream = $1 ORDER BY e.revision`
+
+// scanTail reads and closes the rows of readStreamSQL.
+func scanTail(rows pgx.Rows) (eventstore.StreamTail, error) {
 	defer rows.Close()
-	var events []eventstore.RecordedEvent
-	found := false
+	var tail eventstore.StreamTail
 	for rows.Next() {
-		found = true
+		tail.Found = true
 		if rows.RawValues()[0] == nil {
 			continue // the stream's row alone: nothing at or after from
 		}
 		e, err := scanEvent(rows)
 		if err != nil {
-			return nil, wrapErr("read stream "+quote(stream), err)
+			return eventstore.StreamTail{}, err
 		}
-		events = append(events, e)
+		tail.Events = append(tail.Events, e)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, wrapErr("read stream "+quote(stream), err)
+	return tail, rows.Err()
+}
+
+// ReadStreams implements eventstore.StreamsReader: ReadStream's statement once per
+// stream, in one pipelined batch, so one round trip whatever the number of streams. Each
+// statement has a snapshot of its own, as separate reads would.
+func (s *Store) ReadStreams(ctx context.Context, reads []eventstore.StreamRead) ([]eventstore.StreamTail, error) {
+	b := &pgx.Batch{}
+	for _, r := range reads {
+		b.Queue(readStreamSQL, r.Stream, clampInt64(r.From))
 	}
-	if !found {
-		return nil, fmt.Errorf("eventstore/postgres: read stream %q: %w", stream, eventstore.ErrStreamNotFound)
+	br := s.pool.SendBatch(ctx, b)
+	out := make([]eventstore.StreamTail, len(reads))
+	for i, r := range reads {
+		rows, err := br.Query()
+		if err == nil {
+			out[i], err = scanTail(rows)
+		}
+		if err != nil {
+			_ = br.Close()
+			return nil, wrapErr("read stream "+quote(r.Stream), err)
+		}
 	}
-	return events, nil
+	if err := br.Close(); err != nil {
+		return nil, wrapErr("read streams", err)
+	}
+	return out, nil
 }
 
 // ReadAll implements eventstore.Store. It reads only rows below the watermark (see the

@@ -376,6 +376,34 @@ func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) 
 			t.Fatalf("ReadStream(missing) = %d events, %v; want ErrStreamNotFound", len(got), err)
 		}
 	})
+
+	t.Run("ReadStreams answers each read as ReadStream", func(t *testing.T) {
+		f := f.in(t)
+		reads := []eventstore.StreamRead{{Stream: s, From: 0}, {Stream: f.stream("missing"), From: 0},
+			{Stream: s, From: 2}, {Stream: s, From: 9}, {Stream: s, From: 1}}
+		got, err := eventstore.ReadStreams(f.ctx, f.store, reads)
+		if err != nil {
+			t.Fatalf("ReadStreams: %v", err)
+		}
+		if len(got) != len(reads) {
+			t.Fatalf("ReadStreams answered %d reads, want %d", len(got), len(reads))
+		}
+		for i, r := range reads {
+			want, err := f.store.ReadStream(f.ctx, r.Stream, r.From)
+			if found := !errors.Is(err, eventstore.ErrStreamNotFound); got[i].Found != found {
+				t.Errorf("read %d (%s from %d): Found = %v, ReadStream says %v (%v)", i, r.Stream, r.From, got[i].Found, found, err)
+			}
+			if !reflect.DeepEqual(recordedIDs(got[i].Events), recordedIDs(want)) {
+				t.Errorf("read %d (%s from %d): %v, ReadStream gives %v", i, r.Stream, r.From, recordedIDs(got[i].Events), recordedIDs(want))
+			}
+			for j, e := range got[i].Events {
+				if e.Revision != r.From+uint64(j) || e.Stream != r.Stream || e.Position != want[j].Position {
+					t.Errorf("read %d: event %d at %s revision %d position %v, want %s revision %d position %v",
+						i, j, e.Stream, e.Revision, e.Position, r.Stream, r.From+uint64(j), want[j].Position)
+				}
+			}
+		}
+	})
 }
 
 func testIdempotency(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
