@@ -368,10 +368,11 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 	return w, nil
 }
 
-// claimBeginner begins the subscribers' claim transactions on pool, through the gate of
-// front when there is one (Front); without, there is nothing to give way to.
+// claimBeginner begins the subscribers' claim transactions on pool (pipelinedBeginner),
+// through the gate of front when there is one (Front); without, there is nothing to give
+// way to.
 func claimBeginner(pool *pgxpool.Pool, front *Front) wsql.Beginner {
-	b := wsql.BeginnerFromPgx(pool)
+	b := pipelinedBeginner{pool: pool}
 	if front == nil {
 		return b
 	}
