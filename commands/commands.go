@@ -178,10 +178,11 @@ func (l loaded) expected() eventstore.ExpectedRevision {
 	return eventstore.Exact(l.revision)
 }
 
-// streamReader reads a stream from a revision on: the store, or a unit that may have
-// read it already (unit.readAhead).
+// streamReader reads a stream from a revision on, and tells whether it has read a whole
+// stream already (a unit, unit.readAhead), so that folding it from the start costs no read.
 type streamReader interface {
 	ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error)
+	readWhole(stream string) bool
 }
 
 // foldFrom applies the events of stream from revision from on, read with r. seen are the

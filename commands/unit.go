@@ -25,10 +25,12 @@ type unit struct {
 	ahead     map[string]readAheadTail // tails read before their folds asked (readAhead)
 }
 
-// readAheadTail is a stream's tail from revision from on, read by readAhead.
+// readAheadTail is a stream's tail from revision from on, read by readAhead; whole when
+// it is the whole stream (or tells there is none).
 type readAheadTail struct {
-	from uint64
-	tail eventstore.StreamTail
+	from  uint64
+	tail  eventstore.StreamTail
+	whole bool
 }
 
 // view is the unit's fold of one stream: the state and what was read to build it.
@@ -65,25 +67,31 @@ func (un *unit) provider(ctx context.Context, code string) (domain.Provider, loa
 	})
 }
 
-// readAhead reads the tails of the provider's and the account's streams in one round
-// trip (eventstore.ReadStreams) when the handler remembers the account, so that the two
-// folds a decision starts with find them read: the usual case of every command on an
-// account. Otherwise it reads nothing, and each fold reads on its own (an account not
-// remembered is folded from its snapshot). Each tail is used once, and only by a fold
-// from the same revision.
+// readAhead reads the provider's and the account's streams in one round trip
+// (eventstore.ReadStreams), so that the two folds a decision starts with find them read:
+// from the handler's memory of each on, or from the start. An account read from the
+// start that turns out longer than wholeAhead events is folded from its snapshot as
+// before; a shorter one, or none (an unknown login), costs no further read. Each tail is
+// used once, and only by a fold from the same revision. With a store that reads one
+// stream at a time it reads nothing: the folds would make the same reads.
 func (un *unit) readAhead(ctx context.Context, code, login string) error {
 	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
 	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
 		return nil
 	}
+	if _, batched := un.h.store.(eventstore.StreamsReader); !batched {
+		return nil
+	}
 	ps, us := domain.ProviderStream(code), domain.UserStream(code, login)
 	_, haveP := un.providers[ps]
 	_, haveU := un.users[us]
-	userRev, remembered := un.h.users.revision(us)
-	if haveP || haveU || !remembered {
+	if haveP || haveU {
 		return nil
 	}
-	reads := []eventstore.StreamRead{{Stream: ps}, {Stream: us, From: userRev + 1}}
+	reads := []eventstore.StreamRead{{Stream: ps}, {Stream: us, Max: wholeAhead}}
+	if rev, ok := un.h.users.revision(us); ok {
+		reads[1] = eventstore.StreamRead{Stream: us, From: rev + 1}
+	}
 	if rev, ok := un.h.provs.revision(ps); ok {
 		reads[0].From = rev + 1
 	}
@@ -95,9 +103,20 @@ func (un *unit) readAhead(ctx context.Context, code, login string) error {
 		un.ahead = make(map[string]readAheadTail, len(reads))
 	}
 	for i, r := range reads {
-		un.ahead[r.Stream] = readAheadTail{from: r.From, tail: tails[i]}
+		un.ahead[r.Stream] = readAheadTail{from: r.From, tail: tails[i], whole: r.From == 0 && (r.Max == 0 || len(tails[i].Events) < r.Max)}
 	}
 	return nil
+}
+
+// wholeAhead is how many events of an account not remembered readAhead reads from the
+// start. An account with fewer is folded from them; a longer one from its snapshot
+// (written every snapshotEvery events), which then spares decoding the rest.
+const wholeAhead = 4 * snapshotEvery
+
+// readWhole is streamReader: whether readAhead read all of stream, and the tail waits.
+func (un *unit) readWhole(stream string) bool {
+	a, ok := un.ahead[stream]
+	return ok && a.whole
 }
 
 // ReadStream is streamReader: the tail readAhead read for the same revision, once, else
@@ -298,7 +317,20 @@ func (h *Handler) loadUser(ctx context.Context, r streamReader, stream string) (
 		}
 		h.users.forget(stream) // the stream is gone: fold what there is
 	}
-	u, l, ids, since, err := h.snaps.loadUser(ctx, h, r, stream)
+	var (
+		u     domain.User
+		l     loaded
+		ids   []uuid.UUID
+		since int
+		err   error
+	)
+	if r.readWhole(stream) { // no snapshot to read: the whole stream is here
+		if l, ids, err = h.foldFrom(ctx, r, stream, 0, nil, u.Apply); err == nil {
+			since = h.snaps.maybeWrite(ctx, stream, u, l, ids, len(ids))
+		}
+	} else {
+		u, l, ids, since, err = h.snaps.loadUser(ctx, h, r, stream)
+	}
 	if err == nil && l.exists && u.Registered {
 		h.rememberUser(stream, u, l, ids, since)
 	}

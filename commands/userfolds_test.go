@@ -108,3 +108,53 @@ func TestADecisionReadsItsProviderAndAccountInOneCall(t *testing.T) {
 		t.Fatalf("the decision made %d single reads and %d multi-stream reads, want 0 and 1", s, b)
 	}
 }
+
+// TestAnAccountNotRememberedIsReadWithItsProvider: a handler that does not remember the
+// account reads it from the start in the call that reads the provider. An unknown login
+// and a short account then cost no other read (no snapshot either); a long one is
+// folded from its snapshot as before. Every fold is the full fold's.
+func TestAnAccountNotRememberedIsReadWithItsProvider(t *testing.T) {
+	f, ss := snapshotFixture(t)
+	ctx := context.Background()
+	reads := &countedReads{Store: f.store}
+	snaps := &countedSnapshots{SnapshotStore: ss}
+	fresh := func() *commands.Handler {
+		reads.single.Store(0)
+		reads.batched.Store(0)
+		snaps.reads.Store(0)
+		return testkit.Handler(t, reads, f.clock, f.keys, func(c *commands.Config) { c.Snapshots = snaps })
+	}
+	expect := func(t *testing.T, what string, single, batched, snapshots int64) {
+		t.Helper()
+		if s, b, n := reads.single.Load(), reads.batched.Load(), snaps.reads.Load(); s != single || b != batched || n != snapshots {
+			t.Errorf("%s: %d single reads, %d multi-stream reads, %d snapshot reads; want %d, %d and %d", what, s, b, n, single, batched, snapshots)
+		}
+	}
+	wrongEmail := commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}
+
+	if _, err := fresh().RequestResetToken(ctx, commands.RequestResetToken{Provider: f.code, Login: "nobody", Email: "x@example.org"}); !errors.Is(err, domain.ErrUnknownAccount) {
+		t.Fatalf("unknown login: %v", err)
+	}
+	expect(t, "unknown login", 0, 1, 0)
+
+	h := fresh()
+	if _, err := h.RequestResetToken(ctx, wrongEmail); err == nil {
+		t.Fatal("a wrong email was granted a token")
+	}
+	expect(t, "short account", 0, 1, 0)
+	sameAsFullFold(t, f, h, "short account read ahead")
+
+	for range 40 {
+		if _, err := f.h.RequestResetToken(ctx, wrongEmail); err == nil {
+			t.Fatal("a wrong email was granted a token")
+		}
+	}
+	h = fresh()
+	if _, err := h.RequestResetToken(ctx, wrongEmail); err == nil {
+		t.Fatal("a wrong email was granted a token")
+	}
+	if b, n := reads.batched.Load(), snaps.reads.Load(); b != 1 || n != 1 {
+		t.Errorf("long account: %d multi-stream reads and %d snapshot reads, want 1 and 1", b, n)
+	}
+	sameAsFullFold(t, f, h, "long account folded from its snapshot")
+}

@@ -183,14 +183,16 @@ type Store interface {
 	Close()
 }
 
-// StreamRead asks for a stream's events from revision From on (ReadStreams).
+// StreamRead asks for a stream's events from revision From on (ReadStreams), at most
+// Max of them when Max is positive.
 type StreamRead struct {
 	Stream string
 	From   uint64
+	Max    int
 }
 
-// StreamTail is what ReadStream answers for one StreamRead: the events, or Found false
-// where ReadStream returns ErrStreamNotFound.
+// StreamTail is what ReadStream answers for one StreamRead (cut to its Max): the events,
+// or Found false where ReadStream returns ErrStreamNotFound.
 type StreamTail struct {
 	Events []RecordedEvent
 	Found  bool
@@ -219,6 +221,9 @@ func ReadStreams(ctx context.Context, s Store, reads []StreamRead) ([]StreamTail
 		case err != nil:
 			return nil, err
 		default:
+			if r.Max > 0 && len(events) > r.Max {
+				events = events[:r.Max]
+			}
 			out[i] = StreamTail{Events: events, Found: true}
 		}
 	}

@@ -487,7 +487,7 @@ func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) {
 // revision on every command, and that tail is usually empty: this used to cost three
 // statements (the read, a look at the stream row, the read again).
 func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) ([]eventstore.RecordedEvent, error) {
-	rows, err := s.pool.Query(ctx, readStreamSQL, stream, clampInt64(from))
+	rows, err := s.pool.Query(ctx, readStreamSQL, stream, clampInt64(from), nil)
 	if err != nil {
 		return nil, wrapErr("read stream "+quote(stream), err)
 	}
@@ -501,10 +501,11 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) ([]e
 	return tail.Events, nil
 }
 
-// readStreamSQL is ReadStream's statement ($1 the stream, $2 the first revision).
+// readStreamSQL is ReadStream's statement ($1 the stream, $2 the first revision, $3 at
+// most this many events, NULL for all).
 var readStreamSQL = `SELECT ` + streamEventColumns + ` FROM streams s
 	LEFT JOIN events e ON e.stream = s.stream AND e.revision >= $2
-	WHERE s.stream = $1 ORDER BY e.revision`
+	WHERE s.stream = $1 ORDER BY e.revision LIMIT $3`
 
 // scanTail reads and closes the rows of readStreamSQL.
 func scanTail(rows pgx.Rows) (eventstore.StreamTail, error) {
@@ -530,7 +531,11 @@ func scanTail(rows pgx.Rows) (eventstore.StreamTail, error) {
 func (s *Store) ReadStreams(ctx context.Context, reads []eventstore.StreamRead) ([]eventstore.StreamTail, error) {
 	b := &pgx.Batch{}
 	for _, r := range reads {
-		b.Queue(readStreamSQL, r.Stream, clampInt64(r.From))
+		var limit *int
+		if r.Max > 0 {
+			limit = &r.Max
+		}
+		b.Queue(readStreamSQL, r.Stream, clampInt64(r.From), limit)
 	}
 	br := s.pool.SendBatch(ctx, b)
 	out := make([]eventstore.StreamTail, len(reads))

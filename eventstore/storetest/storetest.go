@@ -377,10 +377,11 @@ func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) 
 		}
 	})
 
-	t.Run("ReadStreams answers each read as ReadStream", func(t *testing.T) {
+	t.Run("ReadStreams answers each read as ReadStream, cut to its Max", func(t *testing.T) {
 		f := f.in(t)
 		reads := []eventstore.StreamRead{{Stream: s, From: 0}, {Stream: f.stream("missing"), From: 0},
-			{Stream: s, From: 2}, {Stream: s, From: 9}, {Stream: s, From: 1}}
+			{Stream: s, From: 2}, {Stream: s, From: 9}, {Stream: s, From: 1},
+			{Stream: s, From: 0, Max: 2}, {Stream: s, From: 1, Max: 10}, {Stream: f.stream("missing"), Max: 1}}
 		got, err := eventstore.ReadStreams(f.ctx, f.store, reads)
 		if err != nil {
 			t.Fatalf("ReadStreams: %v", err)
@@ -390,6 +391,9 @@ func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) 
 		}
 		for i, r := range reads {
 			want, err := f.store.ReadStream(f.ctx, r.Stream, r.From)
+			if r.Max > 0 && len(want) > r.Max {
+				want = want[:r.Max]
+			}
 			if found := !errors.Is(err, eventstore.ErrStreamNotFound); got[i].Found != found {
 				t.Errorf("read %d (%s from %d): Found = %v, ReadStream says %v (%v)", i, r.Stream, r.From, got[i].Found, found, err)
 			}
