@@ -196,6 +196,12 @@ func (h *Handler) foldFrom(ctx context.Context, r streamReader, stream string, f
 	if err != nil {
 		return loaded{}, nil, fmt.Errorf("read %s: %w", stream, err)
 	}
+	return h.foldRecords(ctx, stream, from, seen, recs, apply)
+}
+
+// foldRecords is foldFrom on events read already: recs, those of a stream that exists
+// from revision from on.
+func (h *Handler) foldRecords(ctx context.Context, stream string, from uint64, seen []uuid.UUID, recs []eventstore.RecordedEvent, apply func(domain.Event)) (l loaded, ids []uuid.UUID, err error) {
 	cmd, hasCmd := commandID(ctx)
 	first := EventID(cmd, stream, 0)
 	decided := hasCmd && slices.Contains(seen, first)
@@ -243,6 +249,20 @@ func (h *Handler) appendResult(ctx context.Context, stream string, expected even
 	if len(events) == 0 {
 		return eventstore.AppendResult{}, nil
 	}
+	data, err := h.encode(ctx, stream, actor, events)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	res, err := h.store.Append(ctx, stream, expected, data...)
+	if err != nil {
+		return res, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	return res, nil
+}
+
+// encode makes events ready for stream: ids (derived from ctx's command id when it has
+// one), the clock's time and ctx's metadata.
+func (h *Handler) encode(ctx context.Context, stream, actor string, events []domain.Event) ([]eventstore.EventData, error) {
 	md := metadataFrom(ctx, actor)
 	now := h.clock.Now()
 	data := make([]eventstore.EventData, 0, len(events))
@@ -250,7 +270,7 @@ func (h *Handler) appendResult(ctx context.Context, stream string, expected even
 	for i, e := range events {
 		typ, ver, raw, err := h.codec.Encode(e)
 		if err != nil {
-			return eventstore.AppendResult{}, err
+			return nil, err
 		}
 		id := uuid.New()
 		if hasCmd {
@@ -258,11 +278,7 @@ func (h *Handler) appendResult(ctx context.Context, stream string, expected even
 		}
 		data = append(data, eventstore.EventData{ID: id, Type: typ, SchemaVersion: ver, OccurredAt: now, Data: raw, Metadata: md})
 	}
-	res, err := h.store.Append(ctx, stream, expected, data...)
-	if err != nil {
-		return res, fmt.Errorf("append to %s: %w", stream, err)
-	}
-	return res, nil
+	return data, nil
 }
 
 // userDecision decides on a user, given the provider it belongs to.
@@ -273,23 +289,43 @@ type userDecision func(u domain.User, p domain.Provider) ([]domain.Event, error)
 // is recorded and refused); the refusal is then returned. The provider is folded once
 // per command: it is read, not guarded (only the user's stream is appended to).
 func (un *unit) updateUser(ctx context.Context, actor, code, login string, decide userDecision) error {
+	return un.retry(func() (error, error) { return un.attemptUser(ctx, actor, code, login, decide) })
+}
+
+// attemptUser is one attempt of updateUser.
+func (un *unit) attemptUser(ctx context.Context, actor, code, login string, decide userDecision) (err, refusal error) {
+	if err := un.readAhead(ctx, code, login); err != nil {
+		return err, nil
+	}
+	p, _, err := un.provider(ctx, code)
+	if err != nil {
+		return err, nil
+	}
+	u, l, err := un.user(ctx, code, login)
+	if err != nil {
+		return err, nil
+	}
+	if l.decided {
+		return ErrAlreadyDecided, nil
+	}
+	events, refusal := decide(u, p)
+	return un.appendUser(ctx, code, login, l.expected(), actor, events), refusal
+}
+
+// decideUser is updateUser for decisions that wait on nothing (no password hashing):
+// on an account the handler remembers, with a store that can (eventstore.Updater), the
+// first attempt reads and appends under the stream's lock, in the round trips of the
+// append alone (unit.updateLocked). A decision that hashes must not hold the lock so long.
+func (un *unit) decideUser(ctx context.Context, actor, code, login string, decide userDecision) error {
+	locked := true
 	return un.retry(func() (error, error) {
-		if err := un.readAhead(ctx, code, login); err != nil {
-			return err, nil
+		if locked {
+			locked = false
+			if err, refusal, done := un.updateLocked(ctx, actor, code, login, decide); done {
+				return err, refusal
+			}
 		}
-		p, _, err := un.provider(ctx, code)
-		if err != nil {
-			return err, nil
-		}
-		u, l, err := un.user(ctx, code, login)
-		if err != nil {
-			return err, nil
-		}
-		if l.decided {
-			return ErrAlreadyDecided, nil
-		}
-		events, refusal := decide(u, p)
-		return un.appendUser(ctx, code, login, l.expected(), actor, events), refusal
+		return un.attemptUser(ctx, actor, code, login, decide)
 	})
 }
 

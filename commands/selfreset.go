@@ -86,7 +86,7 @@ func (h *Handler) RequestResetToken(ctx context.Context, c RequestResetToken) (t
 	emailHash := h.secrets.HashEmail(c.Email)
 	// One fold of the account: an unknown one is found by the decision itself.
 	unknown := false
-	err = h.unit().updateUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().decideUser(ctx, domain.ActorAnonymous, code, login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if unknown = !u.Registered; unknown {
 			return nil, domain.ErrUnknownAccount
 		}
@@ -127,7 +127,7 @@ func (h *Handler) ResendResetToken(ctx context.Context, c ResendResetToken) (tok
 	if err != nil {
 		return "", err
 	}
-	err = h.unit().updateUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
+	err = h.unit().decideUser(ctx, domain.ActorAnonymous, c.Provider, c.Login, func(u domain.User, p domain.Provider) ([]domain.Event, error) {
 		if !u.Registered {
 			return nil, domain.ErrUnknownAccount
 		}

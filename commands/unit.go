@@ -108,6 +108,81 @@ func (un *unit) readAhead(ctx context.Context, code, login string) error {
 	return nil
 }
 
+// updateLocked is an attempt of decideUser inside eventstore.Updater.Update: the
+// account's tail (after the handler's memory of it) and the provider's are read under the
+// account's lock, folded onto the remembered folds, the decision taken on them, and its
+// events appended in the same transaction. Nothing in between touches the store: the
+// connections other decisions hold while they wait for the same lock could be all there
+// are. done is false when it cannot be used: the store is no Updater, the account is
+// not remembered (it may not exist: an unknown login records elsewhere), or this unit
+// has folded either stream already. A conflict (an id stored already, after a
+// redelivery older than the ids the fold keeps) is left to the next attempt, which
+// appends the usual way and answers such a retry.
+func (un *unit) updateLocked(ctx context.Context, actor, code, login string, decide userDecision) (err, refusal error, done bool) {
+	up, ok := un.h.store.(eventstore.Updater)
+	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
+	if !ok || !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
+		return nil, nil, false
+	}
+	ps, us := domain.ProviderStream(code), domain.UserStream(code, login)
+	_, haveP := un.providers[ps]
+	_, haveU := un.users[us]
+	f, rev, remembered := un.h.users.get(us)
+	if haveP || haveU || !remembered {
+		return nil, nil, false
+	}
+	prov, prev, provRemembered := un.h.provs.get(ps)
+	provider := eventstore.StreamRead{Stream: ps}
+	if provRemembered {
+		provider.From = prev + 1
+	}
+	var events []domain.Event
+	res, err := up.Update(ctx, us, rev+1, []eventstore.StreamRead{provider},
+		func(tail eventstore.StreamTail, also []eventstore.StreamTail) ([]eventstore.EventData, error) {
+			if !tail.Found {
+				return nil, errFoldElsewhere // the stream is gone: fold what there is
+			}
+			u := f.user
+			l, ids, err := un.h.foldRecords(ctx, us, rev+1, f.recent, tail.Events, u.Apply)
+			if err != nil {
+				return nil, err
+			}
+			un.h.rememberUser(us, u, l, ids, un.h.snaps.maybeWrite(ctx, us, u, l, ids, f.snapshot+len(ids)-len(f.recent)))
+			p, pl := domain.Provider{}, loaded{}
+			if also[0].Found {
+				if pl, _, err = un.h.foldRecords(ctx, ps, provider.From, nil, also[0].Events, prov.Apply); err != nil {
+					return nil, err
+				}
+				p = prov
+				un.h.provs.put(ps, p, pl.revision)
+			}
+			un.users[us] = &view[domain.User]{s: u, l: l}
+			un.providers[ps] = &view[domain.Provider]{s: p, l: pl}
+			if l.decided {
+				return nil, ErrAlreadyDecided
+			}
+			events, refusal = decide(u, p)
+			if len(events) == 0 {
+				return nil, nil
+			}
+			return un.h.encode(ctx, us, actor, events)
+		})
+	if errors.Is(err, errFoldElsewhere) {
+		return nil, nil, false
+	}
+	if err != nil {
+		err = fmt.Errorf("update %s: %w", us, err)
+	}
+	return un.users.appended(us, res, err, len(events), func(u *domain.User) {
+		for _, e := range events {
+			u.Apply(e)
+		}
+	}), refusal, true
+}
+
+// errFoldElsewhere ends an updateLocked whose account cannot be folded under the lock.
+var errFoldElsewhere = errors.New("commands: fold the account the usual way")
+
 // wholeAhead is how many events of an account not remembered readAhead reads from the
 // start. An account with fewer is folded from them; a longer one from its snapshot
 // (written every snapshotEvery events), which then spares decoding the rest.

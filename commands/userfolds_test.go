@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"selfreset/commands"
 	"selfreset/domain"
 	"selfreset/eventstore"
@@ -157,4 +159,75 @@ func TestAnAccountNotRememberedIsReadWithItsProvider(t *testing.T) {
 		t.Errorf("long account: %d multi-stream reads and %d snapshot reads, want 1 and 1", b, n)
 	}
 	sameAsFullFold(t, f, h, "long account folded from its snapshot")
+}
+
+// countedCalls counts the reads, appends and updates of the store it wraps, which must
+// implement eventstore.Updater.
+type countedCalls struct {
+	countedReads
+	up               eventstore.Updater
+	appends, updates atomic.Int64
+}
+
+func (c *countedCalls) Append(ctx context.Context, stream string, expected eventstore.ExpectedRevision, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	c.appends.Add(1)
+	return c.countedReads.Append(ctx, stream, expected, events...)
+}
+
+func (c *countedCalls) Update(ctx context.Context, stream string, from uint64, also []eventstore.StreamRead,
+	decide func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error)) (eventstore.AppendResult, error) {
+	c.updates.Add(1)
+	return c.up.Update(ctx, stream, from, also, decide)
+}
+
+// TestAQuickDecisionReadsAndAppendsUnderTheLock: on an account the handler remembers, a
+// Forgot Password decision reads and appends in one Update of a store that can, sees
+// what another process appended, and a redelivery of it appends nothing.
+func TestAQuickDecisionReadsAndAppendsUnderTheLock(t *testing.T) {
+	f := newFixture(t)
+	up, ok := f.store.(eventstore.Updater)
+	if !ok {
+		t.Skipf("needs an event store that implements eventstore.Updater (PostgreSQL, the full run); %T does not", f.store)
+	}
+	f.configuredUser(t)
+	ctx := context.Background()
+	calls := &countedCalls{countedReads: countedReads{Store: f.store}, up: up}
+	h := testkit.Handler(t, calls, f.clock, f.keys)
+	wrongEmail := commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}
+	if _, err := h.RequestResetToken(ctx, wrongEmail); err == nil {
+		t.Fatal("a wrong email was granted a token")
+	}
+	if n := calls.updates.Load(); n != 0 {
+		t.Fatalf("%d updates for an account the handler did not remember yet, want 0", n)
+	}
+	admin := domain.Actor{Provider: f.code, Login: "admin"}
+	must(t, f.h.AdminLock(ctx, commands.UserCommand{Actor: admin, Provider: f.code, Login: "jane"}))
+	stream := domain.UserStream(f.code, "jane")
+	before, err := f.store.ReadStream(ctx, stream, 0)
+	must(t, err)
+	calls.single.Store(0)
+	calls.batched.Store(0)
+	calls.appends.Store(0)
+
+	redelivered := commands.WithCommandID(ctx, uuid.New())
+	if _, err := h.RequestResetToken(redelivered, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery}); err == nil {
+		t.Fatal("an account another process admin-locked was granted a token")
+	}
+	if u, s, b, a := calls.updates.Load(), calls.single.Load(), calls.batched.Load(), calls.appends.Load(); u != 1 || s+b+a != 0 {
+		t.Fatalf("the decision made %d updates, %d single reads, %d multi-stream reads and %d appends; want 1 update alone", u, s, b, a)
+	}
+	after, err := f.store.ReadStream(ctx, stream, 0)
+	must(t, err)
+	if len(after) != len(before)+1 || after[len(after)-1].Type != "ResetRequestRejected" {
+		t.Fatalf("the stream went from %d to %d events (last %s), want the refusal appended", len(before), len(after), after[len(after)-1].Type)
+	}
+	sameAsFullFold(t, f, h, "after a decision under the lock")
+	if _, err := h.RequestResetToken(redelivered, commands.RequestResetToken{Provider: f.code, Login: "jane", Email: recovery}); !errors.Is(err, commands.ErrAlreadyDecided) {
+		t.Fatalf("the redelivered decision: %v, want ErrAlreadyDecided", err)
+	}
+	again, err := f.store.ReadStream(ctx, stream, 0)
+	must(t, err)
+	if len(again) != len(after) {
+		t.Fatalf("a redelivery appended %d events", len(again)-len(after))
+	}
 }

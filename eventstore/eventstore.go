@@ -230,6 +230,21 @@ func ReadStreams(ctx context.Context, s Store, reads []StreamRead) ([]StreamTail
 	return out, nil
 }
 
+// Updater is implemented by adapters that can read a stream and append to it in one
+// transaction that holds the stream's lock throughout, in the round trips of an append:
+// a decision taken on what was read cannot conflict with another writer. Callers find it
+// by type assertion and otherwise read, then append under an expected revision.
+type Updater interface {
+	// Update locks stream, reads it from revision from on and each of also (unlocked,
+	// as ReadStreams would), then calls decide with what it read. The events decide
+	// returns are appended right after the stream's last event, in the same transaction,
+	// and their result returned. When decide returns an error or no events, nothing is
+	// written and Update returns decide's error and a zero AppendResult. The lock is held
+	// while decide runs: it must not wait on anything slow.
+	Update(ctx context.Context, stream string, from uint64, also []StreamRead,
+		decide func(tail StreamTail, also []StreamTail) ([]EventData, error)) (AppendResult, error)
+}
+
 // Snapshot is a cached fold of a stream up to Revision: Data is the state its owner
 // encoded, Schema the version of that encoding (owners ignore snapshots of another
 // schema and fold the stream in full). A snapshot is never the record: the stream is,

@@ -176,6 +176,7 @@ type Store struct {
 var (
 	_ eventstore.Store         = (*Store)(nil)
 	_ eventstore.StreamsReader = (*Store)(nil)
+	_ eventstore.Updater       = (*Store)(nil)
 )
 
 // Open connects a new pool to databaseURL and checks that the server answers. It does not
@@ -327,7 +328,7 @@ func lockHead(ctx context.Context, q batchSender, stream string, events []events
 	// table it had never analyzed (autovacuum off, or a fresh restore) or while the table
 	// was still small, and kept that plan as the table grew: 2 s an append at 600,000
 	// events.
-	b.Queue(`SELECT set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`)
+	b.Queue(planSQL)
 	// The stream lock comes first, before anything that could assign a transaction id: the
 	// id of an append must be larger than that of the stream's previous writer, and the
 	// watermark relies on an append holding the lock for as long as it has an id.
@@ -335,9 +336,7 @@ func lockHead(ctx context.Context, q batchSender, stream string, events []events
 	// Read under the lock, in a later statement's snapshot: the previous writer has
 	// committed. The last event's chain value comes with it: new events link to it
 	// (eventstore/chain).
-	b.Queue(`SELECT s.revision, e.metadata->>'chain' FROM streams s
-		LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
-		WHERE s.stream = $1`, stream)
+	b.Queue(headSQL, stream)
 	// Only event_id in the WHERE clause: with the stream there too, a generic plan (pgx
 	// prepares its statements) can walk the stream's (stream, revision) index, which costs
 	// in proportion to the stream's length. Events of other streams are skipped below.
@@ -349,6 +348,29 @@ func lockHead(ctx context.Context, q batchSender, stream string, events []events
 		err = cerr
 	}
 	return head, stored, last, err
+}
+
+// headSQL reads a stream's last revision and that event's chain value.
+const headSQL = `SELECT s.revision, e.metadata->>'chain' FROM streams s
+	LEFT JOIN events e ON e.stream = s.stream AND e.revision = s.revision
+	WHERE s.stream = $1`
+
+// planSQL sets the planner for an append's statements (see lockHead).
+const planSQL = `SELECT set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`
+
+// scanHead reads headSQL's answer.
+func scanHead(row pgx.Row) (streamHead, error) {
+	var prevChain *string
+	head := streamHead{exists: true}
+	switch err := row.Scan(&head.revision, &prevChain); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return streamHead{}, nil
+	case err != nil:
+		return streamHead{}, fmt.Errorf("read revision: %w", err)
+	case prevChain != nil:
+		head.chain = *prevChain
+	}
+	return head, nil
 }
 
 // readHead reads the results of lockHead's batch.
@@ -364,15 +386,9 @@ func readHead(br pgx.BatchResults, stream string, begin bool) (streamHead, map[u
 	if _, err := br.Exec(); err != nil {
 		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("lock stream: %w", err)
 	}
-	var prevChain *string
-	head := streamHead{exists: true}
-	switch err := br.QueryRow().Scan(&head.revision, &prevChain); {
-	case errors.Is(err, pgx.ErrNoRows):
-		head = streamHead{}
-	case err != nil:
-		return streamHead{}, nil, eventstore.AppendResult{}, fmt.Errorf("read revision: %w", err)
-	case prevChain != nil:
-		head.chain = *prevChain
+	head, err := scanHead(br.QueryRow())
+	if err != nil {
+		return streamHead{}, nil, eventstore.AppendResult{}, err
 	}
 	rows, err := br.Query()
 	if err != nil {

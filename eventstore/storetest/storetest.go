@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, newStore) })
 	t.Run("Chain", func(t *testing.T) { testChain(t, newStore) })
 	t.Run("Snapshots", func(t *testing.T) { testSnapshots(t, newStore) })
+	t.Run("Update", func(t *testing.T) { testUpdate(t, newStore) })
 }
 
 // fixture is one subtest's view of the store: a context with a deadline and a stream
@@ -1120,5 +1121,111 @@ func testChain(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 			t.Fatalf("Any append: %v", err)
 		}
 		f.checkStreamChain(s, writers*(each/2)*3)
+	})
+}
+
+// testUpdate is the contract of the optional eventstore.Updater.
+func testUpdate(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	up, ok := f.store.(eventstore.Updater)
+	if !ok {
+		t.Skipf("%T does not implement the optional eventstore.Updater", f.store)
+	}
+	s, other := f.stream("updated"), f.stream("other")
+	f.append(s, eventstore.NoStream, newEvents("Before", 3)...)
+	f.append(other, eventstore.NoStream, newEvents("Other", 2)...)
+
+	t.Run("reads as ReadStreams and appends after the stream's last event", func(t *testing.T) {
+		f := f.in(t)
+		also := []eventstore.StreamRead{{Stream: other, From: 1}, {Stream: f.stream("missing")}}
+		added := []eventstore.EventData{newEvent("Decided", 10), newEvent("Decided", 11)}
+		var gotTail eventstore.StreamTail
+		var gotAlso []eventstore.StreamTail
+		res, err := up.Update(f.ctx, s, 1, also, func(tail eventstore.StreamTail, others []eventstore.StreamTail) ([]eventstore.EventData, error) {
+			gotTail, gotAlso = tail, others
+			return added, nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if !gotTail.Found || !reflect.DeepEqual(recordedIDs(gotTail.Events), recordedIDs(f.readStream(s, 1)[:2])) {
+			t.Errorf("decide got the tail %v (found %v), want revisions 1 and 2", recordedIDs(gotTail.Events), gotTail.Found)
+		}
+		if len(gotAlso) != 2 || !gotAlso[0].Found || len(gotAlso[0].Events) != 1 || gotAlso[0].Events[0].Revision != 1 || gotAlso[1].Found {
+			t.Errorf("decide got the other streams %+v, want %s from 1 (one event) and a missing one", gotAlso, other)
+		}
+		if res.NextRevision != 4 || res.Position == eventstore.Start {
+			t.Errorf("Update = %+v, want revision 4 and a position", res)
+		}
+		got := f.readStream(s, 0)
+		if len(got) != 5 || !reflect.DeepEqual(recordedIDs(got[3:]), dataIDs(added)) || got[4].Position != res.Position {
+			t.Fatalf("stream after Update: %v, want the 3 events before and then %v at %v", recordedIDs(got), dataIDs(added), res.Position)
+		}
+		checkChain(t, s, got)
+	})
+
+	t.Run("a refusal or no events writes nothing", func(t *testing.T) {
+		f := f.in(t)
+		refused := errors.New("refused")
+		for _, tc := range []struct {
+			name   string
+			events []eventstore.EventData
+			err    error
+		}{{"refusal", []eventstore.EventData{newEvent("Never", 0)}, refused}, {"no events", nil, nil}} {
+			before := len(f.readStream(s, 0))
+			res, err := up.Update(f.ctx, s, 0, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
+				return tc.events, tc.err
+			})
+			if !errors.Is(err, tc.err) || (tc.err == nil && err != nil) || res != (eventstore.AppendResult{}) {
+				t.Errorf("%s: Update = %+v, %v; want a zero result and %v", tc.name, res, err, tc.err)
+			}
+			if after := len(f.readStream(s, 0)); after != before {
+				t.Errorf("%s: the stream went from %d events to %d", tc.name, before, after)
+			}
+		}
+	})
+
+	t.Run("creates a missing stream", func(t *testing.T) {
+		f := f.in(t)
+		fresh := f.stream("created")
+		res, err := up.Update(f.ctx, fresh, 0, nil, func(tail eventstore.StreamTail, _ []eventstore.StreamTail) ([]eventstore.EventData, error) {
+			if tail.Found {
+				t.Errorf("a missing stream was found: %v", recordedIDs(tail.Events))
+			}
+			return []eventstore.EventData{newEvent("Created", 0)}, nil
+		})
+		if err != nil || res.NextRevision != 0 {
+			t.Fatalf("Update of a missing stream = %+v, %v; want revision 0", res, err)
+		}
+		checkChain(t, fresh, f.readStream(fresh, 0))
+	})
+
+	t.Run("concurrent updates of one stream never conflict", func(t *testing.T) {
+		f := f.in(t)
+		const racers = 8
+		counted := f.stream("counted")
+		errs := race(f, racers, func(i int) error {
+			_, err := up.Update(f.ctx, counted, 0, nil, func(tail eventstore.StreamTail, _ []eventstore.StreamTail) ([]eventstore.EventData, error) {
+				// Each decision sees every earlier one: the stream is locked from the read on.
+				return []eventstore.EventData{newEvent("Counted", len(tail.Events))}, nil
+			})
+			return err
+		})
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("racer %d: %v", i, err)
+			}
+		}
+		got := f.readStream(counted, 0)
+		if len(got) != racers {
+			t.Fatalf("stream holds %d events, want %d", len(got), racers)
+		}
+		for i, e := range got {
+			var d struct{ N int }
+			if err := json.Unmarshal(e.Data, &d); err != nil || d.N != i {
+				t.Errorf("event %d was decided on %d events before it (%v), want %d", i, d.N, err, i)
+			}
+		}
+		checkChain(t, counted, got)
 	})
 }
