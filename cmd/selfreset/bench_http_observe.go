@@ -278,3 +278,50 @@ func pidListeningOn(base string) (int, error) {
 	}
 	return 0, fmt.Errorf("no process of this user listens on port %d", port)
 }
+
+// machineCPU is the first line of /proc/stat: the time all CPUs spent busy and in all,
+// in clock ticks since boot.
+type machineCPU struct {
+	busy, total uint64
+}
+
+// readMachineCPU reads /proc/stat (zero when it cannot: then no CPU figure is reported).
+func readMachineCPU() machineCPU {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{}
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	c, _ := parseMachineCPU(line)
+	return c
+}
+
+// parseMachineCPU reads the "cpu" line: user nice system idle iowait irq softirq steal …;
+// idle and iowait are the time not busy. Guest time is counted in user already.
+func parseMachineCPU(line string) (machineCPU, error) {
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return machineCPU{}, fmt.Errorf("bench: not the cpu line of /proc/stat: %q", line)
+	}
+	var c machineCPU
+	for i, f := range fields[1:9] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return machineCPU{}, fmt.Errorf("bench: /proc/stat cpu field %d: %w", i+1, err)
+		}
+		c.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			c.busy += v
+		}
+	}
+	return c, nil
+}
+
+// cpuSeconds is the busy CPU time of the whole machine (every process: serve, PostgreSQL,
+// this harness, the kernel) between two readings wall apart on cpus CPUs.
+func cpuSeconds(from, to machineCPU, wall time.Duration, cpus int) float64 {
+	if to.total <= from.total || to.busy < from.busy {
+		return 0
+	}
+	return float64(to.busy-from.busy) / float64(to.total-from.total) * float64(cpus) * wall.Seconds()
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,7 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 	go func() { samples <- b.sampleLag(lagCtx, 100*time.Millisecond) }()
 
 	rec := newRecorder(b.cfg.maxRequests, b.cfg.duration)
+	cpu0 := readMachineCPU()
 	start := time.Now()
 	var missed int64
 	switch phase {
@@ -94,6 +96,7 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 		return phaseReport{}, err
 	}
 	settled, settleErr := b.settle(ctx)
+	cpu1 := readMachineCPU()
 	stopLag()
 	lagSamples := <-samples
 	if settleErr != nil {
@@ -101,17 +104,19 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 	}
 	pr := rec.report(phase, end.Sub(start))
 	pr.Missed = int(missed)
-	if err := b.measureAfter(ctx, &pr, phaseWindow{start: start, end: end, settled: settled, head0: head0, headEnd: headEnd},
-		lagSamples, mailMark); err != nil {
+	if err := b.measureAfter(ctx, &pr, phaseWindow{start: start, end: end, settled: settled, head0: head0, headEnd: headEnd,
+		cpu0: cpu0, cpu1: cpu1}, lagSamples, mailMark); err != nil {
 		return phaseReport{}, err
 	}
 	return pr, nil
 }
 
-// phaseWindow is when a phase ran and where the feed stood.
+// phaseWindow is when a phase ran, where the feed stood, and the machine's CPU time at
+// its start and once the server had settled.
 type phaseWindow struct {
 	start, end, settled time.Time
 	head0, headEnd      eventstore.Position
+	cpu0, cpu1          machineCPU
 }
 
 // settle waits until the server has decided every queued command, every consumer is at
@@ -217,6 +222,7 @@ func (b *httpBench) measureAfter(ctx context.Context, pr *phaseReport, w phaseWi
 			pr.Events.SustainedPerSecond = float64(fs.inWindow+fs.after) / took
 		}
 	}
+	pr.CPU = cpuReportOf(cpuSeconds(w.cpu0, w.cpu1, w.settled.Sub(w.start), runtime.NumCPU()), pr.Requests, fs.inWindow+fs.after)
 	pr.Lag = lagStats(lag, w.end)
 	pr.Mail = b.mail.report(mailMark, w.end, fs.tokenIssuedAt)
 	pr.SettledAfterEndMS = ms(w.settled.Sub(w.end))

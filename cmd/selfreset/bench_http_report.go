@@ -45,6 +45,7 @@ type phaseReport struct {
 	Events            eventsReport            `json:"events"`
 	Lag               lagReport               `json:"lag"`
 	Mail              mailReport              `json:"mail"`
+	CPU               cpuReport               `json:"machine_cpu"`
 	SettledAfterEndMS float64                 `json:"settled_after_end_ms"` // queue empty, consumers at head, no mail pending
 	VmHWMBytes        int64                   `json:"vmhwm_bytes"`
 }
@@ -103,6 +104,35 @@ func (l *levelReport) ratios() {
 	if app, ok := by[phaseAppendFloor]; ok && okF && app.PerSecond > 0 {
 		l.Ratios["forgot_events_to_append_floor"] = round3(forgot.Events.PerSecond / app.PerSecond)
 	}
+	// What a decision costs the machine against what an append does: the share of the
+	// append floor a machine doing nothing but decisions would reach.
+	if app, ok := by[phaseAppendFloor]; ok && okF && app.CPU.PerEventMS > 0 && forgot.CPU.PerEventMS > 0 {
+		l.Ratios["append_cpu_to_forgot_event_cpu"] = round3(app.CPU.PerEventMS / forgot.CPU.PerEventMS)
+	}
+}
+
+// cpuReport is the busy CPU time of the whole machine from a phase's start until the
+// server had settled (the intake drained, the consumers at the head, the mail sent): all
+// the work the phase caused, in every process. Per request and per event it is what one
+// costs, a figure the speed of a shared machine moves less than a rate.
+type cpuReport struct {
+	Seconds      float64 `json:"seconds"`
+	PerRequestMS float64 `json:"per_request_ms,omitempty"`
+	PerEventMS   float64 `json:"per_event_ms,omitempty"`
+}
+
+func cpuReportOf(seconds float64, requests, events int) cpuReport {
+	r := cpuReport{Seconds: round3(seconds)}
+	if seconds <= 0 {
+		return r
+	}
+	if requests > 0 {
+		r.PerRequestMS = round3(seconds * 1000 / float64(requests))
+	}
+	if events > 0 {
+		r.PerEventMS = round3(seconds * 1000 / float64(events))
+	}
+	return r
 }
 
 const benchHeader = "%-4s %-22s %7s %9s %8s %8s %6s %9s %9s %9s %13s %9s %8s\n"

@@ -105,7 +105,12 @@ func TestBenchHTTPSmoke(t *testing.T) {
 	if a := phases[phaseAppendFloor]; a.Events.InWindow+a.Events.After < a.Requests {
 		t.Errorf("append floor: %d appends, %d events in the feed", a.Requests, a.Events.InWindow)
 	}
-	for _, k := range []string{"forgot_answers_to_insert_floor", "forgot_events_to_append_floor"} {
+	for name, p := range phases {
+		if p.CPU.Seconds <= 0 || p.CPU.PerRequestMS <= 0 {
+			t.Errorf("%s: machine CPU %+v", name, p.CPU)
+		}
+	}
+	for _, k := range []string{"forgot_answers_to_insert_floor", "forgot_events_to_append_floor", "append_cpu_to_forgot_event_cpu"} {
 		if rep.Levels[0].Ratios[k] <= 0 {
 			t.Errorf("ratio %s missing: %v", k, rep.Levels[0].Ratios)
 		}
@@ -235,5 +240,34 @@ func TestBenchConnectionsFitTheHighestLevel(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMachineCPUOfAPhase: the harness reads /proc/stat's cpu line, counts idle and iowait
+// as not busy, and turns two readings into the busy CPU seconds between them.
+func TestMachineCPUOfAPhase(t *testing.T) {
+	for _, tc := range []struct {
+		line        string
+		busy, total uint64
+		bad         bool
+	}{
+		{line: "cpu  100 5 50 800 20 3 2 1 0 0", busy: 161, total: 981},
+		{line: "cpu  1 2 3 4 5 6 7 8", busy: 27, total: 36},
+		{line: "cpu0 100 5 50 800 20 3 2 1 0 0", bad: true},
+		{line: "cpu  100 5 50", bad: true},
+		{line: "cpu  100 x 50 800 20 3 2 1", bad: true},
+	} {
+		c, err := parseMachineCPU(tc.line)
+		if (err != nil) != tc.bad || (!tc.bad && (c.busy != tc.busy || c.total != tc.total)) {
+			t.Errorf("%q: %+v, %v; want busy %d of %d (bad %v)", tc.line, c, err, tc.busy, tc.total, tc.bad)
+		}
+	}
+	// Half the ticks busy over 4 s on 2 CPUs is 4 CPU seconds; readings that go backwards give none.
+	from, to := machineCPU{busy: 1000, total: 4000}, machineCPU{busy: 1400, total: 4800}
+	if got := cpuSeconds(from, to, 4*time.Second, 2); got != 4 {
+		t.Errorf("cpuSeconds = %v, want 4", got)
+	}
+	if got := cpuSeconds(to, from, 4*time.Second, 2); got != 0 {
+		t.Errorf("cpuSeconds of readings going backwards = %v, want 0", got)
 	}
 }
