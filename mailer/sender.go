@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -233,6 +234,7 @@ func (s *Sender) sendAll(ctx context.Context, batch []claimed) (Result, error) {
 		res      Result
 		firstErr error
 		unsent   []claimed
+		sent     []sentMail
 		wg       sync.WaitGroup
 	)
 	next := make(chan claimed)
@@ -250,9 +252,12 @@ func (s *Sender) sendAll(ctx context.Context, batch []claimed) (Result, error) {
 				if stop {
 					continue
 				}
-				o, err := s.deliver(ctx, c)
+				o, ok, err := s.deliver(ctx, c)
 				mu.Lock()
 				res.add(o)
+				if ok != nil {
+					sent = append(sent, *ok)
+				}
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
@@ -274,6 +279,13 @@ func (s *Sender) sendAll(ctx context.Context, batch []claimed) (Result, error) {
 	}
 	close(next)
 	wg.Wait()
+	if len(sent) > 0 {
+		o, err := s.recordSent(ctx, sent)
+		res.add(o)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
 	if len(unsent) > 0 {
 		s.release(unsent)
 	}
@@ -397,14 +409,17 @@ func (s *Sender) settleTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, state, s
 	return err
 }
 
-// deliver renders and sends one leased delivery and records the outcome. The returned
-// error is a database failure only; send failures are outcomes.
-func (s *Sender) deliver(ctx context.Context, c claimed) (Result, error) {
+// deliver renders and sends one leased delivery and records the outcome, except that of
+// a mail the server accepted: that one it returns, for its batch to record with the
+// others (recordSent). The returned error is a database failure only; send failures are
+// outcomes.
+func (s *Sender) deliver(ctx context.Context, c claimed) (Result, *sentMail, error) {
 	log := s.log.With("event_id", c.EventID, "kind", c.Kind, "to", domain.MaskEmail(c.Recipient), "attempt", c.attempt)
 	now := s.clock.Now()
 	if c.SecretKind != "" && !now.Before(c.ExpiresAt) { // expired while the batch was being worked on
 		log.Info("mail skipped", "reason", SkipExpired)
-		return s.finish(ctx, c, log, Result{Skipped: 1}, `state = 'skipped', skip_reason = 'expired'`, now)
+		o, err := s.finish(ctx, c, log, Result{Skipped: 1}, `state = 'skipped', skip_reason = 'expired'`, now)
+		return o, nil, err
 	}
 
 	msg, err := s.message(c.Delivery, now)
@@ -417,11 +432,17 @@ func (s *Sender) deliver(ctx context.Context, c claimed) (Result, error) {
 		err = Permanent(err) // rendering will not work better next time
 	}
 	now = s.clock.Now()
-	switch {
-	case err == nil:
+	if err == nil {
 		log.Info("mail sent", "provider_id", providerID)
-		return s.finish(ctx, c, log, Result{Sent: 1},
-			`state = 'sent', sent_at = $3, provider_message_id = $4, last_error = ''`, now, providerID)
+		return Result{}, &sentMail{claimed: c, providerID: providerID, at: now}, nil
+	}
+	o, err := s.failed(ctx, c, log, err, now)
+	return o, nil, err
+}
+
+// failed records a send that did not go: failed for good, or due again later.
+func (s *Sender) failed(ctx context.Context, c claimed, log *slog.Logger, err error, now time.Time) (Result, error) {
+	switch {
 	case IsPermanent(err):
 		log.Warn("mail failed", "error", err)
 		return s.finish(ctx, c, log, Result{Failed: 1}, `state = 'failed', last_error = $4`, now, truncate(err.Error(), 1000))
@@ -435,6 +456,52 @@ func (s *Sender) deliver(ctx context.Context, c claimed) (Result, error) {
 		return s.finish(ctx, c, log, Result{Retried: 1}, `next_attempt_at = $4, last_error = $5`, now, next,
 			truncate(err.Error(), 1000))
 	}
+}
+
+// sentMail is a delivery the mail server accepted, not yet recorded.
+type sentMail struct {
+	claimed
+	providerID string
+	at         time.Time
+}
+
+// recordSent marks a batch's accepted mails sent in one statement (one commit where each
+// used to cost one), each only where this sender still holds its lease; the others are
+// lost to the sender that took them over. A crash before it runs sends them again once
+// their lease is out, as a crash between one mail's send and its record always did.
+func (s *Sender) recordSent(ctx context.Context, sent []sentMail) (Result, error) {
+	ids := make([]uuid.UUID, len(sent))
+	attempts := make([]int, len(sent))
+	ats := make([]time.Time, len(sent))
+	providerIDs := make([]string, len(sent))
+	for i, m := range sent {
+		ids[i], attempts[i], ats[i], providerIDs[i] = m.EventID, m.attempt, m.at, m.providerID
+	}
+	// Record even when ctx has just been cancelled (shutdown): the sends already happened.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	rows, err := s.pool.Query(wctx, `UPDATE mail_deliveries d
+		SET state = 'sent', sent_at = v.at, provider_message_id = v.provider_id, last_error = '', updated_at = v.at
+		FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[]) AS v(event_id, attempt, at, provider_id)
+		WHERE d.event_id = v.event_id AND d.attempts = v.attempt AND d.state = 'pending'
+		RETURNING d.event_id`, ids, attempts, ats, providerIDs)
+	if err != nil {
+		return Result{}, fmt.Errorf("mailer: record %d sent mails: %w", len(sent), err)
+	}
+	recorded, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return Result{}, fmt.Errorf("mailer: record %d sent mails: %w", len(sent), err)
+	}
+	res := Result{Sent: len(recorded), Lost: len(sent) - len(recorded)}
+	if res.Lost > 0 {
+		for _, m := range sent {
+			if !slices.Contains(recorded, m.EventID) {
+				s.log.Warn("mail outcome not recorded: the lease ran out and another sender took the delivery",
+					"event_id", m.EventID, "kind", m.Kind, "attempt", m.attempt)
+			}
+		}
+	}
+	return res, nil
 }
 
 // finish records an outcome if this sender still holds the lease. set is the SET clause

@@ -740,9 +740,21 @@ func (*statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuer
 // A claimed batch is leased in one statement, whatever its size, and every mail of it
 // still carries its own attempt (the fencing token of its outcome).
 func TestAClaimedBatchIsLeasedInOneStatement(t *testing.T) {
+	testABatchTakesOneStatement(t, "attempts = attempts + 1")
+}
+
+// TestABatchsSentMailsAreRecordedInOneStatement: the mails of a batch the server accepted
+// are marked sent together, in one statement and one commit.
+func TestABatchsSentMailsAreRecordedInOneStatement(t *testing.T) {
+	testABatchTakesOneStatement(t, "SET state = 'sent'")
+}
+
+// testABatchTakesOneStatement sends a batch of n mails and checks that one statement
+// containing what did its part for all of them.
+func testABatchTakesOneStatement(t *testing.T, what string) {
 	const n = 6
 	f := newFixture(t, func(c *mailer.SenderConfig) { c.BatchSize = n })
-	leases := &statementCounter{contains: "attempts = attempts + 1"}
+	leases := &statementCounter{contains: what}
 	cfg, err := pgxpool.ParseConfig(f.pool.Config().ConnString())
 	if err != nil {
 		t.Fatal(err)
@@ -769,7 +781,7 @@ func TestAClaimedBatchIsLeasedInOneStatement(t *testing.T) {
 		t.Fatalf("result %+v, want %d claimed and sent", res, n)
 	}
 	if leases.n != 1 {
-		t.Errorf("%d statements leased a batch of %d, want 1", leases.n, n)
+		t.Errorf("%d statements with %q for a batch of %d, want 1", leases.n, what, n)
 	}
 	for _, id := range ids {
 		if d := f.delivery(t, id); d.State != mailer.StateSent || d.Attempts != 1 {
