@@ -26,15 +26,16 @@
 // later secret of the same kind on the same stream (skipped, "superseded"). The rest it
 // leases (next_attempt_at = now + Lease) and commits, then derives each secret with the
 // keyring, renders the text and HTML bodies from the embedded templates and hands the
-// message to a Driver, outside any transaction. Success records state sent and the
-// provider's message id; a PermanentError (SMTP 5xx to RCPT TO or to the message, Mailgun
+// message to a Driver, outside any transaction. The batch's successes are recorded
+// together once its sends are done (state sent and the provider's message id, one
+// statement); a PermanentError (SMTP 5xx to RCPT TO or to the message, Mailgun
 // 4xx) records failed without holding up later mail; other errors retry with jittered
 // exponential backoff until MaxAttempts, then fail.
 //
 // # At least once
 //
 // A crash after the mail server accepted a message but before the row was marked sent
-// leaves the row pending; when its lease runs out the message is sent again, once, with
+// (which waits for the rest of its batch) leaves the row pending; when its lease runs out the message is sent again, once, with
 // the same Message-ID (derived from the event id), which mail clients commonly fold. That
 // duplicate is the price of never losing a mail. A crash before the send loses nothing.
 //
