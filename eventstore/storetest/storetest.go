@@ -378,37 +378,40 @@ func testReadStream(t *testing.T, newStore func(t *testing.T) eventstore.Store) 
 		}
 	})
 
-	t.Run("ReadStreams answers each read as ReadStream, cut to its Max", func(t *testing.T) {
-		f := f.in(t)
-		reads := []eventstore.StreamRead{{Stream: s, From: 0}, {Stream: f.stream("missing"), From: 0},
-			{Stream: s, From: 2}, {Stream: s, From: 9}, {Stream: s, From: 1},
-			{Stream: s, From: 0, Max: 2}, {Stream: s, From: 1, Max: 10}, {Stream: f.stream("missing"), Max: 1}}
-		got, err := eventstore.ReadStreams(f.ctx, f.store, reads)
-		if err != nil {
-			t.Fatalf("ReadStreams: %v", err)
+	t.Run("ReadStreams answers each read as ReadStream, cut to its Max", func(t *testing.T) { testReadStreams(f.in(t), s) })
+}
+
+// testReadStreams reads s (five events) and a missing stream through eventstore.ReadStreams.
+func testReadStreams(f *fixture, s string) {
+	t := f.t
+	reads := []eventstore.StreamRead{{Stream: s, From: 0}, {Stream: f.stream("missing"), From: 0},
+		{Stream: s, From: 2}, {Stream: s, From: 9}, {Stream: s, From: 1},
+		{Stream: s, From: 0, Max: 2}, {Stream: s, From: 1, Max: 10}, {Stream: f.stream("missing"), Max: 1}}
+	got, err := eventstore.ReadStreams(f.ctx, f.store, reads)
+	if err != nil {
+		t.Fatalf("ReadStreams: %v", err)
+	}
+	if len(got) != len(reads) {
+		t.Fatalf("ReadStreams answered %d reads, want %d", len(got), len(reads))
+	}
+	for i, r := range reads {
+		want, err := f.store.ReadStream(f.ctx, r.Stream, r.From)
+		if r.Max > 0 && len(want) > r.Max {
+			want = want[:r.Max]
 		}
-		if len(got) != len(reads) {
-			t.Fatalf("ReadStreams answered %d reads, want %d", len(got), len(reads))
+		if found := !errors.Is(err, eventstore.ErrStreamNotFound); got[i].Found != found {
+			t.Errorf("read %d (%s from %d): Found = %v, ReadStream says %v (%v)", i, r.Stream, r.From, got[i].Found, found, err)
 		}
-		for i, r := range reads {
-			want, err := f.store.ReadStream(f.ctx, r.Stream, r.From)
-			if r.Max > 0 && len(want) > r.Max {
-				want = want[:r.Max]
-			}
-			if found := !errors.Is(err, eventstore.ErrStreamNotFound); got[i].Found != found {
-				t.Errorf("read %d (%s from %d): Found = %v, ReadStream says %v (%v)", i, r.Stream, r.From, got[i].Found, found, err)
-			}
-			if !reflect.DeepEqual(recordedIDs(got[i].Events), recordedIDs(want)) {
-				t.Errorf("read %d (%s from %d): %v, ReadStream gives %v", i, r.Stream, r.From, recordedIDs(got[i].Events), recordedIDs(want))
-			}
-			for j, e := range got[i].Events {
-				if e.Revision != r.From+uint64(j) || e.Stream != r.Stream || e.Position != want[j].Position {
-					t.Errorf("read %d: event %d at %s revision %d position %v, want %s revision %d position %v",
-						i, j, e.Stream, e.Revision, e.Position, r.Stream, r.From+uint64(j), want[j].Position)
-				}
+		if !reflect.DeepEqual(recordedIDs(got[i].Events), recordedIDs(want)) {
+			t.Errorf("read %d (%s from %d): %v, ReadStream gives %v", i, r.Stream, r.From, recordedIDs(got[i].Events), recordedIDs(want))
+		}
+		for j, e := range got[i].Events {
+			if e.Revision != r.From+uint64(j) || e.Stream != r.Stream || e.Position != want[j].Position {
+				t.Errorf("read %d: event %d at %s revision %d position %v, want %s revision %d position %v",
+					i, j, e.Stream, e.Revision, e.Position, r.Stream, r.From+uint64(j), want[j].Position)
 			}
 		}
-	})
+	}
 }
 
 func testIdempotency(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
@@ -1200,32 +1203,35 @@ func testUpdate(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		checkChain(t, fresh, f.readStream(fresh, 0))
 	})
 
-	t.Run("concurrent updates of one stream never conflict", func(t *testing.T) {
-		f := f.in(t)
-		const racers = 8
-		counted := f.stream("counted")
-		errs := race(f, racers, func(i int) error {
-			_, err := up.Update(f.ctx, counted, 0, nil, func(tail eventstore.StreamTail, _ []eventstore.StreamTail) ([]eventstore.EventData, error) {
-				// Each decision sees every earlier one: the stream is locked from the read on.
-				return []eventstore.EventData{newEvent("Counted", len(tail.Events))}, nil
-			})
-			return err
+	t.Run("concurrent updates of one stream never conflict", func(t *testing.T) { testConcurrentUpdates(f.in(t), up) })
+}
+
+// testConcurrentUpdates races updates of one stream, each appending how many events it read.
+func testConcurrentUpdates(f *fixture, up eventstore.Updater) {
+	t := f.t
+	const racers = 8
+	counted := f.stream("counted")
+	errs := race(f, racers, func(i int) error {
+		_, err := up.Update(f.ctx, counted, 0, nil, func(tail eventstore.StreamTail, _ []eventstore.StreamTail) ([]eventstore.EventData, error) {
+			// Each decision sees every earlier one: the stream is locked from the read on.
+			return []eventstore.EventData{newEvent("Counted", len(tail.Events))}, nil
 		})
-		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("racer %d: %v", i, err)
-			}
-		}
-		got := f.readStream(counted, 0)
-		if len(got) != racers {
-			t.Fatalf("stream holds %d events, want %d", len(got), racers)
-		}
-		for i, e := range got {
-			var d struct{ N int }
-			if err := json.Unmarshal(e.Data, &d); err != nil || d.N != i {
-				t.Errorf("event %d was decided on %d events before it (%v), want %d", i, d.N, err, i)
-			}
-		}
-		checkChain(t, counted, got)
+		return err
 	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("racer %d: %v", i, err)
+		}
+	}
+	got := f.readStream(counted, 0)
+	if len(got) != racers {
+		t.Fatalf("stream holds %d events, want %d", len(got), racers)
+	}
+	for i, e := range got {
+		var d struct{ N int }
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.N != i {
+			t.Errorf("event %d was decided on %d events before it (%v), want %d", i, d.N, err, i)
+		}
+	}
+	checkChain(t, counted, got)
 }
