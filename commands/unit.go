@@ -184,9 +184,9 @@ func (un *unit) updateLocked(ctx context.Context, actor, code, login string, dec
 var errFoldElsewhere = errors.New("commands: fold the account the usual way")
 
 // wholeAhead is how many events of an account not remembered readAhead reads from the
-// start. An account with fewer is folded from them; a longer one from its snapshot
-// (written every snapshotEvery events), which then spares decoding the rest.
-const wholeAhead = 4 * snapshotEvery
+// start. An account with fewer is folded from them; a longer one from its snapshot and at
+// most as many events again (snapshotEvery), which then spares decoding the rest.
+const wholeAhead = snapshotEvery
 
 // readWhole is streamReader: whether readAhead read all of stream, and the tail waits.
 func (un *unit) readWhole(stream string) bool {
