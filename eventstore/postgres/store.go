@@ -232,15 +232,24 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err := eventstore.ValidateAppend(stream, events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
+	return s.write(ctx, "append to "+quote(stream), func(conn *pgx.Conn) (eventstore.AppendResult, bool, error) {
+		return appendIn(ctx, conn, stream, expected, events, true)
+	})
+}
+
+// write runs a transaction that appends (appendIn, updateIn) on a connection of the
+// pool, which it begins and, having written, commits; wrote says whether it did. A
+// transaction left open (nothing written: a retry, a conflict, a refusal; or a failed
+// statement) is rolled back here: pgxpool would close a connection given back so, and
+// this keeps it (if the ROLLBACK fails too, the pool closes it). Subscribers are told of
+// what was written once it is committed.
+func (s *Store) write(ctx context.Context, what string, tx func(conn *pgx.Conn) (eventstore.AppendResult, bool, error)) (eventstore.AppendResult, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: %w", stream, err)
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: %s: %w", what, err)
 	}
 	defer conn.Release()
-	res, wrote, err := appendIn(ctx, conn.Conn(), stream, expected, events, true)
-	// Still in the transaction: nothing was written (a retry, a conflict) or a statement
-	// failed. pgxpool would close a connection given back so; end it and keep the
-	// connection (if the ROLLBACK fails too, the pool closes it).
+	res, wrote, err := tx(conn.Conn())
 	if conn.Conn().PgConn().TxStatus() != 'I' {
 		_, _ = conn.Exec(ctx, "ROLLBACK")
 	}
@@ -546,6 +555,20 @@ func scanTail(rows pgx.Rows) (eventstore.StreamTail, error) {
 // statement has a snapshot of its own, as separate reads would.
 func (s *Store) ReadStreams(ctx context.Context, reads []eventstore.StreamRead) ([]eventstore.StreamTail, error) {
 	b := &pgx.Batch{}
+	queueReads(b, reads)
+	br := s.pool.SendBatch(ctx, b)
+	out, err := readTails(br, len(reads))
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, wrapErr("read streams", err)
+	}
+	return out, nil
+}
+
+// queueReads queues readStreamSQL for each of reads.
+func queueReads(b *pgx.Batch, reads []eventstore.StreamRead) {
 	for _, r := range reads {
 		var limit *int
 		if r.Max > 0 {
@@ -553,22 +576,21 @@ func (s *Store) ReadStreams(ctx context.Context, reads []eventstore.StreamRead) 
 		}
 		b.Queue(readStreamSQL, r.Stream, clampInt64(r.From), limit)
 	}
-	br := s.pool.SendBatch(ctx, b)
-	out := make([]eventstore.StreamTail, len(reads))
-	for i, r := range reads {
+}
+
+// readTails reads the next n results of br, each readStreamSQL's.
+func readTails(br pgx.BatchResults, n int) ([]eventstore.StreamTail, error) {
+	tails := make([]eventstore.StreamTail, n)
+	for i := range tails {
 		rows, err := br.Query()
 		if err == nil {
-			out[i], err = scanTail(rows)
+			tails[i], err = scanTail(rows)
 		}
 		if err != nil {
-			_ = br.Close()
-			return nil, wrapErr("read stream "+quote(r.Stream), err)
+			return nil, fmt.Errorf("read stream %d of %d: %w", i+1, n, err)
 		}
 	}
-	if err := br.Close(); err != nil {
-		return nil, wrapErr("read streams", err)
-	}
-	return out, nil
+	return tails, nil
 }
 
 // ReadAll implements eventstore.Store. It reads only rows below the watermark (see the

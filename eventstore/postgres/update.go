@@ -19,22 +19,9 @@ import (
 // runs the transaction has no id yet.
 func (s *Store) Update(ctx context.Context, stream string, from uint64, also []eventstore.StreamRead,
 	decide func(tail eventstore.StreamTail, also []eventstore.StreamTail) ([]eventstore.EventData, error)) (eventstore.AppendResult, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: update %q: %w", stream, err)
-	}
-	defer conn.Release()
-	res, wrote, err := updateIn(ctx, conn.Conn(), stream, from, also, decide)
-	if conn.Conn().PgConn().TxStatus() != 'I' { // nothing written, or a statement failed
-		_, _ = conn.Exec(ctx, "ROLLBACK")
-	}
-	if err != nil {
-		return eventstore.AppendResult{}, err
-	}
-	if wrote {
-		s.notify.announce(res.Position)
-	}
-	return res, nil
+	return s.write(ctx, "update "+quote(stream), func(conn *pgx.Conn) (eventstore.AppendResult, bool, error) {
+		return updateIn(ctx, conn, stream, from, also, decide)
+	})
 }
 
 // updateIn does Update's work on conn; the caller rolls back a transaction left open.
@@ -46,14 +33,7 @@ func updateIn(ctx context.Context, conn *pgx.Conn, stream string, from uint64, a
 	b.Queue(planSQL)
 	b.Queue(lockStreamSQL, stream)
 	b.Queue(headSQL, stream)
-	b.Queue(readStreamSQL, stream, clampInt64(from), nil)
-	for _, r := range also {
-		var limit *int
-		if r.Max > 0 {
-			limit = &r.Max
-		}
-		b.Queue(readStreamSQL, r.Stream, clampInt64(r.From), limit)
-	}
+	queueReads(b, append([]eventstore.StreamRead{{Stream: stream, From: from}}, also...))
 	br := conn.SendBatch(ctx, b)
 	head, tail, others, err := readUpdate(br, len(also))
 	if cerr := br.Close(); err == nil && cerr != nil {
@@ -95,15 +75,9 @@ func readUpdate(br pgx.BatchResults, others int) (streamHead, eventstore.StreamT
 	if err != nil {
 		return streamHead{}, eventstore.StreamTail{}, nil, err
 	}
-	tails := make([]eventstore.StreamTail, others+1)
-	for i := range tails {
-		rows, err := br.Query()
-		if err == nil {
-			tails[i], err = scanTail(rows)
-		}
-		if err != nil {
-			return streamHead{}, eventstore.StreamTail{}, nil, fmt.Errorf("read: %w", err)
-		}
+	tails, err := readTails(br, others+1)
+	if err != nil {
+		return streamHead{}, eventstore.StreamTail{}, nil, err
 	}
 	return head, tails[0], tails[1:], nil
 }
