@@ -75,17 +75,11 @@ func (un *unit) provider(ctx context.Context, code string) (domain.Provider, loa
 // used once, and only by a fold from the same revision. With a store that reads one
 // stream at a time it reads nothing: the folds would make the same reads.
 func (un *unit) readAhead(ctx context.Context, code, login string) error {
-	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
-	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
-		return nil
-	}
 	if _, batched := un.h.store.(eventstore.StreamsReader); !batched {
 		return nil
 	}
-	ps, us := domain.ProviderStream(code), domain.UserStream(code, login)
-	_, haveP := un.providers[ps]
-	_, haveU := un.users[us]
-	if haveP || haveU {
+	ps, us, ok := un.unfolded(code, login)
+	if !ok {
 		return nil
 	}
 	reads := []eventstore.StreamRead{{Stream: ps}, {Stream: us, Max: wholeAhead}}
@@ -108,6 +102,19 @@ func (un *unit) readAhead(ctx context.Context, code, login string) error {
 	return nil
 }
 
+// unfolded names the provider's and the account's streams when neither is folded in
+// this unit yet (ok false when one is, or when code or login cannot name an account).
+func (un *unit) unfolded(code, login string) (providerStream, userStream string, ok bool) {
+	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
+	if !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
+		return "", "", false
+	}
+	providerStream, userStream = domain.ProviderStream(code), domain.UserStream(code, login)
+	_, haveP := un.providers[providerStream]
+	_, haveU := un.users[userStream]
+	return providerStream, userStream, !haveP && !haveU
+}
+
 // updateLocked is an attempt of decideUser inside eventstore.Updater.Update: the
 // account's tail (after the handler's memory of it) and the provider's are read under the
 // account's lock, folded onto the remembered folds, the decision taken on them, and its
@@ -120,15 +127,15 @@ func (un *unit) readAhead(ctx context.Context, code, login string) error {
 // appends the usual way and answers such a retry.
 func (un *unit) updateLocked(ctx context.Context, actor, code, login string, decide userDecision) (err, refusal error, done bool) {
 	up, ok := un.h.store.(eventstore.Updater)
-	code, login = domain.NormalizeProviderCode(code), domain.NormalizeLogin(login)
-	if !ok || !domain.ValidProviderCode(code) || !domain.ValidLogin(login) {
+	if !ok {
 		return nil, nil, false
 	}
-	ps, us := domain.ProviderStream(code), domain.UserStream(code, login)
-	_, haveP := un.providers[ps]
-	_, haveU := un.users[us]
+	ps, us, ok := un.unfolded(code, login)
+	if !ok {
+		return nil, nil, false
+	}
 	f, rev, remembered := un.h.users.get(us)
-	if haveP || haveU || !remembered {
+	if !remembered {
 		return nil, nil, false
 	}
 	prov, prev, provRemembered := un.h.provs.get(ps)
