@@ -9,6 +9,7 @@ import (
 
 	"selfreset/commands"
 	"selfreset/domain"
+	"selfreset/eventstore"
 	"selfreset/eventstore/memory"
 	"selfreset/internal/testkit"
 	"selfreset/secret"
@@ -16,13 +17,27 @@ import (
 
 // TestEachStreamReadOncePerCommand: every command folds each stream it touches once, the
 // provider included, whatever steps it takes (the actor's refresh, a precheck, the
-// provider's count, the failed-login lock, hashing after the token check). Counted on a
-// store wrapper; runs on the in-memory store, without a database.
+// provider's count, the failed-login lock, hashing after the token check), whether the
+// store reads one stream at a time or several at once (the commands then read ahead).
+// Counted on a store wrapper; runs on the in-memory store, without a database.
 func TestEachStreamReadOncePerCommand(t *testing.T) {
+	t.Run("one stream a call", func(t *testing.T) {
+		inner := memory.New()
+		t.Cleanup(inner.Close)
+		testEachStreamReadOnce(t, testkit.CountReads(inner))
+	})
+	t.Run("several streams a call", func(t *testing.T) {
+		inner := memory.New()
+		t.Cleanup(inner.Close)
+		testEachStreamReadOnce(t, testkit.CountReadsBatched(inner))
+	})
+}
+
+func testEachStreamReadOnce(t *testing.T, store interface {
+	eventstore.Store
+	Take() map[string]int
+}) {
 	ctx := context.Background()
-	inner := memory.New()
-	t.Cleanup(inner.Close)
-	store := testkit.CountReads(inner)
 	keys := testkit.Keyring(t, "k1")
 	clk := testkit.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	h := testkit.Handler(t, store, clk, keys)

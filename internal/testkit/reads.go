@@ -39,6 +39,31 @@ func (c *ReadCounter) ReadStream(ctx context.Context, stream string, from uint64
 	return c.snapshotting.ReadStream(ctx, stream, from)
 }
 
+// BatchedReadCounter is a ReadCounter that also reads several streams in one call
+// (eventstore.StreamsReader), as the Postgres adapter does, so that the commands take
+// their batched path on any store; it counts each stream of such a call as read.
+type BatchedReadCounter struct {
+	*ReadCounter
+}
+
+// CountReadsBatched wraps store.
+func CountReadsBatched(store interface {
+	eventstore.Store
+	eventstore.SnapshotStore
+}) BatchedReadCounter {
+	return BatchedReadCounter{CountReads(store)}
+}
+
+// ReadStreams counts each stream of reads and passes them on in one call.
+func (c BatchedReadCounter) ReadStreams(ctx context.Context, reads []eventstore.StreamRead) ([]eventstore.StreamTail, error) {
+	c.mu.Lock()
+	for _, r := range reads {
+		c.reads[r.Stream]++
+	}
+	c.mu.Unlock()
+	return eventstore.ReadStreams(ctx, c.snapshotting, reads)
+}
+
 // Take returns the reads per stream since the last Take and starts counting afresh.
 func (c *ReadCounter) Take() map[string]int {
 	c.mu.Lock()
