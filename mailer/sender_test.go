@@ -719,24 +719,6 @@ func TestShutdownReleasesUnattemptedClaims(t *testing.T) {
 	}
 }
 
-// statementCounter counts the statements a pool sends that contain a piece of SQL.
-type statementCounter struct {
-	contains string
-	mu       sync.Mutex
-	n        int
-}
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.Contains(d.SQL, c.contains) {
-		c.mu.Lock()
-		c.n++
-		c.mu.Unlock()
-	}
-	return ctx
-}
-
-func (*statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
 // A claimed batch is leased in one statement, whatever its size, and every mail of it
 // still carries its own attempt (the fencing token of its outcome).
 func TestAClaimedBatchIsLeasedInOneStatement(t *testing.T) {
@@ -754,17 +736,8 @@ func TestABatchsSentMailsAreRecordedInOneStatement(t *testing.T) {
 func testABatchTakesOneStatement(t *testing.T, what string) {
 	const n = 6
 	f := newFixture(t, func(c *mailer.SenderConfig) { c.BatchSize = n })
-	leases := &statementCounter{contains: what}
-	cfg, err := pgxpool.ParseConfig(f.pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = leases
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	trips := &testkit.Trips{Keep: func(_ *pgx.Conn, sql string) bool { return strings.Contains(sql, what) }}
+	pool := testkit.TracedPool(t, f.pool, trips)
 	var ids []uuid.UUID
 	for i := range n {
 		rec := f.emit(t, domain.PasswordChanged{Method: domain.PasswordChangedBySelfReset, ChangedAt: f.clock.Now(),
@@ -780,8 +753,8 @@ func testABatchTakesOneStatement(t *testing.T, what string) {
 	if res.Claimed != n || res.Sent != n {
 		t.Fatalf("result %+v, want %d claimed and sent", res, n)
 	}
-	if leases.n != 1 {
-		t.Errorf("%d statements with %q for a batch of %d, want 1", leases.n, what, n)
+	if statements, _ := trips.Take(); statements != 1 {
+		t.Errorf("%d statements with %q for a batch of %d, want 1", statements, what, n)
 	}
 	for _, id := range ids {
 		if d := f.delivery(t, id); d.State != mailer.StateSent || d.Attempts != 1 {

@@ -1,57 +1,26 @@
 package projections
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/commands"
+	"selfreset/internal/testkit"
 )
 
-// lockConnTracer counts what the connections holding a consumer lock send, statement by
-// statement (Exec, Query, QueryRow) and batch by batch (SendBatch).
-type lockConnTracer struct {
-	mu         sync.Mutex
-	lockConns  map[*pgx.Conn]bool
-	statements int
-	batches    int
-}
-
-func (t *lockConnTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if strings.Contains(d.SQL, "pg_try_advisory_lock") {
-		t.lockConns[conn] = true
-	} else if t.lockConns[conn] {
-		t.statements++
-	}
-	return ctx
-}
-
-func (t *lockConnTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (t *lockConnTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.lockConns[conn] {
-		t.batches++
-	}
-	return ctx
-}
-
-func (t *lockConnTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (t *lockConnTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-
-func (t *lockConnTracer) reset() (statements, batches int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	statements, batches = t.statements, t.batches
-	t.statements, t.batches = 0, 0
-	return statements, batches
+// lockConnTrips counts what the connections holding a consumer lock send.
+func lockConnTrips() *testkit.Trips {
+	lockConns := map[*pgx.Conn]bool{}
+	return &testkit.Trips{Keep: func(conn *pgx.Conn, sql string) bool {
+		if strings.Contains(sql, "pg_try_advisory_lock") {
+			lockConns[conn] = true
+			return false
+		}
+		return lockConns[conn]
+	}}
 }
 
 // TestAPassIsOneBatch: once a session knows its checkpoint, a consumer whose writes are
@@ -62,20 +31,15 @@ func TestAPassIsOneBatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.createStrictLog()
-	tracer := &lockConnTracer{lockConns: map[*pgx.Conn]bool{}}
-	cfg, err := pgxpool.ParseConfig(e.pool.Config().ConnString())
-	e.must(err)
-	cfg.ConnConfig.Tracer = tracer
-	pool, err := pgxpool.NewWithConfig(e.ctx, cfg)
-	e.must(err)
-	t.Cleanup(pool.Close)
+	tracer := lockConnTrips()
+	pool := testkit.TracedPool(t, e.pool, tracer)
 
 	r := e.runner(asProjections(strictLog{}), func(c *Config) { c.Pool = pool })
 	rn := e.start(r)
 	defer rn.stop(t)
 	e.must(e.cmd.RegisterProvider(e.ctx, commands.RegisterProvider{Actor: operator, Code: e.acme, Name: "Acme", AllowSelfReset: true}))
 	e.waitCaughtUp(r.names()...)
-	tracer.reset()
+	tracer.Take()
 
 	const passes = 4
 	for i := range passes {
@@ -83,7 +47,7 @@ func TestAPassIsOneBatch(t *testing.T) {
 			Login: "user" + string(rune('a'+i)), DisplayName: "User", Password: pw}))
 		e.waitCaughtUp(r.names()...)
 	}
-	statements, batches := tracer.reset()
+	statements, batches := tracer.Take()
 	if statements != 0 || batches < passes {
 		t.Errorf("%d events applied one at a time: %d statements and %d batches on the lock connection, want 0 and at least %d",
 			passes, statements, batches, passes)

@@ -1,48 +1,14 @@
 package reset
 
 import (
-	"context"
 	stdsql "database/sql"
-	"sync"
 	"testing"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"selfreset/internal/testkit"
 )
-
-// roundTrips counts what a pool's connections send: statements one at a time, and batches.
-type roundTrips struct {
-	mu                  sync.Mutex
-	statements, batches int
-}
-
-func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	r.mu.Lock()
-	r.statements++
-	r.mu.Unlock()
-	return ctx
-}
-
-func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	r.mu.Lock()
-	r.batches++
-	r.mu.Unlock()
-	return ctx
-}
-
-func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-
-func (r *roundTrips) take() (statements, batches int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	statements, batches = r.statements, r.batches
-	r.statements, r.batches = 0, 0
-	return statements, batches
-}
 
 // TestAClaimIsTwoRoundTrips: a claim through pipelinedBeginner sends BEGIN with its
 // SELECT and the DELETE with its COMMIT, and ends as watermill-sql's would: the decided
@@ -52,18 +18,9 @@ func TestAClaimIsTwoRoundTrips(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := f.ctx
-	trips := &roundTrips{}
-	cfg, err := pgxpool.ParseConfig(f.store.Pool().Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = trips
-	cfg.MaxConns = 1 // every claim on the same connection: a dirty one would show
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	trips := &testkit.Trips{}
+	// Every claim on the same connection: a dirty one would show.
+	pool := testkit.TracedPool(t, f.store.Pool(), trips, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	table := tables[topicRequest]
 	if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (uuid, payload) SELECT gen_random_uuid()::text, '{}' FROM generate_series(1, 3)`); err != nil {
 		t.Fatal(err)
@@ -84,7 +41,7 @@ func TestAClaimIsTwoRoundTrips(t *testing.T) {
 	// claim claims a batch, "decides" its first row, and ends with end.
 	claim := func(ack string, end func(wsql.Tx) error) error {
 		t.Helper()
-		trips.take()
+		trips.Take()
 		tx, err := b.BeginTx(ctx, &stdsql.TxOptions{Isolation: stdsql.LevelReadCommitted})
 		if err != nil {
 			t.Fatal(err)
@@ -135,7 +92,7 @@ func TestAClaimIsTwoRoundTrips(t *testing.T) {
 	if err := claim(deleteDecided, wsql.Tx.Commit); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
-	if statements, batches := trips.take(); statements != 0 || batches != 2 {
+	if statements, batches := trips.Take(); statements != 0 || batches != 2 {
 		t.Errorf("the claim sent %d statements and %d batches, want 0 and 2", statements, batches)
 	}
 	if n := queued(); n != 2 {

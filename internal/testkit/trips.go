@@ -1,0 +1,80 @@
+package testkit
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Trips counts what a pool's connections send: statements one at a time (Exec, Query,
+// QueryRow) and pipelined batches, each a round trip to PostgreSQL. Set it as the pool's
+// tracer (TracedPool).
+type Trips struct {
+	// Keep, when set, says whether a statement (its SQL) or a batch (sql "") sent on conn
+	// counts. It runs under the counter's lock, so it may keep state of its own.
+	Keep func(conn *pgx.Conn, sql string) bool
+
+	mu                  sync.Mutex
+	statements, batches int
+}
+
+func (t *Trips) count(conn *pgx.Conn, sql string, n *int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.Keep == nil || t.Keep(conn, sql) {
+		*n++
+	}
+}
+
+// TraceQueryStart implements pgx.QueryTracer.
+func (t *Trips) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	t.count(conn, d.SQL, &t.statements)
+	return ctx
+}
+
+// TraceQueryEnd implements pgx.QueryTracer.
+func (*Trips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TraceBatchStart implements pgx.BatchTracer.
+func (t *Trips) TraceBatchStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	t.count(conn, "", &t.batches)
+	return ctx
+}
+
+// TraceBatchQuery implements pgx.BatchTracer.
+func (*Trips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+// TraceBatchEnd implements pgx.BatchTracer.
+func (*Trips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// Take returns the counts since the last Take and starts afresh.
+func (t *Trips) Take() (statements, batches int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	statements, batches = t.statements, t.batches
+	t.statements, t.batches = 0, 0
+	return statements, batches
+}
+
+// TracedPool opens a pool on pool's database with pool's settings, changed by opts, and
+// tracer on every connection; it is closed when the test ends.
+func TracedPool(t testing.TB, pool *pgxpool.Pool, tracer pgx.QueryTracer, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = tracer
+	for _, o := range opts {
+		o(cfg)
+	}
+	traced, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(traced.Close)
+	return traced
+}
