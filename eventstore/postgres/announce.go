@@ -79,7 +79,7 @@ func (a *announcer) send() {
 // wait returns once no NOTIFY is on its way (Close, before the pool goes).
 func (a *announcer) wait() { a.wg.Wait() }
 
-// positionPayload is a NOTIFY's payload: the position, as listener.wait parses it.
+// positionPayload is a NOTIFY's payload: the position, as notices.receive parses it.
 func positionPayload(p eventstore.Position) string {
 	return strconv.FormatUint(p.Commit, 10) + "/" + strconv.FormatUint(p.Prepare, 10)
 }

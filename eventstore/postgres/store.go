@@ -163,6 +163,7 @@ type Store struct {
 	ownsPool bool
 	cfg      config
 	notify   *announcer
+	listen   *notices
 	marks    *watermarks
 
 	// pages shares a feed read among the readers that ask for the same page at the same
@@ -202,7 +203,8 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := &Store{pool: pool, cfg: cfg, notify: &announcer{pool: pool}}
+	s := &Store{pool: pool, cfg: cfg, notify: &announcer{pool: pool},
+		listen: newNotices(pool.Config().ConnConfig, cfg.pollInterval)}
 	s.marks = newWatermarks(s.queryWatermark)
 	return s
 }
@@ -211,10 +213,12 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 // database (read models, checkpoints).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close waits for a NOTIFY on its way and the watermark and page queries running, then
-// closes the pool if Open created it.
+// Close waits for a NOTIFY on its way, the listening connection's close (its
+// subscriptions must have ended) and the watermark and page queries running, then closes
+// the pool if Open created it.
 func (s *Store) Close() {
 	s.notify.wait()
+	s.listen.wait()
 	s.marks.wait()
 	s.pageReads.Wait()
 	if s.ownsPool {

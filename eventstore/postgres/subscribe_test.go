@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -105,13 +106,112 @@ func TestAppendsAreAnnouncedAfterCommit(t *testing.T) {
 	}
 }
 
-// listen is a subscription's listener on s, closed when the test ends.
-func listen(t *testing.T, s *Store) *listener {
+// listen joins s's listening connection as a subscription would, until the test ends.
+func listen(t *testing.T, s *Store) *notices {
 	t.Helper()
-	ln := &listener{cfg: s.pool.Config().ConnConfig}
-	if err := ln.connect(t.Context()); err != nil {
+	if err := s.listen.join(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ln.close)
-	return ln
+	t.Cleanup(s.listen.leave)
+	return s.listen
+}
+
+// The subscriptions of one Store listen on one connection, opened by the first and closed
+// after the last has ended, and every one of them is woken by an append.
+func TestSubscriptionsShareOneListeningConnection(t *testing.T) {
+	s := openStore(t, WithPollInterval(time.Hour)) // only a notification can wake them
+	ctx, cancel := context.WithCancel(t.Context())
+	const subscribers = 3
+	got := make(chan int, subscribers)
+	var wg sync.WaitGroup
+	for i := range subscribers {
+		wg.Go(func() {
+			_ = s.SubscribeAll(ctx, eventstore.Start, func(context.Context, eventstore.RecordedEvent) error {
+				got <- i
+				return nil
+			})
+		})
+	}
+	// Each joins before its first read, the first one opening the connection.
+	waitFor(t, "every subscription joined", func() bool {
+		s.listen.mu.Lock()
+		defer s.listen.mu.Unlock()
+		return s.listen.users == subscribers
+	})
+	if n := listeners(t, s); n != 1 {
+		t.Fatalf("%d listening connections for %d subscriptions, want 1", n, subscribers)
+	}
+	if _, err := s.Append(ctx, "shared-listen", eventstore.NoStream, event("Woken")); err != nil {
+		t.Fatal(err)
+	}
+	woken := map[int]bool{}
+	for len(woken) < subscribers {
+		select {
+		case i := <-got:
+			woken[i] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("after an append, only subscriptions %v were woken within 10s (polling every hour)", woken)
+		}
+	}
+	cancel()
+	wg.Wait()
+	waitForListeners(t, s, 0)
+}
+
+// A listening connection that breaks is opened again, and notifications reach the
+// subscriptions through the new one.
+func TestListeningConnectionIsOpenedAgain(t *testing.T) {
+	s := openStore(t, WithPollInterval(50*time.Millisecond)) // also the pause before listening again
+	ctx := t.Context()
+	ln := listen(t, s)
+	waitForListeners(t, s, 1)
+	var killed int
+	if err := s.pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pg_terminate_backend(pid)`).Scan(&killed); err != nil {
+		t.Fatalf("terminating the listening backend: %v", err)
+	}
+	waitFor(t, "a new listening connection", func() bool {
+		var n int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND query LIKE 'LISTEN %' AND state = 'idle' AND pid <> $1`, killed).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+
+	read := eventstore.Position{Commit: 100, Prepare: 1}
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, "101/1"); err != nil {
+		t.Fatal(err)
+	}
+	announced, err := ln.next(ctx, 10*time.Second, read, read)
+	if want := (eventstore.Position{Commit: 101, Prepare: 1}); err != nil || announced != want {
+		t.Errorf("after the connection was opened again: announced %v, %v; want %v", announced, err, want)
+	}
+}
+
+// listeners counts the backends of s's database listening for appends.
+func listeners(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitForListeners(t *testing.T, s *Store, want int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d listening connections", want), func() bool { return listeners(t, s) == want })
+}
+
+// waitFor polls cond for up to 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
