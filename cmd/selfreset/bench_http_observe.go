@@ -193,14 +193,15 @@ func lagStats(samples []lagSample, end time.Time) lagReport {
 		ages = append(ages, s.age)
 		events = append(events, s.events)
 	}
-	d := distributionOf(ages)
+	// ages and events are this function's own: sorted in place, once each.
+	slices.Sort(ages)
+	slices.Sort(events)
+	d := sortedDistribution(ages)
 	r := lagReport{Samples: d.N, P50MS: d.P50MS, P99MS: d.P99MS, MaxMS: d.MaxMS}
 	// Which consumer was furthest behind in the slowest tenth of the samples: where the
 	// p99 comes from.
 	if len(ages) > 0 {
-		sorted := slices.Clone(ages)
-		slices.Sort(sorted)
-		p90 := percentile(sorted, 0.90)
+		p90 := percentile(ages, 0.90)
 		r.FurthestInSlowest = map[string]int{}
 		for _, s := range samples {
 			if !s.at.After(end) && s.age >= p90 && s.furthest != "" {
@@ -209,8 +210,8 @@ func lagStats(samples []lagSample, end time.Time) lagReport {
 		}
 	}
 	if len(events) > 0 {
-		r.P99Events = percentileOf(events, 0.99)
-		r.MaxEvents = percentileOf(events, 1)
+		r.P99Events = percentile(events, 0.99)
+		r.MaxEvents = events[len(events)-1]
 	}
 	return r
 }

@@ -180,6 +180,14 @@ func distributionOf(ds []time.Duration) distribution {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
+	return sortedDistribution(s)
+}
+
+// sortedDistribution is distributionOf for values already sorted.
+func sortedDistribution(s []time.Duration) distribution {
+	if len(s) == 0 {
+		return distribution{}
+	}
 	return distribution{N: len(s), P50MS: ms(percentile(s, 0.50)), P99MS: ms(percentile(s, 0.99)), MaxMS: ms(s[len(s)-1])}
 }
 
@@ -189,13 +197,6 @@ func distributionOf(ds []time.Duration) distribution {
 func percentile[T int | time.Duration](sorted []T, p float64) T {
 	rank := int(math.Ceil(p * float64(len(sorted))))
 	return sorted[min(len(sorted), max(rank, 1))-1]
-}
-
-// percentileOf sorts a copy first.
-func percentileOf(v []int, p float64) int {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return percentile(s, p)
 }
 
 func ms(d time.Duration) float64 { return math.Round(float64(d)/float64(time.Millisecond)*100) / 100 }
