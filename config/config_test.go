@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -361,5 +362,33 @@ func runEnvCases(t *testing.T, tests []envCase) {
 				t.Errorf("error leaks a password: %q", err)
 			}
 		})
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	tests := []struct {
+		value string
+		want  slog.Level
+		err   bool
+	}{
+		{"", slog.LevelInfo, false},
+		{"debug", slog.LevelDebug, false},
+		{" Info ", slog.LevelInfo, false},
+		{"WARN", slog.LevelWarn, false},
+		{"error", slog.LevelError, false},
+		{"warning", slog.LevelInfo, true},
+		{"warn+1", slog.LevelInfo, true},
+	}
+	for _, tt := range tests {
+		got, err := LogLevel(func(name string) string {
+			if name == EnvLogLevel {
+				return tt.value
+			}
+			return ""
+		})
+		var ce *Error
+		if tt.err != errors.As(err, &ce) || got != tt.want {
+			t.Errorf("%s=%q: %v, %v; want %v, error %v", EnvLogLevel, tt.value, got, err, tt.want, tt.err)
+		}
 	}
 }

@@ -487,6 +487,7 @@ func TestCLIConfiguration(t *testing.T) {
 		{"zero code TTL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvEmailCodeTTL: "0"}, []string{"migrate"}, config.EnvEmailCodeTTL},
 		{"bad event store URL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvEventStoreURL: "http://es:2113"}, []string{"migrate"}, config.EnvEventStoreURL},
 		{"pool setting pgx cannot parse", cliEnv{config.EnvDatabaseURL: db + "&statement_cache_capacity=many", config.EnvSecret: testSecret}, []string{"audit", "--provider", "ACME"}, config.EnvDatabaseURL + ": cannot parse"},
+		{"unknown log level", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvLogLevel: "verbose"}, []string{"migrate"}, config.EnvLogLevel + `: is "verbose"`},
 		{"pool setting in a separate event store URL", cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret, config.EnvEventStoreURL: db + "&pool_max_conns=lots"}, []string{"audit", "--provider", "ACME"}, config.EnvEventStoreURL + ": cannot parse"},
 	}
 	for _, tt := range tests {
@@ -505,6 +506,33 @@ func TestCLIConfiguration(t *testing.T) {
 	r := cliEnv{config.EnvDatabaseURL: db, config.EnvSecret: testSecret}.fails(t, exitFailure, "", "migrate")
 	if !strings.Contains(r.stderr, "PostgreSQL") {
 		t.Errorf("unreachable database: %q", r.stderr)
+	}
+}
+
+// TestLogLevel: SELFRESET_LOG_LEVEL drops the lines below it and keeps the rest.
+func TestLogLevel(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		level      string
+		info, warn bool
+	}{
+		{"", true, true},
+		{"warn", false, true},
+		{"error", false, false},
+	} {
+		var out strings.Builder
+		log, err := newLogger(&out, cliEnv{config.EnvLogLevel: tt.level}.getenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("an info line")
+		log.Warn("a warning")
+		if got := strings.Contains(out.String(), "an info line"); got != tt.info {
+			t.Errorf("%s=%q: info line written %v, want %v", config.EnvLogLevel, tt.level, got, tt.info)
+		}
+		if got := strings.Contains(out.String(), "a warning"); got != tt.warn {
+			t.Errorf("%s=%q: warning written %v, want %v", config.EnvLogLevel, tt.level, got, tt.warn)
+		}
 	}
 }
 

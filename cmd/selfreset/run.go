@@ -57,17 +57,27 @@ func (c *cli) printf(format string, args ...any) { fmt.Fprintf(c.stdout, format,
 // run is the whole program, minus the process: main passes os.Args[1:], the standard
 // streams and os.Getenv, and exits with what run returns. Tests call it directly.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	var err error
+	if c.log, err = newLogger(stderr, getenv); err != nil {
+		return c.exit(err)
+	}
 
 	fs := newFlagSet(rootName, "selfreset [--dev] <command> [flags]")
 	fs.BoolVar(&c.dev, "dev", false, "development mode: without SELFRESET_SECRET, use the public development key")
 	fs.Usage = func() { c.printHelp(fs.Output()) } // -h only: parse errors are one line
-	err := c.parse(fs, args)
+	err = c.parse(fs, args)
 	if err == nil {
 		err = c.dispatch(ctx, fs.Args())
 	}
 	return c.exit(err)
+}
+
+// newLogger is the process's logger, at SELFRESET_LOG_LEVEL; on a bad level it still
+// returns one, at info, with the error.
+func newLogger(w io.Writer, getenv func(string) string) (*slog.Logger, error) {
+	level, err := config.LogLevel(getenv)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), err
 }
 
 func (c *cli) dispatch(ctx context.Context, args []string) error {

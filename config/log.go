@@ -1,0 +1,33 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// EnvLogLevel is the least severe log level written: debug, info (the default), warn or
+// error. At info, serve writes a line per HTTP request and per mail; under heavy load
+// that line is a sizeable share of a request's cost (docs/benchmarks.md), and warn keeps
+// only what needs an operator.
+const EnvLogLevel = "SELFRESET_LOG_LEVEL"
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// LogLevel reads EnvLogLevel. Every command logs, so it is read on its own, before the
+// command's other settings.
+func LogLevel(getenv func(string) string) (slog.Level, error) {
+	v := strings.TrimSpace(getenv(EnvLogLevel))
+	if v == "" {
+		return slog.LevelInfo, nil
+	}
+	if l, ok := logLevels[strings.ToLower(v)]; ok {
+		return l, nil
+	}
+	return slog.LevelInfo, &Error{EnvLogLevel, fmt.Sprintf("is %q; it must be debug, info, warn or error", v)}
+}
