@@ -10,6 +10,7 @@ import (
 
 	esdbc "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/commands"
 	"selfreset/config"
@@ -119,7 +120,7 @@ func storePoolConns(resetWorkers int) int { return 4 + resetWorkers }
 
 // statementCacheSize is each PostgreSQL connection's prepared-statement cache unless the
 // URL sets statement_cache_capacity. pgx's default, 512, sizes a map for 512 statements on
-// every connection; serve holds about 50 (its pools, each consumer's lock and listener)
+// every connection; serve holds about 50 (its pools, each consumer's lock, the listener)
 // and runs far fewer distinct statements on any of them, so the default came to about a
 // third of serve's live heap (4.7 MB of 14 MB after a forgot-password burst), against
 // issue 11's peak RSS budget.
@@ -140,6 +141,12 @@ func withStatementCache(dsn string) string {
 	dsn = withDefault(dsn, "statement_cache_capacity", strconv.Itoa(statementCacheSize))
 	if strings.Contains(dsn, "default_query_exec_mode") {
 		return dsn
+	}
+	// A URL that turns the statement cache off (statement_cache_capacity=0, as for a
+	// pooler that cannot keep prepared statements) left pgx's default mode, which needs
+	// that cache, failing every query: each statement is described instead.
+	if cfg, err := pgxpool.ParseConfig(dsn); err == nil && cfg.ConnConfig.StatementCacheCapacity == 0 {
+		dsn = withDefault(dsn, "default_query_exec_mode", "describe_exec")
 	}
 	return withDefault(dsn, "description_cache_capacity", "0")
 }
