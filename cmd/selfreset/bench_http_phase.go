@@ -70,7 +70,7 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 	go func() { samples <- b.sampleLag(lagCtx, 100*time.Millisecond) }()
 
 	rec := newRecorder(b.cfg.maxRequests, b.cfg.duration)
-	cpu0 := readMachineCPU()
+	cpu0 := readCPU(b.pid)
 	start := time.Now()
 	var missed int64
 	switch phase {
@@ -96,7 +96,7 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 		return phaseReport{}, err
 	}
 	settled, settleErr := b.settle(ctx)
-	cpu1 := readMachineCPU()
+	cpu1 := readCPU(b.pid)
 	stopLag()
 	lagSamples := <-samples
 	if settleErr != nil {
@@ -116,7 +116,7 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 type phaseWindow struct {
 	start, end, settled time.Time
 	head0, headEnd      eventstore.Position
-	cpu0, cpu1          machineCPU
+	cpu0, cpu1          cpuReading
 }
 
 // settle waits until the server has decided every queued command, every consumer is at
@@ -222,7 +222,9 @@ func (b *httpBench) measureAfter(ctx context.Context, pr *phaseReport, w phaseWi
 			pr.Events.SustainedPerSecond = float64(fs.inWindow+fs.after) / took
 		}
 	}
-	pr.CPU = cpuReportOf(cpuSeconds(w.cpu0, w.cpu1, w.settled.Sub(w.start), runtime.NumCPU()), pr.Requests, fs.inWindow+fs.after)
+	took := w.settled.Sub(w.start)
+	pr.CPU = cpuReportOf(cpuSeconds(w.cpu0.machine, w.cpu1.machine, took, runtime.NumCPU()), pr.Requests, fs.inWindow+fs.after)
+	pr.CPU.ByProcess = processSeconds(w.cpu0, w.cpu1, took, runtime.NumCPU())
 	pr.Lag = lagStats(lag, w.end)
 	pr.Mail = b.mail.report(mailMark, w.end, fs.tokenIssuedAt)
 	pr.SettledAfterEndMS = ms(w.settled.Sub(w.end))

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -119,6 +120,23 @@ type cpuReport struct {
 	Seconds      float64 `json:"seconds"`
 	PerRequestMS float64 `json:"per_request_ms,omitempty"`
 	PerEventMS   float64 `json:"per_event_ms,omitempty"`
+	// ByProcess splits Seconds: serve, postgres, harness (this process, its HTTP clients
+	// and SMTP sink) and rest (the kernel's own work, other processes, backends that ended).
+	ByProcess map[string]float64 `json:"by_process_seconds,omitempty"`
+}
+
+// shares is ByProcess as each group's share of the machine's busy time ("" without it).
+func (r cpuReport) shares() string {
+	if len(r.ByProcess) == 0 || r.Seconds <= 0 {
+		return ""
+	}
+	var parts []string
+	for _, g := range []string{procServe, procPostgres, procHarness, procRest} {
+		if sec, ok := r.ByProcess[g]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", g, 100*sec/r.Seconds))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func cpuReportOf(seconds float64, requests, events int) cpuReport {
@@ -160,6 +178,13 @@ func (b *httpBench) printReport(rep benchReport) {
 			}
 		}) {
 			b.c.printf("c=%d %s: %.3f\n", l.Concurrency, k, l.Ratios[k])
+		}
+	}
+	for _, l := range rep.Levels {
+		for _, p := range l.Phases {
+			if line := p.CPU.shares(); line != "" && (p.Phase == phaseForgot || p.Phase == phaseAppendFloor) {
+				b.c.printf("c=%d %s machine CPU: %s\n", l.Concurrency, p.Phase, line)
+			}
 		}
 	}
 	b.c.printf("serve VmHWM (peak RSS): %.1f MB\n", float64(rep.VmHWMBytes)/1e6)

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/config"
 )
@@ -269,5 +271,73 @@ func TestMachineCPUOfAPhase(t *testing.T) {
 	}
 	if got := cpuSeconds(to, from, 4*time.Second, 2); got != 0 {
 		t.Errorf("cpuSeconds of readings going backwards = %v, want 0", got)
+	}
+}
+
+// TestProcessCPUOfAPhase: the harness splits a phase's CPU time by process from
+// /proc/<pid>/stat (a name with spaces and parentheses included), into serve, postgres,
+// harness and the rest of the machine's busy time.
+func TestProcessCPUOfAPhase(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		comm  string
+		ticks uint64
+		bad   bool
+	}{
+		{line: "4242 (postgres) S 1 4242 4242 0 -1 4194560 900 0 0 0 70 30 0 0 20 0 1 0 100 200 300", comm: "postgres", ticks: 100},
+		{line: "77 (a (b) c) R 1 77 77 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 2 3", comm: "a (b) c", ticks: 11},
+		{line: "77 (short) R 1 2 3", bad: true},
+		{line: "77 postgres R 1", bad: true},
+		{line: "77 (x) R 1 77 77 0 -1 0 0 0 0 0 five 6 0", bad: true},
+	} {
+		comm, ticks, err := parseProcessStat(tc.line)
+		if (err != nil) != tc.bad || (!tc.bad && (comm != tc.comm || ticks != tc.ticks)) {
+			t.Errorf("%q: %q %d %v; want %q %d (bad %v)", tc.line, comm, ticks, err, tc.comm, tc.ticks, tc.bad)
+		}
+	}
+
+	proc := t.TempDir()
+	stat := func(pid int, comm string, utime, stime int) {
+		t.Helper()
+		dir := fmt.Sprintf("%s/%d", proc, pid)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		line := fmt.Sprintf("%d (%s) S 1 1 1 0 -1 0 0 0 0 0 %d %d 0 0 20 0 1 0 1 1 1\n", pid, comm, utime, stime)
+		if err := os.WriteFile(dir+"/stat", []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stat(10, "selfreset", 40, 10) // serve
+	stat(11, "selfreset", 20, 5)  // the harness
+	stat(12, "postgres", 100, 50)
+	stat(13, "postgres", 30, 0)
+	stat(14, "sshd", 9, 9)
+	if err := os.MkdirAll(proc+"/self", 0o755); err != nil { // not a pid: passed over
+		t.Fatal(err)
+	}
+	got := readProcessCPU(proc, 10, 11)
+	want := processCPU{procServe: 50, procHarness: 25, procPostgres: 180}
+	if !maps.Equal(got, want) {
+		t.Errorf("readProcessCPU = %v, want %v", got, want)
+	}
+
+	// Over 4 s on 2 CPUs the machine counted 800 ticks (100 a second per CPU), 400 busy:
+	// serve 100 ticks is 1 s, postgres 200 is 2 s, the harness 40 is 0.4 s, and the
+	// remaining 60 busy ticks 0.6 s.
+	from := cpuReading{machine: machineCPU{busy: 1000, total: 4000}, procs: processCPU{procServe: 50, procPostgres: 180, procHarness: 25}}
+	to := cpuReading{machine: machineCPU{busy: 1400, total: 4800}, procs: processCPU{procServe: 150, procPostgres: 380, procHarness: 65}}
+	split := processSeconds(from, to, 4*time.Second, 2)
+	if want := map[string]float64{procServe: 1, procPostgres: 2, procHarness: 0.4, procRest: 0.6}; !maps.Equal(split, want) {
+		t.Errorf("processSeconds = %v, want %v", split, want)
+	}
+	r := cpuReport{Seconds: 4, ByProcess: split}
+	if got, want := r.shares(), "serve 25%, postgres 50%, harness 10%, rest 15%"; got != want {
+		t.Errorf("shares = %q, want %q", got, want)
+	}
+	// A backend that ended (postgres going backwards) leaves its group out, not negative.
+	to.procs[procPostgres] = 100
+	if split := processSeconds(from, to, 4*time.Second, 2); split[procPostgres] != 0 || split[procRest] != 2.6 {
+		t.Errorf("with a group going backwards: %v", split)
 	}
 }
