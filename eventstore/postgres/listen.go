@@ -148,8 +148,17 @@ func (n *notices) next(ctx context.Context, d time.Duration, pos, announced even
 	}
 }
 
-// wait returns once every receiving goroutine has closed its connection (Store.Close).
-func (n *notices) wait() { n.receivers.Wait() }
+// close closes the connection, even with subscriptions still joined (they keep polling),
+// and returns once every receiving goroutine has closed its own (Store.Close).
+func (n *notices) close() {
+	n.mu.Lock()
+	if n.stop != nil {
+		n.stop()
+		n.stop = nil
+	}
+	n.mu.Unlock()
+	n.receivers.Wait()
+}
 
 func closeQuietly(conn *pgx.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -213,12 +213,12 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 // database (read models, checkpoints).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close waits for a NOTIFY on its way, the listening connection's close (its
-// subscriptions must have ended) and the watermark and page queries running, then closes
-// the pool if Open created it.
+// Close waits for a NOTIFY on its way, closes the listening connection (a subscription
+// still running is left to poll) and waits for the watermark and page queries running,
+// then closes the pool if Open created it.
 func (s *Store) Close() {
 	s.notify.wait()
-	s.listen.wait()
+	s.listen.close()
 	s.marks.wait()
 	s.pageReads.Wait()
 	if s.ownsPool {

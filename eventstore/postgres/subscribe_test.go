@@ -215,3 +215,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Close does not wait for the subscriptions still running: it closes the listening
+// connection they share (they are left to poll) and returns.
+func TestCloseWithASubscriptionRunning(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_ = s.SubscribeAll(ctx, eventstore.Start, func(context.Context, eventstore.RecordedEvent) error { return nil })
+	}()
+	waitForListeners(t, s, 1)
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return within 10s while a subscription ran")
+	}
+	cancel()
+	<-ended
+}
