@@ -12,22 +12,19 @@ import (
 // only what needs an operator.
 const EnvLogLevel = "SELFRESET_LOG_LEVEL"
 
-var logLevels = map[string]slog.Level{
-	"debug": slog.LevelDebug,
-	"info":  slog.LevelInfo,
-	"warn":  slog.LevelWarn,
-	"error": slog.LevelError,
-}
-
 // LogLevel reads EnvLogLevel. Every command logs, so it is read on its own, before the
 // command's other settings.
 func LogLevel(getenv func(string) string) (slog.Level, error) {
-	v := strings.TrimSpace(getenv(EnvLogLevel))
-	if v == "" {
+	switch v := strings.TrimSpace(getenv(EnvLogLevel)); strings.ToLower(v) {
+	case "", "info":
 		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	default:
+		return slog.LevelInfo, &Error{EnvLogLevel, fmt.Sprintf("is %q; it must be debug, info, warn or error", v)}
 	}
-	if l, ok := logLevels[strings.ToLower(v)]; ok {
-		return l, nil
-	}
-	return slog.LevelInfo, &Error{EnvLogLevel, fmt.Sprintf("is %q; it must be debug, info, warn or error", v)}
 }

@@ -11,18 +11,6 @@ import (
 	"selfreset/mailer"
 )
 
-// waitUntil polls cond (a state another goroutine reaches) for up to 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newPoolDriver(t *testing.T, cfg mailer.SMTPConfig) *mailer.SMTPDriver {
 	t.Helper()
 	cfg.TLS = mailer.TLSNone
@@ -99,7 +87,7 @@ func TestSMTPDriverRedialsABrokenSessionOnce(t *testing.T) {
 	d := newPoolDriver(t, mailer.SMTPConfig{Addr: srv.Addr})
 	sendTo(t, d, "jane.doe@example.org")
 	srv.DropConnections()
-	waitUntil(t, "the sink has dropped the session", func() bool { _, open := srv.Connections(); return open == 0 })
+	testkit.WaitFor(t, "the sink has dropped the session", 10*time.Second, func() bool { _, open := srv.Connections(); return open == 0 })
 	sendTo(t, d, "john@example.org")
 	if opened, _ := srv.Connections(); opened != 2 || len(srv.Messages()) != 2 {
 		t.Fatalf("%d connections, %d messages; want 2 and 2", opened, len(srv.Messages()))
@@ -129,7 +117,7 @@ func TestSMTPDriverRetiresSessions(t *testing.T) {
 		srv := new(testkit.SMTPServer).Start(t)
 		d := newPoolDriver(t, mailer.SMTPConfig{Addr: srv.Addr, IdleTimeout: 20 * time.Millisecond})
 		sendTo(t, d, "a@example.org")
-		waitUntil(t, "the idle session is closed", func() bool { _, open := srv.Connections(); return open == 0 })
+		testkit.WaitFor(t, "the idle session is closed", 10*time.Second, func() bool { _, open := srv.Connections(); return open == 0 })
 		sendTo(t, d, "b@example.org")
 		if opened, _ := srv.Connections(); opened != 2 {
 			t.Fatalf("%d connections, want 2", opened)
@@ -145,7 +133,7 @@ func TestSMTPDriverRetiresSessions(t *testing.T) {
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "Close has ended every session", func() bool { _, open := srv.Connections(); return open == 0 })
+		testkit.WaitFor(t, "Close has ended every session", 10*time.Second, func() bool { _, open := srv.Connections(); return open == 0 })
 	})
 }
 
@@ -183,7 +171,7 @@ func TestSMTPDriverKeepsUpToConnsSessions(t *testing.T) {
 	srv := new(testkit.SMTPServer).Start(t)
 	d := newPoolDriver(t, mailer.SMTPConfig{Addr: srv.Addr, Conns: 3})
 	sendParallel(t, d, srv, 5)
-	waitUntil(t, "the sessions beyond Conns are closed", func() bool { _, open := srv.Connections(); return open == 3 })
+	testkit.WaitFor(t, "the sessions beyond Conns are closed", 10*time.Second, func() bool { _, open := srv.Connections(); return open == 3 })
 	sendParallel(t, d, srv, 3)
 	if opened, open := srv.Connections(); opened != 5 || open != 3 {
 		t.Fatalf("opened %d, open %d; want 5 and 3 (the second round reuses the kept sessions)", opened, open)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"selfreset/internal/testkit"
 )
 
 // recordingPublisher records each Publish; the first one waits for release.
@@ -56,9 +58,9 @@ func TestConcurrentSendsShareAnInsert(t *testing.T) {
 		return done
 	}
 	first := publish("ok", "a")
-	waitFor(t, func() bool { return len(next.recorded()) == 1 }) // a's INSERT is on its way
+	testkit.WaitFor(t, "the first INSERT on its way", 5*time.Second, func() bool { return len(next.recorded()) == 1 })
 	later := []<-chan error{publish("ok", "b"), publish("broken", "c"), publish("ok", "d"), publish("ok", "e")}
-	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == 4 })
+	testkit.WaitFor(t, "four sends waiting", 5*time.Second, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == 4 })
 	close(next.release)
 
 	if err := <-first; err != nil {
@@ -99,7 +101,7 @@ func TestGroupedSendGivesUpAndClose(t *testing.T) {
 	msg.SetContext(ctx)
 	done := make(chan error, 1)
 	go func() { done <- g.Publish("ok", msg) }()
-	waitFor(t, func() bool { return len(next.recorded()) == 1 })
+	testkit.WaitFor(t, "the first INSERT on its way", 5*time.Second, func() bool { return len(next.recorded()) == 1 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("send after its context ended: %v", err)
@@ -110,16 +112,5 @@ func TestGroupedSendGivesUpAndClose(t *testing.T) {
 	}
 	if err := g.Publish("ok", message.NewMessage("b", nil)); !errors.Is(err, errBusClosed) {
 		t.Errorf("send after Close: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

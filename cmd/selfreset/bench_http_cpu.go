@@ -90,13 +90,12 @@ func parseProcessStat(line string) (comm string, ticks uint64, err error) {
 }
 
 // processSeconds turns two readings wall apart on cpus CPUs into CPU seconds by process
-// group, with the machine's busy time that no group accounts for as rest. The clock tick
-// is read off the machine's own count (its ticks over wall on cpus), not assumed.
+// group, with the machine's busy time that no group accounts for as rest.
 func processSeconds(from, to cpuReading, wall time.Duration, cpus int) map[string]float64 {
-	if to.machine.total <= from.machine.total || len(from.procs) == 0 || len(to.procs) == 0 {
+	perTick := tickSeconds(from.machine, to.machine, wall, cpus)
+	if perTick == 0 || len(from.procs) == 0 || len(to.procs) == 0 {
 		return nil
 	}
-	perTick := float64(cpus) * wall.Seconds() / float64(to.machine.total-from.machine.total)
 	out := map[string]float64{}
 	named := 0.0
 	for _, g := range []string{procServe, procPostgres, procHarness} {
@@ -107,7 +106,8 @@ func processSeconds(from, to cpuReading, wall time.Duration, cpus int) map[strin
 		out[g] = round3(sec)
 		named += sec
 	}
-	out[procRest] = round3(max(cpuSeconds(from.machine, to.machine, wall, cpus)-named, 0))
+	busy := float64(to.machine.busy-from.machine.busy) * perTick // total grew, so busy did not shrink
+	out[procRest] = round3(max(busy-named, 0))
 	return out
 }
 
@@ -152,8 +152,17 @@ func parseMachineCPU(line string) (machineCPU, error) {
 // cpuSeconds is the busy CPU time of the whole machine (every process: serve, PostgreSQL,
 // this harness, the kernel) between two readings wall apart on cpus CPUs.
 func cpuSeconds(from, to machineCPU, wall time.Duration, cpus int) float64 {
-	if to.total <= from.total || to.busy < from.busy {
+	if to.busy < from.busy {
 		return 0
 	}
-	return float64(to.busy-from.busy) / float64(to.total-from.total) * float64(cpus) * wall.Seconds()
+	return float64(to.busy-from.busy) * tickSeconds(from, to, wall, cpus)
+}
+
+// tickSeconds is how long a clock tick is, read off the machine's own count between two
+// readings (its ticks over wall on cpus), not assumed; 0 for readings that did not move on.
+func tickSeconds(from, to machineCPU, wall time.Duration, cpus int) float64 {
+	if to.total <= from.total {
+		return 0
+	}
+	return float64(cpus) * wall.Seconds() / float64(to.total-from.total)
 }

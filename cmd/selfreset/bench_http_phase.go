@@ -222,9 +222,9 @@ func (b *httpBench) measureAfter(ctx context.Context, pr *phaseReport, w phaseWi
 			pr.Events.SustainedPerSecond = float64(fs.inWindow+fs.after) / took
 		}
 	}
-	took := w.settled.Sub(w.start)
-	pr.CPU = cpuReportOf(cpuSeconds(w.cpu0.machine, w.cpu1.machine, took, runtime.NumCPU()), pr.Requests, fs.inWindow+fs.after)
-	pr.CPU.ByProcess = processSeconds(w.cpu0, w.cpu1, took, runtime.NumCPU())
+	untilSettled := w.settled.Sub(w.start)
+	pr.CPU = cpuReportOf(cpuSeconds(w.cpu0.machine, w.cpu1.machine, untilSettled, runtime.NumCPU()), pr.Requests, fs.inWindow+fs.after)
+	pr.CPU.ByProcess = processSeconds(w.cpu0, w.cpu1, untilSettled, runtime.NumCPU())
 	pr.Lag = lagStats(lag, w.end)
 	pr.Mail = b.mail.report(mailMark, w.end, fs.tokenIssuedAt)
 	pr.SettledAfterEndMS = ms(w.settled.Sub(w.end))

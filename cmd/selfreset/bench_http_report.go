@@ -200,9 +200,6 @@ func writeJSONReport(path string, rep benchReport) error {
 
 // distributionOf sums up latencies.
 func distributionOf(ds []time.Duration) distribution {
-	if len(ds) == 0 {
-		return distribution{}
-	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return sortedDistribution(s)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"selfreset/eventstore"
+	"selfreset/internal/testkit"
 )
 
 // A subscription reads the feed again only for a notification naming events beyond what
@@ -133,7 +134,7 @@ func TestSubscriptionsShareOneListeningConnection(t *testing.T) {
 		})
 	}
 	// Each joins before its first read, the first one opening the connection.
-	waitFor(t, "every subscription joined", func() bool {
+	testkit.WaitFor(t, "every subscription joined", 10*time.Second, func() bool {
 		s.listen.mu.Lock()
 		defer s.listen.mu.Unlock()
 		return s.listen.users == subscribers
@@ -170,7 +171,7 @@ func TestListeningConnectionIsOpenedAgain(t *testing.T) {
 		WHERE datname = current_database() AND query LIKE 'LISTEN %' AND pg_terminate_backend(pid)`).Scan(&killed); err != nil {
 		t.Fatalf("terminating the listening backend: %v", err)
 	}
-	waitFor(t, "a new listening connection", func() bool {
+	testkit.WaitFor(t, "a new listening connection", 10*time.Second, func() bool {
 		var n int
 		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND query LIKE 'LISTEN %' AND state = 'idle' AND pid <> $1`, killed).Scan(&n); err != nil {
@@ -202,42 +203,5 @@ func listeners(t *testing.T, s *Store) int {
 
 func waitForListeners(t *testing.T, s *Store, want int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d listening connections", want), func() bool { return listeners(t, s) == want })
-}
-
-// waitFor polls cond for up to 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10s for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// Close does not wait for the subscriptions still running: it closes the listening
-// connection they share (they are left to poll) and returns.
-func TestCloseWithASubscriptionRunning(t *testing.T) {
-	s := openStore(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		_ = s.SubscribeAll(ctx, eventstore.Start, func(context.Context, eventstore.RecordedEvent) error { return nil })
-	}()
-	waitForListeners(t, s, 1)
-	closed := make(chan struct{})
-	go func() {
-		s.Close()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return within 10s while a subscription ran")
-	}
-	cancel()
-	<-ended
+	testkit.WaitFor(t, fmt.Sprintf("%d listening connections", want), 10*time.Second, func() bool { return listeners(t, s) == want })
 }
