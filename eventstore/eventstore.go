@@ -240,7 +240,9 @@ type Updater interface {
 	// returns are appended right after the stream's last event, in the same transaction,
 	// and their result returned. When decide returns an error or no events, nothing is
 	// written and Update returns decide's error and a zero AppendResult. The lock is held
-	// while decide runs: it must not wait on anything slow.
+	// while decide runs: it must not wait on anything slow. An adapter may run decide on
+	// a goroutine of its own, next to other Updates' decisions, and more than once (an
+	// attempt that failed is tried again): it decides on what it is given and nothing else.
 	Update(ctx context.Context, stream string, from uint64, also []StreamRead,
 		decide func(tail StreamTail, also []StreamTail) ([]EventData, error)) (AppendResult, error)
 }

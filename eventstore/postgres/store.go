@@ -165,6 +165,7 @@ type Store struct {
 	notify   *announcer
 	listen   *notices
 	marks    *watermarks
+	updates  updateQueue // Updates waiting for a group transaction (group.go)
 
 	// pages shares a feed read among the readers that ask for the same page at the same
 	// time (readAll): every consumer of a process wakes on the same NOTIFY, shares one
@@ -213,10 +214,11 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 // database (read models, checkpoints).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close waits for a NOTIFY on its way, closes the listening connection (a subscription
-// still running is left to poll) and waits for the watermark and page queries running,
-// then closes the pool if Open created it.
+// Close waits for the group transactions of Updates and a NOTIFY on their way, closes
+// the listening connection (a subscription still running is left to poll) and waits for
+// the watermark and page queries running, then closes the pool if Open created it.
 func (s *Store) Close() {
+	s.updates.wg.Wait()
 	s.notify.wait()
 	s.listen.close()
 	s.marks.wait()
@@ -444,8 +446,26 @@ func unstored(events []eventstore.EventData, stored map[uuid.UUID]bool) []events
 // in one batch that commits too when commit is set. Subscribers are notified after the
 // commit (announcer).
 func insertEvents(ctx context.Context, q batchSender, stream string, first int64, events []eventstore.EventData, commit bool) (eventstore.AppendResult, error) {
-	// One statement per event so that seq follows revision order within the append.
-	batch := &pgx.Batch{}
+	b := &pgx.Batch{}
+	queueInsert(b, stream, first, events)
+	if commit {
+		b.Queue("COMMIT")
+	}
+	br := q.SendBatch(ctx, b)
+	res, err := readInsert(br, first, len(events))
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return res, nil
+}
+
+// queueInsert queues the statements that write events at revisions first, first+1, …
+// and move the stream's head: one statement per event, so that seq follows revision
+// order within the append.
+func queueInsert(b *pgx.Batch, stream string, first int64, events []eventstore.EventData) {
 	next := first - 1
 	for _, e := range events {
 		next++
@@ -453,29 +473,29 @@ func insertEvents(ctx context.Context, q batchSender, stream string, first int64
 		if len(data) == 0 {
 			data = json.RawMessage("null")
 		}
-		batch.Queue(`INSERT INTO events (event_id, type, schema_version, stream, revision, occurred_at, data, metadata)
+		b.Queue(`INSERT INTO events (event_id, type, schema_version, stream, revision, occurred_at, data, metadata)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING tx_id, seq`,
 			e.ID, e.Type, e.SchemaVersion, stream, next, e.OccurredAt, data, e.Metadata)
 	}
-	batch.Queue(`INSERT INTO streams (stream, revision) VALUES ($1, $2)
+	b.Queue(`INSERT INTO streams (stream, revision) VALUES ($1, $2)
 		ON CONFLICT (stream) DO UPDATE SET revision = EXCLUDED.revision`, stream, next)
-	if commit {
-		batch.Queue("COMMIT")
-	}
-	br := q.SendBatch(ctx, batch)
+}
+
+// readInsert reads the results of queueInsert's n events written from revision first on:
+// the append's result.
+func readInsert(br pgx.BatchResults, first int64, n int) (eventstore.AppendResult, error) {
 	var txID uint64
 	var seq int64
-	for range events {
+	for range n {
 		if err := br.QueryRow().Scan(&txID, &seq); err != nil {
-			_ = br.Close()
 			return eventstore.AppendResult{}, fmt.Errorf("insert: %w", err)
 		}
 	}
-	if err := br.Close(); err != nil {
-		return eventstore.AppendResult{}, err
+	if _, err := br.Exec(); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("move the head: %w", err)
 	}
 	return eventstore.AppendResult{
-		NextRevision: uint64(next),
+		NextRevision: uint64(first + int64(n) - 1),
 		Position:     eventstore.Position{Commit: txID, Prepare: uint64(seq)},
 	}, nil
 }

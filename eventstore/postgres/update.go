@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -10,74 +12,126 @@ import (
 	"selfreset/eventstore/chain"
 )
 
-// Update implements eventstore.Updater in the two round trips of an Append: the first
-// begins, takes the stream lock and reads the head, the stream from from and the other
-// streams asked for; decide runs; the second inserts, moves the head and commits. A
-// decision that would read, then append under an expected revision, costs one round
-// trip less and cannot conflict. As for every append, the lock is the transaction's
-// first statement and is held until it ends (see the package comment); while decide
-// runs the transaction has no id yet.
-func (s *Store) Update(ctx context.Context, stream string, from uint64, also []eventstore.StreamRead,
-	decide func(tail eventstore.StreamTail, also []eventstore.StreamTail) ([]eventstore.EventData, error)) (eventstore.AppendResult, error) {
-	return s.write(ctx, "update "+quote(stream), func(conn *pgx.Conn) (eventstore.AppendResult, bool, error) {
-		return updateIn(ctx, conn, stream, from, also, decide)
-	})
-}
+// lockStreamsSQL takes the stream locks of a group of Updates in one statement, in the
+// order of their keys, so that two transactions needing the same keys (streams whose
+// names hash alike) take them in the same order and cannot deadlock.
+var lockStreamsSQL = `SELECT pg_advisory_xact_lock(` + strconv.Itoa(streamLockClass) + `, l.h)
+	FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($1::text[]) AS s ORDER BY 1) AS l`
 
-// updateIn does Update's work on conn; the caller rolls back a transaction left open.
-func updateIn(ctx context.Context, conn *pgx.Conn, stream string, from uint64, also []eventstore.StreamRead,
-	decide func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error)) (eventstore.AppendResult, bool, error) {
-	what := "update " + quote(stream)
+// updateIn runs a group of Updates (group.go) in the two round trips of an Append: the
+// first begins, takes the streams' locks and reads each Update's head, its stream from
+// its revision on and the other streams it asked for; each decision runs; the second
+// inserts what they decided, moves the heads and commits. A decision that would read,
+// then append under an expected revision, costs one round trip less and cannot conflict.
+// As for every append, the locks come before anything that could assign a transaction
+// id and are held until the transaction ends (see the package comment); while the
+// decisions run it has no id yet. On success each Update's outcome is in its out; the
+// caller rolls back a transaction left open.
+func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update) (eventstore.AppendResult, bool, error) {
+	streams := make([]string, len(group))
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(planSQL)
-	b.Queue(lockStreamSQL, stream)
-	b.Queue(headSQL, stream)
-	queueReads(b, append([]eventstore.StreamRead{{Stream: stream, From: from}}, also...))
+	for i, u := range group {
+		streams[i] = u.stream
+	}
+	b.Queue(lockStreamsSQL, streams)
+	for _, u := range group {
+		b.Queue(headSQL, u.stream)
+		queueReads(b, append([]eventstore.StreamRead{{Stream: u.stream, From: u.from}}, u.also...))
+	}
 	br := conn.SendBatch(ctx, b)
-	head, tail, others, err := readUpdate(br, len(also))
+	heads, tails, err := readGroup(br, group)
 	if cerr := br.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
 		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
-	events, err := decide(tail, others)
-	if err != nil || len(events) == 0 {
-		return eventstore.AppendResult{}, false, err
+	b = &pgx.Batch{}
+	var writers []*update
+	for i, u := range group {
+		if u.decided(heads[i], tails[i]) {
+			queueInsert(b, u.stream, u.first, u.events)
+			writers = append(writers, u)
+		}
 	}
-	if err := eventstore.ValidateAppend(stream, events); err != nil {
-		return eventstore.AppendResult{}, false, err
+	if len(writers) == 0 {
+		return eventstore.AppendResult{}, false, nil
 	}
-	next := head.revision + 1
-	if !head.exists {
-		next = 0
+	b.Queue("COMMIT")
+	br = conn.SendBatch(ctx, b)
+	var last eventstore.AppendResult
+	for _, u := range writers {
+		if last, err = readInsert(br, u.first, len(u.events)); err != nil {
+			break
+		}
+		u.out = updated{res: last}
 	}
-	events = append([]eventstore.EventData(nil), events...) // the caller's slice stays as given
-	if _, err := chain.Link(stream, uint64(next), head.chain, events); err != nil {
-		return eventstore.AppendResult{}, false, fmt.Errorf("eventstore/postgres: %s: %w", what, err)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
 	}
-	res, err := insertEvents(ctx, conn, stream, next, events, true)
 	if err != nil {
 		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
-	return res, true, nil
+	return last, true, nil
 }
 
-// readUpdate reads the results of updateIn's first batch.
-func readUpdate(br pgx.BatchResults, others int) (streamHead, eventstore.StreamTail, []eventstore.StreamTail, error) {
-	for _, step := range []string{"begin", "planner settings", "lock stream"} {
+// decided runs u's decision on what was read, and reports whether it has events to
+// insert (u.events, from revision u.first, linked to the stream's chain). Otherwise u.out
+// is its outcome: decide's refusal, or nothing written.
+func (u *update) decided(head streamHead, tails []eventstore.StreamTail) bool {
+	u.out, u.events = updated{}, nil
+	events, err := u.decideSafely(tails[0], tails[1:])
+	if err == nil && len(events) > 0 {
+		err = eventstore.ValidateAppend(u.stream, events)
+	}
+	if err != nil || len(events) == 0 {
+		u.out = updated{err: err}
+		return false
+	}
+	u.first = head.revision + 1
+	if !head.exists {
+		u.first = 0
+	}
+	u.events = append([]eventstore.EventData(nil), events...) // the caller's slice stays as given
+	if _, err := chain.Link(u.stream, uint64(u.first), head.chain, u.events); err != nil {
+		u.out = updated{err: fmt.Errorf("eventstore/postgres: update %s: %w", quote(u.stream), err)}
+		return false
+	}
+	return true
+}
+
+// decideSafely is decide, with a panic turned into u's error: the decision runs on the
+// group's goroutine, where a panic would end the process rather than the caller's
+// command.
+func (u *update) decideSafely(tail eventstore.StreamTail, also []eventstore.StreamTail) (events []eventstore.EventData, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("eventstore/postgres: update %s: decide panicked: %v\n%s", quote(u.stream), r, debug.Stack())
+		}
+	}()
+	return u.decide(tail, also)
+}
+
+// readGroup reads the results of updateIn's first batch: each Update's head and tails
+// (its stream's, then those it asked for).
+func readGroup(br pgx.BatchResults, group []*update) ([]streamHead, [][]eventstore.StreamTail, error) {
+	for _, step := range []string{"begin", "planner settings", "lock streams"} {
 		if _, err := br.Exec(); err != nil {
-			return streamHead{}, eventstore.StreamTail{}, nil, fmt.Errorf("%s: %w", step, err)
+			return nil, nil, fmt.Errorf("%s: %w", step, err)
 		}
 	}
-	head, err := scanHead(br.QueryRow())
-	if err != nil {
-		return streamHead{}, eventstore.StreamTail{}, nil, err
+	heads := make([]streamHead, len(group))
+	tails := make([][]eventstore.StreamTail, len(group))
+	for i, u := range group {
+		var err error
+		if heads[i], err = scanHead(br.QueryRow()); err != nil {
+			return nil, nil, err
+		}
+		if tails[i], err = readTails(br, len(u.also)+1); err != nil {
+			return nil, nil, err
+		}
 	}
-	tails, err := readTails(br, others+1)
-	if err != nil {
-		return streamHead{}, eventstore.StreamTail{}, nil, err
-	}
-	return head, tails[0], tails[1:], nil
+	return heads, tails, nil
 }

@@ -1204,6 +1204,71 @@ func testUpdate(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	})
 
 	t.Run("concurrent updates of one stream never conflict", func(t *testing.T) { testConcurrentUpdates(f.in(t), up) })
+	t.Run("concurrent updates of many streams each decide on their own", func(t *testing.T) { testUpdatesOfManyStreams(f.in(t), up) })
+}
+
+// testUpdatesOfManyStreams races updates of several streams, two per stream, each
+// refusing or appending as its stream and the stream it also reads stand: an adapter
+// that runs updates together (the Postgres one, in one transaction) must still give each
+// its own tails, append after its own head and answer it alone.
+func testUpdatesOfManyStreams(f *fixture, up eventstore.Updater) {
+	t := f.t
+	const streams = 6
+	refused := errors.New("refused")
+	names := make([]string, streams)
+	for i := range names {
+		names[i] = f.stream(fmt.Sprintf("many-%d", i))
+		f.append(names[i], eventstore.NoStream, newEvents("Before", i+1)...)
+	}
+	errs := race(f, 2*streams, func(r int) error {
+		i := r % streams
+		next := names[(i+1)%streams]
+		_, err := up.Update(f.ctx, names[i], 0, []eventstore.StreamRead{{Stream: next}},
+			func(tail eventstore.StreamTail, also []eventstore.StreamTail) ([]eventstore.EventData, error) {
+				if i == 0 {
+					return nil, refused
+				}
+				// N is what this stream held; M what the next one held before the race.
+				m := 0
+				for _, e := range also[0].Events {
+					if e.Type == "Before" {
+						m++
+					}
+				}
+				return []eventstore.EventData{newEvent("Decided", len(tail.Events)*100+m)}, nil
+			})
+		return err
+	})
+	for r, err := range errs {
+		if want := error(nil); r%streams == 0 {
+			want = refused
+			if !errors.Is(err, want) {
+				t.Errorf("racer %d on %s: %v, want the refusal", r, names[0], err)
+			}
+		} else if err != nil {
+			t.Errorf("racer %d on %s: %v", r, names[r%streams], err)
+		}
+	}
+	for i, name := range names {
+		got := f.readStream(name, 0)
+		before, want := i+1, i+1
+		if i > 0 {
+			want += 2
+		}
+		if len(got) != want {
+			t.Fatalf("%s holds %d events, want %d", name, len(got), want)
+		}
+		for k, e := range got[before:] {
+			var d struct{ N int }
+			if err := json.Unmarshal(e.Data, &d); err != nil {
+				t.Fatal(err)
+			}
+			if here, there := (before + k), (i+1)%streams+1; d.N != here*100+there {
+				t.Errorf("%s: decision %d saw %d events here and %d in the next stream, want %d and %d", name, k, d.N/100, d.N%100, here, there)
+			}
+		}
+		checkChain(t, name, got)
+	}
 }
 
 // testConcurrentUpdates races updates of one stream, each appending how many events it read.
