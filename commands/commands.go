@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -362,7 +363,30 @@ func (un *unit) retry(attempt func() (err, refusal error)) error {
 // attempted) to its shard of the unmatched-requests streams, chosen by a keyed hash of
 // the attempt (the keyring's email hash over "code/login": any keyed hash serves), so that
 // unmatched requests do not all wait for one stream's lock.
+//
+// With a store that can Update, the record goes through Update: nothing is read or
+// checked, but records and decisions made at the same time then share a transaction
+// (the Postgres store's group commit). A redelivered command's record is stored already:
+// Update refuses its id (ErrConflict), and Append, which skips stored ids, answers it.
 func (h *Handler) recordUnmatched(ctx context.Context, code, login string, e domain.Event) error {
 	stream := domain.UnmatchedShard(h.secrets.HashEmail(code + "/" + login))
-	return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
+	up, ok := h.store.(eventstore.Updater)
+	if !ok {
+		return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
+	}
+	data, err := h.encode(ctx, stream, domain.ActorAnonymous, []domain.Event{e})
+	if err != nil {
+		return err
+	}
+	// From past any revision: the stream's events are not read.
+	_, err = up.Update(ctx, stream, math.MaxUint64, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
+		return data, nil
+	})
+	if errors.Is(err, eventstore.ErrConflict) {
+		_, err = h.store.Append(ctx, stream, eventstore.Any, data...)
+	}
+	if err != nil {
+		return fmt.Errorf("append to %s: %w", stream, err)
+	}
+	return nil
 }

@@ -417,6 +417,33 @@ func countReason(t *testing.T, f *fixture, reason domain.Reason) int {
 	return n
 }
 
+// An unmatched request delivered twice under one command id is recorded once (its
+// record's id derives from the command id; on Postgres the second Update refuses it and
+// the Append that follows answers the stored one); another id records it again.
+func TestUnmatchedRedeliveryIsRecordedOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	req := commands.RequestResetToken{Provider: f.code, Login: "nobody", Email: "stranger@example.net"}
+	id := uuid.New()
+	for i, cmd := range []uuid.UUID{id, id, uuid.New()} {
+		if _, err := f.h.RequestResetToken(commands.WithCommandID(ctx, cmd), req); !errors.Is(err, domain.ErrUnknownAccount) {
+			t.Fatalf("delivery %d: %v, want ErrUnknownAccount", i+1, err)
+		}
+	}
+	shard := domain.UnmatchedShard(f.keys.HashEmail(domain.NormalizeProviderCode(f.code) + "/nobody"))
+	recs, err := f.store.ReadStream(ctx, shard, 0)
+	must(t, err)
+	mine := 0
+	for _, r := range recs {
+		if teststore.EventProvider(r) == f.code {
+			mine++
+		}
+	}
+	if mine != 2 {
+		t.Fatalf("%d records of the request on %s after two deliveries of one command and one of another, want 2", mine, shard)
+	}
+}
+
 // A command run again under the same command id (an intake message delivered twice) is
 // decided once, with event ids derived from the command id; another id is a new decision.
 func TestCommandIDMakesARedeliveryANoOp(t *testing.T) {
