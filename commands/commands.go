@@ -254,11 +254,31 @@ func (h *Handler) appendResult(ctx context.Context, stream string, expected even
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	res, err := h.store.Append(ctx, stream, expected, data...)
+	res, err := h.write(ctx, stream, expected, data)
 	if err != nil {
 		return res, fmt.Errorf("append to %s: %w", stream, err)
 	}
 	return res, nil
+}
+
+// write appends data to stream. An append that expects nothing (unmatched requests,
+// failed sign-ins) goes through the store's Update when it has one, reading nothing:
+// appends and decisions made at the same time then share a transaction (the Postgres
+// store's group commit). A redelivered command's events are stored already: Update
+// refuses their ids (ErrConflict), and Append, which skips stored ids, answers them.
+func (h *Handler) write(ctx context.Context, stream string, expected eventstore.ExpectedRevision, data []eventstore.EventData) (eventstore.AppendResult, error) {
+	up, ok := h.store.(eventstore.Updater)
+	if !ok || !expected.IsAny() {
+		return h.store.Append(ctx, stream, expected, data...)
+	}
+	// From past any revision: the stream's events are not read.
+	res, err := up.Update(ctx, stream, math.MaxUint64, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
+		return data, nil
+	})
+	if errors.Is(err, eventstore.ErrConflict) {
+		return h.store.Append(ctx, stream, expected, data...)
+	}
+	return res, err
 }
 
 // encode makes events ready for stream: ids (derived from ctx's command id when it has
@@ -363,30 +383,7 @@ func (un *unit) retry(attempt func() (err, refusal error)) error {
 // attempted) to its shard of the unmatched-requests streams, chosen by a keyed hash of
 // the attempt (the keyring's email hash over "code/login": any keyed hash serves), so that
 // unmatched requests do not all wait for one stream's lock.
-//
-// With a store that can Update, the record goes through Update: nothing is read or
-// checked, but records and decisions made at the same time then share a transaction
-// (the Postgres store's group commit). A redelivered command's record is stored already:
-// Update refuses its id (ErrConflict), and Append, which skips stored ids, answers it.
 func (h *Handler) recordUnmatched(ctx context.Context, code, login string, e domain.Event) error {
 	stream := domain.UnmatchedShard(h.secrets.HashEmail(code + "/" + login))
-	up, ok := h.store.(eventstore.Updater)
-	if !ok {
-		return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
-	}
-	data, err := h.encode(ctx, stream, domain.ActorAnonymous, []domain.Event{e})
-	if err != nil {
-		return err
-	}
-	// From past any revision: the stream's events are not read.
-	_, err = up.Update(ctx, stream, math.MaxUint64, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
-		return data, nil
-	})
-	if errors.Is(err, eventstore.ErrConflict) {
-		_, err = h.store.Append(ctx, stream, eventstore.Any, data...)
-	}
-	if err != nil {
-		return fmt.Errorf("append to %s: %w", stream, err)
-	}
-	return nil
+	return h.append(ctx, stream, eventstore.Any, domain.ActorAnonymous, []domain.Event{e})
 }

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,7 +80,19 @@ func (a *announcer) send() {
 // wait returns once no NOTIFY is on its way (Close, before the pool goes).
 func (a *announcer) wait() { a.wg.Wait() }
 
-// positionPayload is a NOTIFY's payload: the position, as notices.receive parses it.
+// positionPayload is a NOTIFY's payload: the position, as parsePositionPayload reads it.
 func positionPayload(p eventstore.Position) string {
 	return strconv.FormatUint(p.Commit, 10) + "/" + strconv.FormatUint(p.Prepare, 10)
+}
+
+// parsePositionPayload reads positionPayload's payload (ok false for any other).
+func parsePositionPayload(s string) (p eventstore.Position, ok bool) {
+	commit, prepare, found := strings.Cut(s, "/")
+	if !found {
+		return p, false
+	}
+	var err1, err2 error
+	p.Commit, err1 = strconv.ParseUint(commit, 10, 64)
+	p.Prepare, err2 = strconv.ParseUint(prepare, 10, 64)
+	return p, err1 == nil && err2 == nil
 }

@@ -174,8 +174,13 @@ func (s *Store) runGroup(group []*update) {
 	err := s.groupTransaction(group)
 	if err != nil && len(group) > 1 {
 		for _, u := range group {
-			if err := s.groupTransaction([]*update{u}); err != nil {
-				u.out = updated{err: err}
+			switch {
+			case u.ctx.Err() != nil: // its caller has gone: nothing to try again for
+				u.out = updated{err: u.ctx.Err()}
+			default:
+				if err := s.groupTransaction([]*update{u}); err != nil {
+					u.out = updated{err: err}
+				}
 			}
 			u.done <- u.out
 		}

@@ -50,15 +50,21 @@ type updateResult struct {
 	err    error
 }
 
+// decision is a test Update's decision; leave ends its caller's context, as a caller
+// that gives up would.
+type decision func(leave func()) ([]eventstore.EventData, error)
+
 // queueUpdates starts an Update of each stream, appending what decide returns for it,
 // and waits until all of them are queued behind the held flushers.
-func queueUpdates(t *testing.T, s *Store, decide map[string]func() ([]eventstore.EventData, error)) <-chan updateResult {
+func queueUpdates(t *testing.T, s *Store, decide map[string]decision) <-chan updateResult {
 	t.Helper()
 	out := make(chan updateResult, len(decide))
 	for stream, d := range decide {
 		go func() {
-			res, err := s.Update(t.Context(), stream, 0, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
-				return d()
+			ctx, leave := context.WithCancel(t.Context())
+			defer leave()
+			res, err := s.Update(ctx, stream, 0, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
+				return d(leave)
 			})
 			out <- updateResult{stream, res, err}
 		}()
@@ -67,8 +73,8 @@ func queueUpdates(t *testing.T, s *Store, decide map[string]func() ([]eventstore
 	return out
 }
 
-func appendOne(typ string) func() ([]eventstore.EventData, error) {
-	return func() ([]eventstore.EventData, error) { return []eventstore.EventData{event(typ)}, nil }
+func appendOne(typ string) decision {
+	return func(func()) ([]eventstore.EventData, error) { return []eventstore.EventData{event(typ)}, nil }
 }
 
 // Updates that arrive while every flusher is busy go together: one transaction (one
@@ -77,7 +83,7 @@ func TestWaitingUpdatesShareOneTransaction(t *testing.T) {
 	s := openStore(t)
 	release, held := heldFlushers(t, s)
 	t.Cleanup(release)
-	results := queueUpdates(t, s, map[string]func() ([]eventstore.EventData, error){
+	results := queueUpdates(t, s, map[string]decision{
 		"grouped-a": appendOne("A"), "grouped-b": appendOne("B"), "grouped-c": appendOne("C"),
 	})
 	release()
@@ -104,7 +110,8 @@ func TestWaitingUpdatesShareOneTransaction(t *testing.T) {
 
 // In a group, a decision that fails (an event id another stream holds: the insert fails
 // and takes the group's transaction with it), one that panics and one that refuses each
-// answer only their own Update: the others are written.
+// answer only their own Update: the others are written, one at a time. One whose caller
+// gave up meanwhile is not tried again.
 func TestAFailingDecisionFailsOnlyItsOwnUpdate(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
@@ -115,15 +122,19 @@ func TestAFailingDecisionFailsOnlyItsOwnUpdate(t *testing.T) {
 	refused := errors.New("refused")
 	release, held := heldFlushers(t, s)
 	t.Cleanup(release)
-	results := queueUpdates(t, s, map[string]func() ([]eventstore.EventData, error){
-		"duplicate": func() ([]eventstore.EventData, error) { return []eventstore.EventData{taken}, nil },
-		"panics":    func() ([]eventstore.EventData, error) { panic("a bug in a decision") },
-		"refuses":   func() ([]eventstore.EventData, error) { return []eventstore.EventData{event("Never")}, refused },
-		"fine-1":    appendOne("Fine"),
-		"fine-2":    appendOne("Fine"),
+	results := queueUpdates(t, s, map[string]decision{
+		"duplicate": func(func()) ([]eventstore.EventData, error) { return []eventstore.EventData{taken}, nil },
+		"panics":    func(func()) ([]eventstore.EventData, error) { panic("a bug in a decision") },
+		"refuses":   func(func()) ([]eventstore.EventData, error) { return []eventstore.EventData{event("Never")}, refused },
+		"gone": func(leave func()) ([]eventstore.EventData, error) {
+			leave()
+			return []eventstore.EventData{event("Gone")}, nil
+		},
+		"fine-1": appendOne("Fine"),
+		"fine-2": appendOne("Fine"),
 	})
 	release()
-	for range 5 {
+	for range 6 {
 		r := <-results
 		var ok bool
 		switch r.stream {
@@ -133,6 +144,8 @@ func TestAFailingDecisionFailsOnlyItsOwnUpdate(t *testing.T) {
 			ok = r.err != nil && strings.Contains(r.err.Error(), "a bug in a decision")
 		case "refuses":
 			ok = errors.Is(r.err, refused) && r.res == eventstore.AppendResult{}
+		case "gone":
+			ok = errors.Is(r.err, context.Canceled)
 		default:
 			ok = r.err == nil && r.res.NextRevision == 0
 		}
@@ -145,7 +158,7 @@ func TestAFailingDecisionFailsOnlyItsOwnUpdate(t *testing.T) {
 			t.Fatalf("held Update: %v", err)
 		}
 	}
-	for stream, want := range map[string]int{"duplicate": 0, "panics": 0, "refuses": 0, "fine-1": 1, "fine-2": 1} {
+	for stream, want := range map[string]int{"duplicate": 0, "panics": 0, "refuses": 0, "gone": 0, "fine-1": 1, "fine-2": 1} {
 		got, err := s.ReadStream(ctx, stream, 0)
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			err = nil

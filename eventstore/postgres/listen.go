@@ -99,11 +99,9 @@ func (n *notices) receive(ctx context.Context, conn *pgx.Conn) {
 			conn = nil
 			continue
 		}
-		var p eventstore.Position
-		if _, err := fmt.Sscanf(msg.Payload, "%d/%d", &p.Commit, &p.Prepare); err != nil {
-			continue
+		if p, ok := parsePositionPayload(msg.Payload); ok {
+			n.announce(p)
 		}
-		n.announce(p)
 	}
 }
 
