@@ -311,6 +311,9 @@ func (s *Sender) release(batch []claimed) {
 
 // claim, in one short transaction, takes due pending rows nobody else holds, settles
 // those that must not be sent (expired, superseded, out of attempts) and leases the rest.
+// Its commit waits for the WAL flush, so that every event a leased mail stems from is
+// durable before the mail leaves: queued decisions commit without waiting for theirs
+// (eventstore.WithRedelivery), and so do the consumers that queue the mails.
 func (s *Sender) claim(ctx context.Context, res *Result) ([]claimed, error) {
 	now := s.clock.Now()
 	tx, err := s.pool.Begin(ctx)

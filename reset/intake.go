@@ -40,8 +40,13 @@ import (
 // no-op (commands.WithCommandID derives the event ids from the message uuid). For the
 // same reason that transaction commits without waiting for its WAL flush
 // (synchronous_commit off on the worker's queue pool): a delete lost in a database crash
-// is one more redelivery, while the decision it follows was committed durably by the
-// event store, and the row itself by the publisher, before the 202.
+// is one more redelivery. When the events are in the same database (SharedLog), so may
+// the decision itself (eventstore.WithRedelivery, set by commandContext): the row was
+// committed durably by the publisher before the 202, and the delete that acknowledges
+// the command comes after the decision in the WAL, so a crash that loses the decision
+// loses the delete too and the command is decided again. The mailer's lease is a
+// durable commit, made before any mail leaves: it flushes the decision whose mail it
+// takes.
 
 // Topics (and their tables).
 const (
@@ -269,6 +274,12 @@ type WorkerConfig struct {
 	// NoTypedAddressNotice turns off the "Password Reset Error" email to a typed address
 	// that is not the account's verified one (SELFRESET_NOTIFY_UNKNOWN_RECIPIENTS=false).
 	NoTypedAddressNotice bool
+	// SharedLog says that the event store writes to the WAL of Pool's database, as the
+	// queue does: then a decision may commit without waiting for its flush
+	// (eventstore.WithRedelivery), since the delete that acknowledges its command comes
+	// after it in that one log. With the events in another database server a lost
+	// decision could leave its acknowledgement behind, so each must be durable first.
+	SharedLog bool
 	// Front, when set, is the answers in progress of the Service in this process: while
 	// they saturate it, one subscriber claims and decides at a time (Front).
 	Front *Front
@@ -285,6 +296,8 @@ type Worker struct {
 	keys   *secret.Keyring
 	log    *slog.Logger
 	notice bool // mail typed addresses the fixed Password Reset Error text
+	// sharedLog: decisions may commit without waiting for their flush (WorkerConfig.SharedLog)
+	sharedLog bool
 }
 
 // handlerTimeout bounds one command; past it the row is left for redelivery.
@@ -333,7 +346,8 @@ func NewWorker(ctx context.Context, c WorkerConfig) (*Worker, error) {
 		middleware.Retry{MaxRetries: 5, InitialInterval: 50 * time.Millisecond, MaxInterval: 2 * time.Second,
 			Multiplier: 2, RandomizationFactor: 0.5, Logger: wlog}.Middleware,
 	)
-	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice}
+	w := &Worker{router: router, pool: pool, cmds: c.Commands, keys: c.Keyring, log: c.Logger, notice: !c.NoTypedAddressNotice,
+		sharedLog: c.SharedLog}
 	beginner := claimBeginner(pool, c.Front)
 	proc, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
@@ -396,10 +410,11 @@ func (w *Worker) Run(ctx context.Context) error {
 // Running is closed once every subscriber is running.
 func (w *Worker) Running() <-chan struct{} { return w.router.Running() }
 
-// commandContext carries the message's id (derived event ids: a redelivery is a no-op)
-// and request metadata, detached from the router's cancellation so a shutdown lets the
-// command finish.
-func commandContext(ctx context.Context) (context.Context, context.CancelFunc, error) {
+// commandContext carries the message's id (derived event ids: a redelivery is a no-op),
+// request metadata and, with a shared log, the mark that lets the decision commit
+// without waiting for its flush; detached from the router's cancellation so a shutdown
+// lets the command finish.
+func (w *Worker) commandContext(ctx context.Context) (context.Context, context.CancelFunc, error) {
 	msg := cqrs.OriginalMessageFromCtx(ctx)
 	if msg == nil {
 		return nil, nil, errors.New("reset: no message in the handler's context")
@@ -411,12 +426,15 @@ func commandContext(ctx context.Context) (context.Context, context.CancelFunc, e
 	md := eventstore.Metadata{CorrelationID: msg.Metadata.Get(metaCorrelation),
 		ClientIP: msg.Metadata.Get(metaClientIP), UserAgent: msg.Metadata.Get(metaUserAgent)}
 	ctx = commands.WithCommandID(commands.WithMetadata(context.WithoutCancel(ctx), md), id)
+	if w.sharedLog {
+		ctx = eventstore.WithRedelivery(ctx) // acknowledged after the handler returned, in the same WAL
+	}
 	ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 	return ctx, cancel, nil
 }
 
 func (w *Worker) handleRequest(ctx context.Context, cmd *RequestToken) error {
-	ctx, cancel, err := commandContext(ctx)
+	ctx, cancel, err := w.commandContext(ctx)
 	if err != nil {
 		return err
 	}
@@ -441,7 +459,7 @@ func (w *Worker) handleRequest(ctx context.Context, cmd *RequestToken) error {
 }
 
 func (w *Worker) handleResend(ctx context.Context, cmd *ResendToken) error {
-	ctx, cancel, err := commandContext(ctx)
+	ctx, cancel, err := w.commandContext(ctx)
 	if err != nil {
 		return err
 	}

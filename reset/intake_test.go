@@ -402,3 +402,43 @@ func TestResendAndCompleteAnswers(t *testing.T) {
 		t.Errorf("resend after expiry: %v", err)
 	}
 }
+
+// redeliveryOf records whether each RequestResetToken came marked redelivered.
+type redeliveryOf struct {
+	Commands
+	marks chan bool
+}
+
+func (c redeliveryOf) RequestResetToken(ctx context.Context, r commands.RequestResetToken) (string, error) {
+	c.marks <- eventstore.Redelivered(ctx)
+	return c.Commands.RequestResetToken(ctx, r)
+}
+
+// A queued decision may commit without waiting for its flush only when the queue shares
+// the event store's log (WorkerConfig.SharedLog): its acknowledgement follows it there.
+func TestDecisionsAreMarkedRedeliveredOnlyWithASharedLog(t *testing.T) {
+	f := newFixture(t)
+	for _, shared := range []bool{false, true} {
+		cmds := redeliveryOf{Commands: f.cmds, marks: make(chan bool, 1)}
+		w, err := NewWorker(f.ctx, WorkerConfig{Pool: f.store.Pool(), Commands: cmds, Keyring: f.keys, Concurrency: 1, SharedLog: shared})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.pool.Close)
+		sealed, err := f.keys.Encrypt(emailLabel, []byte("jane@example.org"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := &RequestToken{Provider: "ACME", Login: "jane", SealedEmail: sealed}
+		raw, err := json.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.handleRequest(cqrs.CtxWithOriginalMessage(f.ctx, message.NewMessage(uuid.NewString(), raw)), cmd); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-cmds.marks; got != shared {
+			t.Errorf("SharedLog %v: the decision's context marked redelivered = %v", shared, got)
+		}
+	}
+}

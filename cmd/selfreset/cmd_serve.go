@@ -225,7 +225,8 @@ func (s *server) buildWorker(ctx context.Context) error {
 		return err
 	}
 	worker, err := reset.NewWorker(ctx, reset.WorkerConfig{Pool: s.pool, Commands: h, Keyring: keys,
-		Logger: c.log, Concurrency: s.cfg.ResetWorkers, NoTypedAddressNotice: !s.cfg.NotifyUnknownRecipients, Front: s.front})
+		Logger: c.log, Concurrency: s.cfg.ResetWorkers, NoTypedAddressNotice: !s.cfg.NotifyUnknownRecipients, Front: s.front,
+		SharedLog: s.app.storeUses(s.pool)})
 	if err != nil {
 		return err
 	}
@@ -390,11 +391,27 @@ func consumers() []projections.Projection {
 	return append(out, mailer.NewProjection(nil))
 }
 
+// storeUses reports whether the event store writes through pool (and so to its
+// database's WAL).
+func (a *app) storeUses(pool *pgxpool.Pool) bool {
+	p, ok := a.storePool()
+	return ok && p == pool
+}
+
+// storePool is the event store's own pool, when it has one (PostgreSQL).
+func (a *app) storePool() (*pgxpool.Pool, bool) {
+	s, ok := a.store.(interface{ Pool() *pgxpool.Pool })
+	if !ok {
+		return nil, false
+	}
+	return s.Pool(), true
+}
+
 // readModelPool is the Postgres pool for read models, sessions and the mail log: the event
 // store's own pool when events live in the same database, else a pool of its own.
 func (a *app) readModelPool(ctx context.Context) (*pgxpool.Pool, func(), error) {
-	if s, ok := a.store.(interface{ Pool() *pgxpool.Pool }); ok && a.cfg.EventStoreURL == a.cfg.DatabaseURL {
-		return s.Pool(), func() {}, nil
+	if p, ok := a.storePool(); ok && a.cfg.EventStoreURL == a.cfg.DatabaseURL {
+		return p, func() {}, nil
 	}
 	return openDatabasePool(ctx, withStatementCache(a.cfg.DatabaseURL))
 }

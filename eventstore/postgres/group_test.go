@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"selfreset/eventstore"
 	"selfreset/internal/testkit"
@@ -219,5 +222,44 @@ func TestAStreamIsInOneGroupAtATime(t *testing.T) {
 	}
 	if _, err := s.ReadStream(t.Context(), "abandoned", 0); !errors.Is(err, eventstore.ErrStreamNotFound) {
 		t.Errorf("the abandoned Update wrote something: %v", err)
+	}
+}
+
+// A group's COMMIT skips the wait for its WAL flush only when every Update that writes in
+// it is redelivered until acknowledged.
+func TestCommitWaitsForTheFlushUnlessEveryWriterIsRedelivered(t *testing.T) {
+	plain, redelivered := context.Background(), eventstore.WithRedelivery(context.Background())
+	for _, tc := range []struct {
+		name    string
+		writers []context.Context
+		wait    bool
+	}{
+		{"one plain", []context.Context{plain}, true},
+		{"one redelivered", []context.Context{redelivered}, false},
+		{"all redelivered", []context.Context{redelivered, redelivered, redelivered}, false},
+		{"one plain among redelivered", []context.Context{redelivered, plain, redelivered}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writers := make([]*update, len(tc.writers))
+			for i, ctx := range tc.writers {
+				writers[i] = &update{ctx: ctx}
+			}
+			if got := waitForFlush(writers); got != tc.wait {
+				t.Fatalf("waitForFlush = %v, want %v", got, tc.wait)
+			}
+			b := &pgx.Batch{}
+			queueCommit(b, tc.wait)
+			var sql []string
+			for _, q := range b.QueuedQueries {
+				sql = append(sql, q.SQL)
+			}
+			want := []string{"COMMIT"}
+			if !tc.wait {
+				want = []string{asyncCommitSQL, "COMMIT"} // SET LOCAL: inside the transaction it ends
+			}
+			if !slices.Equal(sql, want) {
+				t.Fatalf("queued %q, want %q", sql, want)
+			}
+		})
 	}
 }

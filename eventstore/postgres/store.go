@@ -449,7 +449,7 @@ func insertEvents(ctx context.Context, q batchSender, stream string, first int64
 	b := &pgx.Batch{}
 	queueInsert(b, stream, first, events)
 	if commit {
-		b.Queue("COMMIT")
+		queueCommit(b, !eventstore.Redelivered(ctx))
 	}
 	br := q.SendBatch(ctx, b)
 	res, err := readInsert(br, first, len(events))
@@ -460,6 +460,22 @@ func insertEvents(ctx context.Context, q batchSender, stream string, first int64
 		return eventstore.AppendResult{}, err
 	}
 	return res, nil
+}
+
+// asyncCommitSQL lets the transaction's COMMIT return before its WAL is flushed.
+// PostgreSQL writes and flushes the WAL in order, so a commit lost in a crash takes
+// every later one with it (https://www.postgresql.org/docs/15/wal-async-commit.html).
+const asyncCommitSQL = `SET LOCAL synchronous_commit = off`
+
+// queueCommit queues the COMMIT of a transaction that wrote events. waitForFlush is
+// false when every write in it is redone until acknowledged (eventstore.Redelivered):
+// its acknowledgement comes later in the WAL, so a crash that loses the commit loses
+// the acknowledgement too, and the command is decided again.
+func queueCommit(b *pgx.Batch, waitForFlush bool) {
+	if !waitForFlush {
+		b.Queue(asyncCommitSQL)
+	}
+	b.Queue("COMMIT")
 }
 
 // queueInsert queues the statements that write events at revisions first, first+1, …

@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 	t.Run("Chain", func(t *testing.T) { testChain(t, newStore) })
 	t.Run("Snapshots", func(t *testing.T) { testSnapshots(t, newStore) })
 	t.Run("Update", func(t *testing.T) { testUpdate(t, newStore) })
+	t.Run("Redelivered", func(t *testing.T) { testRedelivered(t, newStore) })
 }
 
 // fixture is one subtest's view of the store: a context with a deadline and a stream
@@ -1299,4 +1300,36 @@ func testConcurrentUpdates(f *fixture, up eventstore.Updater) {
 		}
 	}
 	checkChain(t, counted, got)
+}
+
+// testRedelivered: writes marked eventstore.WithRedelivery, which an adapter may commit
+// without waiting for stable storage, are stored, chained, idempotent and in the feed
+// like any other.
+func testRedelivered(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
+	f := setup(t, newStore)
+	ctx := eventstore.WithRedelivery(f.ctx)
+	s := f.stream("redelivered")
+	before := f.head()
+	queued := newEvents("Queued", 2)
+	for range 2 { // the second is a redelivery: a no-op
+		if _, err := f.store.Append(ctx, s, eventstore.NoStream, queued...); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	want := dataIDs(queued)
+	if up, ok := f.store.(eventstore.Updater); ok {
+		decided := []eventstore.EventData{newEvent("Decided", 2)}
+		if _, err := up.Update(ctx, s, 2, nil, func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
+			return decided, nil
+		}); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		want = append(want, dataIDs(decided)...)
+	}
+	got := f.readStream(s, 0)
+	if !reflect.DeepEqual(recordedIDs(got), want) {
+		t.Fatalf("stream holds %v, want %v", recordedIDs(got), want)
+	}
+	checkChain(t, s, got)
+	checkFeedMatchesStreams(t, f, f.readFeed(before, 10, len(want)), s)
 }
