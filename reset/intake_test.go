@@ -410,7 +410,10 @@ type redeliveryOf struct {
 }
 
 func (c redeliveryOf) RequestResetToken(ctx context.Context, r commands.RequestResetToken) (string, error) {
-	c.marks <- eventstore.Redelivered(ctx)
+	select {
+	case c.marks <- eventstore.Redelivered(ctx):
+	default: // the test reads the first call's
+	}
 	return c.Commands.RequestResetToken(ctx, r)
 }
 
@@ -437,8 +440,13 @@ func TestDecisionsAreMarkedRedeliveredOnlyWithASharedLog(t *testing.T) {
 		if err := w.handleRequest(cqrs.CtxWithOriginalMessage(f.ctx, message.NewMessage(uuid.NewString(), raw)), cmd); err != nil {
 			t.Fatal(err)
 		}
-		if got := <-cmds.marks; got != shared {
-			t.Errorf("SharedLog %v: the decision's context marked redelivered = %v", shared, got)
+		select {
+		case got := <-cmds.marks:
+			if got != shared {
+				t.Errorf("SharedLog %v: the decision's context marked redelivered = %v", shared, got)
+			}
+		default:
+			t.Fatalf("SharedLog %v: the command was not decided", shared)
 		}
 	}
 }
