@@ -39,7 +39,7 @@ const (
 
 // update is one Update waiting for, or in, a group.
 type update struct {
-	ctx    context.Context // the caller's: for its wait, and whether its write is redelivered (waitForFlush)
+	ctx    context.Context // the caller's: for its wait, and whether its write is redelivered (queueCommit)
 	stream string
 	from   uint64
 	also   []eventstore.StreamRead

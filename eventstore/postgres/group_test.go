@@ -240,15 +240,8 @@ func TestCommitWaitsForTheFlushUnlessEveryWriterIsRedelivered(t *testing.T) {
 		{"one plain among redelivered", []context.Context{redelivered, plain, redelivered}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			writers := make([]*update, len(tc.writers))
-			for i, ctx := range tc.writers {
-				writers[i] = &update{ctx: ctx}
-			}
-			if got := waitForFlush(writers); got != tc.wait {
-				t.Fatalf("waitForFlush = %v, want %v", got, tc.wait)
-			}
 			b := &pgx.Batch{}
-			queueCommit(b, tc.wait)
+			queueCommit(b, tc.writers...)
 			var sql []string
 			for _, q := range b.QueuedQueries {
 				sql = append(sql, q.SQL)

@@ -449,7 +449,7 @@ func insertEvents(ctx context.Context, q batchSender, stream string, first int64
 	b := &pgx.Batch{}
 	queueInsert(b, stream, first, events)
 	if commit {
-		queueCommit(b, !eventstore.Redelivered(ctx))
+		queueCommit(b, ctx)
 	}
 	br := q.SendBatch(ctx, b)
 	res, err := readInsert(br, first, len(events))
@@ -467,12 +467,13 @@ func insertEvents(ctx context.Context, q batchSender, stream string, first int64
 // every later one with it (https://www.postgresql.org/docs/15/wal-async-commit.html).
 const asyncCommitSQL = `SET LOCAL synchronous_commit = off`
 
-// queueCommit queues the COMMIT of a transaction that wrote events. waitForFlush is
-// false when every write in it is redone until acknowledged (eventstore.Redelivered):
-// its acknowledgement comes later in the WAL, so a crash that loses the commit loses
-// the acknowledgement too, and the command is decided again.
-func queueCommit(b *pgx.Batch, waitForFlush bool) {
-	if !waitForFlush {
+// queueCommit queues the COMMIT of a transaction that wrote events, one write under
+// each of writers (the callers' contexts). It waits for its WAL flush unless every write
+// is redone until acknowledged (eventstore.Redelivered): then each acknowledgement comes
+// later in the WAL, so a crash that loses the commit loses them too, and the commands are
+// decided again.
+func queueCommit(b *pgx.Batch, writers ...context.Context) {
+	if !slices.ContainsFunc(writers, func(ctx context.Context) bool { return !eventstore.Redelivered(ctx) }) {
 		b.Queue(asyncCommitSQL)
 	}
 	b.Queue("COMMIT")

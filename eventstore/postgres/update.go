@@ -59,7 +59,11 @@ func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update)
 	if len(writers) == 0 {
 		return eventstore.AppendResult{}, false, nil
 	}
-	queueCommit(b, waitForFlush(writers))
+	ctxs := make([]context.Context, len(writers))
+	for i, u := range writers {
+		ctxs[i] = u.ctx
+	}
+	queueCommit(b, ctxs...)
 	br = conn.SendBatch(ctx, b)
 	var last eventstore.AppendResult
 	for _, u := range writers {
@@ -134,15 +138,4 @@ func readGroup(br pgx.BatchResults, group []*update) ([]streamHead, [][]eventsto
 		}
 	}
 	return heads, tails, nil
-}
-
-// waitForFlush reports whether a group's COMMIT must wait for its WAL flush: unless
-// every Update that writes in it is redone until acknowledged (see queueCommit).
-func waitForFlush(writers []*update) bool {
-	for _, u := range writers {
-		if !eventstore.Redelivered(u.ctx) {
-			return true
-		}
-	}
-	return false
 }
