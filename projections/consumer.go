@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -15,49 +17,144 @@ import (
 	"selfreset/eventstore"
 )
 
-// consume feeds p until ctx ends, one session after another. A session that fails (the
-// store or the lock's connection lost) has let go of the lock; the next one starts after
-// ResubscribeDelay from the checkpoint stored in the database.
-func (r *Runner) consume(ctx context.Context, p Projection) {
-	log := r.log.With("consumer", p.Name())
-	for {
-		err := r.session(ctx, p, log)
-		if ctx.Err() != nil {
-			return
+// feedAll runs the sessions that feed the Runner's consumers until ctx ends, and waits
+// for them. A consumer is fed only by the session holding its advisory lock. The
+// consumers whose locks are free are taken together, on one connection, and fed by one
+// session (deliverAll); a consumer whose lock another process holds is waited for, its
+// lock tried every LockPollInterval, and fed by a session of its own once taken. A session
+// that fails lets its locks go; its consumers are tried again after ResubscribeDelay,
+// from their stored checkpoints.
+func (r *Runner) feedAll(ctx context.Context) {
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		free    = r.names() // the consumers no session of this Runner holds
+		back    = make(chan struct{}, 1)
+		waiting = map[string]bool{} // logged as waiting for their locks
+		conn    *pgx.Conn           // the connection trying the locks, until it takes some
+	)
+	defer func() {
+		if conn != nil {
+			closeConn(conn)
 		}
-		log.Warn("projections: feed interrupted; subscribing again from the checkpoint", "error", err, "after", r.cfg.Feed.ResubscribeDelay)
-		if !sleep(ctx, r.cfg.Feed.ResubscribeDelay) {
+		wg.Wait()
+	}()
+	release := func(took []string) {
+		mu.Lock()
+		free = append(free, took...)
+		mu.Unlock()
+		select {
+		case back <- struct{}{}:
+		default:
+		}
+	}
+	for {
+		mu.Lock()
+		want := slices.Clone(free)
+		mu.Unlock()
+		if len(want) > 0 {
+			var took []string
+			var err error
+			if conn == nil {
+				conn, err = lockConnect(ctx, r.cfg.Pool)
+			}
+			if err == nil {
+				if took, err = tryLocks(ctx, conn, want); err != nil {
+					closeConn(conn) // which locks it holds is not known: let them all go
+					conn, took = nil, nil
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				r.log.Warn("projections: cannot take the consumer locks; trying again", "error", err, "after", r.cfg.Feed.LockPollInterval)
+			}
+			r.logWaiting(waiting, want, took)
+			if len(took) > 0 {
+				mu.Lock()
+				free = slices.DeleteFunc(free, func(n string) bool { return slices.Contains(took, n) })
+				mu.Unlock()
+				held := conn
+				conn = nil
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := r.session(ctx, held, r.named(took))
+					if ctx.Err() != nil {
+						return
+					}
+					r.log.Warn("projections: feed interrupted; subscribing again from the checkpoint", "consumers", took, "error", err, "after", r.cfg.Feed.ResubscribeDelay)
+					if sleep(ctx, r.cfg.Feed.ResubscribeDelay) {
+						release(took)
+					}
+				}()
+			}
+		}
+		select {
+		case <-ctx.Done():
 			return
+		case <-back:
+		case <-time.After(r.cfg.Feed.LockPollInterval):
 		}
 	}
 }
 
-// session takes p's advisory lock on a connection of its own and holds it until
-// something fails or ctx ends: it reads the checkpoint, follows the feed from there and
-// applies each batch on that connection. Only this goroutine uses the connection, so
-// every write stops the moment the lock is lost (fencing), and a consumer waiting on a
-// checkpoint row (during a rebuild) takes no connection from the pool.
-func (r *Runner) session(ctx context.Context, p Projection, log *slog.Logger) error {
-	conn, err := acquireLock(ctx, r.cfg.Pool, p.Name(), r.cfg.Feed.LockPollInterval, log)
-	if err != nil {
-		return err
+// logWaiting says once which consumers wait for a lock another process holds, and when
+// one of them has been taken.
+func (r *Runner) logWaiting(waiting map[string]bool, tried, took []string) {
+	for _, name := range tried {
+		switch got := slices.Contains(took, name); {
+		case got && waiting[name]:
+			r.log.Info("projections: consumer lock acquired", "consumer", name)
+			delete(waiting, name)
+		case !got && !waiting[name]:
+			r.log.Info("projections: another process feeds this consumer; waiting for its lock", "consumer", name)
+			waiting[name] = true
+		}
 	}
+}
+
+// named returns the configured projections of those names, in the configured order.
+func (r *Runner) named(names []string) []Projection {
+	var out []Projection
+	for _, p := range r.cfg.Projections {
+		if slices.Contains(names, p.Name()) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// session feeds ps on conn, the connection holding their locks, until something fails
+// or ctx ends, and closes conn: it reads their checkpoints, follows the feed from the
+// oldest and applies each batch on that connection. Only this goroutine uses the
+// connection, so every write stops the moment the locks are lost (fencing), and a
+// consumer waiting on a checkpoint row (during a rebuild) takes no connection from the
+// pool.
+func (r *Runner) session(ctx context.Context, conn *pgx.Conn, ps []Projection) error {
 	defer closeConn(conn)
-	after, err := readCheckpoint(ctx, conn, p.Name())
-	if err != nil {
-		return err
+	members := make([]*member, 0, len(ps))
+	var after eventstore.Position
+	for i, p := range ps {
+		pos, err := readCheckpoint(ctx, conn, p.Name())
+		if err != nil {
+			return err
+		}
+		if i == 0 || pos.Less(after) {
+			after = pos
+		}
+		members = append(members, &member{p: p, one: r.eventHandler(conn, p), cur: cursor{pos: pos, known: true}})
 	}
-	log.Debug("projections: following the feed", "after", after.String())
+	// A shared pass moves the checkpoints in the order a rebuild locks them (by name), so
+	// that the two never wait for each other's rows in a cycle.
+	slices.SortFunc(members, func(a, b *member) int { return strings.Compare(a.p.Name(), b.p.Name()) })
+	r.log.Debug("projections: following the feed", "consumers", len(members), "after", after.String())
 	f := follow(ctx, r.cfg.Store, after, r.cfg.Feed)
 	defer f.close()
-	one := r.eventHandler(conn, p)
-	cur := &cursor{pos: after, known: true}
 	for {
 		batch, err := f.next(ctx, conn)
 		if err != nil {
 			return err
 		}
-		if err := r.deliver(ctx, conn, p, one, batch, cur); err != nil {
+		if err := r.deliverAll(ctx, conn, members, batch); err != nil {
 			return err
 		}
 	}
@@ -79,6 +176,12 @@ func (r *Runner) deliver(ctx context.Context, conn *pgx.Conn, p Projection, one 
 		}
 		r.log.Warn("projections: batch not applied; applying its events one by one", "consumer", p.Name(), "events", len(batch), "error", err)
 	}
+	return r.deliverEach(ctx, conn, one, batch, cur, tried)
+}
+
+// deliverEach hands the events of batch to one, a consumer's handler of one event, one
+// by one; tried names the event whose Apply failed in the batch's attempt, if one did.
+func (r *Runner) deliverEach(ctx context.Context, conn *pgx.Conn, one message.HandlerFunc, batch []eventstore.RecordedEvent, cur *cursor, tried string) error {
 	cur.known = false // the event-by-event path moves the checkpoint (and parks) its own way
 	for _, rec := range batch {
 		if err := r.deliverOne(ctx, conn, one, rec, rec.ID.String() == tried); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -152,10 +151,9 @@ func (f *feed) fill(ctx context.Context, batch []eventstore.RecordedEvent) []eve
 // lockKey is the advisory-lock key text of a consumer.
 func lockKey(consumer string) string { return "selfreset.projections:" + consumer }
 
-// acquireLock waits until this process holds consumer's session advisory lock, and
-// returns the connection that holds it: one of its own, outside the pool, configured like
-// the pool's. The caller owns it and must closeConn it, which releases the lock.
-func acquireLock(ctx context.Context, pool *pgxpool.Pool, consumer string, poll time.Duration, log *slog.Logger) (*pgx.Conn, error) {
+// lockConnect opens a connection of its own for consumer locks, outside the pool,
+// configured like the pool's. Its owner must closeConn it, which releases the locks.
+func lockConnect(ctx context.Context, pool *pgxpool.Pool) (*pgx.Conn, error) {
 	cfg := pool.Config().ConnConfig.Copy() // a parsed config always has RuntimeParams
 	// A batch commits its read-model rows with its checkpoint, so a commit that a database
 	// crash loses takes both back and the events are applied again: the consumer need not
@@ -164,32 +162,26 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, consumer string, poll 
 	cfg.RuntimeParams["synchronous_commit"] = "off"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("projections: consumer lock %s: connect: %w", consumer, err)
+		return nil, fmt.Errorf("projections: consumer lock: connect: %w", err)
 	}
-	waiting := false
-	for {
+	return conn, nil
+}
+
+// tryLocks takes, on conn, the lock of each of consumers that no other session holds, and
+// returns the ones it took.
+func tryLocks(ctx context.Context, conn *pgx.Conn, consumers []string) ([]string, error) {
+	var took []string
+	for _, consumer := range consumers {
 		var ok bool
 		err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lockKey(consumer)).Scan(&ok)
 		if err != nil {
-			closeConn(conn)
-			return nil, fmt.Errorf("projections: consumer lock %s: %w", consumer, err)
+			return took, fmt.Errorf("projections: consumer lock %s: %w", consumer, err)
 		}
 		if ok {
-			break
-		}
-		if !waiting {
-			log.Info("projections: another process feeds this consumer; waiting for its lock")
-			waiting = true
-		}
-		if !sleep(ctx, poll) {
-			closeConn(conn)
-			return nil, ctx.Err()
+			took = append(took, consumer)
 		}
 	}
-	if waiting {
-		log.Info("projections: consumer lock acquired")
-	}
-	return conn, nil
+	return took, nil
 }
 
 // closeConn releases the session's advisory locks explicitly (the server frees them on

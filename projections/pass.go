@@ -44,24 +44,44 @@ func pipelined(p Projection) bool {
 // other error is processBatch's answer, as the locking path gives it.
 func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projection, from eventstore.Position, envs []Envelope) (eventstore.Position, string, error) {
 	name := p.Name()
-	fail := func(tried string, err error) (eventstore.Position, string, error) {
+	to := envs[len(envs)-1].Record.Position // the feed delivers in order
+	if !from.Less(to) {
+		return from, "", nil // nothing after the checkpoint (the feed starts past it)
+	}
+	parts := []passPart{{p: p, from: from}}
+	if _, tried, err := r.pipelinedPass(ctx, conn, parts, envs); err != nil {
+		if errors.Is(err, errHook) {
+			return from, "", err
+		}
 		if err = movedOr(err, name, from); errors.Is(err, errCheckpointMoved) {
 			return from, "", err
 		}
 		tried, err = batchFailed(ctx, conn, name, tried, err)
 		return from, tried, err
 	}
-	to := envs[len(envs)-1].Record.Position // the feed delivers in order
-	if !from.Less(to) {
-		return from, "", nil // nothing after the checkpoint (the feed starts past it)
-	}
-	fc, fp, err := dbPos(from)
+	return to, "", nil
+}
+
+// passPart is one consumer's share of a pipelined pass: from is where its checkpoint is,
+// and applied what the pass applied to it.
+type passPart struct {
+	p       Projection
+	from    eventstore.Position
+	applied []Envelope
+}
+
+// errHook marks the failure of a test hook (beforeCommit) in a pass.
+var errHook = errors.New("projections: test hook")
+
+// pipelinedPass applies envs to each of parts in one transaction on conn, sent in one
+// round trip unless an Apply reads: BEGIN, then for each part its checkpoint's move from
+// part.from to the last of envs (the compare-and-set fails the transaction if the
+// checkpoint was elsewhere) and its writes, then COMMIT. On failure nothing is written;
+// failed is the index of the part whose Apply failed (at the event tried), or -1.
+func (r *Runner) pipelinedPass(ctx context.Context, conn *pgx.Conn, parts []passPart, envs []Envelope) (failed int, tried string, err error) {
+	tc, tp, err := dbPos(envs[len(envs)-1].Record.Position)
 	if err != nil {
-		return fail("", err)
-	}
-	tc, tp, err := dbPos(to)
-	if err != nil {
-		return fail("", err)
+		return -1, "", err
 	}
 	defer func() {
 		if conn.PgConn().TxStatus() != 'I' {
@@ -71,20 +91,30 @@ func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projectio
 	tx := &pipelinedTx{Tx: connTx{conn}}
 	tx.queued.Queue("BEGIN")
 	tx.queued.Queue(sqlUseSchema)
-	tx.queued.Queue(sqlMoveCheckpoint, name, fc, fp, tc, tp)
-	applied, tried, err := r.applyEach(ctx, tx, p, from, envs)
-	if err != nil {
-		return fail(tried, err)
+	for i := range parts {
+		part := &parts[i]
+		fc, fp, err := dbPos(part.from)
+		if err != nil {
+			return -1, "", err
+		}
+		tx.queued.Queue(sqlMoveCheckpoint, part.p.Name(), fc, fp, tc, tp)
+		if part.applied, tried, err = r.applyEach(ctx, tx, part.p, part.from, envs); err != nil {
+			return i, tried, err
+		}
 	}
-	if err := r.beforeCommit(name, applied); err != nil {
-		return from, "", err
+	for _, part := range parts {
+		if err := r.beforeCommit(part.p.Name(), part.applied); err != nil {
+			return -1, "", fmt.Errorf("%w: %w", errHook, err)
+		}
 	}
 	tx.queued.Queue("COMMIT")
 	if err := tx.flush(ctx); err != nil {
-		return fail("", err)
+		return -1, "", err
 	}
-	r.afterCommit(name, applied)
-	return to, "", nil
+	for _, part := range parts {
+		r.afterCommit(part.p.Name(), part.applied)
+	}
+	return -1, "", nil
 }
 
 // movedOr turns projection_checkpoint_move's failure into errCheckpointMoved.

@@ -56,8 +56,25 @@ func (f *flaky) tries(id uuid.UUID) int {
 // moves on. On the shared EventStoreDB the consumers also park other tests' events (flaky
 // fails on everyone's RoleGranted): the assertions keep to this test's events, and the
 // totals (Parked, Status) must be at least this test's.
+//
+// Run twice: flaky reads as it writes, so it applies its batches on its own; flakyWriter
+// only writes, so it shares each pass with the read models, and its failures must leave
+// theirs applied and its own attempts counted as before.
 func TestPoisonEventsAreParked(t *testing.T) {
-	t.Parallel()
+	for _, pipelined := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alone", true: "in a shared pass"}[pipelined], func(t *testing.T) {
+			t.Parallel()
+			testPoisonEventsAreParked(t, pipelined)
+		})
+	}
+}
+
+// flakyWriter is flaky as a WriteOnly projection, whose writes the Runner pipelines.
+type flakyWriter struct{ *flaky }
+
+func (flakyWriter) WritesOnly() {}
+
+func testPoisonEventsAreParked(t *testing.T, pipelined bool) {
 	e := newEnv(t)
 	e.writeHistory()
 	bogusID := uuid.New()
@@ -68,7 +85,11 @@ func TestPoisonEventsAreParked(t *testing.T) {
 		DisplayName: "Late Comer", Password: pw}))
 
 	fl := &flaky{nope: e.nope, attempts: map[uuid.UUID]int{}}
-	projs := append(asProjections(ReadModels()...), fl)
+	var last Projection = fl
+	if pipelined {
+		last = flakyWriter{fl}
+	}
+	projs := append(asProjections(ReadModels()...), last)
 	r := e.runner(projs)
 	e.runToHead(r)
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -141,9 +140,9 @@ func New(cfg Config) (*Runner, error) {
 func (r *Runner) Parked() int64 { return r.parked.Load() }
 
 // Run feeds every configured projection until ctx ends, then waits for the batch in
-// progress of each (up to CloseTimeout) and returns nil. Each consumer gets its own
-// goroutine, its own advisory lock and connection, and its own checkpoint: a slow or
-// failing consumer never holds up another.
+// progress (up to CloseTimeout) and returns nil. Each consumer has its own advisory lock
+// and its own checkpoint; the consumers whose locks this process holds share one
+// session, which applies a batch to all of them in one pass (feedAll, deliverAll).
 func (r *Runner) Run(ctx context.Context) error {
 	if len(r.cfg.Projections) == 0 {
 		return errors.New("projections: nothing to run")
@@ -154,17 +153,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	var wg sync.WaitGroup
-	for _, p := range r.cfg.Projections {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.consume(ctx, p)
-		}()
-	}
 	done := make(chan struct{})
 	go func() {
-		wg.Wait()
+		r.feedAll(ctx)
 		close(done)
 	}()
 	<-ctx.Done()
