@@ -141,7 +141,9 @@ func (r *Runner) session(ctx context.Context, conn *pgx.Conn, ps []Projection) e
 		if i == 0 || pos.Less(after) {
 			after = pos
 		}
-		members = append(members, &member{p: p, one: r.eventHandler(conn, p), cur: cursor{pos: pos, known: true}})
+		// A consumer at Start may have no checkpoint row yet, which only the locking path
+		// creates: its first batch goes that way.
+		members = append(members, &member{p: p, one: r.eventHandler(conn, p), cur: cursor{pos: pos, known: pos != eventstore.Start}})
 	}
 	// A shared pass moves the checkpoints in the order a rebuild locks them (by name), so
 	// that the two never wait for each other's rows in a cycle.

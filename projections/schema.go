@@ -23,6 +23,9 @@ const AnalystRole = "selfreset_analyst"
 // sqlUseSchema puts Schema in front of the transaction's search_path until it ends.
 const sqlUseSchema = `SELECT set_config('search_path', '"` + Schema + `", ' || current_setting('search_path'), true)`
 
+// sqlUseSessionSchema is sqlUseSchema for the rest of the session.
+const sqlUseSessionSchema = `SELECT set_config('search_path', '"` + Schema + `", ' || current_setting('search_path'), false)`
+
 // sqlBeginInSchema begins a consumer transaction and runs sqlUseSchema in the same round
 // trip: pgx sends a query without arguments over the simple protocol, which takes several
 // statements.

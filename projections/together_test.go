@@ -1,9 +1,11 @@
 package projections
 
 import (
+	"context"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -20,14 +22,7 @@ func TestConsumersShareOnePass(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.createStrictLog()
-	lockConns := map[*pgx.Conn]bool{}
-	tracer := &testkit.Trips{Keep: func(conn *pgx.Conn, sql string) bool {
-		if strings.Contains(sql, "pg_try_advisory_lock") {
-			lockConns[conn] = true
-			return false
-		}
-		return lockConns[conn]
-	}}
+	tracer := &beginCounter{lockConns: map[*pgx.Conn]bool{}}
 	pool := testkit.TracedPool(t, e.pool, tracer)
 	models := append(ReadModels(), strictLog{})
 	r := e.runner(asProjections(models...), func(c *Config) { c.Pool = pool })
@@ -35,7 +30,7 @@ func TestConsumersShareOnePass(t *testing.T) {
 	defer rn.stop(t)
 	e.registerAcme()
 	e.waitCaughtUp(r.names()...)
-	tracer.Take()
+	tracer.take()
 
 	const passes = 4
 	for i := range passes {
@@ -43,20 +38,22 @@ func TestConsumersShareOnePass(t *testing.T) {
 			Login: "user" + string(rune('a'+i)), DisplayName: "User", Password: pw}))
 		e.waitCaughtUp(r.names()...)
 	}
-	// The read models' reads go out as statements of their own (after what the pass had
-	// queued); the writes, moves, BEGIN and COMMIT in the batches. A pass may find a second
-	// batch of events waiting (other tests' events on a shared store), but a batch per
-	// consumer per pass would be at least len(models) * passes.
-	_, batches := tracer.Take()
-	if batches < passes || batches >= 2*passes {
-		t.Errorf("%d passes of %d consumers: %d batches on the lock connections, want %d to %d",
-			passes, len(models), batches, passes, 2*passes-1)
+	// A pass may find a second batch of events waiting (other tests' events on a shared
+	// store), but a transaction per consumer per pass would be len(models) * passes.
+	if begins := tracer.take(); begins < passes || begins >= 2*passes {
+		t.Errorf("%d passes of %d consumers: %d transactions on the lock connections, want %d to %d",
+			passes, len(models), begins, passes, 2*passes-1)
 	}
-	if n := len(lockConns); n != 1 {
+	if n := tracer.conns(); n != 1 {
 		t.Errorf("the consumers held their locks on %d connections, want 1", n)
 	}
 	if n, want := e.strictLogged(), len(e.ownEvents()); n != want {
 		t.Errorf("strict_log holds %d of this test's events, want %d", n, want)
+	}
+	// pgx prepares a batch's statements before it runs the first, so a fresh connection
+	// must find the models' tables before the pass's own search_path is set.
+	if logs := e.logs.String(); strings.Contains(logs, "not applied") || strings.Contains(logs, "pass failed") {
+		t.Errorf("a pass failed:\n%s", logs)
 	}
 	sameDumps(t, "after shared passes", e.dumps(models), e.freshRebuild(r, models))
 }
@@ -101,4 +98,58 @@ func TestAHeldLockIsWaitedForAlone(t *testing.T) {
 	if len(heldLater.applied()) == 0 {
 		t.Error("the second runner never fed the consumer it waited for")
 	}
+}
+
+// beginCounter counts the transactions begun on the connections that take consumer
+// locks, in statements and in batches.
+type beginCounter struct {
+	mu        sync.Mutex
+	lockConns map[*pgx.Conn]bool
+	begins    int
+}
+
+func (b *beginCounter) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if strings.Contains(d.SQL, "pg_try_advisory_lock") {
+		b.lockConns[conn] = true
+	}
+	if b.lockConns[conn] && strings.HasPrefix(d.SQL, "BEGIN") {
+		b.begins++
+	}
+	return ctx
+}
+
+func (*beginCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (b *beginCounter) TraceBatchStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lockConns[conn] {
+		for _, q := range d.Batch.QueuedQueries {
+			if strings.HasPrefix(q.SQL, "BEGIN") {
+				b.begins++
+			}
+		}
+	}
+	return ctx
+}
+
+func (*beginCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*beginCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// take returns the transactions counted since the last take.
+func (b *beginCounter) take() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.begins
+	b.begins = 0
+	return n
+}
+
+// conns is how many connections took consumer locks.
+func (b *beginCounter) conns() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.lockConns)
 }
