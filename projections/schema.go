@@ -20,11 +20,15 @@ const Schema = "readmodels"
 // docs/read-models.md says how an operator gives a person a login with it.
 const AnalystRole = "selfreset_analyst"
 
-// sqlUseSchema puts Schema in front of the transaction's search_path until it ends.
-const sqlUseSchema = `SELECT set_config('search_path', '"` + Schema + `", ' || current_setting('search_path'), true)`
+// sqlSchemaFirst puts Schema in front of the search_path. It ends before set_config's
+// last argument, is_local, which sqlUseSchema and sqlUseSessionSchema give.
+const sqlSchemaFirst = `SELECT set_config('search_path', '"` + Schema + `", ' || current_setting('search_path'), `
 
-// sqlUseSessionSchema is sqlUseSchema for the rest of the session.
-const sqlUseSessionSchema = `SELECT set_config('search_path', '"` + Schema + `", ' || current_setting('search_path'), false)`
+// sqlUseSchema puts Schema in front of the transaction's search_path until it ends.
+const sqlUseSchema = sqlSchemaFirst + `true)`
+
+// sqlUseSessionSchema puts Schema in front of the session's search_path.
+const sqlUseSessionSchema = sqlSchemaFirst + `false)`
 
 // sqlBeginInSchema begins a consumer transaction and runs sqlUseSchema in the same round
 // trip: pgx sends a query without arguments over the simple protocol, which takes several
