@@ -53,21 +53,13 @@ func (r *Runner) feedAll(ctx context.Context) {
 		want := slices.Clone(free)
 		mu.Unlock()
 		if len(want) > 0 {
-			var took []string
+			var took, behind []string
 			var err error
-			if conn == nil {
-				conn, err = lockConnect(ctx, r.cfg.Pool)
-			}
-			if err == nil {
-				if took, err = tryLocks(ctx, conn, want); err != nil {
-					closeConn(conn) // which locks it holds is not known: let them all go
-					conn, took = nil, nil
-				}
-			}
+			conn, took, behind, err = r.takeFree(ctx, conn, want)
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("projections: cannot take the consumer locks; trying again", "error", err, "after", r.cfg.Feed.LockPollInterval)
 			}
-			r.logWaiting(waiting, want, took)
+			r.logWaiting(waiting, want, append(slices.Clone(took), behind...))
 			if len(took) > 0 {
 				mu.Lock()
 				free = slices.DeleteFunc(free, func(n string) bool { return slices.Contains(took, n) })
@@ -87,6 +79,9 @@ func (r *Runner) feedAll(ctx context.Context) {
 					}
 				}()
 			}
+			if len(behind) > 0 {
+				continue // the consumers let go because they are behind: a session of their own
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -95,6 +90,64 @@ func (r *Runner) feedAll(ctx context.Context) {
 		case <-time.After(r.cfg.Feed.LockPollInterval):
 		}
 	}
+}
+
+// takeFree takes, on conn (opened if nil), the locks of the consumers of want that no
+// session holds, and lets go again those of the consumers far behind the others
+// (nearNewest). On failure it closes conn, which lets every lock it took go, and returns
+// it nil.
+func (r *Runner) takeFree(ctx context.Context, conn *pgx.Conn, want []string) (_ *pgx.Conn, took, behind []string, err error) {
+	if conn == nil {
+		if conn, err = lockConnect(ctx, r.cfg.Pool); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	took, err = tryLocks(ctx, conn, want)
+	if err == nil {
+		took, behind, err = r.nearNewest(ctx, conn, took)
+	}
+	if err == nil {
+		err = unlock(ctx, conn, behind)
+	}
+	if err != nil {
+		closeConn(conn)
+		return nil, nil, nil, err
+	}
+	return conn, took, behind, nil
+}
+
+// nearNewest splits the consumers of took, whose locks conn holds, into those whose
+// checkpoints are within a batch of the newest of them and those further behind. One
+// session feeds its consumers from the oldest checkpoint, so a consumer far behind (a
+// model added since, or replayed from the start) would hold the others, the mailer among
+// them, back while it caught up: it is fed by a session of its own.
+func (r *Runner) nearNewest(ctx context.Context, conn *pgx.Conn, took []string) (near, behind []string, err error) {
+	at := make(map[string]eventstore.Position, len(took))
+	var newest eventstore.Position
+	for _, name := range took {
+		if at[name], err = readCheckpoint(ctx, conn, name); err != nil {
+			return nil, nil, err
+		}
+		if newest.Less(at[name]) {
+			newest = at[name]
+		}
+	}
+	for _, name := range took {
+		if at[name] == newest {
+			near = append(near, name)
+			continue
+		}
+		events, err := r.cfg.Store.ReadAll(ctx, at[name], r.cfg.Feed.BatchSize)
+		if err != nil {
+			return nil, nil, fmt.Errorf("projections: read the feed after %s's checkpoint: %w", name, err)
+		}
+		if len(events) < r.cfg.Feed.BatchSize || !events[len(events)-1].Position.Less(newest) {
+			near = append(near, name)
+		} else {
+			behind = append(behind, name)
+		}
+	}
+	return near, behind, nil
 }
 
 // logWaiting says once which consumers wait for a lock another process holds, and when

@@ -192,6 +192,16 @@ func tryLocks(ctx context.Context, conn *pgx.Conn, consumers []string) ([]string
 	return took, nil
 }
 
+// unlock releases, on conn, the locks of consumers.
+func unlock(ctx context.Context, conn *pgx.Conn, consumers []string) error {
+	for _, consumer := range consumers {
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lockKey(consumer)); err != nil {
+			return fmt.Errorf("projections: consumer lock %s: unlock: %w", consumer, err)
+		}
+	}
+	return nil
+}
+
 // closeConn releases the session's advisory locks explicitly (the server frees them on
 // disconnect too, but only once it has noticed the disconnect) and closes the connection.
 func closeConn(conn *pgx.Conn) {

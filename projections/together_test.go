@@ -153,3 +153,40 @@ func (b *beginCounter) conns() int {
 	defer b.mu.Unlock()
 	return len(b.lockConns)
 }
+
+// TestAConsumerFarBehindIsFedApart: a session feeds its consumers from the oldest of
+// their checkpoints, so a consumer far behind the others (here one new to a history
+// the other has applied) gets a session, and a lock connection, of its own, and the
+// other is not held back while it catches up. Each applies every event once.
+func TestAConsumerFarBehindIsFedApart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createStrictLog()
+	e.writeHistory()
+	e.runToHead(e.runner(asProjections(strictLog{})))
+
+	tracer := &beginCounter{lockConns: map[*pgx.Conn]bool{}}
+	pool := testkit.TracedPool(t, e.pool, tracer)
+	fresh := &recorder{name: "fresh", own: e.own}
+	r := e.runner([]Projection{strictLog{}, fresh}, func(c *Config) { c.Pool = pool })
+	rn := e.start(r)
+	defer rn.stop(t)
+	e.waitCaughtUp(r.names()...)
+
+	if n := tracer.conns(); n != 2 {
+		t.Errorf("the consumers took their locks on %d connections, want 2 (one session each)", n)
+	}
+	var want []uuid.UUID
+	for _, rec := range e.ownEvents() {
+		want = append(want, rec.ID)
+	}
+	if got := fresh.applied(); !slices.Equal(got, want) {
+		t.Errorf("the consumer behind applied %d events, want each of the %d once, in feed order", len(got), len(want))
+	}
+	if n, total := e.strictLogged(), len(want); n != total {
+		t.Errorf("strict_log holds %d of this test's events, want %d", n, total)
+	}
+	if n := len(e.ownParked()); n != 0 {
+		t.Errorf("%d events parked (one applied twice?)", n)
+	}
+}
