@@ -54,8 +54,9 @@ func (r *Runner) feedAll(ctx context.Context) {
 		mu.Unlock()
 		if len(want) > 0 {
 			var took, behind []string
+			var at map[string]eventstore.Position
 			var err error
-			conn, took, behind, err = r.takeFree(ctx, conn, want)
+			conn, took, behind, at, err = r.takeFree(ctx, conn, want)
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("projections: cannot take the consumer locks; trying again", "error", err, "after", r.cfg.Feed.LockPollInterval)
 			}
@@ -69,7 +70,7 @@ func (r *Runner) feedAll(ctx context.Context) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					err := r.session(ctx, held, r.named(took))
+					err := r.session(ctx, held, r.named(took), at)
 					if ctx.Err() != nil {
 						return
 					}
@@ -94,26 +95,26 @@ func (r *Runner) feedAll(ctx context.Context) {
 
 // takeFree takes, on conn (opened if nil), the locks of the consumers of want that no
 // session holds, and lets go again those of the consumers far behind the others
-// (nearNewest). On failure it closes conn, which lets every lock it took go, and returns
-// it nil.
-func (r *Runner) takeFree(ctx context.Context, conn *pgx.Conn, want []string) (_ *pgx.Conn, took, behind []string, err error) {
+// (nearNewest). at holds the checkpoints of those it took, read under their locks. On
+// failure it closes conn, which lets every lock it took go, and returns it nil.
+func (r *Runner) takeFree(ctx context.Context, conn *pgx.Conn, want []string) (_ *pgx.Conn, took, behind []string, at map[string]eventstore.Position, err error) {
 	if conn == nil {
 		if conn, err = lockConnect(ctx, r.cfg.Pool); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 	}
 	took, err = tryLocks(ctx, conn, want)
 	if err == nil {
-		took, behind, err = r.nearNewest(ctx, conn, took)
+		took, behind, at, err = r.nearNewest(ctx, conn, took)
 	}
 	if err == nil {
 		err = unlock(ctx, conn, behind)
 	}
 	if err != nil {
 		closeConn(conn)
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return conn, took, behind, nil
+	return conn, took, behind, at, nil
 }
 
 // nearNewest splits the consumers of took, whose locks conn holds, into those whose
@@ -121,12 +122,12 @@ func (r *Runner) takeFree(ctx context.Context, conn *pgx.Conn, want []string) (_
 // session feeds its consumers from the oldest checkpoint, so a consumer far behind (a
 // model added since, or replayed from the start) would hold the others, the mailer among
 // them, back while it caught up: it is fed by a session of its own.
-func (r *Runner) nearNewest(ctx context.Context, conn *pgx.Conn, took []string) (near, behind []string, err error) {
-	at := make(map[string]eventstore.Position, len(took))
+func (r *Runner) nearNewest(ctx context.Context, conn *pgx.Conn, took []string) (near, behind []string, at map[string]eventstore.Position, err error) {
+	at = make(map[string]eventstore.Position, len(took))
 	var newest eventstore.Position
 	for _, name := range took {
 		if at[name], err = readCheckpoint(ctx, conn, name); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if newest.Less(at[name]) {
 			newest = at[name]
@@ -139,7 +140,7 @@ func (r *Runner) nearNewest(ctx context.Context, conn *pgx.Conn, took []string) 
 		}
 		events, err := r.cfg.Store.ReadAll(ctx, at[name], r.cfg.Feed.BatchSize)
 		if err != nil {
-			return nil, nil, fmt.Errorf("projections: read the feed after %s's checkpoint: %w", name, err)
+			return nil, nil, nil, fmt.Errorf("projections: read the feed after %s's checkpoint: %w", name, err)
 		}
 		if len(events) < r.cfg.Feed.BatchSize || !events[len(events)-1].Position.Less(newest) {
 			near = append(near, name)
@@ -147,7 +148,7 @@ func (r *Runner) nearNewest(ctx context.Context, conn *pgx.Conn, took []string) 
 			behind = append(behind, name)
 		}
 	}
-	return near, behind, nil
+	return near, behind, at, nil
 }
 
 // logWaiting says once which consumers wait for a lock another process holds, and when
@@ -177,20 +178,18 @@ func (r *Runner) named(names []string) []Projection {
 }
 
 // session feeds ps on conn, the connection holding their locks, until something fails
-// or ctx ends, and closes conn: it reads their checkpoints, follows the feed from the
-// oldest and applies each batch on that connection. Only this goroutine uses the
+// or ctx ends, and closes conn: from their checkpoints (at, read under the locks, which
+// only a rebuild moves, and a moved one is noticed by the pass's compare-and-set) it
+// follows the feed from the oldest and applies each batch on that connection. Only this goroutine uses the
 // connection, so every write stops the moment the locks are lost (fencing), and a
 // consumer waiting on a checkpoint row (during a rebuild) takes no connection from the
 // pool.
-func (r *Runner) session(ctx context.Context, conn *pgx.Conn, ps []Projection) error {
+func (r *Runner) session(ctx context.Context, conn *pgx.Conn, ps []Projection, at map[string]eventstore.Position) error {
 	defer closeConn(conn)
 	members := make([]*member, 0, len(ps))
 	var after eventstore.Position
 	for i, p := range ps {
-		pos, err := readCheckpoint(ctx, conn, p.Name())
-		if err != nil {
-			return err
-		}
+		pos := at[p.Name()]
 		if i == 0 || pos.Less(after) {
 			after = pos
 		}

@@ -50,9 +50,6 @@ func (r *Runner) applyPipelined(ctx context.Context, conn *pgx.Conn, p Projectio
 	}
 	parts := []passPart{{p: p, from: from}}
 	if _, tried, err := r.pipelinedPass(ctx, conn, parts, envs); err != nil {
-		if errors.Is(err, errHook) {
-			return from, "", err
-		}
 		if err = movedOr(err, name, from); errors.Is(err, errCheckpointMoved) {
 			return from, "", err
 		}
@@ -69,9 +66,6 @@ type passPart struct {
 	from    eventstore.Position
 	applied []Envelope
 }
-
-// errHook marks the failure of a test hook (beforeCommit) in a pass.
-var errHook = errors.New("projections: test hook")
 
 // pipelinedPass applies envs to each of parts in one transaction on conn, sent in one
 // round trip unless an Apply reads: BEGIN, then for each part its checkpoint's move from
@@ -104,7 +98,7 @@ func (r *Runner) pipelinedPass(ctx context.Context, conn *pgx.Conn, parts []pass
 	}
 	for _, part := range parts {
 		if err := r.beforeCommit(part.p.Name(), part.applied); err != nil {
-			return -1, "", fmt.Errorf("%w: %w", errHook, err)
+			return -1, "", err
 		}
 	}
 	tx.queued.Queue("COMMIT")

@@ -35,8 +35,12 @@ type member struct {
 // the rest, which is the price of the shared pass.
 func (r *Runner) deliverAll(ctx context.Context, conn *pgx.Conn, members []*member, batch []eventstore.RecordedEvent) error {
 	last := batch[len(batch)-1].Position
-	var together, alone, failed []*member
-	tried := map[*member]string{}
+	type failure struct {
+		m     *member
+		tried string // the event its Apply failed at
+	}
+	var together, alone []*member
+	var failed []failure
 	for _, m := range members {
 		switch {
 		case m.cur.known && !m.cur.pos.Less(last):
@@ -63,8 +67,7 @@ func (r *Runner) deliverAll(ctx context.Context, conn *pgx.Conn, members []*memb
 			break
 		}
 		r.log.Warn("projections: batch not applied; applying its events one by one", "consumer", m.p.Name(), "events", len(batch), "error", err)
-		failed = append(failed, m)
-		tried[m] = at
+		failed = append(failed, failure{m, at})
 		together = slices.DeleteFunc(together, func(o *member) bool { return o == m })
 	}
 	for _, m := range append(alone, together...) { // together holds one member at most now
@@ -72,8 +75,8 @@ func (r *Runner) deliverAll(ctx context.Context, conn *pgx.Conn, members []*memb
 			return err
 		}
 	}
-	for _, m := range failed {
-		if err := r.deliverEach(ctx, conn, m.one, batch, &m.cur, tried[m]); err != nil {
+	for _, f := range failed {
+		if err := r.deliverEach(ctx, conn, f.m.one, batch, &f.m.cur, f.tried); err != nil {
 			return err
 		}
 	}
