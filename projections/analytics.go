@@ -48,11 +48,12 @@ const (
 
 // The model's fact tables and the SQL of its enablement periods.
 func loginFacts() factTable {
-	return factTable{name: "login_activity_facts", columns: factColumns + ", reason, step_up, failed_attempts", key: "event_id"}
+	return newFactTable("login_activity_facts", "event_id",
+		column{"reason", "text"}, column{"step_up", "boolean"}, column{"failed_attempts", "integer"})
 }
 
 func configFacts() factTable {
-	return factTable{name: "configuration_facts", columns: factColumns + ", code_id, reason", key: "event_id"}
+	return newFactTable("configuration_facts", "event_id", column{"code_id", "text"}, column{"reason", "text"})
 }
 
 const (
@@ -68,9 +69,9 @@ func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 	loginFact, configFact := analyticsFacts(e)
 	switch {
 	case loginFact != nil:
-		return loginFacts().insert(ctx, tx, loginFact)
+		return loginFacts().insert(ctx, tx, [][]any{loginFact})
 	case configFact != nil:
-		return configFacts().insert(ctx, tx, configFact)
+		return configFacts().insert(ctx, tx, [][]any{configFact})
 	}
 	return applyEnablement(ctx, tx, e)
 }
@@ -80,6 +81,18 @@ func (Analytics) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
 // already there (an event applied twice) fails the COPY, and the rebuild then applies
 // the page event by event, as Apply does.
 func (Analytics) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) error {
+	return applyAnalytics(ctx, tx, events, factTable.copy)
+}
+
+// ApplyBatch implements batchApplier: the facts of a live pass in one statement per
+// table, the enablement periods as Apply writes them.
+func (Analytics) ApplyBatch(ctx context.Context, tx pgx.Tx, events []Envelope) error {
+	return applyAnalytics(ctx, tx, events, factTable.insert)
+}
+
+// applyAnalytics writes the enablement periods of events in order, then their facts
+// with write, a table at a time.
+func applyAnalytics(ctx context.Context, tx pgx.Tx, events []Envelope, write func(factTable, context.Context, pgx.Tx, [][]any) error) error {
 	var logins, configs [][]any
 	for _, e := range events {
 		loginFact, configFact := analyticsFacts(e)
@@ -94,10 +107,10 @@ func (Analytics) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) er
 			}
 		}
 	}
-	if err := loginFacts().copy(ctx, tx, logins); err != nil {
+	if err := write(loginFacts(), ctx, tx, logins); err != nil {
 		return err
 	}
-	return configFacts().copy(ctx, tx, configs)
+	return write(configFacts(), ctx, tx, configs)
 }
 
 // analyticsFacts returns the row of loginFacts or of configFacts that e yields, or neither.

@@ -28,6 +28,9 @@ var (
 	_ pageApplier = AdminUsers{}
 	_ pageApplier = ResetActivity{}
 	_ pageApplier = Analytics{}
+
+	_ batchApplier = ResetActivity{}
+	_ batchApplier = Analytics{}
 )
 
 // eventTime is the domain time of an event: when the decision was made (from the command

@@ -92,7 +92,7 @@ func (r *Runner) pipelinedPass(ctx context.Context, conn *pgx.Conn, parts []pass
 			return -1, "", err
 		}
 		tx.queued.Queue(sqlMoveCheckpoint, part.p.Name(), fc, fp, tc, tp)
-		if part.applied, tried, err = r.applyEach(ctx, tx, part.p, part.from, envs); err != nil {
+		if part.applied, tried, err = r.applyPart(ctx, tx, part.p, part.from, envs); err != nil {
 			return i, tried, err
 		}
 	}
@@ -109,6 +109,33 @@ func (r *Runner) pipelinedPass(ctx context.Context, conn *pgx.Conn, parts []pass
 		r.afterCommit(part.p.Name(), part.applied)
 	}
 	return -1, "", nil
+}
+
+// batchApplier is a ReadModel whose live pass writes its events together: the fact
+// tables insert a pass's rows in one statement per table instead of one per event.
+// ApplyBatch must leave the tables as Apply on each event in order would, and like Apply
+// change nothing when applied again. A pass that fails is applied event by event.
+type batchApplier interface {
+	ApplyBatch(ctx context.Context, tx pgx.Tx, events []Envelope) error
+}
+
+// applyPart applies to p, in tx, the events of envs after from: with ApplyBatch when p
+// has it (tried is then empty: no one event had its attempt), else as applyEach does.
+func (r *Runner) applyPart(ctx context.Context, tx pgx.Tx, p Projection, from eventstore.Position, envs []Envelope) (applied []Envelope, tried string, err error) {
+	ba, ok := p.(batchApplier)
+	if !ok {
+		return r.applyEach(ctx, tx, p, from, envs)
+	}
+	defer recoverApply(&err)
+	applied = r.pastCheckpoint(p, from, envs)
+	if len(applied) == 0 {
+		return nil, "", nil
+	}
+	if err := ba.ApplyBatch(ctx, tx, applied); err != nil {
+		first, last := applied[0].Record, applied[len(applied)-1].Record
+		return nil, "", fmt.Errorf("apply %d events (%s at %s to %s at %s): %w", len(applied), first.ID, first.Position, last.ID, last.Position, err)
+	}
+	return applied, "", nil
 }
 
 // movedOr turns projection_checkpoint_move's failure into errCheckpointMoved.

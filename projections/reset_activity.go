@@ -41,7 +41,8 @@ const (
 
 // activityFacts is the model's table (and view: migrations/0004_reset_activity.up.sql).
 func activityFacts() factTable {
-	return factTable{name: "reset_activity_facts", columns: factColumns + ", reason, resend, token_id", key: "event_id, kind"}
+	return newFactTable("reset_activity_facts", "event_id, kind",
+		column{"reason", "text"}, column{"resend", "boolean"}, column{"token_id", "text"})
 }
 
 type fact struct {
@@ -53,18 +54,28 @@ type fact struct {
 
 // Apply implements Projection.
 func (ResetActivity) Apply(ctx context.Context, tx pgx.Tx, e Envelope) error {
-	return activityFacts().insert(ctx, tx, activityRows(e)...)
+	return activityFacts().insert(ctx, tx, activityRows(e))
+}
+
+// ApplyBatch implements batchApplier: the facts of a live pass in one statement.
+func (ResetActivity) ApplyBatch(ctx context.Context, tx pgx.Tx, events []Envelope) error {
+	return activityFacts().insert(ctx, tx, activityPage(events))
 }
 
 // ApplyPage implements pageApplier: the page's facts in one COPY. A fact already there
 // (an event applied twice) fails the COPY, and the rebuild then applies the page event
 // by event, as Apply does.
 func (ResetActivity) ApplyPage(ctx context.Context, tx pgx.Tx, events []Envelope) error {
+	return activityFacts().copy(ctx, tx, activityPage(events))
+}
+
+// activityPage returns the rows of activityFacts that events yield.
+func activityPage(events []Envelope) [][]any {
 	var rows [][]any
 	for _, e := range events {
 		rows = append(rows, activityRows(e)...)
 	}
-	return activityFacts().copy(ctx, tx, rows)
+	return rows
 }
 
 // activityRows returns the rows of activityFacts e yields.
