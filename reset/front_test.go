@@ -10,6 +10,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 
 	"selfreset/domain"
+	"selfreset/internal/testkit"
 )
 
 // heldTime is a yieldGate's clock that moves only when the test says.
@@ -47,7 +48,8 @@ func mustReturn(t *testing.T, what string, done <-chan error) {
 
 func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
 	ctx := t.Context()
-	front := NewFront()
+	now := testkit.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	front := NewFront(now)
 	clock := heldTime{tick: make(chan time.Time)}
 	g := newYieldGate(front)
 	g.after = clock.after
@@ -74,12 +76,17 @@ func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
 	g.leave()
 	mustReturn(t, "the second decision once the first left", second)
 
-	// The front calms down: a waiting decision goes at its next look.
+	// The front calms down: a waiting decision goes at its first look after frontHold.
 	third := entered(ctx, g)
 	mustNotReturn(t, "a third decision", third)
 	for _, d := range done {
 		d()
 	}
+	done = nil
+	now.Add(frontHold - time.Millisecond)
+	clock.tick <- time.Now()
+	mustNotReturn(t, "a third decision within frontHold of the burst", third)
+	now.Add(time.Millisecond)
 	clock.tick <- time.Now()
 	mustReturn(t, "the third decision once the front is no longer saturated", third)
 
@@ -98,6 +105,44 @@ func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a cancelled wait still waits")
+	}
+}
+
+// The count of answers in progress dips below the mark within a burst: the front stays
+// saturated for frontHold after it was last over the mark, and a new answer over the
+// mark starts the hold again.
+func TestTheFrontStaysSaturatedThroughADip(t *testing.T) {
+	now := testkit.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	front := NewFront(now)
+	if front.saturated() {
+		t.Fatal("a Front that has answered nothing is saturated")
+	}
+	mark := int(front.mark())
+	var done []func()
+	for range mark {
+		done = append(done, front.answer())
+	}
+	if front.saturated() {
+		t.Fatalf("saturated at %d answers in progress, the mark itself", mark)
+	}
+	done = append(done, front.answer())
+	if !front.saturated() {
+		t.Fatal("not saturated over the mark")
+	}
+	done[0]()
+	now.Add(frontHold / 2)
+	if !front.saturated() {
+		t.Fatal("not saturated in a dip within frontHold")
+	}
+	front.answer() // over the mark again: the hold starts anew
+	done[1]()
+	now.Add(frontHold - time.Millisecond)
+	if !front.saturated() {
+		t.Fatal("not saturated within frontHold of the last time over the mark")
+	}
+	now.Add(time.Millisecond)
+	if front.saturated() {
+		t.Fatal("still saturated frontHold after the last time over the mark")
 	}
 }
 
@@ -125,7 +170,7 @@ func (fakeTx) Rollback() error { return stdsql.ErrTxDone }
 // (watermill rolls back after a failed commit) leaves the gate once.
 func TestClaimsWaitAtTheGateWhileTheFrontIsSaturated(t *testing.T) {
 	ctx := t.Context()
-	front := NewFront()
+	front := NewFront(nil)
 	for range answersPerCPU*runtime.GOMAXPROCS(0) + 1 {
 		front.answer()
 	}
@@ -177,7 +222,7 @@ type stubPolicy struct{ Commands }
 func (stubPolicy) Policy() domain.Policy { return domain.DefaultPolicy() }
 
 func TestTheServiceCountsTheAnswersInProgress(t *testing.T) {
-	front := NewFront()
+	front := NewFront(nil)
 	send := blockingSender{sending: make(chan struct{}), release: make(chan struct{})}
 	svc, err := New(Config{Commands: stubPolicy{}, Keyring: testKeyring(t, "k1", "k1"), Intake: send, Front: front})
 	if err != nil {

@@ -135,7 +135,7 @@ func (s *server) build(ctx context.Context, migrate bool) error {
 		return err
 	}
 	if s.role == roleAll {
-		s.front = reset.NewFront()
+		s.front = reset.NewFront(nil)
 	}
 	if s.role != roleWorker {
 		if err := s.buildWeb(ctx); err != nil {
