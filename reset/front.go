@@ -35,7 +35,7 @@ import (
 // out at any moment), and each dip let every subscriber claim. So the front stays
 // saturated for frontHold after the count was last over the mark. Measured at c = 32, the
 // answers rose from about 0.2 to 0.3 of the insert floor, the decisions during the burst
-// fell by half and those sustained over burst and backlog stayed as they were
+// fell by more than half and those sustained over burst and backlog by about 5%
 // (docs/benchmarks.md, thirteenth session).
 type Front struct {
 	clock      domain.Clock

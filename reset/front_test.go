@@ -82,7 +82,6 @@ func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
 	for _, d := range done {
 		d()
 	}
-	done = nil
 	now.Add(frontHold - time.Millisecond)
 	clock.tick <- time.Now()
 	mustNotReturn(t, "a third decision within frontHold of the burst", third)
@@ -92,7 +91,7 @@ func TestDecisionsGiveWayToASaturatedFront(t *testing.T) {
 
 	// A waiting decision whose context ends stops waiting.
 	for range busy {
-		done = append(done, front.answer())
+		front.answer()
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	fourth := entered(cctx, g)
