@@ -522,7 +522,10 @@ const eventColumns = `event_id, type, schema_version, stream, revision, tx_id, s
 // streamEventColumns are eventColumns of the events table joined as e.
 var streamEventColumns = "e." + strings.ReplaceAll(eventColumns, ", ", ", e.")
 
-func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) {
+func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) { return scanEventAfter(row) }
+
+// scanEventAfter scans a row whose event columns come after those of lead, into lead.
+func scanEventAfter(row pgx.CollectableRow, lead ...any) (eventstore.RecordedEvent, error) {
 	var (
 		e        eventstore.RecordedEvent
 		rev, seq int64
@@ -530,7 +533,7 @@ func scanEvent(row pgx.CollectableRow) (eventstore.RecordedEvent, error) {
 		data     []byte
 		meta     []byte
 	)
-	if err := row.Scan(&e.ID, &e.Type, &e.SchemaVersion, &e.Stream, &rev, &txID, &seq, &e.OccurredAt, &data, &meta); err != nil {
+	if err := row.Scan(append(lead, &e.ID, &e.Type, &e.SchemaVersion, &e.Stream, &rev, &txID, &seq, &e.OccurredAt, &data, &meta)...); err != nil {
 		return e, err
 	}
 	if err := json.Unmarshal(meta, &e.Metadata); err != nil {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strconv"
 
@@ -37,8 +38,7 @@ func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update)
 	}
 	b.Queue(lockStreamsSQL, streams)
 	for _, u := range group {
-		b.Queue(headSQL, u.stream)
-		queueReads(b, append([]eventstore.StreamRead{{Stream: u.stream, From: u.from}}, u.also...))
+		queueUpdateReads(b, u)
 	}
 	br := conn.SendBatch(ctx, b)
 	heads, tails, err := readGroup(br, group)
@@ -129,13 +129,81 @@ func readGroup(br pgx.BatchResults, group []*update) ([]streamHead, [][]eventsto
 	heads := make([]streamHead, len(group))
 	tails := make([][]eventstore.StreamTail, len(group))
 	for i, u := range group {
-		var err error
-		if heads[i], err = scanHead(br.QueryRow()); err != nil {
-			return nil, nil, err
+		rows, err := br.Query()
+		if err == nil {
+			heads[i], tails[i], err = scanUpdateReads(rows, len(u.also)+1)
 		}
-		if tails[i], err = readTails(br, len(u.also)+1); err != nil {
-			return nil, nil, err
+		if err != nil {
+			return nil, nil, fmt.Errorf("read %s: %w", quote(u.stream), err)
 		}
 	}
 	return heads, tails, nil
+}
+
+// updateReadsSQL reads what an Update decides on, in one statement (and one snapshot):
+// its stream's head, and the tail of each stream of $1 (its own first) from the revision
+// in $2 on, at most $3 events (0: all). A stream found comes back as a row per event, or
+// as one row with no event when it has none there; the head (the last revision and its
+// chain value) is on the first stream's rows. The head and the tails used to be a
+// statement each: three per Forgot Password decision, where the statements' fixed cost
+// is most of what reading an empty tail costs the server.
+var updateReadsSQL = `SELECT r.ord, s.revision, h.metadata->>'chain', ` + streamEventColumns + `
+	FROM unnest($1::text[], $2::bigint[], $3::int[]) WITH ORDINALITY AS r(stream, from_revision, max_events, ord)
+	JOIN streams s ON s.stream = r.stream
+	LEFT JOIN events h ON r.ord = 1 AND h.stream = s.stream AND h.revision = s.revision
+	LEFT JOIN LATERAL (SELECT * FROM events x WHERE x.stream = s.stream AND x.revision >= r.from_revision
+		ORDER BY x.revision LIMIT nullif(r.max_events, 0)) e ON true
+	ORDER BY r.ord, e.revision`
+
+// queueUpdateReads queues updateReadsSQL for u: its stream from u.from on, then u.also.
+func queueUpdateReads(b *pgx.Batch, u *update) {
+	n := len(u.also) + 1
+	streams, froms, maxes := make([]string, 0, n), make([]int64, 0, n), make([]int32, 0, n)
+	for _, r := range append([]eventstore.StreamRead{{Stream: u.stream, From: u.from}}, u.also...) {
+		streams = append(streams, r.Stream)
+		froms = append(froms, clampInt64(r.From))
+		maxes = append(maxes, int32(min(max(r.Max, 0), math.MaxInt32)))
+	}
+	b.Queue(updateReadsSQL, streams, froms, maxes)
+}
+
+// scanUpdateReads reads and closes the rows of updateReadsSQL for n streams.
+func scanUpdateReads(rows pgx.Rows, n int) (streamHead, []eventstore.StreamTail, error) {
+	defer rows.Close()
+	var head streamHead
+	tails := make([]eventstore.StreamTail, n)
+	for rows.Next() {
+		var (
+			ord, revision int64
+			chain         *string
+		)
+		lead := []any{&ord, &revision, &chain}
+		var e *eventstore.RecordedEvent
+		if rows.RawValues()[len(lead)] == nil { // the stream's row alone: no event
+			if err := rows.Scan(append(lead, make([]any, len(rows.RawValues())-len(lead))...)...); err != nil {
+				return streamHead{}, nil, err
+			}
+		} else {
+			ev, err := scanEventAfter(rows, lead...)
+			if err != nil {
+				return streamHead{}, nil, err
+			}
+			e = &ev
+		}
+		if ord < 1 || ord > int64(n) {
+			return streamHead{}, nil, fmt.Errorf("a row for stream %d of %d", ord, n)
+		}
+		tail := &tails[ord-1]
+		tail.Found = true
+		if e != nil {
+			tail.Events = append(tail.Events, *e)
+		}
+		if ord == 1 {
+			head = streamHead{exists: true, revision: revision}
+			if chain != nil {
+				head.chain = *chain
+			}
+		}
+	}
+	return head, tails, rows.Err()
 }

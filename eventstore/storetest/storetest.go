@@ -1141,7 +1141,7 @@ func testUpdate(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 
 	t.Run("reads as ReadStreams and appends after the stream's last event", func(t *testing.T) {
 		f := f.in(t)
-		also := []eventstore.StreamRead{{Stream: other, From: 1}, {Stream: f.stream("missing")}}
+		also := []eventstore.StreamRead{{Stream: other, From: 1}, {Stream: f.stream("missing")}, {Stream: other, Max: 1}}
 		added := []eventstore.EventData{newEvent("Decided", 10), newEvent("Decided", 11)}
 		var gotTail eventstore.StreamTail
 		var gotAlso []eventstore.StreamTail
@@ -1155,8 +1155,9 @@ func testUpdate(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		if !gotTail.Found || !reflect.DeepEqual(recordedIDs(gotTail.Events), recordedIDs(f.readStream(s, 1)[:2])) {
 			t.Errorf("decide got the tail %v (found %v), want revisions 1 and 2", recordedIDs(gotTail.Events), gotTail.Found)
 		}
-		if len(gotAlso) != 2 || !gotAlso[0].Found || len(gotAlso[0].Events) != 1 || gotAlso[0].Events[0].Revision != 1 || gotAlso[1].Found {
-			t.Errorf("decide got the other streams %+v, want %s from 1 (one event) and a missing one", gotAlso, other)
+		if len(gotAlso) != 3 || !gotAlso[0].Found || len(gotAlso[0].Events) != 1 || gotAlso[0].Events[0].Revision != 1 || gotAlso[1].Found ||
+			!gotAlso[2].Found || len(gotAlso[2].Events) != 1 || gotAlso[2].Events[0].Revision != 0 {
+			t.Errorf("decide got the other streams %+v, want %s from 1 (one event), a missing one, and %s's first event alone", gotAlso, other, other)
 		}
 		if res.NextRevision != 4 || res.Position == eventstore.Start {
 			t.Errorf("Update = %+v, want revision 4 and a position", res)
