@@ -164,10 +164,10 @@ func lockConnect(ctx context.Context, pool *pgxpool.Pool) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("projections: consumer lock: connect: %w", err)
 	}
-	// Schema first for the whole session too, not only per transaction (sqlUseSchema):
-	// pgx prepares a batch's statements before it runs any, so the first pass on a new
-	// connection had its writes prepared before its own search_path was set, failed on
-	// tables it could not find, and was split event by event.
+	// Schema first for the whole session, which the pipelined passes rely on: a pass's
+	// own search_path statement would come too late, since pgx prepares a batch's
+	// statements before it runs any (the first pass on a new connection failed on tables
+	// it could not find and was split event by event).
 	if _, err := conn.Exec(ctx, sqlUseSessionSchema); err != nil {
 		closeConn(conn)
 		return nil, fmt.Errorf("projections: consumer lock: set search_path: %w", err)

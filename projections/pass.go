@@ -70,8 +70,9 @@ type passPart struct {
 // pipelinedPass applies envs to each of parts in one transaction on conn, sent in one
 // round trip unless an Apply reads: BEGIN, then for each part its checkpoint's move from
 // part.from to the last of envs (the compare-and-set fails the transaction if the
-// checkpoint was elsewhere) and its writes, then COMMIT. On failure nothing is written;
-// failed is the index of the part whose Apply failed (at the event tried), or -1.
+// checkpoint was elsewhere) and its writes, then COMMIT. conn is a session's (lockConnect),
+// whose search_path has the read-model schema first already. On failure nothing is
+// written; failed is the index of the part whose Apply failed (at the event tried), or -1.
 func (r *Runner) pipelinedPass(ctx context.Context, conn *pgx.Conn, parts []passPart, envs []Envelope) (failed int, tried string, err error) {
 	tc, tp, err := dbPos(envs[len(envs)-1].Record.Position)
 	if err != nil {
@@ -84,7 +85,6 @@ func (r *Runner) pipelinedPass(ctx context.Context, conn *pgx.Conn, parts []pass
 	}()
 	tx := &pipelinedTx{Tx: connTx{conn}}
 	tx.queued.Queue("BEGIN")
-	tx.queued.Queue(sqlUseSchema)
 	for i := range parts {
 		part := &parts[i]
 		fc, fp, err := dbPos(part.from)

@@ -3,6 +3,7 @@ package projections
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -11,16 +12,23 @@ import (
 	"selfreset/internal/testkit"
 )
 
-// lockConnTrips counts what the connections holding a consumer lock send.
-func lockConnTrips() *testkit.Trips {
+// lockConnTrips counts what the connections that took consumer locks send: every batch,
+// and the statements (sent alone or queued in a batch) that count says count (nil: all).
+// conns tells how many connections took consumer locks.
+func lockConnTrips(count func(sql string) bool) (trips *testkit.Trips, conns func() int) {
 	lockConns := map[*pgx.Conn]bool{}
-	return &testkit.Trips{Keep: func(conn *pgx.Conn, sql string) bool {
+	var n atomic.Int32 // read outside the tracer's lock
+	trips = &testkit.Trips{Keep: func(conn *pgx.Conn, sql string) bool {
 		if strings.Contains(sql, "pg_try_advisory_lock") {
-			lockConns[conn] = true
+			if !lockConns[conn] {
+				lockConns[conn] = true
+				n.Add(1)
+			}
 			return false
 		}
-		return lockConns[conn]
+		return lockConns[conn] && (sql == "" || count == nil || count(sql))
 	}}
+	return trips, func() int { return int(n.Load()) }
 }
 
 // TestAPassIsOneBatch: once a session knows its checkpoint, a consumer whose writes are
@@ -31,7 +39,7 @@ func TestAPassIsOneBatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.createStrictLog()
-	tracer := lockConnTrips()
+	tracer, _ := lockConnTrips(nil)
 	pool := testkit.TracedPool(t, e.pool, tracer)
 
 	r := e.runner(asProjections(strictLog{}), func(c *Config) { c.Pool = pool })

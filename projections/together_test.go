@@ -1,15 +1,12 @@
 package projections
 
 import (
-	"context"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"selfreset/commands"
 	"selfreset/internal/testkit"
@@ -22,7 +19,7 @@ func TestConsumersShareOnePass(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.createStrictLog()
-	tracer := &beginCounter{lockConns: map[*pgx.Conn]bool{}}
+	begins, conns, tracer := beginsOnLockConns()
 	pool := testkit.TracedPool(t, e.pool, tracer)
 	models := append(ReadModels(), strictLog{})
 	r := e.runner(asProjections(models...), func(c *Config) { c.Pool = pool })
@@ -30,7 +27,7 @@ func TestConsumersShareOnePass(t *testing.T) {
 	defer rn.stop(t)
 	e.registerAcme()
 	e.waitCaughtUp(r.names()...)
-	tracer.take()
+	begins()
 
 	const passes = 4
 	for i := range passes {
@@ -40,11 +37,11 @@ func TestConsumersShareOnePass(t *testing.T) {
 	}
 	// A pass may find a second batch of events waiting (other tests' events on a shared
 	// store), but a transaction per consumer per pass would be len(models) * passes.
-	if begins := tracer.take(); begins < passes || begins >= 2*passes {
+	if begins := begins(); begins < passes || begins >= 2*passes {
 		t.Errorf("%d passes of %d consumers: %d transactions on the lock connections, want %d to %d",
 			passes, len(models), begins, passes, 2*passes-1)
 	}
-	if n := tracer.conns(); n != 1 {
+	if n := conns(); n != 1 {
 		t.Errorf("the consumers held their locks on %d connections, want 1", n)
 	}
 	if n, want := e.strictLogged(), len(e.ownEvents()); n != want {
@@ -100,58 +97,14 @@ func TestAHeldLockIsWaitedForAlone(t *testing.T) {
 	}
 }
 
-// beginCounter counts the transactions begun on the connections that take consumer
+// beginsOnLockConns counts the transactions begun on the connections that take consumer
 // locks, in statements and in batches.
-type beginCounter struct {
-	mu        sync.Mutex
-	lockConns map[*pgx.Conn]bool
-	begins    int
-}
-
-func (b *beginCounter) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if strings.Contains(d.SQL, "pg_try_advisory_lock") {
-		b.lockConns[conn] = true
-	}
-	if b.lockConns[conn] && strings.HasPrefix(d.SQL, "BEGIN") {
-		b.begins++
-	}
-	return ctx
-}
-
-func (*beginCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (b *beginCounter) TraceBatchStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.lockConns[conn] {
-		for _, q := range d.Batch.QueuedQueries {
-			if strings.HasPrefix(q.SQL, "BEGIN") {
-				b.begins++
-			}
-		}
-	}
-	return ctx
-}
-
-func (*beginCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (*beginCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-
-// take returns the transactions counted since the last take.
-func (b *beginCounter) take() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := b.begins
-	b.begins = 0
-	return n
-}
-
-// conns is how many connections took consumer locks.
-func (b *beginCounter) conns() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.lockConns)
+func beginsOnLockConns() (begins func() int, conns func() int, tracer *testkit.Trips) {
+	tracer, conns = lockConnTrips(func(sql string) bool { return strings.HasPrefix(sql, "BEGIN") })
+	return func() int {
+		statements, _, queued := tracer.TakeAll()
+		return statements + queued
+	}, conns, tracer
 }
 
 // TestAConsumerFarBehindIsFedApart: a session feeds its consumers from the oldest of
@@ -165,7 +118,7 @@ func TestAConsumerFarBehindIsFedApart(t *testing.T) {
 	e.writeHistory()
 	e.runToHead(e.runner(asProjections(strictLog{})))
 
-	tracer := &beginCounter{lockConns: map[*pgx.Conn]bool{}}
+	tracer, conns := lockConnTrips(nil)
 	pool := testkit.TracedPool(t, e.pool, tracer)
 	fresh := &recorder{name: "fresh", own: e.own}
 	r := e.runner([]Projection{strictLog{}, fresh}, func(c *Config) { c.Pool = pool })
@@ -173,7 +126,7 @@ func TestAConsumerFarBehindIsFedApart(t *testing.T) {
 	defer rn.stop(t)
 	e.waitCaughtUp(r.names()...)
 
-	if n := tracer.conns(); n != 2 {
+	if n := conns(); n != 2 {
 		t.Errorf("the consumers took their locks on %d connections, want 2 (one session each)", n)
 	}
 	var want []uuid.UUID

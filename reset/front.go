@@ -38,7 +38,10 @@ import (
 // fell by more than half and those sustained over burst and backlog by about 5%
 // (docs/benchmarks.md, thirteenth session).
 type Front struct {
-	clock      domain.Clock
+	clock domain.Clock
+	// mark is the count of answers in progress above which the front is saturated: they
+	// are queueing for the CPUs (answersPerCPU per CPU the process runs on).
+	mark       int
 	inProgress atomic.Int64
 	overAt     atomic.Int64 // Unix nanoseconds when the count was last over the mark
 }
@@ -49,7 +52,7 @@ func NewFront(clock domain.Clock) *Front {
 	if clock == nil {
 		clock = domain.SystemClock{}
 	}
-	return &Front{clock: clock}
+	return &Front{clock: clock, mark: answersPerCPU * runtime.GOMAXPROCS(0)}
 }
 
 // answer counts one answer in progress until the returned func is called.
@@ -57,15 +60,11 @@ func (f *Front) answer() func() {
 	if f == nil {
 		return func() {}
 	}
-	if f.inProgress.Add(1) > f.mark() {
+	if f.inProgress.Add(1) > int64(f.mark) {
 		f.overAt.Store(f.clock.Now().UnixNano())
 	}
 	return func() { f.inProgress.Add(-1) }
 }
-
-// mark is the count of answers in progress above which the front is saturated: they are
-// queueing for the CPUs.
-func (f *Front) mark() int64 { return int64(answersPerCPU * runtime.GOMAXPROCS(0)) }
 
 // answering is how many answers are in progress (0 for a nil Front).
 func (f *Front) answering() int {
@@ -81,7 +80,7 @@ func (f *Front) saturated() bool {
 	if f == nil {
 		return false
 	}
-	if f.inProgress.Load() > f.mark() {
+	if f.answering() > f.mark {
 		return true
 	}
 	over := f.overAt.Load()

@@ -116,7 +116,7 @@ func TestTheFrontStaysSaturatedThroughADip(t *testing.T) {
 	if front.saturated() {
 		t.Fatal("a Front that has answered nothing is saturated")
 	}
-	mark := int(front.mark())
+	mark := front.mark
 	var done []func()
 	for range mark {
 		done = append(done, front.answer())

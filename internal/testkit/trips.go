@@ -13,12 +13,13 @@ import (
 // QueryRow) and pipelined batches, each a round trip to PostgreSQL. Set it as the pool's
 // tracer (TracedPool).
 type Trips struct {
-	// Keep, when set, says whether a statement (its SQL) or a batch (sql "") sent on conn
-	// counts. It runs under the counter's lock, so it may keep state of its own.
+	// Keep, when set, says whether a statement (its SQL), a batch (sql "") or a statement
+	// queued in a batch (its SQL) sent on conn counts. It runs under the counter's lock,
+	// so it may keep state of its own.
 	Keep func(conn *pgx.Conn, sql string) bool
 
-	mu                  sync.Mutex
-	statements, batches int
+	mu                          sync.Mutex
+	statements, batches, queued int
 }
 
 func (t *Trips) count(conn *pgx.Conn, sql string, n *int) {
@@ -39,8 +40,11 @@ func (t *Trips) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.Trace
 func (*Trips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // TraceBatchStart implements pgx.BatchTracer.
-func (t *Trips) TraceBatchStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+func (t *Trips) TraceBatchStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
 	t.count(conn, "", &t.batches)
+	for _, q := range d.Batch.QueuedQueries {
+		t.count(conn, q.SQL, &t.queued)
+	}
 	return ctx
 }
 
@@ -52,11 +56,17 @@ func (*Trips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {
 
 // Take returns the counts since the last Take and starts afresh.
 func (t *Trips) Take() (statements, batches int) {
+	statements, batches, _ = t.TakeAll()
+	return statements, batches
+}
+
+// TakeAll is Take with the statements queued in those batches.
+func (t *Trips) TakeAll() (statements, batches, queued int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	statements, batches = t.statements, t.batches
-	t.statements, t.batches = 0, 0
-	return statements, batches
+	statements, batches, queued = t.statements, t.batches, t.queued
+	t.statements, t.batches, t.queued = 0, 0, 0
+	return statements, batches, queued
 }
 
 // TracedPool opens a pool on pool's database with pool's settings, changed by opts, and
