@@ -102,11 +102,23 @@ func (r *Runner) Status(ctx context.Context) ([]ConsumerStatus, error) {
 	}
 
 	out := make([]ConsumerStatus, 0, len(byName))
+	// The consumers of one process share a session and mostly stand at one checkpoint:
+	// the feed is counted once per checkpoint, not once per consumer.
+	type count struct {
+		n      int
+		capped bool
+	}
+	counted := make(map[eventstore.Position]count, len(byName))
 	for _, s := range byName {
 		if s.Checkpoint.Less(head) {
-			if s.Behind, s.Capped, err = r.countAfter(ctx, s.Checkpoint); err != nil {
-				return nil, err
+			c, ok := counted[s.Checkpoint]
+			if !ok {
+				if c.n, c.capped, err = r.countAfter(ctx, s.Checkpoint); err != nil {
+					return nil, err
+				}
+				counted[s.Checkpoint] = c
 			}
+			s.Behind, s.Capped = c.n, c.capped
 		}
 		out = append(out, *s)
 	}
@@ -132,12 +144,13 @@ func (r *Runner) Status(ctx context.Context) ([]ConsumerStatus, error) {
 func (r *Runner) countAfter(ctx context.Context, pos eventstore.Position) (n int, capped bool, err error) {
 	const page = 1000
 	for n < r.cfg.LagCap {
-		events, err := r.cfg.Store.ReadAll(ctx, pos, min(page, r.cfg.LagCap-n))
+		limit := min(page, r.cfg.LagCap-n)
+		events, err := r.cfg.Store.ReadAll(ctx, pos, limit)
 		if err != nil {
 			return n, false, fmt.Errorf("projections: status: read feed: %w", err)
 		}
 		n += len(events)
-		if len(events) == 0 {
+		if len(events) < limit { // a short page is the end of the feed
 			return n, false, nil
 		}
 		pos = events[len(events)-1].Position

@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"context"
 	"io/fs"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,5 +118,54 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	if n := e2.count(`SELECT version FROM projections_migrations WHERE NOT dirty`); n != len(all) {
 		t.Errorf("at version %d after concurrent runs, want %d", n, len(all))
+	}
+}
+
+// feedReads counts the ReadAll calls made through it.
+type feedReads struct {
+	eventstore.Store
+	calls atomic.Int64
+}
+
+func (f *feedReads) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
+	f.calls.Add(1)
+	return f.Store.ReadAll(ctx, after, limit)
+}
+
+// TestStatusCountsTheFeedOncePerCheckpoint: consumers at one checkpoint share one count
+// of the feed (under load every status read had paged the backlog once per consumer),
+// and a consumer elsewhere still gets its own.
+func TestStatusCountsTheFeedOncePerCheckpoint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if e.shared {
+		t.Skip("counts the whole feed exactly: needs a store of its own (the PostgreSQL or memory store), not the shared EventStoreDB")
+	}
+	e.writeHistory()
+	head := e.waitVisible()
+	total := len(e.ownEvents())
+	// The mailer, another process's consumer, stands three events into the feed.
+	page, err := e.store.ReadAll(e.ctx, eventstore.Start, 3)
+	e.must(err)
+	c, p := page[2].Position.Commit, page[2].Position.Prepare
+	_, err = e.pool.Exec(e.ctx, `INSERT INTO projection_checkpoints (consumer, commit, prepare) VALUES ('mailer', $1, $2)`,
+		int64(c), int64(p))
+	e.must(err)
+
+	reads := &feedReads{Store: e.store}
+	st, err := e.runner(nil, func(c *Config) { c.Store = reads }).Status(e.ctx)
+	e.must(err)
+	for _, s := range st {
+		want := total
+		if s.Name == "mailer" {
+			want = total - 3
+		}
+		if s.Behind != want || s.Capped || s.Head != head {
+			t.Errorf("%s: behind %d capped %v head %v; want %d behind %v", s.Name, s.Behind, s.Capped, s.Head, want, head)
+		}
+	}
+	// Two checkpoints (the read models' start and the mailer's), each counted in one page.
+	if n := reads.calls.Load(); n != 2 {
+		t.Errorf("%d feed reads for %d consumers at two checkpoints; want 2", n, len(st))
 	}
 }
