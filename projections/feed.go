@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/eventstore"
+	"selfreset/internal/pguuid"
 )
 
 // FeedConfig tunes how each consumer follows the global feed (the Runner supplies the
@@ -160,7 +161,7 @@ func lockConnect(ctx context.Context, pool *pgxpool.Pool) (*pgx.Conn, error) {
 	// wait for each commit's WAL flush (the rebuild runs the same way), which left it behind
 	// the appends it follows, queued on the flushes.
 	cfg.RuntimeParams["synchronous_commit"] = "off"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pguuid.Connect(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("projections: consumer lock: connect: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"selfreset/eventstore"
+	"selfreset/internal/pguuid"
 )
 
 // ErrRebuildRunning is returned when another rebuild of the same read model is under way.
@@ -139,7 +140,7 @@ func (r *Runner) names() []string {
 // lockRebuild takes each model's rebuild lock (session advisory locks on a connection of
 // their own), failing at once if one is held elsewhere.
 func (r *Runner) lockRebuild(ctx context.Context, models []ReadModel) (release func(), err error) {
-	conn, err := pgx.ConnectConfig(ctx, r.cfg.Pool.Config().ConnConfig.Copy())
+	conn, err := pguuid.Connect(ctx, r.cfg.Pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("projections: rebuild: connect: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"selfreset/eventstore"
+	"selfreset/internal/pguuid"
 )
 
 // catchUp applies the feed after pos to the shadow tables until the feed has nothing
@@ -70,7 +71,7 @@ func (sh *shadow) dispatch(ctx context.Context, r *Runner, pages <-chan feedPage
 // naming a table it does not own fails instead of writing the live one). Its commits do
 // not wait for the WAL: what a crash loses here the rebuild never swaps in.
 func (r *Runner) applyPages(ctx context.Context, sh *shadow, m ReadModel, feed <-chan []Envelope) (err error) {
-	conn, err := pgx.ConnectConfig(ctx, r.cfg.Pool.Config().ConnConfig.Copy())
+	conn, err := pguuid.Connect(ctx, r.cfg.Pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return fmt.Errorf("projections: rebuild %s: connect: %w", m.Name(), err)
 	}

@@ -18,6 +18,7 @@ import (
 	"selfreset/config"
 	"selfreset/eventstore"
 	httpapi "selfreset/http"
+	"selfreset/internal/pguuid"
 	"selfreset/internal/pgvacuum"
 	"selfreset/mailer"
 	"selfreset/metrics"
@@ -418,7 +419,7 @@ func (a *app) readModelPool(ctx context.Context) (*pgxpool.Pool, func(), error) 
 
 // openDatabasePool connects a pool to url, SELFRESET_DATABASE_URL with settings added.
 func openDatabasePool(ctx context.Context, url string) (*pgxpool.Pool, func(), error) {
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := pguuid.NewPool(ctx, url)
 	if err != nil {
 		return nil, nil, &config.Error{Var: config.EnvDatabaseURL, Msg: err.Error()}
 	}

@@ -74,6 +74,7 @@ import (
 
 	"selfreset/eventstore"
 	"selfreset/eventstore/chain"
+	"selfreset/internal/pguuid"
 )
 
 // notifyChannel is the channel appends are announced on once committed (announcer), so
@@ -184,7 +185,7 @@ var (
 // Open connects a new pool to databaseURL and checks that the server answers. It does not
 // create the schema: call Migrate (or `selfreset migrate`) for that.
 func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, error) {
-	pool, err := pgxpool.New(ctx, databaseURL)
+	pool, err := pguuid.NewPool(ctx, databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/postgres: open: %w", err)
 	}
