@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"selfreset/internal/pguuid"
 	"selfreset/internal/testdb"
@@ -55,18 +56,18 @@ func TestEncodesTheBytes(t *testing.T) {
 
 // TestRoundTrip sends uuid.UUIDs through a pool and a connection set up by the package.
 func TestRoundTrip(t *testing.T) {
-	url := testdb.New(t)
-	ctx := context.Background()
-	pool, err := pguuid.NewPool(ctx, url)
+	ctx := t.Context()
+	pool, err := pguuid.NewPool(ctx, testdb.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close)
+	// A connection configured like the pool's, as the consumers' sessions are.
 	conn, err := pguuid.Connect(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	ids := []uuid.UUID{uuid.New(), uuid.New()}
 	for name, queryRow := range map[string]func(context.Context, string, ...any) pgx.Row{
 		"pool": pool.QueryRow, "conn": conn.QueryRow} {
@@ -77,5 +78,29 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil || one != ids[0] || text != ids[1].String() || len(all) != 2 || all[1] != ids[1] {
 			t.Errorf("%s: %v %q %v, %v; want %v %q %v", name, one, text, all, err, ids[0], ids[1], ids)
 		}
+	}
+}
+
+// TestPoolsCopiedFromItsConfigRegisterToo: the intake pools are made from the read-model
+// pool's Config and rely on keeping the hook.
+func TestPoolsCopiedFromItsConfigRegisterToo(t *testing.T) {
+	ctx := t.Context()
+	pool, err := pguuid.NewPool(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	copied, err := pgxpool.NewWithConfig(ctx, pool.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(copied.Close)
+	conn, err := copied.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if got, plain := len(conn.Conn().TypeMap().TryWrapEncodePlanFuncs), len(pgtype.NewMap().TryWrapEncodePlanFuncs); got != plain+1 {
+		t.Errorf("%d encode wrappers on a copied pool's connection, want pgx's %d and this package's", got, plain)
 	}
 }
