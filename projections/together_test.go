@@ -143,3 +143,47 @@ func TestAConsumerFarBehindIsFedApart(t *testing.T) {
 		t.Errorf("%d events parked (one applied twice?)", n)
 	}
 }
+
+// TestACheckpointMovedUnderASharedPassIsNoticed: one consumer's checkpoint is moved
+// past an event behind its session's back (as a rebuild does) while the others' are not.
+// The shared pass must write nothing; that consumer skips the event the move covered,
+// and the other consumers (the read models, whose passes are shared with it) end as a
+// rebuild of them would.
+func TestACheckpointMovedUnderASharedPassIsNoticed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createStrictLog()
+	others := ReadModels()
+	r := e.runner(asProjections(append(others, strictLog{})...))
+	rn := e.start(r)
+	defer rn.stop(t)
+	e.registerAcme()
+	e.waitCaughtUp(r.names()...)
+
+	tx, err := e.pool.Begin(e.ctx)
+	e.must(err)
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	_, err = lockCheckpoint(e.ctx, tx, strictLog{}.Name())
+	e.must(err)
+	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: e.acme, Login: "covered", DisplayName: "Covered", Password: pw}))
+	e.waitVisible()
+	own := e.ownEvents()
+	covered := own[len(own)-1]
+	_, err = tx.Exec(e.ctx, `UPDATE projection_checkpoints SET commit = $2, prepare = $3 WHERE consumer = $1`,
+		strictLog{}.Name(), int64(covered.Position.Commit), int64(covered.Position.Prepare))
+	e.must(err)
+	e.must(tx.Commit(e.ctx))
+	e.must(e.cmd.RegisterUser(e.ctx, commands.RegisterUser{Actor: operator, Provider: e.acme, Login: "after", DisplayName: "After", Password: pw}))
+	e.waitCaughtUp(r.names()...)
+
+	if n := e.count(`SELECT count(*) FROM strict_log WHERE event_id = $1`, covered.ID.String()); n != 0 {
+		t.Errorf("the event the other writer covered was applied %d times, want 0", n)
+	}
+	if n, want := e.strictLogged(), len(e.ownEvents())-1; n != want {
+		t.Errorf("strict_log holds %d of this test's events, want %d (all but the covered one)", n, want)
+	}
+	if n := len(e.ownParked()); n != 0 {
+		t.Errorf("%d events parked", n)
+	}
+	sameDumps(t, "the other consumers", e.dumps(others), e.freshRebuild(r, others))
+}
