@@ -143,7 +143,10 @@ func (un *unit) updateLocked(ctx context.Context, actor, code, login string, dec
 	if provRemembered {
 		provider.From = prev + 1
 	}
-	var events []domain.Event
+	var (
+		events []domain.Event
+		after  userAfter // the fold the decision was taken on, and what it appended
+	)
 	res, err := up.Update(ctx, us, rev+1, []eventstore.StreamRead{provider},
 		func(tail eventstore.StreamTail, also []eventstore.StreamTail) ([]eventstore.EventData, error) {
 			if !tail.Found {
@@ -154,7 +157,9 @@ func (un *unit) updateLocked(ctx context.Context, actor, code, login string, dec
 			if err != nil {
 				return nil, err
 			}
-			un.h.rememberUser(us, u, l, ids, un.h.snaps.maybeWrite(ctx, us, u, l, ids, f.snapshot+len(ids)-len(f.recent)))
+			read := un.h.snaps.maybeWrite(ctx, us, u, l, ids, f.snapshot+len(ids)-len(f.recent))
+			un.h.rememberUser(us, u, l, ids, read)
+			after = userAfter{user: u, l: l, ids: ids, read: read}
 			p, pl := domain.Provider{}, loaded{}
 			if also[0].Found {
 				if pl, _, err = un.h.foldRecords(ctx, ps, provider.From, nil, also[0].Events, prov.Apply); err != nil {
@@ -172,19 +177,55 @@ func (un *unit) updateLocked(ctx context.Context, actor, code, login string, dec
 			if len(events) == 0 {
 				return nil, nil
 			}
-			return un.h.encode(ctx, us, actor, events)
+			after.appended, err = un.h.encode(ctx, us, actor, events)
+			return after.appended, err
 		})
 	if errors.Is(err, errFoldElsewhere) {
 		return nil, nil, false
 	}
 	if err != nil {
 		err = fmt.Errorf("update %s: %w", us, err)
+	} else {
+		un.h.rememberAppended(ctx, us, after, res)
 	}
 	return un.users.appended(us, res, err, len(events), func(u *domain.User) {
 		for _, e := range events {
 			u.Apply(e)
 		}
 	}), refusal, true
+}
+
+// userAfter is what an Update's decision folded and appended (updateLocked).
+type userAfter struct {
+	user     domain.User
+	l        loaded
+	ids      []uuid.UUID
+	read     int // events folded since the last snapshot
+	appended []eventstore.EventData
+}
+
+// rememberAppended moves the handler's memory of an account past what a decision
+// appended to it, when the append landed right after the fold it was decided on: the
+// events are folded as a reader would fold them (decoded from the data written), so the
+// next command on the account starts at the head it left, and an Update can decide it
+// in one round trip (eventstore/postgres: heads.go) instead of reading that event back.
+func (h *Handler) rememberAppended(ctx context.Context, stream string, a userAfter, res eventstore.AppendResult) {
+	if len(a.appended) == 0 || !follows(a.l, res, len(a.appended)) {
+		return
+	}
+	first := res.NextRevision + 1 - uint64(len(a.appended))
+	recs := make([]eventstore.RecordedEvent, len(a.appended))
+	for i, e := range a.appended {
+		recs[i] = eventstore.RecordedEvent{ID: e.ID, Type: e.Type, SchemaVersion: e.SchemaVersion, Stream: stream,
+			Revision: first + uint64(i), OccurredAt: e.OccurredAt, Data: e.Data, Metadata: e.Metadata}
+	}
+	u := a.user.Clone()
+	l, ids, err := h.foldRecords(ctx, stream, first, a.ids, recs, u.Apply)
+	if err != nil {
+		h.users.forget(stream) // not reached: these events were just encoded
+		return
+	}
+	h.rememberUser(stream, u, l, ids, a.read+len(recs))
 }
 
 // errFoldElsewhere ends an updateLocked whose account cannot be folded under the lock.

@@ -3,6 +3,8 @@ package commands_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -230,4 +232,56 @@ func TestAQuickDecisionReadsAndAppendsUnderTheLock(t *testing.T) {
 	if len(again) != len(after) {
 		t.Fatalf("a redelivery appended %d events", len(again)-len(after))
 	}
+}
+
+// tailsSeen wraps an Updater and records how many events of the stream's own tail each
+// decision it runs was given.
+type tailsSeen struct {
+	countedCalls
+	mu    sync.Mutex
+	tails []int
+}
+
+func (c *tailsSeen) Update(ctx context.Context, stream string, from uint64, also []eventstore.StreamRead,
+	decide func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error)) (eventstore.AppendResult, error) {
+	return c.countedCalls.Update(ctx, stream, from, also, func(tail eventstore.StreamTail, also []eventstore.StreamTail) ([]eventstore.EventData, error) {
+		c.mu.Lock()
+		c.tails = append(c.tails, len(tail.Events))
+		c.mu.Unlock()
+		return decide(tail, also)
+	})
+}
+
+// TestADecisionRemembersWhatItAppended: after a decision under the lock, the handler
+// remembers the account at the head it left, so the next decision on it is given no
+// event to fold (not its own last one read back), and every fold is still the full
+// fold's. The store can then decide it on the heads it remembers (eventstore/postgres).
+func TestADecisionRemembersWhatItAppended(t *testing.T) {
+	f := newFixture(t)
+	up, ok := f.store.(eventstore.Updater)
+	if !ok {
+		t.Skipf("needs an event store that implements eventstore.Updater (PostgreSQL, the full run); %T does not", f.store)
+	}
+	f.configuredUser(t)
+	ctx := context.Background()
+	calls := &tailsSeen{countedCalls: countedCalls{countedReads: countedReads{Store: f.store}, up: up}}
+	h := testkit.Handler(t, calls, f.clock, f.keys)
+	wrongEmail := commands.RequestResetToken{Provider: f.code, Login: "jane", Email: "stranger@example.org"}
+	const decisions = 4
+	for i := range decisions + 1 { // the first folds the account; the rest decide under the lock
+		if _, err := h.RequestResetToken(ctx, wrongEmail); err == nil {
+			t.Fatalf("decision %d: a wrong email was granted a token", i)
+		}
+	}
+	calls.mu.Lock()
+	tails := slices.Clone(calls.tails)
+	calls.mu.Unlock()
+	// The first command appended the usual way (the account was not remembered yet),
+	// which moves only its own view on: the first Update folds that event.
+	want := make([]int, decisions)
+	want[0] = 1
+	if !slices.Equal(tails, want) {
+		t.Errorf("the decisions under the lock folded tails of %v events, want %v", tails, want)
+	}
+	sameAsFullFold(t, f, h, "after the decisions") // a load, which folds any tail there is
 }
