@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,4 +104,47 @@ func BenchmarkReadAll500(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(5000*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// An Update of one account after another, as a worker deciding Forgot Password does: its
+// stream's head and the provider's are remembered from the Update before ("at once", one
+// round trip: heads.go), or forgotten before each ("read", the two round trips of
+// updateIn, as when another process wrote last). Eight callers, each on an account of
+// its own.
+func BenchmarkUpdateOnARememberedHead(b *testing.B) {
+	for _, remembered := range []bool{true, false} {
+		name := "read"
+		if remembered {
+			name = "at_once"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := benchStore(b)
+			ctx := context.Background()
+			if _, err := s.Append(ctx, "provider", eventstore.NoStream, benchEvent()); err != nil {
+				b.Fatal(err)
+			}
+			beside := []eventstore.StreamRead{{Stream: "provider", From: 1}}
+			var accounts atomic.Int64
+			decide := func(eventstore.StreamTail, []eventstore.StreamTail) ([]eventstore.EventData, error) {
+				return []eventstore.EventData{benchEvent()}, nil
+			}
+			b.SetParallelism(4) // callers per GOMAXPROCS: 8 on 2 cores, as the worker's subscribers
+			b.RunParallel(func(pb *testing.PB) {
+				stream := fmt.Sprintf("account-%d", accounts.Add(1))
+				for from := uint64(0); pb.Next(); from++ {
+					if !remembered {
+						s.heads.forget(stream)
+					}
+					if _, err := s.Update(ctx, stream, from, beside, decide); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			if n := s.updates.stale.Load(); n != 0 {
+				b.Errorf("%d groups found a remembered head moved", n)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,6 +67,7 @@ type updateQueue struct {
 	taken   map[string]bool // streams in a group on its way
 	running int             // flushers running
 	groups  int             // group transactions begun (tests)
+	stale   atomic.Int64    // groups decided at once on remembered heads that had moved (tests)
 }
 
 // enqueue adds u and starts a flusher if fewer than updateFlushers run.
@@ -203,7 +205,19 @@ func (s *Store) groupTransaction(group []*update) error {
 		what += " and others"
 	}
 	_, err := s.write(ctx, what, func(conn *pgx.Conn) (eventstore.AppendResult, bool, error) {
-		return updateIn(ctx, conn, what, group)
+		if x, ok := rememberedHeads(&s.heads, group); ok {
+			res, stale, err := updateAtOnce(ctx, conn, what, group, x, &s.heads)
+			if !stale {
+				return res, err == nil, err
+			}
+			s.updates.stale.Add(1)
+			if conn.PgConn().TxStatus() != 'I' {
+				if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+					return eventstore.AppendResult{}, false, wrapErr(what, err)
+				}
+			}
+		}
+		return updateIn(ctx, conn, what, group, &s.heads)
 	})
 	return err
 }

@@ -167,6 +167,7 @@ type Store struct {
 	listen   *notices
 	marks    *watermarks
 	updates  updateQueue // Updates waiting for a group transaction (group.go)
+	heads    headCache   // the stream heads Updates last saw (heads.go)
 
 	// pages shares a feed read among the readers that ask for the same page at the same
 	// time (readAll): every consumer of a process wakes on the same NOTIFY, shares one
@@ -239,6 +240,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err := eventstore.ValidateAppend(stream, events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
+	defer s.heads.forget(stream) // an Update of it reads it again
 	return s.write(ctx, "append to "+quote(stream), func(conn *pgx.Conn) (eventstore.AppendResult, bool, error) {
 		return appendIn(ctx, conn, stream, expected, events, true)
 	})

@@ -2,12 +2,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"runtime/debug"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"selfreset/eventstore"
 	"selfreset/eventstore/chain"
@@ -28,7 +30,7 @@ var lockStreamsSQL = `SELECT pg_advisory_xact_lock(` + strconv.Itoa(streamLockCl
 // id and are held until the transaction ends (see the package comment); while the
 // decisions run it has no id yet. On success each Update's outcome is in its out; the
 // caller rolls back a transaction left open.
-func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update) (eventstore.AppendResult, bool, error) {
+func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update, seen *headCache) (eventstore.AppendResult, bool, error) {
 	streams := make([]string, len(group))
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
@@ -48,6 +50,7 @@ func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update)
 	if err != nil {
 		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
+	rememberReads(seen, group, heads, tails)
 	b = &pgx.Batch{}
 	var writers []*update
 	for i, u := range group {
@@ -78,7 +81,141 @@ func updateIn(ctx context.Context, conn *pgx.Conn, what string, group []*update)
 	if err != nil {
 		return eventstore.AppendResult{}, false, wrapErr(what, err)
 	}
+	rememberWrites(seen, writers)
 	return last, true, nil
+}
+
+// expectHeadsSQL fails the transaction unless each stream of $1 is at the revision beside
+// it in $2: run under the stream locks, before the inserts of a group decided at once.
+// It fails by casting its message to an integer, the one way a plain statement can raise
+// an error of its own choosing at run time (a constant error in a CASE arm would be
+// raised when the statement is planned); a function in PL/pgSQL that raised it cost the
+// server 61 µs a call, as much as the reads it spares, against 17 µs for this one.
+const expectHeadsSQL = `SELECT (CASE WHEN count(*) = cardinality($1::text[]) THEN '0'
+		ELSE 'eventstore/postgres: a remembered stream head has moved' END)::int
+	FROM unnest($1::text[], $2::bigint[]) AS x(stream, revision)
+	JOIN streams s ON s.stream = x.stream AND s.revision = x.revision`
+
+// expectedHeads is what a group decided at once relies on: each Update's stream's
+// remembered head, and every stream the group reads (its own and those beside them) at
+// the revision expected of it.
+type expectedHeads struct {
+	own       []head
+	streams   []string
+	revisions []int64
+}
+
+// rememberedHeads gives the heads a group can be decided at once on (updateAtOnce): when
+// every stream it reads has a remembered head before the revision its Update reads from,
+// so that the tail it would read is empty (and its own stream's chain value is known). A
+// blind append (from past any revision) reads nothing and only needs its head.
+func rememberedHeads(seen *headCache, group []*update) (expectedHeads, bool) {
+	x := expectedHeads{own: make([]head, len(group))}
+	for i, u := range group {
+		h, ok := seen.get(u.stream)
+		if !ok || !h.chainKnown || clampInt64(u.from)-1 < h.revision {
+			return expectedHeads{}, false
+		}
+		x.own[i] = h
+		x.streams, x.revisions = append(x.streams, u.stream), append(x.revisions, h.revision)
+		for _, a := range u.also {
+			h, ok := seen.get(a.Stream)
+			if !ok || clampInt64(a.From)-1 < h.revision {
+				return expectedHeads{}, false
+			}
+			x.streams, x.revisions = append(x.streams, a.Stream), append(x.revisions, h.revision)
+		}
+	}
+	return x, true
+}
+
+// updateAtOnce is updateIn in one round trip for a group whose heads are remembered
+// (rememberedHeads, heads.go): each decision runs first, on its stream's remembered head
+// and empty tails; then one batch begins, takes the stream locks, checks every head the
+// decisions relied on (expectHeadsSQL), inserts and commits. stale reports that nothing
+// was written and the group must be read and decided the usual way: a decision that
+// wrote nothing or failed (it may have been so only on what was remembered), or a
+// statement the server refused (a head that moved, an event id stored already), after
+// which the caller rolls back. Any other error is the group's.
+func updateAtOnce(ctx context.Context, conn *pgx.Conn, what string, group []*update, x expectedHeads, seen *headCache) (res eventstore.AppendResult, stale bool, err error) {
+	locks := make([]string, len(group))
+	ctxs := make([]context.Context, len(group))
+	for i, u := range group {
+		tails := make([]eventstore.StreamTail, len(u.also)+1)
+		for j := range tails {
+			tails[j].Found = true
+		}
+		if !u.decided(streamHead{exists: true, revision: x.own[i].revision, chain: x.own[i].chain}, tails) {
+			return eventstore.AppendResult{}, true, nil
+		}
+		locks[i], ctxs[i] = u.stream, u.ctx
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(planSQL)
+	b.Queue(lockStreamsSQL, locks)
+	b.Queue(expectHeadsSQL, x.streams, x.revisions)
+	for _, u := range group {
+		queueInsert(b, u.stream, u.first, u.events)
+	}
+	queueCommit(b, ctxs...)
+	br := conn.SendBatch(ctx, b)
+	for _, step := range []string{"begin", "planner settings", "lock streams", "expect heads"} {
+		if _, err = br.Exec(); err != nil {
+			err = fmt.Errorf("%s: %w", step, err)
+			break
+		}
+	}
+	for _, u := range group {
+		if err != nil {
+			break
+		}
+		if res, err = readInsert(br, u.first, len(u.events)); err == nil {
+			u.out = updated{res: res}
+		}
+	}
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			return eventstore.AppendResult{}, true, nil
+		}
+		return eventstore.AppendResult{}, false, wrapErr(what, err)
+	}
+	rememberWrites(seen, group)
+	return res, false, nil
+}
+
+// rememberReads remembers the heads updateIn read: each Update's stream's (with its chain
+// value), and each stream it read beside it, at its last event or, when it had none past
+// where it was read from, just before there.
+func rememberReads(seen *headCache, group []*update, heads []streamHead, tails [][]eventstore.StreamTail) {
+	for i, u := range group {
+		if heads[i].exists {
+			seen.put(u.stream, head{revision: heads[i].revision, chain: heads[i].chain, chainKnown: true})
+		}
+		for j, a := range u.also {
+			switch t := tails[i][j+1]; {
+			case !t.Found:
+				seen.forget(a.Stream)
+			case len(t.Events) > 0:
+				last := t.Events[len(t.Events)-1]
+				seen.put(a.Stream, head{revision: clampInt64(last.Revision), chain: last.Metadata.Chain, chainKnown: true})
+			case a.From > 0:
+				seen.put(a.Stream, head{revision: clampInt64(a.From) - 1})
+			}
+		}
+	}
+}
+
+// rememberWrites remembers the heads the writers of a committed group left.
+func rememberWrites(seen *headCache, writers []*update) {
+	for _, u := range writers {
+		last := u.events[len(u.events)-1]
+		seen.put(u.stream, head{revision: u.first + int64(len(u.events)) - 1, chain: last.Metadata.Chain, chainKnown: true})
+	}
 }
 
 // decided runs u's decision on what was read, and reports whether it has events to
