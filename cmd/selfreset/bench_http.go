@@ -236,7 +236,7 @@ func (b *httpBench) run(ctx context.Context) (benchReport, error) {
 		return rep, err
 	}
 	rep.PrepareSeconds = took.Seconds()
-	if _, err := b.settle(ctx); err != nil { // the preparation's code mails, its events
+	if _, _, err := b.settle(ctx); err != nil { // the preparation's code mails, its events
 		return rep, err
 	}
 	b.c.printf("bench: prepared %d accounts in %s\n\n", pools.count(), took.Round(time.Millisecond))

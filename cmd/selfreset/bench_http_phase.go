@@ -95,7 +95,7 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 		stopLag()
 		return phaseReport{}, err
 	}
-	settled, settleErr := b.settle(ctx)
+	caughtUp, settled, settleErr := b.settle(ctx)
 	cpu1 := readCPU(b.pid)
 	stopLag()
 	lagSamples := <-samples
@@ -104,71 +104,82 @@ func (b *httpBench) runPhase(ctx context.Context, phase string, conc int, accts 
 	}
 	pr := rec.report(phase, end.Sub(start))
 	pr.Missed = int(missed)
-	if err := b.measureAfter(ctx, &pr, phaseWindow{start: start, end: end, settled: settled, head0: head0, headEnd: headEnd,
+	if err := b.measureAfter(ctx, &pr, phaseWindow{start: start, end: end, caughtUp: caughtUp, settled: settled, head0: head0, headEnd: headEnd,
 		cpu0: cpu0, cpu1: cpu1}, lagSamples, mailMark); err != nil {
 		return phaseReport{}, err
 	}
 	return pr, nil
 }
 
-// phaseWindow is when a phase ran, where the feed stood, and the machine's CPU time at
-// its start and once the server had settled.
+// phaseWindow is when a phase ran, when the read side caught up and the server settled
+// after it (settle), where the feed stood, and the machine's CPU time at its start and
+// once the server had settled.
 type phaseWindow struct {
-	start, end, settled time.Time
-	head0, headEnd      eventstore.Position
-	cpu0, cpu1          cpuReading
+	start, end, caughtUp, settled time.Time
+	head0, headEnd                eventstore.Position
+	cpu0, cpu1                    cpuReading
 }
 
 // settle waits until the server has decided every queued command, every consumer is at
-// the feed's head and no mail is pending; it returns when that was first seen.
-func (b *httpBench) settle(ctx context.Context) (time.Time, error) {
+// the feed's head and no mail is pending; it returns when it first saw the consumers at
+// the head with nothing queued, and when it first saw all of it.
+func (b *httpBench) settle(ctx context.Context) (caughtUp, settled time.Time, err error) {
 	deadline := time.Now().Add(benchSettleWithin)
 	for {
 		at := time.Now()
-		idle, queued, err := b.idle(ctx)
+		st, err := b.idle(ctx)
 		if err != nil {
-			return time.Time{}, err
+			return time.Time{}, time.Time{}, err
 		}
-		if idle {
-			return at, nil
+		if st.caughtUp && caughtUp.IsZero() {
+			caughtUp = at
+		}
+		if st.idle {
+			return caughtUp, at, nil
 		}
 		// While commands wait to be decided the server is seconds from settling: look
 		// less often, so that the looking takes less from it.
 		poll := 20 * time.Millisecond
-		if queued {
+		if st.queued {
 			poll = 100 * time.Millisecond
 		}
 		if at.After(deadline) {
-			return time.Time{}, fmt.Errorf("the server did not settle (queue, consumers, mail) within %s", benchSettleWithin)
+			return time.Time{}, time.Time{}, fmt.Errorf("the server did not settle (queue, consumers, mail) within %s", benchSettleWithin)
 		}
 		select {
 		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
+			return time.Time{}, time.Time{}, ctx.Err()
 		case <-time.After(poll):
 		}
 	}
 }
 
-// idle reports whether nothing is queued, behind or pending, and whether commands are
-// still queued.
-func (b *httpBench) idle(ctx context.Context) (idle, queued bool, err error) {
+// state is how far the server is from settled after a phase.
+type state struct {
+	queued   bool // commands wait to be decided
+	caughtUp bool // nothing queued, and every consumer is at the feed's head
+	idle     bool // caught up, and no mail is pending either
+}
+
+// idle reads where the server stands.
+func (b *httpBench) idle(ctx context.Context) (state, error) {
 	if drained, err := reset.Drained(ctx, b.pool); err != nil || !drained {
-		return false, err == nil, err
+		return state{queued: err == nil}, err
 	}
 	status, err := b.lag.Status(ctx)
 	if err != nil {
-		return false, false, err
+		return state{}, err
 	}
 	for _, s := range status {
 		if s.Configured && !s.CaughtUp() {
-			return false, false, nil
+			return state{}, nil
 		}
 	}
 	_, oldestPending, err := mailer.DeliveryStats(ctx, b.pool)
 	if err != nil {
-		return false, false, err
+		return state{}, err
 	}
-	return oldestPending.IsZero(), false, nil
+	return state{caughtUp: true, idle: oldestPending.IsZero()}, nil
 }
 
 // feedScan is what the feed holds between two positions.
@@ -217,7 +228,7 @@ func (b *httpBench) measureAfter(ctx context.Context, pr *phaseReport, w phaseWi
 	pr.Events = eventsReport{InWindow: fs.inWindow, After: fs.after, PerSecond: float64(fs.inWindow) / secs,
 		ByType: fs.byType}
 	if fs.inWindow+fs.after > 0 {
-		pr.Events.ZeroLagAfterLastEventMS = ms(w.settled.Sub(fs.last))
+		pr.Events.ZeroLagAfterLastEventMS = ms(w.caughtUp.Sub(fs.last))
 		if took := fs.last.Sub(w.start).Seconds(); took > 0 {
 			pr.Events.SustainedPerSecond = float64(fs.inWindow+fs.after) / took
 		}

@@ -65,7 +65,8 @@ type eventsReport struct {
 	// SustainedPerSecond is every event the phase caused, over the time from its start to
 	// the last of them: the rate the command path kept up, backlog included.
 	SustainedPerSecond float64 `json:"sustained_per_second"`
-	// ZeroLagAfterLastEventMS is from the last event's time to every consumer at the head.
+	// ZeroLagAfterLastEventMS is from the last event's time to every consumer at the head
+	// with nothing queued (the mail pending then is SettledAfterEndMS's, not the lag's).
 	ZeroLagAfterLastEventMS float64        `json:"zero_lag_after_last_event_ms"`
 	ByType                  map[string]int `json:"by_type"`
 }
